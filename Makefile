@@ -1,0 +1,52 @@
+# ad-moderation. The two commands: `make run` and `make test`.
+# Everything is installed by these rules into git-ignored folders:
+#   .venv            app + dev tools (Python 3.11+)
+#   .venv-localstack LocalStack in host mode (Python 3.13; created on first use)
+#   .local/          embedded PostgreSQL data, LocalStack state, logs
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-unit test-integration test-e2e train lint typecheck bench localstack clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+venv: $(STAMP) ## create/refresh the dev virtualenv
+
+localstack: $(STAMP) ## install LocalStack (host mode) into .venv-localstack
+	$(PY) -m devstack.localstack install
+
+run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops it)
+	$(PY) -m devstack.run
+
+test: $(STAMP) localstack ## run every test: unit, integration, end-to-end
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## unit tests only (no servers)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP) ## integration tests (embedded Postgres + moto/LocalStack)
+	$(PY) -m pytest tests/integration
+
+test-e2e: $(STAMP) localstack ## end-to-end tests against the running stack
+	$(PY) -m pytest tests/e2e
+
+train: $(STAMP) ## retrain the model and rewrite chalicelib/artifacts/model.json
+	$(PY) -m training.train
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
+	rm -rf .local

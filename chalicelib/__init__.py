@@ -1,0 +1,1 @@
+"""Everything that ships to Lambda besides app.py."""

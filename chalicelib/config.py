@@ -1,0 +1,73 @@
+"""Settings from the environment, read once per process (never at import time).
+
+Locally every value has a default that matches `make run`; on AWS the stage
+config in `.chalice/config.json` sets them. boto3 itself honours
+`AWS_ENDPOINT_URL` (LocalStack) and `AWS_DEFAULT_REGION`, so neither is
+threaded through by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+# The embedded PostgreSQL that `make run` starts when DATABASE_URL is unset.
+LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:54329/moderation"
+
+# Batch size is fixed when Chalice builds the event source mapping, so it is
+# read by app.py at import time; it has a default, so importing never fails.
+DEFAULT_BATCH_SIZE = 10
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def batch_size() -> int:
+    return _int("SCORING_BATCH_SIZE", DEFAULT_BATCH_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    queue_name: str
+    dlq_name: str
+    # Explicit URLs win over name look-ups (saves a GetQueueUrl per cold start).
+    queue_url: str | None
+    dlq_url: str | None
+    retry_base_seconds: int
+    # Used only if the queue's RedrivePolicy cannot be read.
+    default_max_receive_count: int
+    max_body_bytes: int
+    db_connect_timeout_seconds: int
+    db_statement_timeout_ms: int
+    # Reconciler: how long a task may sit un-enqueued before it is re-sent, and
+    # how long an unfinished task may live before it is failed as stuck.
+    resend_grace_seconds: int
+    stuck_after_seconds: int
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    env = os.environ
+    return Settings(
+        database_url=env.get("DATABASE_URL") or LOCAL_DATABASE_URL,
+        queue_name=env.get("MODERATION_QUEUE_NAME", "moderation"),
+        dlq_name=env.get("MODERATION_DLQ_NAME", "moderation_dlq"),
+        queue_url=env.get("MODERATION_QUEUE_URL") or None,
+        dlq_url=env.get("MODERATION_DLQ_URL") or None,
+        retry_base_seconds=_int("RETRY_BASE_SECONDS", 5),
+        default_max_receive_count=_int("DEFAULT_MAX_RECEIVE_COUNT", 3),
+        max_body_bytes=_int("MAX_BODY_BYTES", 16 * 1024),
+        db_connect_timeout_seconds=_int("DB_CONNECT_TIMEOUT_SECONDS", 3),
+        db_statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 5000),
+        resend_grace_seconds=_int("RESEND_GRACE_SECONDS", 60),
+        stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
+    )

@@ -1,0 +1,221 @@
+"""What happens to each SQS message: pure functions, no I/O.
+
+The scorer (chalicelib.scoring) gathers facts (parsed messages, claimed rows,
+model scores) and asks `plan_batch` what to do with every message; it then
+does the I/O. Keeping the state machine here makes it testable on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from chalicelib.storage import COMPLETED, FAILED, PERMANENT, PROCESSING, TRANSIENT, ClaimedTask, TaskUpdate
+
+# SQS refuses visibility timeouts above 12 hours.
+MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+
+
+
+class TaskMessage(BaseModel):
+    """The body contract: {task_id, item_id, timestamp}. Extra keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    task_id: StrictInt = Field(gt=0)
+    item_id: StrictInt = Field(gt=0)
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One SQS record as the Lambda event source mapping hands it over."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    attempt: int  # ApproximateReceiveCount
+    message: TaskMessage | None
+    parse_error: str | None
+
+    @property
+    def original_message(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return self.body
+
+
+def parse_record(record: Mapping[str, Any]) -> Delivery:
+    body = record.get("body") or ""
+    attrs = record.get("attributes") or {}
+    try:
+        attempt = max(1, int(attrs.get("ApproximateReceiveCount", "1")))
+    except (TypeError, ValueError):
+        attempt = 1
+    message: TaskMessage | None = None
+    error: str | None = None
+    try:
+        message = TaskMessage.model_validate_json(body)
+    except ValidationError as exc:
+        error = "malformed message body: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+    return Delivery(
+        message_id=str(record.get("messageId", "")),
+        receipt_handle=str(record.get("receiptHandle", "")),
+        body=body,
+        attempt=attempt,
+        message=message,
+        parse_error=error,
+    )
+
+
+def backoff_seconds(attempt: int, base_seconds: int) -> int:
+    """base * 2^(attempt-1): 5, 10, 20 s for attempts 1, 2, 3 with the default base."""
+    return min(base_seconds * 2 ** max(0, attempt - 1), MAX_VISIBILITY_SECONDS)
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"  # result written, message deleted
+    FAILED_PERMANENT = "failed_permanent"  # task failed, envelope in DLQ, message deleted
+    DUPLICATE = "duplicate"  # task already finished: deleted without work
+    RETRY = "retry"  # transient: backoff, reported in batchItemFailures
+    EXHAUSTED = "exhausted"  # transient on the last attempt: task failed, redrive moves it to DLQ
+    BUSY = "busy"  # a concurrent delivery holds the task: retried later
+
+    @property
+    def acknowledged(self) -> bool:
+        return self in (Outcome.COMPLETED, Outcome.FAILED_PERMANENT, Outcome.DUPLICATE)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    delivery: Delivery
+    outcome: Outcome
+    error: str | None = None
+    error_kind: str | None = None
+    update: TaskUpdate | None = None
+    envelope: dict[str, Any] | None = None
+
+    @property
+    def task_id(self) -> int | None:
+        return self.delivery.message.task_id if self.delivery.message else None
+
+
+def dlq_envelope(delivery: Delivery, error: str, kind: str, timestamp: str) -> dict[str, Any]:
+    """The DLQ format the Kafka-era tools read, plus task_id and kind."""
+    return {
+        "original_message": delivery.original_message,
+        "error": error,
+        "error_kind": kind,
+        "task_id": delivery.message.task_id if delivery.message else None,
+        "message_id": delivery.message_id,
+        "timestamp": timestamp,
+        "retry_count": delivery.attempt,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """The model's answer for one task: a probability, or why there is none."""
+
+    probability: float | None = None
+    invalid: str | None = None  # features the model must not score: permanent
+    crashed: str | None = None  # unexpected exception while scoring: transient
+
+
+def plan_batch(
+    deliveries: Sequence[Delivery],
+    claimed: Mapping[int, ClaimedTask],
+    locked_elsewhere: set[int],
+    scores: Mapping[int, Score],
+    *,
+    threshold: float,
+    max_receive_count: int,
+    now_iso: str,
+) -> list[Decision]:
+    """Decide every delivery's fate. One decision per delivery, in order."""
+    decisions: list[Decision] = []
+    handled: set[int] = set()
+
+    def permanent(d: Delivery, error: str, *, task: bool) -> Decision:
+        update = None
+        if task and d.message is not None:
+            update = TaskUpdate(d.message.task_id, FAILED, d.attempt, error_message=error, error_kind=PERMANENT)
+        return Decision(
+            d, Outcome.FAILED_PERMANENT, error, PERMANENT, update, dlq_envelope(d, error, PERMANENT, now_iso)
+        )
+
+    for d in deliveries:
+        msg = d.message
+        if msg is None:
+            decisions.append(permanent(d, d.parse_error or "malformed message body", task=False))
+            continue
+        tid = msg.task_id
+        if tid in handled:
+            # The same task twice in one batch: the first delivery does the work.
+            decisions.append(Decision(d, Outcome.DUPLICATE))
+            continue
+        task = claimed.get(tid)
+        if task is None:
+            if tid in locked_elsewhere:
+                decisions.append(Decision(d, Outcome.BUSY, "task is being processed by another delivery"))
+            else:
+                decisions.append(permanent(d, f"unknown task {tid}", task=False))
+            continue
+        handled.add(tid)
+        if not task.claimable:
+            decisions.append(Decision(d, Outcome.DUPLICATE))
+            continue
+        if msg.item_id != task.item_id:
+            decisions.append(
+                permanent(d, f"message item_id {msg.item_id} does not match task item_id {task.item_id}", task=True)
+            )
+            continue
+        if task.ad is None:
+            decisions.append(permanent(d, f"advertisement {task.item_id} not found or deleted", task=True))
+            continue
+        score = scores.get(tid, Score(crashed="task was not scored"))
+        if score.invalid is not None:
+            decisions.append(permanent(d, f"invalid features: {score.invalid}", task=True))
+        elif score.probability is not None:
+            p = score.probability
+            update = TaskUpdate(tid, COMPLETED, d.attempt, is_violation=p >= threshold, probability=p)
+            decisions.append(Decision(d, Outcome.COMPLETED, update=update))
+        else:
+            decisions.append(transient(d, score.crashed or "scoring failed", max_receive_count))
+    return decisions
+
+
+def transient(d: Delivery, error: str, max_receive_count: int) -> Decision:
+    """Retry later; on the last attempt the task fails and redrive parks the message."""
+    if d.message is None:  # unreachable for parse errors, kept for type safety
+        return Decision(d, Outcome.RETRY, error, TRANSIENT)
+    if d.attempt >= max_receive_count:
+        reason = f"gave up after {d.attempt} attempts: {error}"
+        update = TaskUpdate(d.message.task_id, FAILED, d.attempt, error_message=reason, error_kind=TRANSIENT)
+        return Decision(d, Outcome.EXHAUSTED, reason, TRANSIENT, update)
+    # error_message on a PROCESSING update lands in last_error only.
+    update = TaskUpdate(d.message.task_id, PROCESSING, d.attempt, error_message=error)
+    return Decision(d, Outcome.RETRY, error, TRANSIENT, update)
+
+
+def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_count: int) -> list[Decision]:
+    """The handler could not run (e.g. no database): retry every message.
+
+    Nothing is acknowledged that was not done, malformed messages included:
+    they are parked on a later attempt, when the handler can run.
+    """
+    out: list[Decision] = []
+    for d in deliveries:
+        if d.message is None:
+            out.append(Decision(d, Outcome.RETRY, error, TRANSIENT))
+        else:
+            out.append(transient(d, error, max_receive_count))
+    return out

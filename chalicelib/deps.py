@@ -1,0 +1,81 @@
+"""Adapters built lazily on first use and reused across warm invocations.
+
+Nothing here runs at import time, so `import app` works without a database,
+AWS credentials or network. Tests call `reset()` after changing settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import boto3
+from botocore.config import Config
+
+from chalicelib.config import get_settings
+from chalicelib.db import Database
+from chalicelib.model import load_model
+from chalicelib.moderation import ModerationService
+from chalicelib.queue import TaskQueue
+from chalicelib.reconcile import Reconciler
+from chalicelib.scoring import Scorer
+from chalicelib.storage import ModerationStore
+
+
+@lru_cache(maxsize=1)
+def database() -> Database:
+    s = get_settings()
+    return Database(
+        s.database_url,
+        connect_timeout_seconds=s.db_connect_timeout_seconds,
+        statement_timeout_ms=s.db_statement_timeout_ms,
+    )
+
+
+@lru_cache(maxsize=1)
+def store() -> ModerationStore:
+    return ModerationStore(database())
+
+
+@lru_cache(maxsize=1)
+def queue() -> TaskQueue:
+    s = get_settings()
+    # boto3 reads AWS_ENDPOINT_URL / AWS_DEFAULT_REGION itself; short timeouts
+    # and few retries so a dead endpoint becomes a 503, not a hung request.
+    sqs = boto3.client(
+        "sqs",
+        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}),
+    )
+    return TaskQueue(sqs, queue_name=s.queue_name, dlq_name=s.dlq_name, queue_url=s.queue_url, dlq_url=s.dlq_url)
+
+
+@lru_cache(maxsize=1)
+def service() -> ModerationService:
+    return ModerationService(store(), queue(), load_model())
+
+
+@lru_cache(maxsize=1)
+def scorer() -> Scorer:
+    s = get_settings()
+    return Scorer(
+        store(),
+        queue(),
+        load_model(),
+        retry_base_seconds=s.retry_base_seconds,
+        default_max_receive_count=s.default_max_receive_count,
+    )
+
+
+@lru_cache(maxsize=1)
+def reconciler() -> Reconciler:
+    s = get_settings()
+    return Reconciler(
+        store(), queue(), resend_grace_seconds=s.resend_grace_seconds, stuck_after_seconds=s.stuck_after_seconds
+    )
+
+
+def reset() -> None:
+    """Forget every adapter (tests and the local runner after config changes)."""
+    if database.cache_info().currsize:
+        database().close()
+    for fn in (database, store, queue, service, scorer, reconciler, get_settings):
+        fn.cache_clear()

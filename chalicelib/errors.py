@@ -1,0 +1,78 @@
+"""Domain errors. Adapters raise these; app.py maps them to HTTP in one place.
+
+`TransientError` and `PermanentError` are also how the scorer decides between
+"retry with backoff" and "fail the task and park the message in the DLQ".
+"""
+
+from __future__ import annotations
+
+
+class ModerationError(Exception):
+    """Base class: carries the HTTP status and machine code it maps to."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, object]:
+        # `detail` mirrors `message` for clients written for the FastAPI seeds.
+        return {"code": self.code, "message": self.message, "detail": self.message}
+
+
+class InvalidParameter(ModerationError):
+    status_code = 400
+    code = "invalid_parameter"
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "parameter": self.parameter}
+
+
+class InvalidBody(ModerationError):
+    status_code = 400
+    code = "invalid_body"
+
+    def __init__(self, message: str, errors: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "errors": self.errors}
+
+
+class PayloadTooLarge(ModerationError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotFound(ModerationError):
+    status_code = 404
+    code = "not_found"
+
+
+class AdNotFound(NotFound):
+    code = "ad_not_found"
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+
+class TransientError(ModerationError):
+    """A dependency is down or slow; the same call may succeed later."""
+
+    status_code = 503
+    code = "dependency_unavailable"
+
+
+class PermanentError(ModerationError):
+    """Retrying cannot help: bad message, unknown task, deleted ad, bad features."""
+
+    status_code = 422
+    code = "unprocessable"

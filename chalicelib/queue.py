@@ -1,0 +1,152 @@
+"""SQS: the task queue and its dead-letter queue. Returns plain data.
+
+The boto3 client is handed in (built lazily by chalicelib.deps), so tests pass
+one pointed at moto or LocalStack. botocore errors become TransientError.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+# SQS batch APIs take at most 10 entries.
+_SQS_BATCH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class VisibilityChange:
+    receipt_handle: str
+    timeout_seconds: int
+
+
+def task_message(task_id: int, item_id: int) -> dict[str, Any]:
+    """The message body contract: {task_id, item_id, timestamp}."""
+    return {"task_id": task_id, "item_id": item_id, "timestamp": utc_now_iso()}
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _chunks(items: Sequence[Any], size: int = _SQS_BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class TaskQueue:
+    def __init__(
+        self,
+        sqs: Any,
+        *,
+        queue_name: str,
+        dlq_name: str,
+        queue_url: str | None = None,
+        dlq_url: str | None = None,
+    ) -> None:
+        self._sqs = sqs
+        self._names = {"queue": queue_name, "dlq": dlq_name}
+        self._urls: dict[str, str] = {}
+        if queue_url:
+            self._urls["queue"] = queue_url
+        if dlq_url:
+            self._urls["dlq"] = dlq_url
+        self._max_receive_count: int | None = None
+
+    # --- addressing --------------------------------------------------------------
+
+    def url(self, which: str) -> str:
+        """Queue URL by role ("queue" | "dlq"), looked up once per process."""
+        if which not in self._urls:
+            try:
+                resp = self._sqs.get_queue_url(QueueName=self._names[which])
+            except (BotoCoreError, ClientError) as exc:
+                raise TransientError(f"queue {self._names[which]} unavailable: {exc}") from exc
+            self._urls[which] = resp["QueueUrl"]
+        return self._urls[which]
+
+    # --- sending -----------------------------------------------------------------
+
+    def send_tasks(self, tasks: Sequence[tuple[int, int]]) -> list[int]:
+        """Send {task_id, item_id} messages; return the task ids SQS accepted."""
+        sent: list[int] = []
+        for chunk in _chunks(tasks):
+            entries = [
+                {"Id": str(task_id), "MessageBody": json.dumps(task_message(task_id, item_id))}
+                for task_id, item_id in chunk
+            ]
+            try:
+                resp = self._sqs.send_message_batch(QueueUrl=self.url("queue"), Entries=entries)
+            except (BotoCoreError, ClientError) as exc:
+                raise TransientError(f"could not send to {self._names['queue']}: {exc}") from exc
+            sent.extend(int(ok["Id"]) for ok in resp.get("Successful", []))
+        return sent
+
+    def send_task(self, task_id: int, item_id: int) -> None:
+        if not self.send_tasks([(task_id, item_id)]):
+            raise TransientError(f"queue {self._names['queue']} refused task {task_id}")
+
+    def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> None:
+        """Park permanent failures; raises unless every envelope was stored."""
+        for chunk in _chunks(envelopes):
+            entries = [{"Id": str(i), "MessageBody": json.dumps(e)} for i, e in enumerate(chunk)]
+            try:
+                resp = self._sqs.send_message_batch(QueueUrl=self.url("dlq"), Entries=entries)
+            except (BotoCoreError, ClientError) as exc:
+                raise TransientError(f"could not send to {self._names['dlq']}: {exc}") from exc
+            if resp.get("Failed"):
+                raise TransientError(f"{self._names['dlq']} refused {len(resp['Failed'])} envelope(s)")
+
+    # --- retries -----------------------------------------------------------------
+
+    def change_visibility(self, changes: Sequence[VisibilityChange]) -> None:
+        """Best effort: if this fails the message returns after the queue's
+        default visibility timeout instead, which is later but still a retry."""
+        for chunk in _chunks(changes):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": c.receipt_handle, "VisibilityTimeout": c.timeout_seconds}
+                for i, c in enumerate(chunk)
+            ]
+            try:
+                resp = self._sqs.change_message_visibility_batch(QueueUrl=self.url("queue"), Entries=entries)
+                if resp.get("Failed"):
+                    logger.warning("visibility change refused for %d message(s)", len(resp["Failed"]))
+            except (BotoCoreError, ClientError, TransientError) as exc:
+                logger.warning("could not change visibility: %s", exc)
+
+    def max_receive_count(self, default: int) -> int:
+        """maxReceiveCount of the queue's RedrivePolicy, read once per process."""
+        if self._max_receive_count is None:
+            try:
+                attrs = self._sqs.get_queue_attributes(
+                    QueueUrl=self.url("queue"), AttributeNames=["RedrivePolicy"]
+                )["Attributes"]
+                self._max_receive_count = int(json.loads(attrs["RedrivePolicy"])["maxReceiveCount"])
+            except (BotoCoreError, ClientError, TransientError, KeyError, ValueError) as exc:
+                logger.warning("RedrivePolicy unreadable (%s); assuming maxReceiveCount=%d", exc, default)
+                return default
+        return self._max_receive_count
+
+    # --- health ------------------------------------------------------------------
+
+    def depths(self) -> dict[str, int]:
+        """Visible messages per queue; raises TransientError when SQS is down."""
+        out: dict[str, int] = {}
+        for which, name in self._names.items():
+            try:
+                attrs = self._sqs.get_queue_attributes(
+                    QueueUrl=self.url(which), AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+            except (BotoCoreError, ClientError) as exc:
+                raise TransientError(f"queue {name} unavailable: {exc}") from exc
+            out[name] = int(attrs["ApproximateNumberOfMessages"])
+        return out

@@ -1,0 +1,168 @@
+"""Score one SQS batch: the I/O around chalicelib.decisions.
+
+Flow per batch: parse records -> one transaction that locks the tasks and
+loads their ads (one query), scores them together, parks permanent failures
+in the DLQ and writes every outcome (one statement) -> back off the retries
+-> return the partial batch response, so only retried messages come back.
+
+Powertools' BatchProcessor is per record; scoring here is set-based (one
+query, one model call, one write per batch), so the batch response is built
+directly in the format Lambda expects: {"batchItemFailures": [...]}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from chalicelib.decisions import (
+    Decision,
+    Delivery,
+    Outcome,
+    Score,
+    backoff_seconds,
+    parse_record,
+    plan_batch,
+    whole_batch_failure,
+)
+from chalicelib.errors import ModerationError
+from chalicelib.features import AdFeatures, InvalidFeatures
+from chalicelib.logs import logger
+from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
+from chalicelib.storage import TRANSIENT, ClaimedTask, ModerationStore, TaskUpdate
+
+
+class Model(Protocol):
+    version: str
+    threshold: float
+
+    def predict_proba(self, ads: Sequence[AdFeatures]) -> list[float]: ...
+
+
+class Scorer:
+    def __init__(
+        self,
+        store: ModerationStore,
+        queue: TaskQueue,
+        model: Model,
+        *,
+        retry_base_seconds: int,
+        default_max_receive_count: int,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._model = model
+        self._retry_base = retry_base_seconds
+        self._default_max_receive = default_max_receive_count
+
+    def handle(self, records: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
+        deliveries = [parse_record(r) for r in records]
+        max_receive = self._queue.max_receive_count(self._default_max_receive)
+        try:
+            decisions = self._process(deliveries, max_receive)
+        except Exception as exc:  # noqa: BLE001 - whole-batch failure: nothing was written
+            error = exc.message if isinstance(exc, ModerationError) else f"{type(exc).__name__}: {exc}"
+            logger.exception("batch failed as a whole; retrying every message", extra={"error": error})
+            decisions = whole_batch_failure(deliveries, error, max_receive)
+            self._fail_exhausted(decisions)
+        self._back_off(decisions)
+        for d in decisions:
+            _log_outcome(d)
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": d.delivery.message_id} for d in decisions if not d.outcome.acknowledged
+            ]
+        }
+
+    def _process(self, deliveries: list[Delivery], max_receive: int) -> list[Decision]:
+        decisions: list[Decision] = []
+
+        def decide(claimed: dict[int, ClaimedTask], locked_elsewhere: set[int]) -> list[TaskUpdate]:
+            scores = self._score(claimed)
+            decisions[:] = plan_batch(
+                deliveries,
+                claimed,
+                locked_elsewhere,
+                scores,
+                threshold=self._model.threshold,
+                max_receive_count=max_receive,
+                now_iso=utc_now_iso(),
+            )
+            envelopes = [d.envelope for d in decisions if d.envelope is not None]
+            # Inside the transaction on purpose: if the DLQ refuses, nothing is
+            # committed and the batch is retried instead of losing envelopes.
+            if envelopes:
+                self._queue.send_to_dlq(envelopes)
+            return [d.update for d in decisions if d.update is not None]
+
+        task_ids = [d.message.task_id for d in deliveries if d.message is not None]
+        self._store.score_batch(task_ids, decide, model_version=self._model.version)
+        return decisions
+
+    def _score(self, claimed: Mapping[int, ClaimedTask]) -> dict[int, Score]:
+        scores: dict[int, Score] = {}
+        valid: dict[int, AdFeatures] = {}
+        for task in claimed.values():
+            if task.ad is None or not task.claimable:
+                continue
+            try:
+                valid[task.task_id] = task.ad.features().validate()
+            except InvalidFeatures as exc:
+                scores[task.task_id] = Score(invalid=str(exc))
+        if not valid:
+            return scores
+        try:
+            probabilities = self._model.predict_proba(list(valid.values()))
+            scores.update({tid: Score(probability=p) for tid, p in zip(valid, probabilities, strict=True)})
+        except Exception:  # noqa: BLE001 - isolate the ad that breaks the model
+            for tid, features in valid.items():
+                try:
+                    scores[tid] = Score(probability=self._model.predict_proba([features])[0])
+                except Exception as exc:  # noqa: BLE001 - an unexpected error is transient
+                    scores[tid] = Score(crashed=f"{type(exc).__name__}: {exc}")
+        return scores
+
+    def _fail_exhausted(self, decisions: list[Decision]) -> None:
+        """Last attempt of a whole-batch failure: fail the tasks if the DB lets us.
+
+        If it does not, the reconciler fails them later as stuck.
+        """
+        for d in decisions:
+            if d.outcome is not Outcome.EXHAUSTED or d.delivery.message is None:
+                continue
+            task_id = d.delivery.message.task_id
+            try:
+                self._store.fail_unfinished(
+                    [task_id], reason=d.error or "failed", kind=TRANSIENT, attempt=d.delivery.attempt
+                )
+            except ModerationError as exc:
+                logger.warning("could not mark task failed", extra={"task_id": task_id, "error": exc.message})
+                return
+
+    def _back_off(self, decisions: list[Decision]) -> None:
+        changes = []
+        for d in decisions:
+            if d.outcome.acknowledged:
+                continue
+            # An exhausted message goes straight back (visibility 0) so the
+            # redrive policy moves it to the DLQ on the next receive.
+            seconds = 0 if d.outcome is Outcome.EXHAUSTED else backoff_seconds(d.delivery.attempt, self._retry_base)
+            changes.append(VisibilityChange(d.delivery.receipt_handle, seconds))
+        if changes:
+            self._queue.change_visibility(changes)
+
+
+def _log_outcome(d: Decision) -> None:
+    msg = d.delivery.message
+    logger.info(
+        "message outcome",
+        extra={
+            "outcome": d.outcome.value,
+            "task_id": msg.task_id if msg else None,
+            "item_id": msg.item_id if msg else None,
+            "message_id": d.delivery.message_id,
+            "attempt": d.delivery.attempt,
+            "error_kind": d.error_kind,
+            "error": d.error,
+        },
+    )

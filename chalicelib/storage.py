@@ -1,0 +1,303 @@
+"""SQL for ads and moderation tasks. Returns plain data; knows no HTTP or SQS.
+
+Task state changes are conditional UPDATEs (only unfinished tasks move), so a
+duplicate delivery can never overwrite a finished result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib.db import Database
+from chalicelib.features import AdFeatures
+
+PENDING = "pending"
+PROCESSING = "processing"
+COMPLETED = "completed"
+FAILED = "failed"
+TERMINAL = frozenset({COMPLETED, FAILED})
+
+# error_kind of failed tasks (also put in DLQ envelopes).
+PERMANENT = "permanent"
+TRANSIENT = "transient"
+STUCK = "stuck"
+
+# The single definition of "may still be scored": unfinished tasks, and tasks
+# that failed for a passing reason (so a message redriven from the DLQ is
+# scored again). Permanent failures and completed tasks never move again.
+# (Written against the alias `m`; ClaimedTask.claimable is the Python twin.)
+_CLAIMABLE = "(m.status IN ('pending', 'processing') OR (m.status = 'failed' AND m.error_kind IN ('transient', 'stuck')))"
+
+
+@dataclass(frozen=True, slots=True)
+class Ad:
+    item_id: int
+    seller_id: int
+    is_verified_seller: bool
+    name: str
+    description: str
+    category: int
+    images_qty: int
+
+    def features(self) -> AdFeatures:
+        return AdFeatures(
+            is_verified_seller=self.is_verified_seller,
+            images_qty=self.images_qty,
+            category=self.category,
+            name=self.name,
+            description=self.description,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    task_id: int
+    item_id: int
+    status: str
+    is_violation: bool | None
+    probability: float | None
+    model_version: str | None
+    error_message: str | None
+    error_kind: str | None
+    attempts: int
+    created_at: datetime
+    enqueued_at: datetime | None
+    processed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task row locked by this transaction, with its ad if the ad still exists."""
+
+    task_id: int
+    item_id: int
+    status: str
+    error_kind: str | None
+    ad: Ad | None
+
+    @property
+    def claimable(self) -> bool:
+        return self.status in (PENDING, PROCESSING) or (
+            self.status == FAILED and self.error_kind in (TRANSIENT, STUCK)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpdate:
+    """The outcome to write for one claimed task."""
+
+    task_id: int
+    status: str  # processing (retry later) | completed | failed
+    attempt: int
+    is_violation: bool | None = None
+    probability: float | None = None
+    error_message: str | None = None
+    error_kind: str | None = None
+
+
+_TASK_COLUMNS = """
+    id AS task_id, item_id, status, is_violation, probability, model_version,
+    error_message, error_kind, attempts, created_at, enqueued_at, processed_at
+"""
+
+_AD_SELECT = """
+    SELECT a.id AS item_id, a.seller_id, u.is_verified AS is_verified_seller,
+           a.name, a.description, a.category, a.images_qty
+    FROM advertisements a JOIN users u ON u.id = a.seller_id
+"""
+
+
+class ModerationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    # --- ads -----------------------------------------------------------------
+
+    def get_ad(self, item_id: int) -> Ad | None:
+        with self._db.transaction() as cur:
+            cur.execute(_AD_SELECT + " WHERE a.id = %s AND NOT a.is_deleted", (item_id,))
+            row = cur.fetchone()
+        return Ad(**row) if row else None
+
+    # --- tasks: API side -------------------------------------------------------
+
+    def create_task(self, item_id: int) -> int | None:
+        """Insert a pending task for a live ad; None when the ad does not exist."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                INSERT INTO moderation_results (item_id, status)
+                SELECT id, 'pending' FROM advertisements WHERE id = %s AND NOT is_deleted
+                RETURNING id
+                """,
+                (item_id,),
+            )
+            row = cur.fetchone()
+        return int(row["id"]) if row else None
+
+    def mark_enqueued(self, task_ids: Sequence[int]) -> None:
+        with self._db.transaction() as cur:
+            cur.execute(
+                "UPDATE moderation_results SET enqueued_at = now(), updated_at = now() "
+                "WHERE id = ANY(%s) AND enqueued_at IS NULL",
+                (list(task_ids),),
+            )
+
+    def get_task(self, task_id: int) -> Task | None:
+        with self._db.transaction() as cur:
+            cur.execute(f"SELECT {_TASK_COLUMNS} FROM moderation_results WHERE id = %s", (task_id,))
+            row = cur.fetchone()
+        return Task(**row) if row else None
+
+    # --- tasks: scorer side ------------------------------------------------------
+
+    def score_batch(
+        self,
+        task_ids: Sequence[int],
+        decide: Callable[[dict[int, ClaimedTask], set[int]], list[TaskUpdate]],
+        *,
+        model_version: str,
+    ) -> list[TaskUpdate]:
+        """Claim tasks, let `decide(claimed, locked_elsewhere)` pick outcomes, write them.
+
+        Everything happens in one transaction: the tasks and their ads are
+        loaded and locked with one query (`FOR UPDATE ... SKIP LOCKED`, so a
+        concurrent delivery of the same task skips it instead of blocking), and
+        the outcomes are written with one statement before commit. `decide`
+        may do I/O that must succeed before the results count (sending DLQ
+        envelopes); if it raises, nothing is written.
+        """
+        ids = sorted(set(task_ids))
+        with self._db.transaction() as cur:
+            claimed = self._claim(cur, ids)
+            missing = [i for i in ids if i not in claimed]
+            locked_elsewhere: set[int] = set()
+            if missing:
+                # A row we could not lock exists but belongs to a concurrent
+                # delivery; tell it apart from a task that does not exist.
+                cur.execute("SELECT id FROM moderation_results WHERE id = ANY(%s)", (missing,))
+                locked_elsewhere = {int(r["id"]) for r in cur.fetchall()}
+            updates: list[TaskUpdate] = decide(claimed, locked_elsewhere)
+            self._write(cur, updates, model_version=model_version)
+        return updates
+
+    @staticmethod
+    def _claim(cur: Any, ids: list[int]) -> dict[int, ClaimedTask]:
+        if not ids:
+            return {}
+        cur.execute(
+            """
+            SELECT m.id AS task_id, m.item_id, m.status, m.error_kind,
+                   a.id AS ad_id, a.seller_id, u.is_verified AS is_verified_seller,
+                   a.name, a.description, a.category, a.images_qty
+            FROM moderation_results m
+            LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_deleted
+            LEFT JOIN users u ON u.id = a.seller_id
+            WHERE m.id = ANY(%s)
+            ORDER BY m.id
+            FOR UPDATE OF m SKIP LOCKED
+            """,
+            (ids,),
+        )
+        claimed: dict[int, ClaimedTask] = {}
+        for r in cur.fetchall():
+            ad = None
+            if r["ad_id"] is not None:
+                ad = Ad(
+                    item_id=r["ad_id"],
+                    seller_id=r["seller_id"],
+                    is_verified_seller=bool(r["is_verified_seller"]),
+                    name=r["name"],
+                    description=r["description"],
+                    category=r["category"],
+                    images_qty=r["images_qty"],
+                )
+            claimed[r["task_id"]] = ClaimedTask(r["task_id"], r["item_id"], r["status"], r["error_kind"], ad)
+        return claimed
+
+    @staticmethod
+    def _write(cur: Any, updates: list[TaskUpdate], model_version: str | None) -> None:
+        if not updates:
+            return
+        # One statement for the whole batch. The WHERE clause keeps finished
+        # tasks finished even if a caller got the state machine wrong.
+        cur.execute(
+            """
+            UPDATE moderation_results m SET
+                status        = v.status,
+                is_violation  = v.is_violation,
+                probability   = v.probability,
+                model_version = CASE WHEN v.status = 'completed' THEN %s ELSE m.model_version END,
+                error_message = CASE WHEN v.status = 'failed' THEN v.error_message ELSE NULL END,
+                error_kind    = v.error_kind,
+                last_error    = COALESCE(v.error_message, m.last_error),
+                attempts      = GREATEST(m.attempts, v.attempt),
+                processed_at  = CASE WHEN v.status IN ('completed', 'failed') THEN now() ELSE NULL END,
+                updated_at    = now()
+            FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::boolean[],
+                        %s::float8[], %s::text[], %s::text[])
+                 AS v(id, status, attempt, is_violation, probability, error_message, error_kind)
+            WHERE m.id = v.id AND """
+            + _CLAIMABLE,
+            (
+                model_version,
+                [u.task_id for u in updates],
+                [u.status for u in updates],
+                [u.attempt for u in updates],
+                [u.is_violation for u in updates],
+                [u.probability for u in updates],
+                [u.error_message for u in updates],
+                [u.error_kind for u in updates],
+            ),
+        )
+
+    def fail_unfinished(self, task_ids: Sequence[int], *, reason: str, kind: str, attempt: int) -> int:
+        """Mark unfinished tasks failed (last attempt of a whole-batch failure)."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                UPDATE moderation_results m SET status = 'failed', error_message = %s, error_kind = %s,
+                       last_error = %s, attempts = GREATEST(m.attempts, %s),
+                       processed_at = now(), updated_at = now()
+                WHERE m.id = ANY(%s) AND """
+                + _CLAIMABLE,
+                (reason, kind, reason, attempt, list(task_ids)),
+            )
+            return int(cur.rowcount)
+
+    # --- reconciler --------------------------------------------------------------
+
+    def unsent_tasks(self, older_than_seconds: int, limit: int) -> list[tuple[int, int]]:
+        """Pending tasks whose send to SQS never succeeded, oldest first."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                SELECT id, item_id FROM moderation_results
+                WHERE status = 'pending' AND enqueued_at IS NULL
+                  AND created_at < now() - make_interval(secs => %s)
+                ORDER BY created_at LIMIT %s
+                """,
+                (older_than_seconds, limit),
+            )
+            return [(int(r["id"]), int(r["item_id"])) for r in cur.fetchall()]
+
+    def fail_stuck(self, older_than_seconds: int, reason: str) -> list[int]:
+        """Fail tasks that outlived every retry the queue could still make."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                UPDATE moderation_results SET status = 'failed', error_message = %s,
+                       error_kind = 'stuck', processed_at = now(), updated_at = now()
+                WHERE status IN ('pending', 'processing')
+                  AND created_at < now() - make_interval(secs => %s)
+                RETURNING id
+                """,
+                (reason, older_than_seconds),
+            )
+            return [int(r["id"]) for r in cur.fetchall()]

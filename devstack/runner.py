@@ -1,0 +1,222 @@
+"""The SQS event source mapping that `chalice local` does not have.
+
+Long-polls the `moderation` queue and invokes the very handler Lambda would
+invoke (`app.score`) with a Lambda-shaped SQS event, then deletes only the
+messages the handler did not report in `batchItemFailures`, like the real
+mapping with ReportBatchItemFailures on. If the handler raises or returns a
+malformed response, nothing is deleted: the whole batch comes back after its
+visibility timeout. It also fires the scheduled reconciler (`app.reconcile`)
+on a timer, as EventBridge would.
+
+Run: python -m devstack.runner   (make run starts it for you)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from chalice.local import LambdaContext
+
+log = logging.getLogger("devstack.runner")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    """An SQS message as ReceiveMessage returns it -> a Lambda SQS event record."""
+    attrs = message.get("Attributes", {})
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {
+            k: attrs[k]
+            for k in (
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "SenderId",
+                "ApproximateFirstReceiveTimestamp",
+                "MessageGroupId",
+                "MessageDeduplicationId",
+                "SequenceNumber",
+                "AWSTraceHeader",
+            )
+            if k in attrs
+        },
+        # Lambda lower-cases the first letter of each field of a message attribute.
+        "messageAttributes": {
+            name: {
+                "stringValue": a.get("StringValue"),
+                "binaryValue": a.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": a["DataType"],
+            }
+            for name, a in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+def failed_ids(response: Any, records: Sequence[dict[str, Any]]) -> set[str] | None:
+    """Message ids to keep, per the partial batch response contract.
+
+    None means "treat the whole batch as failed": Lambda does that when an
+    itemIdentifier is missing, empty or not one of the batch's message ids.
+    An empty dict or None response means every message succeeded.
+    """
+    if response is None or response == {}:
+        return set()
+    if not isinstance(response, dict):
+        return None
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return set()
+    known = {r["messageId"] for r in records}
+    out: set[str] = set()
+    for f in failures:
+        item = f.get("itemIdentifier") if isinstance(f, dict) else None
+        if not item or item not in known:
+            return None
+        out.add(item)
+    return out
+
+
+class Runner:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Handler,
+        *,
+        reconcile: Handler | None = None,
+        batch_size: int = 10,
+        wait_seconds: int = 20,
+        reconcile_every_seconds: float = 60.0,
+        function_timeout_seconds: int = 30,
+    ) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._handler = handler
+        self._reconcile = reconcile
+        self._batch_size = min(batch_size, 10)
+        self._wait = wait_seconds
+        self._reconcile_every = reconcile_every_seconds
+        self._timeout_ms = function_timeout_seconds * 1000
+        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        self._arn = attrs["QueueArn"]
+        self._region = self._arn.split(":")[3]
+        self._stopping = False
+        self._next_reconcile = time.monotonic()
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def poll_once(self, wait_seconds: int | None = None) -> int:
+        """Receive one batch and hand it to the handler; return its size."""
+        resp = self._sqs.receive_message(
+            QueueUrl=self._queue_url,
+            MaxNumberOfMessages=self._batch_size,
+            WaitTimeSeconds=self._wait if wait_seconds is None else wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = resp.get("Messages", [])
+        if messages:
+            self.invoke(messages)
+        return len(messages)
+
+    def invoke(self, messages: Sequence[dict[str, Any]]) -> set[str] | None:
+        records = [lambda_record(m, self._arn, self._region) for m in messages]
+        context = LambdaContext("score", 256, max_runtime_ms=self._timeout_ms)
+        try:
+            response = self._handler({"Records": records}, context)
+        except Exception:  # noqa: BLE001 - Lambda would report a function error
+            log.exception("handler raised; the whole batch of %d returns after its visibility timeout", len(records))
+            return None
+        keep = failed_ids(response, records)
+        if keep is None:
+            log.error("invalid batch response %r; keeping the whole batch", response)
+            return None
+        done = [r for r in records if r["messageId"] not in keep]
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            self._sqs.delete_message_batch(
+                QueueUrl=self._queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)],
+            )
+        return keep
+
+    def maybe_reconcile(self) -> None:
+        if self._reconcile is None or time.monotonic() < self._next_reconcile:
+            return
+        self._next_reconcile = time.monotonic() + self._reconcile_every
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "region": self._region,
+            "resources": [],
+            "detail": {},
+        }
+        try:
+            result = self._reconcile(event, LambdaContext("reconcile", 256, max_runtime_ms=self._timeout_ms))
+            log.info("reconciler: %s", json.dumps(result))
+        except Exception:  # noqa: BLE001 - the next tick tries again
+            log.exception("reconciler failed")
+
+    def run_forever(self) -> None:
+        while not self._stopping:
+            self.maybe_reconcile()
+            try:
+                # Short waits keep Ctrl-C and the reconciler timer responsive.
+                self.poll_once(wait_seconds=min(self._wait, 2))
+            except Exception:  # noqa: BLE001 - SQS hiccup: back off and poll again
+                log.exception("receive failed; retrying in 2 s")
+                time.sleep(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queue", default="moderation")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--reconcile-every", type=float, default=60.0, help="seconds between reconciler runs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(levelname)s %(message)s")
+
+    import app as chalice_app  # the same module Lambda loads
+    from chalicelib.config import batch_size
+
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=args.queue)["QueueUrl"]
+    runner = Runner(
+        sqs,
+        url,
+        chalice_app.score,
+        reconcile=chalice_app.reconcile,
+        batch_size=args.batch_size or batch_size(),
+        reconcile_every_seconds=args.reconcile_every,
+    )
+    signal.signal(signal.SIGTERM, runner.stop)
+    signal.signal(signal.SIGINT, runner.stop)
+    log.info("polling %s (batch size %d)", url, runner._batch_size)
+    runner.run_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Infrastructure definition and the code that applies it outside CloudFormation."""

@@ -1,0 +1,96 @@
+"""Fixtures: a real PostgreSQL per test session, moto SQS from infra/.
+
+PostgreSQL is the embedded server from the pip wheel (a fresh cluster in a
+temp dir), unless TEST_DATABASE_URL points at another server, e.g. the
+system PostgreSQL 15 (`TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import free_port  # noqa: E402
+
+# Local credentials only; no test ever talks to AWS.
+for _k, _v in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the server's maintenance database."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    from devstack.postgres import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port(), database="postgres")
+    url = pg.start()
+    yield url
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: str) -> str:
+    """A fresh database with the migrations applied, for the whole session."""
+    from chalicelib.migrate import apply_migrations
+
+    name = f"moderation_test_{os.getpid()}"
+    conn = psycopg2.connect(pg_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    url = pg_server.rsplit("/", 1)[0] + "/" + name
+    apply_migrations(url)
+    return url
+
+
+@pytest.fixture()
+def db(pg_url: str) -> str:
+    """The test database, emptied before each test."""
+    conn = psycopg2.connect(pg_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE moderation_results, advertisements, users RESTART IDENTITY CASCADE")
+    conn.close()
+    return pg_url
+
+
+@pytest.fixture()
+def sqs() -> Iterator[object]:
+    """An in-process SQS (moto) with the queues of infra/resources.json."""
+    from moto import mock_aws
+
+    from infra.queues import ensure_queues
+
+    saved = os.environ.pop("AWS_ENDPOINT_URL", None)
+    with mock_aws():
+        client = boto3.client("sqs", region_name="us-east-1")
+        ensure_queues(client)
+        yield client
+    if saved is not None:
+        os.environ["AWS_ENDPOINT_URL"] = saved
+
+
+@pytest.fixture()
+def app_env(db: str, sqs: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Settings pointing chalicelib at the test database and moto; adapters rebuilt."""
+    from chalicelib import deps
+
+    monkeypatch.setenv("DATABASE_URL", db)
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
+    deps.reset()
+    yield db
+    deps.reset()

@@ -1,0 +1,89 @@
+"""Factories shared by the test suites: SQS records and ads.
+
+Every SQS record gets a fresh messageId and receiptHandle, as Lambda's would.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from typing import Any
+
+import psycopg2
+
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:moderation"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sqs_record(body: Any, *, attempt: int = 1, message_id: str | None = None, receipt: str | None = None) -> dict:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {
+        "messageId": message_id or str(uuid.uuid4()),
+        "receiptHandle": receipt or f"rh-{uuid.uuid4()}",
+        "body": text,
+        "attributes": {
+            "ApproximateReceiveCount": str(attempt),
+            "SentTimestamp": "1763900000000",
+            "SenderId": "AIDATEST",
+            "ApproximateFirstReceiveTimestamp": "1763900000001",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": QUEUE_ARN,
+        "awsRegion": "us-east-1",
+    }
+
+
+def task_body(task_id: int, item_id: int) -> dict:
+    return {"task_id": task_id, "item_id": item_id, "timestamp": "2026-11-23T12:00:00Z"}
+
+
+def insert_ad(
+    url: str,
+    *,
+    name: str = "iPhone 13",
+    description: str = "Good condition, original box",
+    category: int = 1,
+    images_qty: int = 3,
+    verified: bool = True,
+    deleted: bool = False,
+) -> int:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO users (name, is_verified) VALUES ('seller', %s) RETURNING id", (verified,))
+        seller = cur.fetchone()[0]
+        cur.execute(
+            "INSERT INTO advertisements (seller_id, name, description, category, images_qty, is_deleted) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (seller, name, description, category, images_qty, deleted),
+        )
+        item_id = int(cur.fetchone()[0])
+    conn.close()
+    return item_id
+
+
+def fetch_task(url: str, task_id: int) -> dict:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, item_id, status, is_violation, probability, model_version, error_message, error_kind, "
+            "attempts, last_error, enqueued_at, processed_at FROM moderation_results WHERE id = %s",
+            (task_id,),
+        )
+        row = cur.fetchone()
+        cols = [d.name for d in cur.description]
+    conn.close()
+    return dict(zip(cols, row, strict=True)) if row else {}
+
+
+def execute(url: str, sql: str, params: Any = None) -> list[tuple]:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall() if cur.description else []
+    conn.close()
+    return rows

@@ -1,0 +1,198 @@
+"""The scoring handler against real PostgreSQL and an SQS emulator (moto)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from helpers import execute, fetch_task, insert_ad, sqs_record, task_body
+
+from chalicelib import deps
+from chalicelib.db import Database
+from chalicelib.model import load_model
+from chalicelib.queue import TaskQueue
+from chalicelib.scoring import Scorer
+from chalicelib.storage import ModerationStore
+
+
+def new_task(db: str, *, deleted: bool = False, **ad) -> tuple[int, int]:
+    item_id = insert_ad(db, **ad)
+    task_id = deps.store().create_task(item_id)
+    assert task_id is not None
+    if deleted:  # the seller withdrew the ad after submitting it
+        execute(db, "UPDATE advertisements SET is_deleted = true WHERE id = %s", (item_id,))
+    return task_id, item_id
+
+
+def dlq_messages(sqs) -> list[dict]:
+    url = sqs.get_queue_url(QueueName="moderation_dlq")["QueueUrl"]
+    out = []
+    while True:
+        resp = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+        if not resp.get("Messages"):
+            return out
+        out.extend(json.loads(m["Body"]) for m in resp["Messages"])
+
+
+def failures(response: dict) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def test_a_batch_is_scored_and_written_with_the_model_version(app_env, sqs):
+    tasks = [new_task(app_env) for _ in range(3)]
+    records = [sqs_record(task_body(t, i)) for t, i in tasks]
+    response = deps.scorer().handle(records)
+    assert failures(response) == []
+    for task_id, _ in tasks:
+        row = fetch_task(app_env, task_id)
+        assert row["status"] == "completed"
+        assert 0.0 <= row["probability"] <= 1.0
+        assert row["is_violation"] == (row["probability"] >= 0.5)
+        assert row["model_version"] == load_model().version
+        assert row["attempts"] == 1 and row["processed_at"] is not None
+    assert dlq_messages(sqs) == []
+
+
+def test_one_bad_message_in_ten_leaves_nine_completed(app_env, sqs):
+    tasks = [new_task(app_env) for _ in range(9)]
+    deleted_task, deleted_item = new_task(app_env, deleted=True)
+    records = [sqs_record(task_body(t, i)) for t, i in tasks]
+    records.insert(4, sqs_record(task_body(deleted_task, deleted_item)))
+    response = deps.scorer().handle(records)
+    assert failures(response) == []  # permanent failures are acknowledged too
+    assert [fetch_task(app_env, t)["status"] for t, _ in tasks] == ["completed"] * 9
+    bad = fetch_task(app_env, deleted_task)
+    assert bad["status"] == "failed" and bad["error_kind"] == "permanent"
+    assert f"advertisement {deleted_item} not found or deleted" in bad["error_message"]
+    [envelope] = dlq_messages(sqs)
+    assert envelope["task_id"] == deleted_task and envelope["original_message"] == task_body(deleted_task, deleted_item)
+    assert envelope["error"] == bad["error_message"] and envelope["retry_count"] == 1
+
+
+def test_malformed_and_unknown_messages_are_parked_without_retry(app_env, sqs):
+    response = deps.scorer().handle([sqs_record("{not json"), sqs_record(task_body(424242, 1))])
+    assert failures(response) == []
+    errors = sorted(e["error"] for e in dlq_messages(sqs))
+    assert errors[0].startswith("malformed message body") and errors[1] == "unknown task 424242"
+
+
+def test_invalid_features_fail_permanently(app_env, sqs):
+    task_id, item_id = new_task(app_env, category=500)
+    assert failures(deps.scorer().handle([sqs_record(task_body(task_id, item_id))])) == []
+    row = fetch_task(app_env, task_id)
+    assert row["status"] == "failed" and row["error_message"].startswith("invalid features: category")
+
+
+def test_duplicate_delivery_after_completion_does_no_work(app_env, sqs):
+    task_id, item_id = new_task(app_env)
+    deps.scorer().handle([sqs_record(task_body(task_id, item_id))])
+    first = fetch_task(app_env, task_id)
+    response = deps.scorer().handle([sqs_record(task_body(task_id, item_id), attempt=2)])
+    assert failures(response) == []
+    assert fetch_task(app_env, task_id) == first  # not even processed_at moved
+
+
+def test_whole_batch_failure_retries_every_message_with_backoff(app_env, sqs, monkeypatch):
+    task_id, item_id = new_task(app_env)
+    url = sqs.get_queue_url(QueueName="moderation")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(task_body(task_id, item_id)))
+    msg = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
+    record = sqs_record(msg["Body"], message_id=msg["MessageId"], receipt=msg["ReceiptHandle"])
+    dead = Database("postgresql://postgres@127.0.0.1:1/nothing", connect_timeout_seconds=1)
+    scorer = Scorer(ModerationStore(dead), deps.queue(), load_model(), retry_base_seconds=30,
+                    default_max_receive_count=3)
+    response = scorer.handle([record, sqs_record("{malformed")])
+    assert len(failures(response)) == 2  # nothing acknowledged that was not done
+    # The retried message was given a 30 s backoff: it is not visible now.
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    assert fetch_task(app_env, task_id)["status"] == "pending"
+
+
+def test_transient_failure_is_retried_then_succeeds(app_env, sqs, monkeypatch):
+    task_id, item_id = new_task(app_env)
+    model = load_model()
+    calls = {"n": 0}
+    real = model.predict_proba
+
+    def flaky(ads):
+        calls["n"] += 1
+        if calls["n"] <= 2:  # the batch call and the isolating per-ad call
+            raise RuntimeError("model hiccup")
+        return real(ads)
+
+    scorer = Scorer(deps.store(), deps.queue(), model, retry_base_seconds=1, default_max_receive_count=3)
+    monkeypatch.setattr(scorer, "_model", type("M", (), {"version": model.version, "threshold": model.threshold,
+                                                        "predict_proba": staticmethod(flaky)})())
+    record = sqs_record(task_body(task_id, item_id), attempt=1)
+    assert failures(scorer.handle([record])) == [record["messageId"]]
+    row = fetch_task(app_env, task_id)
+    assert row["status"] == "processing" and row["attempts"] == 1 and "model hiccup" in row["last_error"]
+    retry = sqs_record(task_body(task_id, item_id), attempt=2, message_id=record["messageId"])
+    assert failures(scorer.handle([retry])) == []
+    row = fetch_task(app_env, task_id)
+    assert row["status"] == "completed" and row["attempts"] == 2
+
+
+def test_last_attempt_marks_the_task_failed_and_is_not_acknowledged(app_env, sqs):
+    task_id, item_id = new_task(app_env)
+    dead = Database("postgresql://postgres@127.0.0.1:1/nothing", connect_timeout_seconds=1)
+    broken = Scorer(ModerationStore(dead), deps.queue(), load_model(), retry_base_seconds=1,
+                    default_max_receive_count=3)
+    record = sqs_record(task_body(task_id, item_id), attempt=3)
+    assert failures(broken.handle([record])) == [record["messageId"]]
+    # The database was down for the whole batch, so the task could not be
+    # marked; the reconciler's stuck sweep owns it now.
+    assert fetch_task(app_env, task_id)["status"] == "pending"
+
+
+def test_concurrent_duplicates_write_once(app_env, sqs):
+    # A trigger counts terminal writes: the observable "written twice" check.
+    execute(app_env, """
+        CREATE TABLE IF NOT EXISTS result_writes (task_id bigint, at timestamptz default now());
+        CREATE OR REPLACE FUNCTION count_result_write() RETURNS trigger AS $$
+        BEGIN
+            IF NEW.status IN ('completed', 'failed') AND OLD.status NOT IN ('completed', 'failed') THEN
+                INSERT INTO result_writes (task_id) VALUES (NEW.id);
+            END IF;
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        DROP TRIGGER IF EXISTS count_result_write ON moderation_results;
+        CREATE TRIGGER count_result_write AFTER UPDATE ON moderation_results
+            FOR EACH ROW EXECUTE FUNCTION count_result_write();
+        TRUNCATE result_writes;
+    """)
+    try:
+        tasks = [new_task(app_env) for _ in range(20)]
+        scorers = [
+            Scorer(ModerationStore(Database(app_env)), TaskQueue(sqs, queue_name="moderation", dlq_name="moderation_dlq"),
+                   load_model(), retry_base_seconds=1, default_max_receive_count=3)
+            for _ in range(4)
+        ]
+        barrier = threading.Barrier(len(scorers))
+        results: list[dict] = []
+
+        def deliver(scorer: Scorer) -> None:
+            barrier.wait()
+            results.append(scorer.handle([sqs_record(task_body(t, i)) for t, i in tasks]))
+
+        threads = [threading.Thread(target=deliver, args=(s,)) for s in scorers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        writes = execute(app_env, "SELECT task_id, count(*) FROM result_writes GROUP BY task_id")
+        assert sorted(w[0] for w in writes) == sorted(t for t, _ in tasks)
+        assert all(count == 1 for _, count in writes)
+        assert all(fetch_task(app_env, t)["status"] == "completed" for t, _ in tasks)
+    finally:
+        execute(app_env, "DROP TRIGGER IF EXISTS count_result_write ON moderation_results; DROP TABLE result_writes")
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_finished_tasks_never_move(app_env, sqs, status):
+    task_id, item_id = new_task(app_env)
+    execute(app_env, "UPDATE moderation_results SET status=%s, error_message='x', error_kind='permanent', "
+                     "is_violation=false, probability=0.1, model_version='old' WHERE id=%s", (status, task_id))
+    deps.scorer().handle([sqs_record(task_body(task_id, item_id))])
+    assert fetch_task(app_env, task_id)["status"] == status

@@ -1,0 +1,102 @@
+"""The pure-Python model against scikit-learn, and the Lambda's import hygiene."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chalicelib.features import AdFeatures
+from chalicelib.model import DEFAULT_MODEL_PATH, Model, load_model
+from training import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def artifact() -> dict:
+    return json.loads(DEFAULT_MODEL_PATH.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def refit(artifact: dict):
+    """The pipeline re-fitted from the committed artifact's recorded (n, seed), with its held-out ads."""
+    n, seed = artifact["training"]["n"], artifact["training"]["seed"]
+    pipeline, heldout = train.fit(n, seed)
+    return pipeline, heldout, train.build_artifact(pipeline, heldout, n, seed)
+
+
+def test_committed_artifact_is_current(artifact: dict, refit) -> None:
+    _, _, fresh = refit
+    # Fails when the generator, the parameters or sklearn changed without `python -m training.train`.
+    assert fresh["version"] == artifact["version"]
+    assert fresh["text"]["vocabulary"] == artifact["text"]["vocabulary"]
+    assert fresh["categories"] == artifact["categories"]
+
+
+def test_matches_sklearn_on_heldout_ads(refit) -> None:
+    pipeline, heldout, _ = refit
+    features = [ad.features() for ad in heldout]
+    expected = pipeline.predict_proba(train.ads_to_matrix(features))[:, 1]
+    actual = load_model(DEFAULT_MODEL_PATH).predict_proba(features)
+
+    assert len(actual) == len(expected) == len(heldout) > 0
+    diffs = [abs(a - float(e)) for a, e in zip(actual, expected)]
+    worst = max(range(len(diffs)), key=diffs.__getitem__)
+    assert diffs[worst] <= 1e-9, f"{heldout[worst]}: {actual[worst]} != {expected[worst]}"
+    # The held-out set exercises both classes and the whole probability range.
+    assert min(actual) < 0.1 and max(actual) > 0.9
+
+
+def test_matches_sklearn_on_edge_cases(refit) -> None:
+    pipeline, _, fresh = refit
+    ads = [
+        AdFeatures(True, 3, 1, "x", ""),  # no in-vocabulary terms at all
+        AdFeatures(False, 0, 77, "Реплика REPLICA реплика", "ПРЕДОПЛАТА предоплата"),  # unseen category, repeats
+        AdFeatures(True, 100, 0, "Диван угловой", "Состояние отличное. " * 50),
+    ]
+    expected = pipeline.predict_proba(train.ads_to_matrix(ads))[:, 1]
+    for model in (load_model(DEFAULT_MODEL_PATH), Model.from_artifact(fresh)):
+        assert all(abs(a - float(e)) <= 1e-9 for a, e in zip(model.predict_proba(ads), expected))
+
+
+def test_lambda_import_does_not_load_numeric_libraries() -> None:
+    code = (
+        "import sys, chalicelib.model\n"
+        "from chalicelib.features import AdFeatures\n"
+        "p = chalicelib.model.load_model().predict_proba([AdFeatures(False, 0, 2, 'Реплика', 'предоплата')])\n"
+        "assert 0.0 <= p[0] <= 1.0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'sklearn', 'scipy', 'numpy'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_violating_ad_scores_higher_than_clean_ad() -> None:
+    model = load_model()
+    bad = AdFeatures(False, 0, 2, "Кроссовки Nike реплика", "Только предоплата на карту, пишите в telegram @sale24")
+    clean = AdFeatures(True, 6, 2, "Кроссовки Nike Air Max", "Оригинал, чек есть. Самовывоз от метро. Торг уместен.")
+    (bad_flag, bad_p), (clean_flag, clean_p) = model.predict(bad), model.predict(clean)
+    assert bad_p > clean_p
+    assert bad_flag and not clean_flag
+
+
+def test_unknown_category_scores_without_one_hot() -> None:
+    model = load_model()
+    assert 55 not in model.category_coef
+    ad = AdFeatures(True, 2, 55, "Велосипед горный", "Состояние отличное.")
+    [p] = model.predict_proba([ad])
+    assert 0.0 < p < 1.0
+    # Equivalent to zeroing the one-hot block: same as a known category minus its coefficient.
+    known = AdFeatures(True, 2, 9, ad.name, ad.description)
+    assert model.decision(ad) == pytest.approx(model.decision(known) - model.category_coef[9], abs=1e-12)
+
+
+def test_default_model_is_cached() -> None:
+    assert load_model() is load_model()
+    assert load_model().version.startswith("lr-")
+    assert load_model().threshold == 0.5

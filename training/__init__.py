@@ -1,0 +1,1 @@
+"""Offline model training: dataset generation and fitting. Never imported by the Lambda."""
