@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalice import Chalice, Rate, Response
+from chalice.app import Request
 
 from chalicelib import deps
 from chalicelib.config import batch_size, get_settings
@@ -14,24 +15,33 @@ from chalicelib.requests import parse_ad, parse_id, query_id
 app = Chalice(app_name="ad-moderation")
 
 
+def _request() -> Request:
+    # Chalice sets current_request for every HTTP invocation; the Optional in
+    # its type only covers event handlers.
+    request = app.current_request
+    if request is None:
+        raise RuntimeError("no current request outside an HTTP invocation")
+    return request
+
+
 @app.route("/moderation/predict", methods=["POST"])
 @handle_errors
 def predict() -> Any:
-    ad = parse_ad(app.current_request.raw_body, get_settings().max_body_bytes)
+    ad = parse_ad(_request().raw_body, get_settings().max_body_bytes)
     return deps.service().predict(ad.features())
 
 
 @app.route("/moderation/simple_predict", methods=["POST"])
 @handle_errors
 def simple_predict() -> Any:
-    return deps.service().simple_predict(query_id(app.current_request.query_params, "item_id"))
+    return deps.service().simple_predict(query_id(_request().query_params, "item_id"))
 
 
 @app.route("/moderation/async_predict", methods=["POST"])
 @app.route("/async_predict", methods=["POST"])
 @handle_errors
 def async_predict() -> Response:
-    body = deps.service().submit(query_id(app.current_request.query_params, "item_id"))
+    body = deps.service().submit(query_id(_request().query_params, "item_id"))
     return json_response(body, 202)
 
 

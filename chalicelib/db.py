@@ -93,7 +93,9 @@ class Database:
                 yield cur
         except _TRANSIENT as exc:
             self.close()
-            raise TransientError(f"database unavailable: {_first_line(exc)}") from exc
+            # Clients see a generic message; the driver's (hosts, ports) is logged.
+            logger.warning("database error: %s", _first_line(exc))
+            raise TransientError(f"database unavailable ({type(exc).__name__})") from exc
 
     def ping(self) -> None:
         with self.transaction() as cur:

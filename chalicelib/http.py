@@ -13,11 +13,12 @@ from chalicelib.logs import logger
 
 
 def json_response(body: Any, status_code: int = 200) -> Response:
-    return Response(body=body, status_code=status_code, headers={"Content-Type": "application/json"})
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
+    return Response(body=body, status_code=status_code, headers=headers)
 
 
 def error_response(exc: ModerationError) -> Response:
-    headers = {"Content-Type": "application/json"}
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
     if exc.status_code == 503:
         # Tell well-behaved clients when to come back.
         headers["Retry-After"] = "5"

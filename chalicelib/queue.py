@@ -70,7 +70,8 @@ class TaskQueue:
             try:
                 resp = self._sqs.get_queue_url(QueueName=self._names[which])
             except (BotoCoreError, ClientError) as exc:
-                raise TransientError(f"queue {self._names[which]} unavailable: {exc}") from exc
+                logger.warning("SQS error: %s", exc)
+                raise TransientError(f"queue {self._names[which]} unavailable") from exc
             self._urls[which] = resp["QueueUrl"]
         return self._urls[which]
 
@@ -87,7 +88,8 @@ class TaskQueue:
             try:
                 resp = self._sqs.send_message_batch(QueueUrl=self.url("queue"), Entries=entries)
             except (BotoCoreError, ClientError) as exc:
-                raise TransientError(f"could not send to {self._names['queue']}: {exc}") from exc
+                logger.warning("SQS error: %s", exc)
+                raise TransientError(f"could not send to {self._names['queue']}") from exc
             sent.extend(int(ok["Id"]) for ok in resp.get("Successful", []))
         return sent
 
@@ -102,7 +104,8 @@ class TaskQueue:
             try:
                 resp = self._sqs.send_message_batch(QueueUrl=self.url("dlq"), Entries=entries)
             except (BotoCoreError, ClientError) as exc:
-                raise TransientError(f"could not send to {self._names['dlq']}: {exc}") from exc
+                logger.warning("SQS error: %s", exc)
+                raise TransientError(f"could not send to {self._names['dlq']}") from exc
             if resp.get("Failed"):
                 raise TransientError(f"{self._names['dlq']} refused {len(resp['Failed'])} envelope(s)")
 
@@ -147,6 +150,7 @@ class TaskQueue:
                     QueueUrl=self.url(which), AttributeNames=["ApproximateNumberOfMessages"]
                 )["Attributes"]
             except (BotoCoreError, ClientError) as exc:
-                raise TransientError(f"queue {name} unavailable: {exc}") from exc
+                logger.warning("SQS error: %s", exc)
+                raise TransientError(f"queue {name} unavailable") from exc
             out[name] = int(attrs["ApproximateNumberOfMessages"])
         return out

@@ -58,8 +58,8 @@ class AdRequest(BaseModel):
         )
 
 
-def parse_ad(raw_body: bytes | None, max_bytes: int) -> AdRequest:
-    body = raw_body or b""
+def parse_ad(raw_body: bytes | str | None, max_bytes: int) -> AdRequest:
+    body = raw_body.encode() if isinstance(raw_body, str) else (raw_body or b"")
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {max_bytes}")
     if not body.strip():

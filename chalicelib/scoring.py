@@ -33,8 +33,11 @@ from chalicelib.storage import TRANSIENT, ClaimedTask, ModerationStore, TaskUpda
 
 
 class Model(Protocol):
-    version: str
-    threshold: float
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def threshold(self) -> float: ...
 
     def predict_proba(self, ads: Sequence[AdFeatures]) -> list[float]: ...
 

@@ -280,12 +280,26 @@ class HostLocalStack:
         return self.venv_dir / "bin" / "python"
 
     @property
+    def run_dir(self) -> Path:
+        """Where this instance keeps its log, pid file and LocalStack state.
+
+        ``data_dir`` itself for the default port; ``data_dir/port-N`` for any
+        other, so a second LocalStack started from the same checkout (a test
+        suite on a spare port next to `make run`) neither truncates the
+        first one's log nor has its temp folder wiped at start-up.
+        """
+        port = urllib.parse.urlsplit(self.endpoint).port
+        if port == urllib.parse.urlsplit(DEFAULT_ENDPOINT).port:
+            return self.data_dir
+        return self.data_dir / f"port-{port}"
+
+    @property
     def log_file(self) -> Path:
-        return self.data_dir / _LOG_NAME
+        return self.run_dir / _LOG_NAME
 
     @property
     def pid_file(self) -> Path:
-        return self.data_dir / _PID_NAME
+        return self.run_dir / _PID_NAME
 
     # -- install -----------------------------------------------------------
 
@@ -392,8 +406,8 @@ class HostLocalStack:
                 # machine-wide /tmp/localstack (wiped at start-up, so two
                 # instances would clobber each other). LOCALSTACK_VOLUME_DIR is
                 # only read by its Docker CLI; set too for tools that look at it.
-                "FILESYSTEM_ROOT": str(self.data_dir / "filesystem"),
-                "LOCALSTACK_VOLUME_DIR": str(self.data_dir / "volume"),
+                "FILESYSTEM_ROOT": str(self.run_dir / "filesystem"),
+                "LOCALSTACK_VOLUME_DIR": str(self.run_dir / "volume"),
                 # Do not try to download a TLS certificate at start (no internet).
                 "SKIP_SSL_CERT_DOWNLOAD": "1",
                 # No analytics/telemetry calls home.
@@ -428,7 +442,7 @@ class HostLocalStack:
             )
         self.ensure_installed()
         for sub in ("filesystem", "volume"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
 
         started = time.monotonic()
         self._log_handle = open(self.log_file, "wb")
@@ -438,7 +452,7 @@ class HostLocalStack:
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
             env=self.environment(extra_env),
-            cwd=str(self.data_dir),
+            cwd=str(self.run_dir),
             # Own process group: Ctrl-C in the terminal reaches only us, and
             # stop() can signal LocalStack together with anything it spawned.
             start_new_session=True,
@@ -576,9 +590,19 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("LOCALSTACK_ENDPOINT", DEFAULT_ENDPOINT),
         help=f"where LocalStack listens (default {DEFAULT_ENDPOINT}, env LOCALSTACK_ENDPOINT)",
     )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="state and logs (default: <repo>/.local/localstack)",
+    )
     args = parser.parse_args(argv)
 
-    stack = HostLocalStack(endpoint=args.endpoint)
+    if args.data_dir is None:
+        stack = HostLocalStack(endpoint=args.endpoint)
+    else:
+        # Typed on the command line, a relative path means relative to the CWD.
+        stack = HostLocalStack(data_dir=args.data_dir.resolve(), endpoint=args.endpoint)
     try:
         if args.command == "install":
             stack.ensure_installed()

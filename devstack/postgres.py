@@ -353,11 +353,19 @@ class EmbeddedPostgres:
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         sock_dir = Path(tempfile.gettempdir()) / f"devstack-pg-{digest}"
         sock_dir.mkdir(mode=0o700, exist_ok=True)
+        ours = {os.getuid()}
+        server_user = None
         if _is_root():
             import pwd
 
-            entry = pwd.getpwnam(SYSTEM_USER)
-            os.chown(sock_dir, entry.pw_uid, entry.pw_gid)
+            server_user = pwd.getpwnam(SYSTEM_USER)
+            ours.add(server_user.pw_uid)
+        # The name is predictable and /tmp is shared: refuse a folder someone
+        # else made, or they could intercept connections.
+        if sock_dir.stat().st_uid not in ours:
+            raise EmbeddedPostgresError(f"{sock_dir} belongs to another user; remove it and retry")
+        if server_user is not None:
+            os.chown(sock_dir, server_user.pw_uid, server_user.pw_gid)
         return sock_dir
 
     def _pg_ctl_start(self) -> None:

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / ".local"
+# Where the embedded database and LocalStack keep their state (git-ignored).
+# Overridable so a test can run a second stack beside a developer's.
+LOCAL = Path(os.environ.get("LOCAL_STATE_DIR") or ROOT / ".local")
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
 LOCAL_AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -90,7 +92,7 @@ def up(*, seed: bool = True, pg_port: int | None = None) -> Stack:
     if endpoint_answers(endpoint):
         say(f"AWS: using the endpoint already answering at {endpoint}")
     else:
-        ls = HostLocalStack(endpoint=endpoint)
+        ls = HostLocalStack(data_dir=LOCAL / "localstack", endpoint=endpoint)
         t = time.monotonic()
         ls.ensure_installed()
         ls.start()
@@ -145,7 +147,9 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
 
 def start_services(stack: Stack, host: str, port: int, reconcile_every: float) -> list[subprocess.Popen[bytes]]:
     bin_dir = Path(sys.executable).parent
-    chalice = [str(bin_dir / "chalice"), "local", "--host", host, "--port", str(port), "--stage", "local"]
+    # --no-autoreload: chalice stat-polls every file under the project, and
+    # .local/ (database, LocalStack) changes constantly. Restart to reload.
+    chalice = [str(bin_dir / "chalice"), "local", "--no-autoreload", "--host", host, "--port", str(port), "--stage", "local"]
     runner = [sys.executable, "-m", "devstack.runner", "--reconcile-every", str(reconcile_every)]
     procs = []
     for cmd in (chalice, runner):
@@ -221,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stopping:
             for p in procs:
                 if p.poll() is not None:
-                    say(f"{p.args[0]} exited with {p.returncode}; stopping")
+                    say(f"{p.args!r} exited with {p.returncode}; stopping")
                     return 1
             time.sleep(0.5)
         say("stopping")

@@ -144,7 +144,7 @@ class Runner:
         context = LambdaContext("score", 256, max_runtime_ms=self._timeout_ms)
         try:
             response = self._handler({"Records": records}, context)
-        except Exception:  # noqa: BLE001 - Lambda would report a function error
+        except Exception:
             log.exception("handler raised; the whole batch of %d returns after its visibility timeout", len(records))
             return None
         keep = failed_ids(response, records)
@@ -177,7 +177,7 @@ class Runner:
         try:
             result = self._reconcile(event, LambdaContext("reconcile", 256, max_runtime_ms=self._timeout_ms))
             log.info("reconciler: %s", json.dumps(result))
-        except Exception:  # noqa: BLE001 - the next tick tries again
+        except Exception:
             log.exception("reconciler failed")
 
     def run_forever(self) -> None:
@@ -186,7 +186,7 @@ class Runner:
             try:
                 # Short waits keep Ctrl-C and the reconciler timer responsive.
                 self.poll_once(wait_seconds=min(self._wait, 2))
-            except Exception:  # noqa: BLE001 - SQS hiccup: back off and poll again
+            except Exception:
                 log.exception("receive failed; retrying in 2 s")
                 time.sleep(2)
 

@@ -169,7 +169,7 @@ def test_find_python313_honours_localstack_python(no_python313: Path, monkeypatc
 
     wrong = _fake_python(no_python313 / "custom" / "py312", "Python 3.12.9")
     monkeypatch.setenv("LOCALSTACK_PYTHON", str(wrong))
-    with pytest.raises(PythonNotFoundError, match="3.12"):
+    with pytest.raises(PythonNotFoundError, match=r"3\.12"):
         find_python313()
 
 

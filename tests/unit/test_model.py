@@ -44,7 +44,7 @@ def test_matches_sklearn_on_heldout_ads(refit) -> None:
     actual = load_model(DEFAULT_MODEL_PATH).predict_proba(features)
 
     assert len(actual) == len(expected) == len(heldout) > 0
-    diffs = [abs(a - float(e)) for a, e in zip(actual, expected)]
+    diffs = [abs(a - float(e)) for a, e in zip(actual, expected, strict=True)]
     worst = max(range(len(diffs)), key=diffs.__getitem__)
     assert diffs[worst] <= 1e-9, f"{heldout[worst]}: {actual[worst]} != {expected[worst]}"
     # The held-out set exercises both classes and the whole probability range.
@@ -60,7 +60,7 @@ def test_matches_sklearn_on_edge_cases(refit) -> None:
     ]
     expected = pipeline.predict_proba(train.ads_to_matrix(ads))[:, 1]
     for model in (load_model(DEFAULT_MODEL_PATH), Model.from_artifact(fresh)):
-        assert all(abs(a - float(e)) <= 1e-9 for a, e in zip(model.predict_proba(ads), expected))
+        assert all(abs(a - float(e)) <= 1e-9 for a, e in zip(model.predict_proba(ads), expected, strict=True))
 
 
 def test_lambda_import_does_not_load_numeric_libraries() -> None:

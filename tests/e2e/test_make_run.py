@@ -1,0 +1,162 @@
+"""End to end: start the stack exactly as `make run` does, drive it over real
+HTTP, and look at the queues with the AWS CLI.
+
+The stack gets its own ports and state dir, so it runs beside a developer's
+`make run`. LocalStack is the real one, in host mode (installed by `make test`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+AWS = str(Path(sys.executable).parent / "aws")
+
+
+@dataclass
+class Stack:
+    api: str
+    endpoint: str
+    env: dict[str, str]
+    log: Path
+    startup_seconds: float
+
+    def aws(self, *args: str) -> dict:
+        out = subprocess.run([AWS, "--endpoint-url", self.endpoint, "--output", "json", *args],
+                             env=self.env, capture_output=True, text=True, timeout=60, check=True).stdout
+        return json.loads(out) if out.strip() else {}
+
+    def queue_url(self, name: str) -> str:
+        return self.aws("sqs", "get-queue-url", "--queue-name", name)["QueueUrl"]
+
+
+def http(method: str, url: str, data: bytes | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    api_port, pg_port, aws_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
+    env.update(
+        LOCAL_STATE_DIR=str(tmp_path_factory.mktemp("state")),
+        EMBEDDED_PG_PORT=str(pg_port),
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+    )
+    log = tmp_path_factory.mktemp("log") / "make-run.log"
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devstack.run", "--port", str(api_port), "--reconcile-every", "5"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while "ready in" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() - started > 240:
+                pytest.fail(f"make run did not come up:\n{log.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.3)
+        yield Stack(f"http://127.0.0.1:{api_port}", env["AWS_ENDPOINT_URL"], env, log, time.monotonic() - started)
+    finally:
+        # Ctrl-C stops everything it started: API, runner, LocalStack, Postgres.
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, log.read_text(errors="replace")[-4000:]
+    deadline = time.monotonic() + 20
+    while not all(port_free(p) for p in (api_port, pg_port, aws_port)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert all(port_free(p) for p in (api_port, pg_port, aws_port)), "something kept running after Ctrl-C"
+
+
+def poll_result(stack: Stack, task_id: int, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = http("GET", f"{stack.api}/moderation/moderation_result/{task_id}")
+        assert status == 200
+        if body["status"] in ("completed", "failed") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.2)
+
+
+def test_submit_and_poll_until_completed(stack: Stack):
+    status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id=1")
+    assert status == 202 and body["status"] == "pending" and body["message"] == "Moderation request accepted"
+    result = poll_result(stack, body["task_id"])
+    assert result["status"] == "completed"
+    assert 0 <= result["probability"] <= 1 and isinstance(result["is_violation"], bool)
+    assert result["model_version"].startswith("lr-")
+    # The older clients' paths answer too.
+    status, alias = http("POST", f"{stack.api}/async_predict?item_id=2")
+    assert status == 202
+    assert http("GET", f"{stack.api}/moderation_result/{alias['task_id']}")[0] == 200
+
+
+def test_sync_routes_and_health(stack: Stack):
+    status, body = http("POST", f"{stack.api}/moderation/simple_predict?item_id=3")
+    assert status == 200 and set(body) >= {"is_violation", "probability"}
+    ad = {"seller_id": 1, "is_verified_seller": True, "item_id": 1, "name": "Велосипед", "description": "Почти новый",
+          "category": 2, "images_qty": 4}
+    status, body = http("POST", f"{stack.api}/moderation/predict", json.dumps(ad).encode())
+    assert status == 200 and body["is_violation"] is False
+    status, body = http("GET", f"{stack.api}/health")
+    assert status == 200 and body["checks"]["database"]["ok"] and body["checks"]["queue"]["ok"]
+
+
+def test_bad_input_over_http(stack: Stack):
+    assert http("POST", f"{stack.api}/moderation/async_predict")[0] == 400
+    assert http("POST", f"{stack.api}/moderation/async_predict?item_id=1.5")[0] == 400
+    assert http("POST", f"{stack.api}/moderation/async_predict?item_id=99999999")[0] == 404
+    assert http("GET", f"{stack.api}/moderation/moderation_result/99999999")[0] == 404
+    assert http("POST", f"{stack.api}/moderation/predict", b"{")[0] == 400
+    status, body = http("POST", f"{stack.api}/moderation/predict", b'{"name": "' + b"x" * 50_000 + b'"}')
+    assert status == 413 and body["code"] == "payload_too_large"
+
+
+def test_queues_and_dlq_with_the_aws_cli(stack: Stack):
+    main = stack.aws("sqs", "get-queue-attributes", "--queue-url", stack.queue_url("moderation"),
+                     "--attribute-names", "All")["Attributes"]
+    assert json.loads(main["RedrivePolicy"])["maxReceiveCount"] == 3
+    dlq_url = stack.queue_url("moderation_dlq")
+    # A poison message, sent the way a broken producer would.
+    stack.aws("sqs", "send-message", "--queue-url", stack.queue_url("moderation"), "--message-body", "not json")
+    deadline = time.monotonic() + 20
+    while True:
+        attrs = stack.aws("sqs", "get-queue-attributes", "--queue-url", dlq_url, "--attribute-names", "All")
+        if int(attrs["Attributes"]["ApproximateNumberOfMessages"]) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert attrs["Attributes"]["MessageRetentionPeriod"] == "1209600"
+    assert int(attrs["Attributes"]["ApproximateNumberOfMessages"]) == 1
+    peek = stack.aws("sqs", "receive-message", "--queue-url", dlq_url, "--visibility-timeout", "0")
+    envelope = json.loads(peek["Messages"][0]["Body"])
+    assert envelope["original_message"] == "not json" and envelope["error"].startswith("malformed message body")
+    assert envelope["error_kind"] == "permanent" and envelope["retry_count"] == 1
