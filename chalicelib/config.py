@@ -54,11 +54,28 @@ class Settings:
     stuck_after_seconds: int
 
 
+def _database_url() -> str:
+    """DATABASE_URL, else the secret named by DATABASE_SECRET_ARN, else local.
+
+    On AWS the URL lives in Secrets Manager; the template only names it, so
+    the URL is never plain text in a template, config or function setting.
+    """
+    env = os.environ
+    if env.get("DATABASE_URL"):
+        return env["DATABASE_URL"]
+    if env.get("DATABASE_SECRET_ARN"):
+        import boto3  # provided by the Lambda runtime; imported only here
+
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=env["DATABASE_SECRET_ARN"])
+        return str(secret["SecretString"]).strip()
+    return LOCAL_DATABASE_URL
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     env = os.environ
     return Settings(
-        database_url=env.get("DATABASE_URL") or LOCAL_DATABASE_URL,
+        database_url=_database_url(),
         queue_name=env.get("MODERATION_QUEUE_NAME", "moderation"),
         dlq_name=env.get("MODERATION_DLQ_NAME", "moderation_dlq"),
         queue_url=env.get("MODERATION_QUEUE_URL") or None,

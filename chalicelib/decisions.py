@@ -45,10 +45,8 @@ class Delivery:
 
     @property
     def original_message(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return self.body
+        # Unwrapped, so parking a redriven envelope again does not nest it.
+        return _unwrap(self.body)
 
 
 def parse_record(record: Mapping[str, Any]) -> Delivery:
@@ -61,7 +59,7 @@ def parse_record(record: Mapping[str, Any]) -> Delivery:
     message: TaskMessage | None = None
     error: str | None = None
     try:
-        message = TaskMessage.model_validate_json(body)
+        message = TaskMessage.model_validate(_unwrap(body))
     except ValidationError as exc:
         error = "malformed message body: " + "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
@@ -74,6 +72,19 @@ def parse_record(record: Mapping[str, Any]) -> Delivery:
         message=message,
         parse_error=error,
     )
+
+
+def _unwrap(body: str) -> Any:
+    """The task message inside a body: the body itself, or the original
+    message of a DLQ envelope that ops redrove back to the main queue (so a
+    permanently failed task is recognised and stays failed, not re-parked)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict) and "original_message" in data and "error" in data:
+        return data["original_message"]
+    return data
 
 
 def backoff_seconds(attempt: int, base_seconds: int) -> int:

@@ -146,3 +146,13 @@ def test_envelope_shape():
         "timestamp": NOW,
         "retry_count": 2,
     }
+
+
+def test_a_redriven_envelope_is_read_as_its_original_message():
+    original = parse_record(sqs_record(task_body(5, 7), attempt=2))
+    envelope = dlq_envelope(original, "advertisement 7 not found or deleted", "permanent", NOW)
+    d = parse_record(sqs_record(envelope))
+    assert d.message is not None and (d.message.task_id, d.message.item_id) == (5, 7)
+    # A malformed original stays malformed (and is parked again, unwrapped).
+    bad = parse_record(sqs_record(dlq_envelope(parse_record(sqs_record("junk")), "x", "permanent", NOW)))
+    assert bad.message is None and bad.original_message == "junk"
