@@ -9,6 +9,7 @@ Driver errors become domain errors here and nowhere else.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +21,11 @@ import psycopg2.extras
 from chalicelib.errors import TransientError
 
 logger = logging.getLogger(__name__)
+
+# A connection idle longer than this is checked before use: after a server
+# restart, failover or idle timeout the first request then reconnects instead
+# of failing. Busy connections skip the round trip.
+PRE_PING_AFTER_IDLE_SECONDS = 5.0
 
 # Errors after which the same statement may succeed: the server went away, a
 # timeout fired, we lost a deadlock or serialization race, or the server is
@@ -54,6 +60,7 @@ class Database:
         )
         self._application_name = application_name
         self._conn: psycopg2.extensions.connection | None = None
+        self._last_used = 0.0
 
     def _connect(self) -> psycopg2.extensions.connection:
         conn = psycopg2.connect(
@@ -86,16 +93,29 @@ class Database:
         connection is discarded so the next call reconnects.
         """
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-            conn = self._conn
+            conn = self._usable_connection()
             with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                 yield cur
+            self._last_used = time.monotonic()
         except _TRANSIENT as exc:
             self.close()
             # Clients see a generic message; the driver's (hosts, ports) is logged.
             logger.warning("database error: %s", _first_line(exc))
             raise TransientError(f"database unavailable ({type(exc).__name__})") from exc
+
+    def _usable_connection(self) -> psycopg2.extensions.connection:
+        conn = self._conn
+        if conn is not None and not conn.closed and time.monotonic() - self._last_used > PRE_PING_AFTER_IDLE_SECONDS:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.rollback()
+            except psycopg2.Error:
+                self.close()
+                conn = None
+        if conn is None or conn.closed:
+            conn = self._conn = self._connect()
+        return conn
 
     def ping(self) -> None:
         with self.transaction() as cur:

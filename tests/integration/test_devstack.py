@@ -209,3 +209,22 @@ def test_host_localstack_paths_are_relative_to_the_repo(monkeypatch: pytest.Monk
     assert env["LOCALSTACK_HOST"] == "127.0.0.1:4599"
     assert env["SQS_ENDPOINT_STRATEGY"] == "path"
     assert "sqs" in env["SERVICES"].split(",")
+
+
+def test_database_reconnects_after_a_server_restart(tmp_path, monkeypatch):
+    """chalicelib.db: a request after a restart is served, not failed with 503."""
+    from chalicelib import db as dbmod
+    from chalicelib.db import Database
+    from devstack.postgres import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "pg", port=_free_port())
+    url = pg.start()
+    try:
+        database = Database(url)
+        database.ping()
+        pg.stop()
+        pg.start()
+        monkeypatch.setattr(dbmod, "PRE_PING_AFTER_IDLE_SECONDS", 0.0)
+        database.ping()  # the stale connection is detected and replaced
+    finally:
+        pg.stop()
