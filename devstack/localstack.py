@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -203,8 +204,7 @@ def find_python313() -> Path:
             )
         if version != REQUIRED_PYTHON:
             raise PythonNotFoundError(
-                f"LOCALSTACK_PYTHON={explicit} is Python {version[0]}.{version[1]}; "
-                "LocalStack 2026.3 needs Python 3.13."
+                f"LOCALSTACK_PYTHON={explicit} is Python {version[0]}.{version[1]}; LocalStack 2026.3 needs Python 3.13."
             )
         return Path(explicit)
 
@@ -391,6 +391,11 @@ class HostLocalStack:
         env.update(
             {
                 "GATEWAY_LISTEN": host_port,
+                # The default (twisted) gateway ignores the host part of
+                # GATEWAY_LISTEN and binds 0.0.0.0 (fine inside a container,
+                # not on a laptop: an unauthenticated AWS on the LAN).
+                # Hypercorn, LocalStack's other built-in server, honours it.
+                "GATEWAY_SERVER": "hypercorn",
                 # Path-style queue URLs (http://HOST:PORT/queue/REGION/ACCOUNT/NAME)
                 # resolve without any DNS; the default strategy invents
                 # sqs.REGION.localhost.localstack.cloud host names.
@@ -440,6 +445,15 @@ class HostLocalStack:
                 "otherwise stop it (`python -m devstack.localstack stop`) or choose "
                 "another endpoint (--endpoint http://127.0.0.1:PORT)."
             )
+        host, _, port = _host_port(self.endpoint).rpartition(":")
+        if not _port_is_free(host, int(port)):
+            # Something that is not an HTTP server (or not answering) holds
+            # the port; LocalStack would only log a bind error and never
+            # become healthy.
+            raise LocalStackError(
+                f"port {port} on {host} is in use by another program; choose another endpoint "
+                "(--endpoint http://127.0.0.1:PORT) or stop that program."
+            )
         self.ensure_installed()
         for sub in ("filesystem", "volume"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -472,6 +486,13 @@ class HostLocalStack:
                 )
             if is_ready(self.endpoint, timeout=0.5):
                 return
+            if "CannotListenError" in _tail(self.log_file, 200):
+                # Lost a race for the port after our check above.
+                self.stop()
+                raise LocalStackError(
+                    f"LocalStack could not listen at {self.endpoint} (port taken).\n"
+                    f"--- last lines of {self.log_file} ---\n{_tail(self.log_file)}"
+                )
             time.sleep(0.2)
         self.stop()
         raise LocalStackError(
@@ -562,6 +583,17 @@ def _terminate_group(pid: int, proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait(timeout=5)
 
 
+def _port_is_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR: sockets in TIME_WAIT from a previous run do not count.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _clean_env() -> dict[str, str]:
     """os.environ minus what would make the 3.13 interpreter load the wrong code.
 
@@ -612,22 +644,23 @@ def main(argv: list[str] | None = None) -> int:
             print("LocalStack stopped")
         else:
             # Foreground: run until Ctrl-C or SIGTERM, then shut LocalStack down.
+            # The try covers start() too: Ctrl-C while waiting for readiness
+            # must not leave LocalStack running.
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            started = time.monotonic()
-            stack.start()
-            print(
-                f"LocalStack ready at {stack.endpoint} in {time.monotonic() - started:.1f} s "
-                f"(log: {stack.log_file}). Ctrl-C to stop.\n"
-                f"  export AWS_ENDPOINT_URL={stack.endpoint}",
-                flush=True,
-            )
             try:
-                code = stack.wait()
+                started = time.monotonic()
+                stack.start()
+                print(
+                    f"LocalStack ready at {stack.endpoint} in {time.monotonic() - started:.1f} s "
+                    f"(log: {stack.log_file}). Ctrl-C to stop.\n"
+                    f"  export AWS_ENDPOINT_URL={stack.endpoint}",
+                    flush=True,
+                )
+                return stack.wait()
             except (KeyboardInterrupt, SystemExit):
-                code = 0
+                return 0
             finally:
                 stack.stop()
-            return code
     except LocalStackError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

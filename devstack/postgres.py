@@ -24,6 +24,7 @@ import errno
 import hashlib
 import os
 import shlex
+import signal
 import socket
 import stat
 import subprocess
@@ -223,14 +224,29 @@ class EmbeddedPostgres:
         with _file_lock(self._lock_path):
             if self._postmaster() is None:
                 return
+            # Something (pytest's temp-dir handling, a umask) may have
+            # tightened an ancestor since start: pg_ctl runs as SYSTEM_USER.
+            if _is_root():
+                _ensure_traversable(self.data_dir)
             result = self._run(
                 [_bin("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(PG_CTL_TIMEOUT_S)],
                 as_server_user=True,
             )
-            if result.returncode != 0 and self._postmaster() is not None:
+            if result.returncode == 0:
+                return
+            # pg_ctl could not do it (e.g. cannot read the data dir any more):
+            # SIGINT is what pg_ctl -m fast sends the postmaster anyway.
+            running = self._postmaster()
+            if running is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(running.pid, signal.SIGINT)
+            deadline = time.monotonic() + PG_CTL_TIMEOUT_S
+            while self._postmaster() is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self._postmaster() is not None:
                 raise EmbeddedPostgresError(
-                    f"pg_ctl stop failed:\n{result.stdout}{result.stderr}"
-                    f"--- {self.log_file} ---\n{_tail(self.log_file)}"
+                    f"pg_ctl stop failed:\n{result.stdout}{result.stderr}--- {self.log_file} ---\n{_tail(self.log_file)}"
                 )
 
     def is_running(self) -> bool:
@@ -261,9 +277,7 @@ class EmbeddedPostgres:
         status = lines[7].strip() if len(lines) > 7 else None
         return _Postmaster(pid=pid, port=port, status=status)
 
-    def _run(
-        self, cmd: list[str], *, as_server_user: bool, input_text: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def _run(self, cmd: list[str], *, as_server_user: bool, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, Any] = {}
         if as_server_user and _is_root():
             # initdb/pg_ctl/postgres exit immediately when run as root.

@@ -118,7 +118,7 @@ class Runner:
         self._timeout_ms = function_timeout_seconds * 1000
         attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
         self._arn = attrs["QueueArn"]
-        self._region = self._arn.split(":")[3]
+        self._region, self._account = self._arn.split(":")[3:5]
         self._stopping = False
         self._next_reconcile = time.monotonic()
 
@@ -144,7 +144,7 @@ class Runner:
         context = LambdaContext("score", 256, max_runtime_ms=self._timeout_ms)
         try:
             response = self._handler({"Records": records}, context)
-        except Exception:
+        except Exception:  # Lambda would report a function error
             log.exception("handler raised; the whole batch of %d returns after its visibility timeout", len(records))
             return None
         keep = failed_ids(response, records)
@@ -160,25 +160,29 @@ class Runner:
             )
         return keep
 
-    def maybe_reconcile(self) -> None:
+    def maybe_reconcile(self) -> Any:
+        """Fire the scheduled handler if it is due; return its result (None if not run or failed)."""
         if self._reconcile is None or time.monotonic() < self._next_reconcile:
-            return
+            return None
         self._next_reconcile = time.monotonic() + self._reconcile_every
         event = {
             "version": "0",
             "id": str(uuid.uuid4()),
             "detail-type": "Scheduled Event",
             "source": "aws.events",
+            "account": self._account,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "region": self._region,
-            "resources": [],
+            "resources": [f"arn:aws:events:{self._region}:{self._account}:rule/reconcile"],
             "detail": {},
         }
         try:
             result = self._reconcile(event, LambdaContext("reconcile", 256, max_runtime_ms=self._timeout_ms))
-            log.info("reconciler: %s", json.dumps(result))
-        except Exception:
+        except Exception:  # the next tick tries again
             log.exception("reconciler failed")
+            return None
+        log.info("reconciler: %s", json.dumps(result))
+        return result
 
     def run_forever(self) -> None:
         while not self._stopping:
@@ -186,7 +190,7 @@ class Runner:
             try:
                 # Short waits keep Ctrl-C and the reconciler timer responsive.
                 self.poll_once(wait_seconds=min(self._wait, 2))
-            except Exception:
+            except Exception:  # an SQS hiccup: back off and poll again
                 log.exception("receive failed; retrying in 2 s")
                 time.sleep(2)
 

@@ -1,0 +1,1 @@
+"""Operator tools: run them as modules, e.g. `python -m ops.dlq list`."""
