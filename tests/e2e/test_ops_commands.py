@@ -1,4 +1,4 @@
-"""The DLQ runbook (docs/operations.md, merged into the README) and `python -m
+"""The DLQ runbook in the README and `python -m
 ops.dlq`, against a real LocalStack in host mode on a spare port.
 
 The AWS CLI commands are read from the fenced block after `<!-- ops-commands -->`
@@ -28,7 +28,7 @@ from helpers import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "operations.md"
+DOC = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 AWS = str(BIN / "aws")
 # The only variables the runbook's commands may use.
