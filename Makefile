@@ -58,3 +58,7 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL-http://127.0.0.1:4566} AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION-us-east-1} \
 	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID-test} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY-test} \
 	$(PY) -m ops.dlq $(or $(ARGS),list)
+
+.PHONY: bench
+bench: $(STAMP) localstack ## benchmarks: model throughput, make run start-up, submit->completed latency
+	$(PY) -m bench.run
