@@ -196,3 +196,64 @@ def test_finished_tasks_never_move(app_env, sqs, status):
                      "is_violation=false, probability=0.1, model_version='old' WHERE id=%s", (status, task_id))
     deps.scorer().handle([sqs_record(task_body(task_id, item_id))])
     assert fetch_task(app_env, task_id)["status"] == status
+
+
+class CrashingModel:
+    """The real model's identity, but every call raises: a transient failure."""
+
+    def __init__(self) -> None:
+        real = load_model()
+        self.version, self.threshold = real.version, real.threshold
+
+    def predict_proba(self, ads):
+        raise RuntimeError("model crashed")
+
+
+def receive_one(sqs, queue: str) -> dict | None:
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    msgs = sqs.receive_message(QueueUrl=url, AttributeNames=["All"], WaitTimeSeconds=0).get("Messages", [])
+    return msgs[0] if msgs else None
+
+
+def as_record(msg: dict) -> dict:
+    return sqs_record(msg["Body"], attempt=int(msg["Attributes"]["ApproximateReceiveCount"]),
+                      message_id=msg["MessageId"], receipt=msg["ReceiptHandle"])
+
+
+def test_three_transient_failures_end_in_the_dlq_with_the_task_failed(app_env, sqs):
+    task_id, item_id = new_task(app_env)
+    deps.queue().send_task(task_id, item_id)
+    # Base 0: each retry is visible again at once, so the test needs no sleeping.
+    scorer = Scorer(deps.store(), deps.queue(), CrashingModel(), retry_base_seconds=0, default_max_receive_count=5)
+    for attempt in (1, 2, 3):
+        msg = receive_one(sqs, "moderation")
+        assert msg is not None and msg["Attributes"]["ApproximateReceiveCount"] == str(attempt)
+        record = as_record(msg)
+        assert failures(scorer.handle([record])) == [record["messageId"]]
+    # maxReceiveCount came from the queue's RedrivePolicy (3), not the default (5).
+    row = fetch_task(app_env, task_id)
+    assert row["status"] == "failed" and row["error_kind"] == "transient" and row["attempts"] == 3
+    assert "gave up after 3 attempts" in row["error_message"] and "model crashed" in row["error_message"]
+    # The next receive makes SQS apply the redrive policy.
+    assert receive_one(sqs, "moderation") is None
+    parked = receive_one(sqs, "moderation_dlq")
+    assert parked is not None and json.loads(parked["Body"])["task_id"] == task_id
+
+
+def test_redriven_messages_retry_transient_failures_and_keep_permanent_ones(app_env, sqs):
+    # A task that exhausted its attempts is scored again when its message is redriven.
+    exhausted, item = new_task(app_env)
+    execute(app_env, "UPDATE moderation_results SET status='failed', error_kind='transient', "
+                     "error_message='gave up after 3 attempts: x', attempts=3 WHERE id=%s", (exhausted,))
+    assert failures(deps.scorer().handle([sqs_record(task_body(exhausted, item))])) == []
+    assert fetch_task(app_env, exhausted)["status"] == "completed"
+
+    # A permanently failed task's envelope, redriven, leaves the task failed with
+    # its reason and is not parked a second time.
+    gone, gone_item = new_task(app_env, deleted=True)
+    deps.scorer().handle([sqs_record(task_body(gone, gone_item))])
+    [envelope] = dlq_messages(sqs)
+    before = fetch_task(app_env, gone)
+    assert failures(deps.scorer().handle([sqs_record(envelope)])) == []
+    assert fetch_task(app_env, gone) == before
+    assert dlq_messages(sqs) == []
