@@ -486,7 +486,7 @@ class HostLocalStack:
                 )
             if is_ready(self.endpoint, timeout=0.5):
                 return
-            if "CannotListenError" in _tail(self.log_file, 200):
+            if "Address already in use" in _tail(self.log_file, 200):
                 # Lost a race for the port after our check above.
                 self.stop()
                 raise LocalStackError(

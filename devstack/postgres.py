@@ -175,6 +175,13 @@ class EmbeddedPostgres:
 
     Authentication is ``trust`` for the ``postgres`` superuser: it only listens
     on loopback and holds development data.
+
+    As root the server runs as SYSTEM_USER, so every folder above ``data_dir``
+    must stay traversable by others while it runs (start() adds o+x where
+    missing). Do not put a long-lived server under pytest's ``tmp_path``:
+    each new pytest session chmods /tmp/pytest-of-root back to 0700 and the
+    running server then PANICs on its next checkpoint. ``tempfile.mkdtemp()``
+    is safe.
     """
 
     def __init__(self, data_dir: Path, port: int = DEFAULT_PORT, database: str = DEFAULT_DATABASE) -> None:

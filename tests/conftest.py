@@ -8,7 +8,9 @@ system PostgreSQL 15 (`TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/te
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,10 +37,15 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from devstack.postgres import EmbeddedPostgres
 
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port(), database="postgres")
+    # Not under tmp_path_factory: the server runs as an unprivileged user when
+    # we are root, and each pytest session re-chmods /tmp/pytest-of-<user> to
+    # 0700, which would crash a server another session is using.
+    root = Path(tempfile.mkdtemp(prefix="moderation-test-pg-"))
+    pg = EmbeddedPostgres(root / "data", port=free_port(), database="postgres")
     url = pg.start()
     yield url
     pg.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -62,7 +64,8 @@ def make_run(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str]
     api_port, pg_port, aws_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
     env.update(
-        LOCAL_STATE_DIR=str(tmp_path_factory.mktemp("state")),
+        # mkdtemp, not tmp_path_factory: see tests/conftest.py (pg_server).
+        LOCAL_STATE_DIR=tempfile.mkdtemp(prefix="moderation-e2e-state-"),
         EMBEDDED_PG_PORT=str(pg_port),
         AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}",
         AWS_DEFAULT_REGION="us-east-1",
@@ -95,3 +98,4 @@ def make_run(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str]
     while not all(port_free(p) for p in (api_port, pg_port, aws_port)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert all(port_free(p) for p in (api_port, pg_port, aws_port)), "something kept running after Ctrl-C"
+    shutil.rmtree(env["LOCAL_STATE_DIR"], ignore_errors=True)
