@@ -7,6 +7,7 @@ this module so the model is fitted on exactly what the Lambda sees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 # Categories the marketplace uses today (the seeds' ads use small integers).
 # An ad outside this range is "invalid features": a permanent failure.
@@ -21,6 +22,21 @@ class InvalidFeatures(ValueError):
     """The ad cannot be scored as it stands; retrying will not help."""
 
 
+class HasAdFields(Protocol):
+    """Anything that carries an ad's scoring fields: a stored ad, a request, a generated ad."""
+
+    @property
+    def is_verified_seller(self) -> bool: ...
+    @property
+    def images_qty(self) -> int: ...
+    @property
+    def category(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AdFeatures:
     is_verified_seller: bool
@@ -28,6 +44,16 @@ class AdFeatures:
     category: int
     name: str
     description: str
+
+    @classmethod
+    def of(cls, ad: HasAdFields) -> AdFeatures:
+        return cls(
+            is_verified_seller=ad.is_verified_seller,
+            images_qty=ad.images_qty,
+            category=ad.category,
+            name=ad.name,
+            description=ad.description,
+        )
 
     def validate(self) -> AdFeatures:
         if not MIN_CATEGORY <= self.category <= MAX_CATEGORY:

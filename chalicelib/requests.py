@@ -49,13 +49,7 @@ class AdRequest(BaseModel):
     images_qty: StrictInt = Field(ge=0, le=MAX_IMAGES)
 
     def features(self) -> AdFeatures:
-        return AdFeatures(
-            is_verified_seller=self.is_verified_seller,
-            images_qty=self.images_qty,
-            category=self.category,
-            name=self.name,
-            description=self.description,
-        )
+        return AdFeatures.of(self)
 
 
 def parse_ad(raw_body: bytes | str | None, max_bytes: int) -> AdRequest:

@@ -43,13 +43,7 @@ class Ad:
     images_qty: int
 
     def features(self) -> AdFeatures:
-        return AdFeatures(
-            is_verified_seller=self.is_verified_seller,
-            images_qty=self.images_qty,
-            category=self.category,
-            name=self.name,
-            description=self.description,
-        )
+        return AdFeatures.of(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from devstack._files import file_lock, tail
+
 # Paths are anchored at the repository, not the caller's CWD, so that tests,
 # scripts and the CLI all share one install and one data dir.
 DEVSTACK_DIR = Path(__file__).resolve().parent
@@ -72,12 +74,6 @@ def _resolve(path: Path) -> Path:
     return path if path.is_absolute() else (REPO_ROOT / path)
 
 
-def _tail(path: Path, lines: int = 60) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 # --------------------------------------------------------------------------
@@ -230,21 +226,6 @@ def find_python313() -> Path:
 # --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise installs: two test runs may both call ensure_installed()."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: best effort, no lock
-            yield
-            return
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _host_port(endpoint: str) -> str:
@@ -328,7 +309,7 @@ class HostLocalStack:
         """
         if self.is_installed():
             return
-        with _file_lock(self.data_dir / "install.lock"):
+        with file_lock(self.data_dir / "install.lock"):
             if self.is_installed():  # another process finished it meanwhile
                 return
             self._install()
@@ -379,7 +360,7 @@ class HostLocalStack:
         if result.returncode != 0:
             raise LocalStackError(
                 f"command failed with exit code {result.returncode}: {' '.join(cmd)}\n"
-                f"--- last lines of {log_path} ---\n{_tail(log_path)}"
+                f"--- last lines of {log_path} ---\n{tail(log_path)}"
             )
 
     # -- run -----------------------------------------------------------------
@@ -482,22 +463,22 @@ class HostLocalStack:
                 self._forget()
                 raise LocalStackError(
                     f"LocalStack exited with code {code} during start-up.\n"
-                    f"--- last lines of {self.log_file} ---\n{_tail(self.log_file)}"
+                    f"--- last lines of {self.log_file} ---\n{tail(self.log_file)}"
                 )
             if is_ready(self.endpoint, timeout=0.5):
                 return
-            if "Address already in use" in _tail(self.log_file, 200):
+            if "Address already in use" in tail(self.log_file, 200):
                 # Lost a race for the port after our check above.
                 self.stop()
                 raise LocalStackError(
                     f"LocalStack could not listen at {self.endpoint} (port taken).\n"
-                    f"--- last lines of {self.log_file} ---\n{_tail(self.log_file)}"
+                    f"--- last lines of {self.log_file} ---\n{tail(self.log_file)}"
                 )
             time.sleep(0.2)
         self.stop()
         raise LocalStackError(
             f"LocalStack was not healthy at {self.endpoint} within {START_TIMEOUT_S:.0f} s.\n"
-            f"--- last lines of {self.log_file} ---\n{_tail(self.log_file)}"
+            f"--- last lines of {self.log_file} ---\n{tail(self.log_file)}"
         )
 
     def wait(self) -> int:

@@ -32,10 +32,11 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devstack._files import file_lock, tail
 
 with warnings.catch_warnings():
     # Importing the package runs its PostgresServer class body, which asks
@@ -104,12 +105,6 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -141,21 +136,6 @@ def _process_is_postgres(pid: int) -> bool:
     return comm in ("postgres", "postmaster")
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise start/stop of one data dir across processes (e.g. pytest -n)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: best effort
-            yield
-            return
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _ensure_traversable(path: Path) -> None:
@@ -204,7 +184,7 @@ class EmbeddedPostgres:
         only makes sure the database exists. Raises PortInUseError if another
         program holds the port.
         """
-        with _file_lock(self._lock_path):
+        with file_lock(self._lock_path):
             running = self._postmaster()
             if running is not None:
                 if running.port != self.port:
@@ -228,7 +208,7 @@ class EmbeddedPostgres:
         """Stop the server (fast shutdown: rolls back open transactions)."""
         if not self.data_dir.exists():
             return
-        with _file_lock(self._lock_path):
+        with file_lock(self._lock_path):
             if self._postmaster() is None:
                 return
             # Something (pytest's temp-dir handling, a umask) may have
@@ -253,7 +233,7 @@ class EmbeddedPostgres:
                 time.sleep(0.1)
             if self._postmaster() is not None:
                 raise EmbeddedPostgresError(
-                    f"pg_ctl stop failed:\n{result.stdout}{result.stderr}--- {self.log_file} ---\n{_tail(self.log_file)}"
+                    f"pg_ctl stop failed:\n{result.stdout}{result.stderr}--- {self.log_file} ---\n{tail(self.log_file)}"
                 )
 
     def is_running(self) -> bool:
@@ -418,7 +398,7 @@ class EmbeddedPostgres:
         )
         if result.returncode == 0:
             return
-        log = _tail(self.log_file)
+        log = tail(self.log_file)
         if "Address already in use" in log or "could not bind" in log:
             raise PortInUseError(self._port_taken_message())
         raise EmbeddedPostgresError(

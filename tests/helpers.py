@@ -87,3 +87,26 @@ def execute(url: str, sql: str, params: Any = None) -> list[tuple]:
         rows = cur.fetchall() if cur.description else []
     conn.close()
     return rows
+
+
+def install_verdict_audit(url: str) -> None:
+    """Count every transition into 'completed' per task: the observable for
+    "a verdict is never written twice"."""
+    execute(url, """
+        CREATE TABLE IF NOT EXISTS verdict_writes (task_id bigint NOT NULL);
+        TRUNCATE verdict_writes;
+        CREATE OR REPLACE FUNCTION audit_verdict_write() RETURNS trigger AS $$
+        BEGIN
+            IF NEW.status = 'completed' AND OLD.status <> 'completed' THEN
+                INSERT INTO verdict_writes VALUES (NEW.id);
+            END IF;
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        DROP TRIGGER IF EXISTS audit_verdict_write ON moderation_results;
+        CREATE TRIGGER audit_verdict_write AFTER UPDATE ON moderation_results
+            FOR EACH ROW EXECUTE FUNCTION audit_verdict_write();
+    """)
+
+
+def drop_verdict_audit(url: str) -> None:
+    execute(url, "DROP TRIGGER IF EXISTS audit_verdict_write ON moderation_results; DROP TABLE IF EXISTS verdict_writes")

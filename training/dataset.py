@@ -181,13 +181,7 @@ class GeneratedAd:
     is_violation: bool
 
     def features(self) -> AdFeatures:
-        return AdFeatures(
-            is_verified_seller=self.is_verified_seller,
-            images_qty=self.images_qty,
-            category=self.category,
-            name=self.name,
-            description=self.description,
-        )
+        return AdFeatures.of(self)
 
 
 def _contact(rng: random.Random) -> str:

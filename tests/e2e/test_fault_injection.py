@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import boto3
 import psycopg2
 import pytest
-from helpers import execute
+from helpers import drop_verdict_audit, execute, install_verdict_audit
 
 from chalicelib.db import Database
 from chalicelib.errors import TransientError
@@ -85,27 +85,6 @@ class FlakyDatabase(Database):
             yield cur
 
 
-def install_write_audit(url: str) -> None:
-    execute(url, """
-        CREATE TABLE IF NOT EXISTS verdict_writes (task_id bigint NOT NULL);
-        TRUNCATE verdict_writes;
-        CREATE OR REPLACE FUNCTION audit_verdict_write() RETURNS trigger AS $$
-        BEGIN
-            IF NEW.status = 'completed' AND OLD.status <> 'completed' THEN
-                INSERT INTO verdict_writes VALUES (NEW.id);
-            END IF;
-            RETURN NEW;
-        END $$ LANGUAGE plpgsql;
-        DROP TRIGGER IF EXISTS audit_verdict_write ON moderation_results;
-        CREATE TRIGGER audit_verdict_write AFTER UPDATE ON moderation_results
-            FOR EACH ROW EXECUTE FUNCTION audit_verdict_write();
-    """)
-
-
-def drop_write_audit(url: str) -> None:
-    execute(url, "DROP TRIGGER IF EXISTS audit_verdict_write ON moderation_results; DROP TABLE IF EXISTS verdict_writes")
-
-
 def seed_ads(url: str, n: int, rng: random.Random) -> None:
     from training.dataset import generate_ads
 
@@ -149,7 +128,7 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
     for u in urls.values():
         sqs.purge_queue(QueueUrl=u)
     seed_ads(url, N_TASKS, rng)
-    install_write_audit(url)
+    install_verdict_audit(url)
     started = time.monotonic()
     try:
         # --- submit, with ~2 % of sends lost ---------------------------------
@@ -264,4 +243,4 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
               f"crashes {dict(crashes)}, poisoned {len(poisoned)}; DLQ {len(dlq)} messages: {len(permanent)} permanent "
               f"+ {len(malformed)} malformed envelopes, {len(raw)} exhausted messages for {len(exhausted)} exhausted tasks")
     finally:
-        drop_write_audit(url)
+        drop_verdict_audit(url)

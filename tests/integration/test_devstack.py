@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,12 +37,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "pg", port=_free_port(), database="devstack_test")
+def pg() -> Iterator[EmbeddedPostgres]:
+    # Not tmp_path: as root the server runs as another user, and every new
+    # pytest session chmods /tmp/pytest-of-root back to 0700, which would make
+    # a running server PANIC if someone starts pytest meanwhile.
+    base = Path(tempfile.mkdtemp(prefix="devstack-pg-test-"))
+    server = EmbeddedPostgres(base / "pg", port=_free_port(), database="devstack_test")
     try:
         yield server
     finally:
         server.stop()  # never leave a postmaster behind, even on failure
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -215,20 +222,14 @@ def test_host_localstack_paths_are_relative_to_the_repo(monkeypatch: pytest.Monk
     assert "sqs" in env["SERVICES"].split(",")
 
 
-def test_database_reconnects_after_a_server_restart(tmp_path, monkeypatch):
+def test_database_reconnects_after_a_server_restart(pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
     """chalicelib.db: a request after a restart is served, not failed with 503."""
     from chalicelib import db as dbmod
     from chalicelib.db import Database
-    from devstack.postgres import EmbeddedPostgres
 
-    pg = EmbeddedPostgres(tmp_path / "pg", port=_free_port())
-    url = pg.start()
-    try:
-        database = Database(url)
-        database.ping()
-        pg.stop()
-        pg.start()
-        monkeypatch.setattr(dbmod, "PRE_PING_AFTER_IDLE_SECONDS", 0.0)
-        database.ping()  # the stale connection is detected and replaced
-    finally:
-        pg.stop()
+    database = Database(pg.start())
+    database.ping()
+    pg.stop()
+    pg.start()
+    monkeypatch.setattr(dbmod, "PRE_PING_AFTER_IDLE_SECONDS", 0.0)
+    database.ping()  # the stale connection is detected and replaced

@@ -6,7 +6,7 @@ import json
 import threading
 
 import pytest
-from helpers import execute, fetch_task, insert_ad, sqs_record, task_body
+from helpers import drop_verdict_audit, execute, fetch_task, insert_ad, install_verdict_audit, sqs_record, task_body
 
 from chalicelib import deps
 from chalicelib.db import Database
@@ -147,21 +147,7 @@ def test_last_attempt_marks_the_task_failed_and_is_not_acknowledged(app_env, sqs
 
 
 def test_concurrent_duplicates_write_once(app_env, sqs):
-    # A trigger counts terminal writes: the observable "written twice" check.
-    execute(app_env, """
-        CREATE TABLE IF NOT EXISTS result_writes (task_id bigint, at timestamptz default now());
-        CREATE OR REPLACE FUNCTION count_result_write() RETURNS trigger AS $$
-        BEGIN
-            IF NEW.status IN ('completed', 'failed') AND OLD.status NOT IN ('completed', 'failed') THEN
-                INSERT INTO result_writes (task_id) VALUES (NEW.id);
-            END IF;
-            RETURN NEW;
-        END $$ LANGUAGE plpgsql;
-        DROP TRIGGER IF EXISTS count_result_write ON moderation_results;
-        CREATE TRIGGER count_result_write AFTER UPDATE ON moderation_results
-            FOR EACH ROW EXECUTE FUNCTION count_result_write();
-        TRUNCATE result_writes;
-    """)
+    install_verdict_audit(app_env)
     try:
         tasks = [new_task(app_env) for _ in range(20)]
         scorers = [
@@ -181,12 +167,12 @@ def test_concurrent_duplicates_write_once(app_env, sqs):
             t.start()
         for t in threads:
             t.join()
-        writes = execute(app_env, "SELECT task_id, count(*) FROM result_writes GROUP BY task_id")
+        writes = execute(app_env, "SELECT task_id, count(*) FROM verdict_writes GROUP BY task_id")
         assert sorted(w[0] for w in writes) == sorted(t for t, _ in tasks)
         assert all(count == 1 for _, count in writes)
         assert all(fetch_task(app_env, t)["status"] == "completed" for t, _ in tasks)
     finally:
-        execute(app_env, "DROP TRIGGER IF EXISTS count_result_write ON moderation_results; DROP TABLE result_writes")
+        drop_verdict_audit(app_env)
 
 
 @pytest.mark.parametrize("status", ["completed", "failed"])
