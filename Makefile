@@ -62,3 +62,27 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 .PHONY: bench
 bench: $(STAMP) localstack ## benchmarks: model throughput, make run start-up, submit->completed latency
 	$(PY) -m bench.run
+
+# --- Deployment artifact (docs/deploy.md) ------------------------------------
+# STAGE selects the Chalice stage (.chalice/config.json) and infra/stages.json entry.
+STAGE ?= dev
+.PHONY: package check-infra enable-partial-batch deploy-localstack deploy-localstack-stop policies
+
+package: $(STAMP) ## build build/package/sam.json + deployment.zip for STAGE (default dev)
+	$(PY) -m infra.package --stage $(STAGE)
+
+check-infra: package ## package, then check the template's rules (infra/check.py) and cfn-lint it
+	$(PY) -m infra.check build/package/sam.json
+	$(VENV)/bin/cfn-lint build/package/sam.json
+
+enable-partial-batch: $(STAMP) ## after `chalice deploy --stage STAGE`: ReportBatchItemFailures etc. on the scoring ESM
+	$(PY) -m infra.enable_partial_batch --stage $(STAGE)
+
+deploy-localstack: $(STAMP) ## package + deploy the stack to LocalStack (host mode, no Docker) + embedded Postgres
+	$(PY) -m infra.deploy_localstack --stage $(STAGE)
+
+deploy-localstack-stop: $(STAMP) ## stop the LocalStack and Postgres that deploy-localstack started
+	$(PY) -m infra.deploy_localstack stop
+
+policies: $(STAMP) ## regenerate the IAM policy files .chalice/policy-*.json (infra/policies.py)
+	$(PY) -m infra.policies

@@ -7,12 +7,17 @@ from typing import Any
 from chalice import Chalice, Rate, Response
 from chalice.app import Request
 
-from chalicelib import deps
+from chalicelib import deploy_migrations, deps
 from chalicelib.config import batch_size, get_settings
 from chalicelib.http import handle_errors, json_response
 from chalicelib.requests import parse_ad, parse_id, query_id
 
 app = Chalice(app_name="ad-moderation")
+
+# Routes that read only the query string accept any Content-Type: clients
+# (and `curl -d ''`) send a form type on an empty POST, which Chalice would
+# otherwise refuse with 415.
+ANY_BODY = ["*/*"]
 
 
 def _request() -> Request:
@@ -24,21 +29,21 @@ def _request() -> Request:
     return request
 
 
-@app.route("/moderation/predict", methods=["POST"])
+@app.route("/moderation/predict", methods=["POST"], api_key_required=True)
 @handle_errors
 def predict() -> Any:
     ad = parse_ad(_request().raw_body, get_settings().max_body_bytes)
     return deps.service().predict(ad.features())
 
 
-@app.route("/moderation/simple_predict", methods=["POST"])
+@app.route("/moderation/simple_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 @handle_errors
 def simple_predict() -> Any:
     return deps.service().simple_predict(query_id(_request().query_params, "item_id"))
 
 
-@app.route("/moderation/async_predict", methods=["POST"])
-@app.route("/async_predict", methods=["POST"])
+@app.route("/moderation/async_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+@app.route("/async_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 @handle_errors
 def async_predict() -> Response:
     body = deps.service().submit(query_id(_request().query_params, "item_id"))
@@ -72,3 +77,10 @@ def score(event: Any) -> dict[str, Any]:
 def reconcile(event: Any) -> dict[str, Any]:
     report = deps.reconciler().run()
     return {"resent": len(report.resent), "failed_stuck": len(report.failed_stuck)}
+
+
+# Runs the SQL migrations; a CloudFormation custom resource calls it on every
+# deploy (infra/resources.json). See chalicelib/deploy_migrations.py.
+@app.lambda_function(name="migrate")
+def migrate(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return deploy_migrations.handler(event, context)

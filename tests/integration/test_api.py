@@ -151,3 +151,12 @@ def test_reconciler_fails_stuck_tasks_with_a_reason(app_env, sqs):
     assert report.failed_stuck == [task_id]
     row = fetch_task(app_env, task_id)
     assert row["status"] == "failed" and row["error_kind"] == "stuck" and "no result within" in row["error_message"]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_query_only_routes_accept_any_content_type(client, app_env, content_type):
+    item_id = insert_ad(app_env)
+    headers = {"Content-Type": content_type} if content_type else {}
+    assert client.http.post(f"/async_predict?item_id={item_id}", headers=headers, body=b"").status_code == 202
+    resp = client.http.post(f"/moderation/simple_predict?item_id={item_id}", headers=headers, body=b"")
+    assert resp.status_code == 200

@@ -1,0 +1,324 @@
+"""`make check-infra`: refuse a packaged template that breaks the design's rules.
+
+    python -m infra.check [build/package/sam.json] [--budget N]
+
+Reads the template `make package` wrote (SAM, before the transform; a
+transformed template with AWS::Lambda::EventSourceMapping resources works
+too) and exits 1 with one line per violation:
+
+  visibility-timeout   a queue consumed by a function has VisibilityTimeout
+                       < 6 x that function's Timeout (AWS's guidance: a batch
+                       still in flight must not become visible again);
+  partial-batch        an SQS event source mapping lacks
+                       FunctionResponseTypes: [ReportBatchItemFailures]
+                       (without it Lambda ignores the handler's
+                       batchItemFailures and deletes or retries whole batches);
+  redrive              a consumed queue has no RedrivePolicy (poison messages
+                       would be retried until they expire);
+  dlq-retention        a DLQ keeps messages for less time than its source
+                       queue (a redriven message keeps its original enqueue
+                       time, so it could expire on arrival);
+  connection-budget    scoring MaximumConcurrency (1 connection per
+                       environment) + ReservedConcurrentExecutions of every
+                       other function that uses the database > the budget,
+                       or one of those numbers is unset (= unbounded);
+  iam-wildcard-action  an IAM statement allows `*`, `service:*` or any other
+                       wildcard action, or uses NotAction;
+  iam-wildcard-resource an IAM statement has Resource "*" for an action that
+                       supports resource-level permissions.
+
+The connection budget comes from --budget, else the template's
+Metadata.AdModeration.DbConnectionBudget (infra/stages.json via make
+package), else DEFAULT_DB_CONNECTION_BUDGET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = ROOT / "build" / "package" / "sam.json"
+# Most PostgreSQL connections the app may hold when nothing else says so.
+DEFAULT_DB_CONNECTION_BUDGET = 20
+VISIBILITY_FACTOR = 6
+# CloudFormation / Lambda defaults when a property is absent.
+DEFAULT_VISIBILITY_TIMEOUT = 30
+DEFAULT_LAMBDA_TIMEOUT = 3
+DEFAULT_RETENTION = 345600
+# A function "uses the database" if it gets one of these variables.
+DB_ENV_VARS = ("DATABASE_SECRET_ARN", "DATABASE_URL")
+# Actions that cannot be scoped to a resource: Resource "*" is the only option.
+RESOURCELESS_ACTIONS = frozenset(
+    {
+        "cloudwatch:PutMetricData",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DeleteNetworkInterface",
+        "sqs:ListQueues",
+        "secretsmanager:GetRandomPassword",
+    }
+)
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"FAIL [{self.rule}] {self.message}"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """An SQS event source mapping, from a SAM event or an ESM resource."""
+
+    name: str
+    function: str | None
+    queue: str | None
+    properties: dict[str, Any]
+
+
+def _ref_target(value: Any) -> str | None:
+    """Logical id behind Ref / Fn::GetAtt, or None."""
+    if isinstance(value, dict):
+        if "Ref" in value and isinstance(value["Ref"], str):
+            return value["Ref"].split(".")[0]
+        if "Fn::GetAtt" in value:
+            att = value["Fn::GetAtt"]
+            return (att[0] if isinstance(att, list) else str(att).split(".")[0]) or None
+    return None
+
+
+def _as_int(value: Any, default: int) -> int | None:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None  # an intrinsic: cannot be checked statically
+
+
+def _queue_by_name(resources: dict[str, Any], name: str) -> str | None:
+    for logical_id, res in resources.items():
+        if res.get("Type") == "AWS::SQS::Queue" and res.get("Properties", {}).get("QueueName") == name:
+            return logical_id
+    return None
+
+
+def _queue_of(value: Any, resources: dict[str, Any]) -> str | None:
+    target = _ref_target(value)
+    if target is not None:
+        return target
+    arn = value.get("Fn::Sub") if isinstance(value, dict) else value
+    if isinstance(arn, list):
+        arn = arn[0]
+    if isinstance(arn, str) and ":sqs:" in arn:
+        return _queue_by_name(resources, arn.rsplit(":", 1)[1])
+    return None
+
+
+def sqs_mappings(template: dict[str, Any]) -> list[Mapping]:
+    resources = template.get("Resources", {})
+    found: list[Mapping] = []
+    for logical_id, res in resources.items():
+        props = res.get("Properties", {}) or {}
+        if res.get("Type") == "AWS::Serverless::Function":
+            for event_id, event in (props.get("Events") or {}).items():
+                if event.get("Type") == "SQS":
+                    ep = event.get("Properties", {}) or {}
+                    queue = _queue_of(ep.get("Queue"), resources)
+                    found.append(Mapping(f"{logical_id}.Events.{event_id}", logical_id, queue, ep))
+        elif res.get("Type") == "AWS::Lambda::EventSourceMapping":
+            queue = _queue_of(props.get("EventSourceArn"), resources)
+            if queue is not None and resources.get(queue, {}).get("Type") == "AWS::SQS::Queue":
+                found.append(Mapping(logical_id, _ref_target(props.get("FunctionName")), queue, props))
+    return found
+
+
+def _function_props(template: dict[str, Any], logical_id: str | None) -> dict[str, Any]:
+    res = template.get("Resources", {}).get(logical_id or "", {})
+    props = dict(template.get("Globals", {}).get("Function", {})) if res.get("Type") == "AWS::Serverless::Function" else {}
+    props.update(res.get("Properties", {}) or {})
+    return props
+
+
+def check_queues(template: dict[str, Any]) -> Iterator[Violation]:
+    resources = template.get("Resources", {})
+    for m in sqs_mappings(template):
+        if "ReportBatchItemFailures" not in (m.properties.get("FunctionResponseTypes") or []):
+            yield Violation(
+                "partial-batch",
+                f"{m.name}: SQS event source lacks FunctionResponseTypes: [ReportBatchItemFailures]; "
+                "the handler's batchItemFailures would be ignored",
+            )
+        if m.queue is None or resources.get(m.queue, {}).get("Type") != "AWS::SQS::Queue":
+            yield Violation("visibility-timeout", f"{m.name}: its queue is not a queue of this template; cannot check it")
+            continue
+        qprops = resources[m.queue].get("Properties", {}) or {}
+        fprops = _function_props(template, m.function)
+        visibility = _as_int(qprops.get("VisibilityTimeout"), DEFAULT_VISIBILITY_TIMEOUT)
+        timeout = _as_int(fprops.get("Timeout"), DEFAULT_LAMBDA_TIMEOUT)
+        if visibility is not None and timeout is not None and visibility < VISIBILITY_FACTOR * timeout:
+            yield Violation(
+                "visibility-timeout",
+                f"{m.queue} VisibilityTimeout {visibility} s < {VISIBILITY_FACTOR} x {m.function} Timeout {timeout} s "
+                f"= {VISIBILITY_FACTOR * timeout} s",
+            )
+        redrive = qprops.get("RedrivePolicy")
+        if not redrive:
+            yield Violation(
+                "redrive", f"{m.queue} (consumed by {m.function}) has no RedrivePolicy: poison messages never leave it"
+            )
+            continue
+        dlq = _ref_target(redrive.get("deadLetterTargetArn")) if isinstance(redrive, dict) else None
+        if dlq is None or resources.get(dlq, {}).get("Type") != "AWS::SQS::Queue":
+            continue  # a DLQ outside this template: its retention is not ours to see
+        dlq_retention = _as_int(resources[dlq].get("Properties", {}).get("MessageRetentionPeriod"), DEFAULT_RETENTION)
+        main_retention = _as_int(qprops.get("MessageRetentionPeriod"), DEFAULT_RETENTION)
+        if dlq_retention is not None and main_retention is not None and dlq_retention < main_retention:
+            yield Violation(
+                "dlq-retention",
+                f"{dlq} MessageRetentionPeriod {dlq_retention} s < {m.queue}'s {main_retention} s: "
+                "redriven messages keep their first enqueue time and could expire in the DLQ at once",
+            )
+
+
+def _uses_database(props: dict[str, Any]) -> bool:
+    variables = ((props.get("Environment") or {}).get("Variables")) or {}
+    return any(v in variables for v in DB_ENV_VARS)
+
+
+def connection_budget(template: dict[str, Any], override: int | None = None) -> int:
+    if override is not None:
+        return override
+    meta = (template.get("Metadata") or {}).get("AdModeration") or {}
+    return int(meta.get("DbConnectionBudget", DEFAULT_DB_CONNECTION_BUDGET))
+
+
+def check_connection_budget(template: dict[str, Any], budget: int) -> Iterator[Violation]:
+    consumers = {m.function: m for m in sqs_mappings(template)}
+    parts: list[str] = []
+    total = 0
+    for logical_id, res in template.get("Resources", {}).items():
+        if res.get("Type") not in FUNCTION_TYPES:
+            continue
+        props = _function_props(template, logical_id)
+        if not _uses_database(props):
+            continue
+        if logical_id in consumers:
+            scaling = consumers[logical_id].properties.get("ScalingConfig") or {}
+            limit = _as_int(scaling.get("MaximumConcurrency"), -1)
+            reserved = _as_int(props.get("ReservedConcurrentExecutions"), -1)
+            bounds = [x for x in (limit, reserved) if x is not None and x >= 0]
+            if not bounds:
+                yield Violation(
+                    "connection-budget",
+                    f"{consumers[logical_id].name}: no ScalingConfig.MaximumConcurrency (nor reserved concurrency on "
+                    f"{logical_id}): SQS could scale it to 1,000 environments = 1,000 connections",
+                )
+                continue
+            n, what = min(bounds), "MaximumConcurrency"
+        else:
+            reserved = _as_int(props.get("ReservedConcurrentExecutions"), -1)
+            if reserved is None or reserved < 0:
+                yield Violation(
+                    "connection-budget",
+                    f"{logical_id} uses the database but has no ReservedConcurrentExecutions: its connections are unbounded",
+                )
+                continue
+            n, what = reserved, "reserved"
+        total += n
+        parts.append(f"{logical_id} {n} ({what})")
+    if total > budget:
+        yield Violation(
+            "connection-budget",
+            f"up to {total} PostgreSQL connections ({' + '.join(parts)}; 1 per environment) > budget {budget}",
+        )
+
+
+def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, res in template.get("Resources", {}).items():
+        props = res.get("Properties", {}) or {}
+        rtype = res.get("Type")
+        docs: list[tuple[str, Any]] = []
+        if rtype == "AWS::IAM::Role":
+            docs = [(f"{logical_id}.{p.get('PolicyName', '?')}", p.get("PolicyDocument")) for p in props.get("Policies", [])]
+        elif rtype in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"):
+            docs = [(logical_id, props.get("PolicyDocument"))]
+        elif rtype == "AWS::Serverless::Function":
+            policies = props.get("Policies")
+            policies = policies if isinstance(policies, list) else [policies] if policies else []
+            docs = [(f"{logical_id}.Policies", p) for p in policies if isinstance(p, dict) and "Statement" in p]
+        for where, doc in docs:
+            statements = (doc or {}).get("Statement", [])
+            for i, stmt in enumerate(statements if isinstance(statements, list) else [statements]):
+                yield f"{where} statement {stmt.get('Sid') or i}", stmt
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value] if value is not None else []
+
+
+def check_iam(template: dict[str, Any]) -> Iterator[Violation]:
+    for where, stmt in _statements(template):
+        if stmt.get("Effect", "Allow") != "Allow":
+            continue
+        if "NotAction" in stmt:
+            yield Violation("iam-wildcard-action", f"{where}: NotAction allows every action but a few")
+        actions = [a for a in _as_list(stmt.get("Action")) if isinstance(a, str)]
+        wild = [a for a in actions if "*" in a or "?" in a]
+        if wild:
+            yield Violation("iam-wildcard-action", f"{where}: wildcard action(s) {', '.join(wild)}; list the actions")
+        resources = _as_list(stmt.get("Resource"))
+        if "*" in resources or "NotResource" in stmt:
+            scoped = [a for a in actions if a not in RESOURCELESS_ACTIONS]
+            if scoped:
+                yield Violation(
+                    "iam-wildcard-resource",
+                    f"{where}: Resource \"*\" for {', '.join(scoped)}, which can name their resources",
+                )
+
+
+def check(template: dict[str, Any], budget: int | None = None) -> list[Violation]:
+    return [
+        *check_queues(template),
+        *check_connection_budget(template, connection_budget(template, budget)),
+        *check_iam(template),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.check", description="Check the packaged template's rules.")
+    parser.add_argument("template", nargs="?", type=Path, default=DEFAULT_TEMPLATE)
+    parser.add_argument("--budget", type=int, default=None, help="DB connection budget (default: template Metadata, else 20)")
+    args = parser.parse_args(argv)
+    if not args.template.exists():
+        print(f"error: {args.template} does not exist; run `make package` first", file=sys.stderr)
+        return 2
+    template = json.loads(args.template.read_text())
+    violations = check(template, args.budget)
+    for v in violations:
+        print(v, file=sys.stderr)
+    if violations:
+        print(f"{args.template}: {len(violations)} problem(s)", file=sys.stderr)
+        return 1
+    mappings = sqs_mappings(template)
+    print(
+        f"{args.template}: OK ({len(mappings)} SQS mapping(s), "
+        f"DB connection budget {connection_budget(template, args.budget)})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""`make enable-partial-batch STAGE=dev`: post-deploy step for `chalice deploy` users.
+
+`chalice deploy` creates the scoring function's SQS event source mapping
+without FunctionResponseTypes (aws/chalice#2029), so Lambda would ignore the
+handler's `batchItemFailures`: one failed message would make the whole batch
+come back (or, worse, be deleted). This sets on that mapping what the
+packaged template (`make package`) sets at deploy time:
+
+  - FunctionResponseTypes = [ReportBatchItemFailures]
+  - ScalingConfig.MaximumConcurrency and MaximumBatchingWindowInSeconds from
+    infra/stages.json (the DB connection budget);
+
+and, because the functions' IAM policies allow writing to their own log group
+but not creating it, creates the four log groups with a 30-day retention if
+they are missing. The same in AWS CLI terms:
+
+    UUID=$(aws lambda list-event-source-mappings --function-name ad-moderation-dev-score \\
+           --query 'EventSourceMappings[0].UUID' --output text)
+    aws lambda update-event-source-mapping --uuid "$UUID" \\
+        --function-response-types ReportBatchItemFailures \\
+        --scaling-config MaximumConcurrency=5 --maximum-batching-window-in-seconds 1
+
+Idempotent; re-run it after every `chalice deploy` (a deploy that recreates
+the mapping drops the setting again). Uses the usual AWS credentials/region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from infra.package import stage_settings  # noqa: E402
+from infra.policies import FUNCTIONS, QUEUE, function_name  # noqa: E402
+
+LOG_RETENTION_DAYS = 30
+
+
+def enable(stage: str, lambda_client: Any, logs_client: Any) -> list[str]:
+    """Apply the settings; return what was done, one line each."""
+    settings = stage_settings(stage)
+    score = function_name(stage, "score")
+    mappings = [
+        m
+        for m in lambda_client.list_event_source_mappings(FunctionName=score)["EventSourceMappings"]
+        if m["EventSourceArn"].split(":")[-1] == QUEUE
+    ]
+    if not mappings:
+        raise RuntimeError(f"{score} has no event source mapping on queue {QUEUE!r}: run `chalice deploy --stage {stage}` first")
+    done = []
+    for m in mappings:
+        lambda_client.update_event_source_mapping(
+            UUID=m["UUID"],
+            FunctionResponseTypes=["ReportBatchItemFailures"],
+            ScalingConfig={"MaximumConcurrency": int(settings["scoring_max_concurrency"])},
+            MaximumBatchingWindowInSeconds=int(settings["scoring_batching_window_seconds"]),
+        )
+        done.append(
+            f"{m['UUID']} ({score} <- {QUEUE}): ReportBatchItemFailures, "
+            f"MaximumConcurrency={settings['scoring_max_concurrency']}, "
+            f"MaximumBatchingWindowInSeconds={settings['scoring_batching_window_seconds']}"
+        )
+    for fn in FUNCTIONS:
+        group = f"/aws/lambda/{function_name(stage, fn)}"
+        existing = logs_client.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+        if not any(g["logGroupName"] == group for g in existing):
+            logs_client.create_log_group(logGroupName=group)
+            done.append(f"created log group {group}")
+        logs_client.put_retention_policy(logGroupName=group, retentionInDays=LOG_RETENTION_DAYS)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.enable_partial_batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="dev")
+    args = parser.parse_args(argv)
+    import boto3
+
+    try:
+        for line in enable(args.stage, boto3.client("lambda"), boto3.client("logs")):
+            print(line)
+    except Exception as err:  # noqa: BLE001 - a CLI: print, exit 1
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

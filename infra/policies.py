@@ -1,0 +1,130 @@
+"""The least-privilege IAM policy of every function, per stage: .chalice/policy-<stage>-<function>.json.
+
+Chalice reads those files (`autogen_policy: false`, `iam_policy_file` per
+function in .chalice/config.json) for both `chalice deploy` and `chalice
+package`. They are generated from the table below so that the 4 functions x 2
+stages stay consistent; the files are committed, and a unit test fails when
+they drift from this table.
+
+    python -m infra.policies          # rewrite the files
+    python -m infra.policies --check  # exit 1 if a file differs
+
+Chalice policy files cannot hold CloudFormation intrinsics, so the ARNs here
+use `*` for the region and the account (never for an action, never a bare
+`"Resource": "*"`). That is what `chalice deploy` users get. `make package`
+(infra/package.py) rewrites each of them in the template to the exact ARN:
+`Fn::Sub` with `${AWS::Region}`/`${AWS::AccountId}`, the queue's `Fn::GetAtt`,
+and the `DatabaseSecretArn` parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CHALICE_DIR = ROOT / ".chalice"
+APP_NAME = "ad-moderation"
+STAGES = ("dev", "prod")
+QUEUE = "moderation"
+DLQ = "moderation_dlq"
+
+# What each function calls (see chalicelib/queue.py). The scoring function's
+# role is also what Lambda's event source mapping polls with, hence
+# Receive/Delete/GetQueueAttributes on the main queue.
+SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
+    # submit -> SendMessageBatch; /health -> GetQueueAttributes on both queues
+    "api_handler": {
+        QUEUE: ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
+        DLQ: ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+    },
+    # event source mapping + backoff (ChangeMessageVisibilityBatch) + envelopes to the DLQ
+    "score": {
+        QUEUE: [
+            "sqs:ChangeMessageVisibility",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:GetQueueUrl",
+            "sqs:ReceiveMessage",
+        ],
+        DLQ: ["sqs:GetQueueUrl", "sqs:SendMessage"],
+    },
+    # re-sends tasks whose send was lost
+    "reconcile": {QUEUE: ["sqs:GetQueueUrl", "sqs:SendMessage"]},
+    # only the database
+    "migrate": {},
+}
+FUNCTIONS = tuple(SQS_ACTIONS)
+
+
+def function_name(stage: str, function: str) -> str:
+    """The Lambda function name, as `chalice deploy` names it (infra/package.py uses the same)."""
+    return f"{APP_NAME}-{stage}" if function == "api_handler" else f"{APP_NAME}-{stage}-{function}"
+
+
+def secret_name(stage: str) -> str:
+    """Name of the Secrets Manager secret that holds the database URL."""
+    return f"{APP_NAME}/{stage}/database"
+
+
+def policy_file(stage: str, function: str) -> Path:
+    return CHALICE_DIR / f"policy-{stage}-{function}.json"
+
+
+def policy(stage: str, function: str) -> dict[str, Any]:
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "OwnLogGroupOnly",
+            "Effect": "Allow",
+            # No logs:CreateLogGroup: the template creates the group (with retention).
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"arn:aws:logs:*:*:log-group:/aws/lambda/{function_name(stage, function)}:*",
+        },
+        {
+            "Sid": "DatabaseUrlSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            # Secrets Manager appends "-" and 6 random characters to the name.
+            "Resource": f"arn:aws:secretsmanager:*:*:secret:{secret_name(stage)}-??????",
+        },
+    ]
+    for queue, actions in SQS_ACTIONS[function].items():
+        sid = "MainQueue" if queue == QUEUE else "DeadLetterQueue"
+        statements.append(
+            {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": f"arn:aws:sqs:*:*:{queue}"}
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def render(stage: str, function: str) -> str:
+    return json.dumps(policy(stage, function), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.policies", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a committed file differs")
+    args = parser.parse_args(argv)
+    stale = []
+    for stage in STAGES:
+        for function in FUNCTIONS:
+            path = policy_file(stage, function)
+            text = render(stage, function)
+            current = path.read_text() if path.exists() else None
+            if current == text:
+                continue
+            if args.check:
+                stale.append(path.relative_to(ROOT))
+            else:
+                path.write_text(text)
+                print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        print("out of date (run `python -m infra.policies`): " + ", ".join(map(str, stale)), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The deployment configuration keeps its promises without building anything:
+IAM policy files, stage config, API keys on the write routes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra import policies
+from infra.check import DEFAULT_DB_CONNECTION_BUDGET
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
+STAGES = json.loads((ROOT / "infra" / "stages.json").read_text())
+
+
+def test_committed_policy_files_match_infra_policies():
+    assert policies.main(["--check"]) == 0, "run `make policies` and commit .chalice/policy-*.json"
+
+
+@pytest.mark.parametrize("stage", policies.STAGES)
+def test_every_function_of_a_deployable_stage_has_its_own_least_privilege_policy(stage: str):
+    assert CONFIG["autogen_policy"] is False
+    functions = CONFIG["stages"][stage]["lambda_functions"]
+    assert set(functions) == set(policies.FUNCTIONS) == set(CONFIG["lambda_functions"])
+    for fn, settings in functions.items():
+        doc = json.loads((ROOT / ".chalice" / settings["iam_policy_file"]).read_text())
+        for stmt in doc["Statement"]:
+            actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
+            assert not any("*" in a for a in actions), (fn, actions)
+            assert stmt["Resource"] != "*" and isinstance(stmt["Resource"], str)
+            # Only region and account may be wildcards (rendered exactly by `make package`).
+            assert stmt["Resource"].startswith("arn:aws:") and stmt["Resource"].split(":")[3:5] == ["*", "*"]
+        logs = next(s for s in doc["Statement"] if s["Sid"] == "OwnLogGroupOnly")
+        assert logs["Resource"].endswith(f"/aws/lambda/{policies.function_name(stage, fn)}:*")
+        assert "logs:CreateLogGroup" not in logs["Action"]
+
+
+def test_only_the_scoring_function_can_consume_the_queue():
+    consumers = [fn for fn, queues in policies.SQS_ACTIONS.items() if "sqs:ReceiveMessage" in queues.get(policies.QUEUE, [])]
+    assert consumers == ["score"]
+    assert policies.SQS_ACTIONS["migrate"] == {}
+
+
+@pytest.mark.parametrize("stage", policies.STAGES)
+def test_stage_settings_fit_the_connection_budget(stage: str):
+    fns = CONFIG["stages"][stage]["lambda_functions"]
+    reserved = sum(fns[f]["reserved_concurrency"] for f in ("api_handler", "reconcile", "migrate"))
+    settings = STAGES[stage]
+    assert settings["scoring_max_concurrency"] + reserved <= settings["db_connection_budget"]
+    assert 2 <= settings["scoring_max_concurrency"] <= 1000  # the range Lambda accepts
+    env = CONFIG["stages"][stage]["environment_variables"]
+    assert env["DATABASE_SECRET_ARN"] == policies.secret_name(stage)
+    assert not any("DATABASE_URL" in k or "postgresql://" in v for k, v in env.items())
+    assert DEFAULT_DB_CONNECTION_BUDGET >= 1
+
+
+def test_write_routes_need_an_api_key_and_reads_do_not():
+    from app import app
+
+    for path, methods in app.routes.items():
+        for method, entry in methods.items():
+            assert bool(entry.api_key_required) is (method == "POST"), (method, path)
+
+
+def test_chalice_local_ignores_api_keys(monkeypatch: pytest.MonkeyPatch):
+    """`chalice local` (make run) has no API Gateway: a POST without x-api-key is served."""
+    from chalice.config import Config
+    from chalice.local import LocalGateway
+
+    from app import app
+    from chalicelib import deps
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused@127.0.0.1:1/none")
+    deps.reset()
+    ad = {"seller_id": 1, "is_verified_seller": True, "item_id": 1, "name": "Bike", "description": "Almost new",
+          "category": 2, "images_qty": 4}
+    body = json.dumps(ad).encode()
+    gateway = LocalGateway(app, Config(chalice_stage="local"))
+    try:
+        resp = gateway.handle_request(
+            method="POST",
+            path="/moderation/predict",
+            headers={"content-type": "application/json", "content-length": str(len(body)), "host": "127.0.0.1:8000"},
+            body=body,
+        )
+    finally:
+        deps.reset()
+    assert resp["statusCode"] == 200, resp
