@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg2.errors
+
 from chalicelib.db import Database
 from chalicelib.features import AdFeatures
 
@@ -19,6 +21,9 @@ PROCESSING = "processing"
 COMPLETED = "completed"
 FAILED = "failed"
 TERMINAL = frozenset({COMPLETED, FAILED})
+
+# How long the scorer waits for a task row another transaction holds.
+CLAIM_LOCK_WAIT_MS = 1000
 
 # error_kind of failed tasks (also put in DLQ envelopes).
 PERMANENT = "permanent"
@@ -169,20 +174,45 @@ class ModerationStore:
         """
         ids = sorted(set(task_ids))
         with self._db.transaction() as cur:
-            claimed = self._claim(cur, ids)
+            claimed = self._claim(cur, ids, skip_locked=True)
             missing = [i for i in ids if i not in claimed]
+            if missing:
+                claimed.update(self._claim_waiting(cur, missing))
+                missing = [i for i in missing if i not in claimed]
             locked_elsewhere: set[int] = set()
             if missing:
-                # A row we could not lock exists but belongs to a concurrent
-                # delivery; tell it apart from a task that does not exist.
+                # A row we still could not lock exists but belongs to a
+                # concurrent delivery; tell it apart from a task that does not exist.
                 cur.execute("SELECT id FROM moderation_results WHERE id = ANY(%s)", (missing,))
                 locked_elsewhere = {int(r["id"]) for r in cur.fetchall()}
             updates: list[TaskUpdate] = decide(claimed, locked_elsewhere)
             self._write(cur, updates, model_version=model_version)
         return updates
 
+    def _claim_waiting(self, cur: Any, ids: list[int]) -> dict[int, ClaimedTask]:
+        """Wait briefly for rows another transaction holds, then claim them.
+
+        Most such locks are momentary: the API's `enqueued_at` update right
+        after its send, which the scorer can beat to the row, or a concurrent
+        delivery about to commit (after it, the row reads as finished, so this
+        delivery is a duplicate: still one writer). A lock held longer than
+        the wait (a dying connection) leaves the task "busy" for a later
+        retry instead of stalling or failing its batch-mates.
+        """
+        cur.execute("SAVEPOINT claim_waiting")
+        cur.execute("SET LOCAL lock_timeout = %s", (f"{CLAIM_LOCK_WAIT_MS}ms",))
+        try:
+            claimed = self._claim(cur, ids, skip_locked=False)
+        except (psycopg2.errors.LockNotAvailable, psycopg2.errors.DeadlockDetected):
+            # Only this statement failed; the rows claimed so far stay ours.
+            cur.execute("ROLLBACK TO SAVEPOINT claim_waiting")  # also undoes SET LOCAL
+            return {}
+        cur.execute("RELEASE SAVEPOINT claim_waiting")
+        cur.execute("SET LOCAL lock_timeout = DEFAULT")
+        return claimed
+
     @staticmethod
-    def _claim(cur: Any, ids: list[int]) -> dict[int, ClaimedTask]:
+    def _claim(cur: Any, ids: list[int], *, skip_locked: bool) -> dict[int, ClaimedTask]:
         if not ids:
             return {}
         cur.execute(
@@ -195,8 +225,8 @@ class ModerationStore:
             LEFT JOIN users u ON u.id = a.seller_id
             WHERE m.id = ANY(%s)
             ORDER BY m.id
-            FOR UPDATE OF m SKIP LOCKED
-            """,
+            FOR UPDATE OF m"""
+            + (" SKIP LOCKED" if skip_locked else ""),
             (ids,),
         )
         claimed: dict[int, ClaimedTask] = {}

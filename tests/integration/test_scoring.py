@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from helpers import drop_verdict_audit, execute, fetch_task, insert_ad, install_verdict_audit, sqs_record, task_body
@@ -243,3 +244,45 @@ def test_redriven_messages_retry_transient_failures_and_keep_permanent_ones(app_
     assert failures(deps.scorer().handle([sqs_record(envelope)])) == []
     assert fetch_task(app_env, gone) == before
     assert dlq_messages(sqs) == []
+
+
+def hold_row_lock(url: str, task_id: int, seconds: float) -> threading.Thread:
+    """Another transaction updates the task row and commits after `seconds`."""
+    import psycopg2
+
+    locked = threading.Event()
+
+    def hold() -> None:
+        conn = psycopg2.connect(url)
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE moderation_results SET updated_at = now() WHERE id = %s", (task_id,))
+            locked.set()
+            time.sleep(seconds)
+        conn.close()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    locked.wait(5)
+    return t
+
+
+def test_a_briefly_locked_task_is_waited_for_not_retried(app_env, sqs):
+    # E.g. the API's enqueued_at update, which a fast scorer can beat to the row.
+    task_id, item_id = new_task(app_env)
+    holder = hold_row_lock(app_env, task_id, 0.3)
+    response = deps.scorer().handle([sqs_record(task_body(task_id, item_id))])
+    holder.join()
+    assert failures(response) == []
+    assert fetch_task(app_env, task_id)["status"] == "completed"
+
+
+def test_a_long_held_lock_makes_only_that_task_busy(app_env, sqs):
+    stuck, stuck_item = new_task(app_env)
+    free, free_item = new_task(app_env)
+    holder = hold_row_lock(app_env, stuck, 3.0)
+    busy = sqs_record(task_body(stuck, stuck_item))
+    response = deps.scorer().handle([busy, sqs_record(task_body(free, free_item))])
+    holder.join()
+    assert failures(response) == [busy["messageId"]]
+    assert fetch_task(app_env, free)["status"] == "completed"
+    assert fetch_task(app_env, stuck)["status"] == "pending"
