@@ -206,7 +206,7 @@ def plan_batch(
 
 def transient(d: Delivery, error: str, max_receive_count: int) -> Decision:
     """Retry later; on the last attempt the task fails and redrive parks the message."""
-    if d.message is None:  # unreachable for parse errors, kept for type safety
+    if d.message is None:  # no task to update: an unparsed message is simply retried
         return Decision(d, Outcome.RETRY, error, TRANSIENT)
     if d.attempt >= max_receive_count:
         reason = f"gave up after {d.attempt} attempts: {error}"
@@ -223,10 +223,4 @@ def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_
     Nothing is acknowledged that was not done, malformed messages included:
     they are parked on a later attempt, when the handler can run.
     """
-    out: list[Decision] = []
-    for d in deliveries:
-        if d.message is None:
-            out.append(Decision(d, Outcome.RETRY, error, TRANSIENT))
-        else:
-            out.append(transient(d, error, max_receive_count))
-    return out
+    return [transient(d, error, max_receive_count) for d in deliveries]

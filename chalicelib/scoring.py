@@ -128,18 +128,20 @@ class Scorer:
     def _fail_exhausted(self, decisions: list[Decision]) -> None:
         """Last attempt of a whole-batch failure: fail the tasks if the DB lets us.
 
-        If it does not, the reconciler fails them later as stuck.
+        The batch shares one error, so its reason differs only by attempt
+        number: one UPDATE per distinct attempt (normally one for the batch).
+        If the DB refuses, the reconciler fails them later as stuck.
         """
+        by_attempt: dict[int, tuple[str, list[int]]] = {}
         for d in decisions:
-            if d.outcome is not Outcome.EXHAUSTED or d.delivery.message is None:
-                continue
-            task_id = d.delivery.message.task_id
+            if d.outcome is Outcome.EXHAUSTED and d.delivery.message is not None:
+                reason = d.error or "failed"
+                by_attempt.setdefault(d.delivery.attempt, (reason, []))[1].append(d.delivery.message.task_id)
+        for attempt, (reason, task_ids) in by_attempt.items():
             try:
-                self._store.fail_unfinished(
-                    [task_id], reason=d.error or "failed", kind=TRANSIENT, attempt=d.delivery.attempt
-                )
+                self._store.fail_unfinished(task_ids, reason=reason, kind=TRANSIENT, attempt=attempt)
             except ModerationError as exc:
-                logger.warning("could not mark task failed", extra={"task_id": task_id, "error": exc.message})
+                logger.warning("could not mark tasks failed", extra={"task_ids": task_ids, "error": exc.message})
                 return
 
     def _back_off(self, decisions: list[Decision]) -> None:
