@@ -48,6 +48,10 @@ class Settings:
     max_body_bytes: int
     db_connect_timeout_seconds: int
     db_statement_timeout_ms: int
+    # Connections this process may hold (chalicelib/db.py): 1 on Lambda, a
+    # few for the threaded `chalice local` and the local runner.
+    db_pool_size: int
+    db_acquire_timeout_seconds: int
     # Reconciler: how long a task may sit un-enqueued before it is re-sent, and
     # how long an unfinished task may live before it is failed as stuck.
     resend_grace_seconds: int
@@ -85,6 +89,8 @@ def get_settings() -> Settings:
         max_body_bytes=_int("MAX_BODY_BYTES", 16 * 1024),
         db_connect_timeout_seconds=_int("DB_CONNECT_TIMEOUT_SECONDS", 3),
         db_statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 5000),
+        db_pool_size=_int("DB_POOL_SIZE", 1),
+        db_acquire_timeout_seconds=_int("DB_ACQUIRE_TIMEOUT_SECONDS", 5),
         resend_grace_seconds=_int("RESEND_GRACE_SECONDS", 60),
         stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
     )

@@ -1,14 +1,24 @@
-"""One PostgreSQL connection per process, created lazily and reused.
+"""PostgreSQL connections: a small bounded pool, created lazily and reused.
 
-A Lambda container handles one event at a time, so a single connection is the
-right size (a pool would only hold idle sockets against the database's
-connection budget). A broken connection is dropped and rebuilt on next use.
-Driver errors become domain errors here and nowhere else.
+Two transactions never share a connection: each `transaction()` checks one out
+for its duration. The pool size is the process's share of the database's
+connection budget (`DB_POOL_SIZE`):
+
+- on Lambda a container handles one event at a time, so the size is 1 (the
+  default): one connection per warm container, as before;
+- `chalice local` serves requests on threads and the local runner polls with
+  several threads, so `make run` gives each a handful (README, "Connection
+  budget"). A thread that finds every connection busy waits up to
+  `DB_ACQUIRE_TIMEOUT_SECONDS` and then gets a TransientError (503 + retry),
+  never a shared connection.
+
+A broken connection is dropped and rebuilt on next use. Driver errors become
+domain errors here and nowhere else.
 """
 
 from __future__ import annotations
 
-import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,10 +27,10 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
+import psycopg2.pool
 
 from chalicelib.errors import TransientError
-
-logger = logging.getLogger(__name__)
+from chalicelib.logs import logger
 
 # A connection idle longer than this is checked before use: after a server
 # restart, failover or idle timeout the first request then reconnects instead
@@ -48,42 +58,49 @@ class Database:
         *,
         connect_timeout_seconds: int = 3,
         statement_timeout_ms: int = 5000,
+        pool_size: int = 1,
+        acquire_timeout_seconds: float = 5.0,
         application_name: str = "ad-moderation",
     ) -> None:
-        self._url = url
-        self._connect_timeout = connect_timeout_seconds
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        self.pool_size = pool_size
+        self._acquire_timeout = acquire_timeout_seconds
         # idle_in_transaction_session_timeout frees row locks held by a
         # process that died mid-transaction without closing its socket.
-        self._options = (
+        options = (
             f"-c statement_timeout={statement_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={max(statement_timeout_ms * 6, 30000)}"
         )
-        self._application_name = application_name
-        self._conn: psycopg2.extensions.connection | None = None
-        self._last_used = 0.0
-
-    def _connect(self) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(
-            self._url,
-            connect_timeout=self._connect_timeout,
-            options=self._options,
-            application_name=self._application_name,
+        self._connect_kwargs = dict(
+            dsn=url,
+            connect_timeout=connect_timeout_seconds,
+            options=options,
+            application_name=application_name,
             # Notice a dead server within seconds instead of the OS default hours.
             keepalives=1,
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=3,
         )
-        conn.autocommit = False
-        return conn
+        # psycopg2's pool hands out and takes back connections (minconn=0:
+        # nothing is opened until first use); it raises instead of waiting when
+        # all are out, so the semaphore is what makes a thread wait its turn.
+        self._pool = self._new_pool()
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._last_used: dict[int, float] = {}
+
+    def _new_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        return psycopg2.pool.ThreadedConnectionPool(0, self.pool_size, **self._connect_kwargs)
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg2.Error:
-                pass
-            self._conn = None
+        """Close every idle connection (checked-out ones close when returned)."""
+        old, self._pool = self._pool, self._new_pool()
+        try:
+            old.closeall()
+        except psycopg2.pool.PoolError:
+            pass
+        self._last_used.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
@@ -92,30 +109,50 @@ class Database:
         Driver errors that may pass are raised as TransientError; the broken
         connection is discarded so the next call reconnects.
         """
+        if not self._slots.acquire(timeout=self._acquire_timeout):
+            logger.warning("no free database connection", extra={"pool_size": self.pool_size})
+            raise TransientError("database busy: no free connection")
+        pool, conn, broken = self._pool, None, False
         try:
-            conn = self._usable_connection()
+            conn = self._checkout(pool)
             with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                 yield cur
-            self._last_used = time.monotonic()
         except _TRANSIENT as exc:
-            self.close()
+            broken = True
             # Clients see a generic message; the driver's (hosts, ports) is logged.
-            logger.warning("database error: %s", _first_line(exc))
+            logger.warning("database error", extra={"error": _first_line(exc)})
             raise TransientError(f"database unavailable ({type(exc).__name__})") from exc
+        finally:
+            if conn is not None:
+                self._return(pool, conn, broken=broken or bool(conn.closed))
+            self._slots.release()
 
-    def _usable_connection(self) -> psycopg2.extensions.connection:
-        conn = self._conn
-        if conn is not None and not conn.closed and time.monotonic() - self._last_used > PRE_PING_AFTER_IDLE_SECONDS:
+    def _checkout(self, pool: psycopg2.pool.ThreadedConnectionPool) -> psycopg2.extensions.connection:
+        conn = pool.getconn()
+        if conn.closed:
+            pool.putconn(conn, close=True)
+            conn = pool.getconn()
+        elif time.monotonic() - self._last_used.get(id(conn), time.monotonic()) > PRE_PING_AFTER_IDLE_SECONDS:
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT 1")
                 conn.rollback()
             except psycopg2.Error:
-                self.close()
-                conn = None
-        if conn is None or conn.closed:
-            conn = self._conn = self._connect()
+                self._last_used.pop(id(conn), None)
+                pool.putconn(conn, close=True)
+                conn = pool.getconn()
+        conn.autocommit = False
         return conn
+
+    def _return(self, pool: psycopg2.pool.ThreadedConnectionPool, conn: psycopg2.extensions.connection, *, broken: bool) -> None:
+        if broken:
+            self._last_used.pop(id(conn), None)
+        else:
+            self._last_used[id(conn)] = time.monotonic()
+        try:
+            pool.putconn(conn, close=broken or pool is not self._pool)
+        except psycopg2.pool.PoolError:  # the pool was closed meanwhile (close())
+            conn.close()
 
     def ping(self) -> None:
         with self.transaction() as cur:

@@ -6,7 +6,10 @@ AWS credentials or network. Tests call `reset()` after changing settings.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
+from collections.abc import Callable
+from functools import lru_cache, wraps
+from typing import TypeVar
 
 import boto3
 from botocore.config import Config
@@ -20,23 +23,45 @@ from chalicelib.reconcile import Reconciler
 from chalicelib.scoring import Scorer
 from chalicelib.storage import ModerationStore
 
+T = TypeVar("T")
+_build_lock = threading.RLock()
 
-@lru_cache(maxsize=1)
+
+def _once(factory: Callable[[], T]) -> Callable[[], T]:
+    """lru_cache(maxsize=1), but built under a lock: `chalice local` serves
+    requests on threads, and two first requests must not build two pools."""
+    cached = lru_cache(maxsize=1)(factory)
+
+    @wraps(factory)
+    def get() -> T:
+        if cached.cache_info().currsize:
+            return cached()
+        with _build_lock:
+            return cached()
+
+    get.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    get.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return get
+
+
+@_once
 def database() -> Database:
     s = get_settings()
     return Database(
         s.database_url,
         connect_timeout_seconds=s.db_connect_timeout_seconds,
         statement_timeout_ms=s.db_statement_timeout_ms,
+        pool_size=s.db_pool_size,
+        acquire_timeout_seconds=s.db_acquire_timeout_seconds,
     )
 
 
-@lru_cache(maxsize=1)
+@_once
 def store() -> ModerationStore:
     return ModerationStore(database())
 
 
-@lru_cache(maxsize=1)
+@_once
 def queue() -> TaskQueue:
     s = get_settings()
     # boto3 reads AWS_ENDPOINT_URL / AWS_DEFAULT_REGION itself; short timeouts
@@ -48,12 +73,12 @@ def queue() -> TaskQueue:
     return TaskQueue(sqs, queue_name=s.queue_name, dlq_name=s.dlq_name, queue_url=s.queue_url, dlq_url=s.dlq_url)
 
 
-@lru_cache(maxsize=1)
+@_once
 def service() -> ModerationService:
     return ModerationService(store(), queue(), load_model())
 
 
-@lru_cache(maxsize=1)
+@_once
 def scorer() -> Scorer:
     s = get_settings()
     return Scorer(
@@ -65,7 +90,7 @@ def scorer() -> Scorer:
     )
 
 
-@lru_cache(maxsize=1)
+@_once
 def reconciler() -> Reconciler:
     s = get_settings()
     return Reconciler(
@@ -75,7 +100,8 @@ def reconciler() -> Reconciler:
 
 def reset() -> None:
     """Forget every adapter (tests and the local runner after config changes)."""
-    if database.cache_info().currsize:
+    if database.cache_info().currsize:  # type: ignore[attr-defined]
         database().close()
-    for fn in (database, store, queue, service, scorer, reconciler, get_settings):
-        fn.cache_clear()
+    for fn in (database, store, queue, service, scorer, reconciler):
+        fn.cache_clear()  # type: ignore[attr-defined]
+    get_settings.cache_clear()
