@@ -1,16 +1,20 @@
-"""ad-moderation: routes and event handlers only. The work is in chalicelib/."""
+"""ad-moderation: routes and event handlers only. The work is in chalicelib/.
+
+Every function of the package (api_handler, score, reconcile, migrate) loads
+this module, so it imports Chalice and nothing else at the top: each handler
+imports its own modules on first call, and a cold start never pays for what
+only another function needs (README, "Cold starts").
+"""
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
-from chalice import Chalice, Rate, Response
+from chalice import Chalice, Rate
 from chalice.app import Request
 
-from chalicelib import deploy_migrations, deps
-from chalicelib.config import batch_size, get_settings
-from chalicelib.http import handle_errors, json_response
-from chalicelib.requests import parse_ad, parse_id, query_id
+from chalicelib.config import batch_size
 
 app = Chalice(app_name="ad-moderation")
 
@@ -18,6 +22,12 @@ app = Chalice(app_name="ad-moderation")
 # (and `curl -d ''`) send a form type on an empty POST, which Chalice would
 # otherwise refuse with 415.
 ANY_BODY = ["*/*"]
+
+
+def api() -> ModuleType:
+    from chalicelib import api as module  # the HTTP layer: the API function only
+
+    return module
 
 
 def _request() -> Request:
@@ -30,38 +40,30 @@ def _request() -> Request:
 
 
 @app.route("/moderation/predict", methods=["POST"], api_key_required=True)
-@handle_errors
 def predict() -> Any:
-    ad = parse_ad(_request().raw_body, get_settings().max_body_bytes)
-    return deps.service().predict(ad.features())
+    return api().predict(_request())
 
 
 @app.route("/moderation/simple_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
-@handle_errors
 def simple_predict() -> Any:
-    return deps.service().simple_predict(query_id(_request().query_params, "item_id"))
+    return api().simple_predict(_request())
 
 
 @app.route("/moderation/async_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 @app.route("/async_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
-@handle_errors
-def async_predict() -> Response:
-    body = deps.service().submit(query_id(_request().query_params, "item_id"))
-    return json_response(body, 202)
+def async_predict() -> Any:
+    return api().submit(_request())
 
 
 @app.route("/moderation/moderation_result/{task_id}", methods=["GET"])
 @app.route("/moderation_result/{task_id}", methods=["GET"])
-@handle_errors
 def moderation_result(task_id: str) -> Any:
-    return deps.service().result(parse_id(task_id, "task_id"))
+    return api().result(_request(), task_id)
 
 
 @app.route("/health", methods=["GET"])
-@handle_errors
-def health() -> Response:
-    ok, body = deps.service().health()
-    return json_response(body, 200 if ok else 503)
+def health() -> Any:
+    return api().health(_request())
 
 
 # The scoring function. Chalice cannot switch on ReportBatchItemFailures for
@@ -69,12 +71,16 @@ def health() -> Response:
 # Without it Lambda would ignore the partial batch response returned here.
 @app.on_sqs_message(queue="moderation", batch_size=batch_size())
 def score(event: Any) -> dict[str, Any]:
+    from chalicelib import deps
+
     # Chalice's SQSRecord hides messageId and attributes; use the raw records.
     return deps.scorer().handle(event.to_dict()["Records"])
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def reconcile(event: Any) -> dict[str, Any]:
+    from chalicelib import deps
+
     report = deps.reconciler().run()
     return {"resent": len(report.resent), "failed_stuck": len(report.failed_stuck)}
 
@@ -83,4 +89,6 @@ def reconcile(event: Any) -> dict[str, Any]:
 # deploy (infra/resources.json). See chalicelib/deploy_migrations.py.
 @app.lambda_function(name="migrate")
 def migrate(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from chalicelib import deploy_migrations
+
     return deploy_migrations.handler(event, context)

@@ -1,7 +1,7 @@
 """Settings from the environment, read once per process (never at import time).
 
 Locally every value has a default that matches `make run`; on AWS the stage
-config in `.chalice/config.json` sets them. boto3 itself honours
+config in `.chalice/config.json` sets them. botocore itself honours
 `AWS_ENDPOINT_URL` (LocalStack) and `AWS_DEFAULT_REGION`, so neither is
 threaded through by hand.
 """
@@ -68,9 +68,10 @@ def _database_url() -> str:
     if env.get("DATABASE_URL"):
         return env["DATABASE_URL"]
     if env.get("DATABASE_SECRET_ARN"):
-        import boto3  # provided by the Lambda runtime; imported only here
+        import botocore.session  # provided by the Lambda runtime; imported only here
 
-        secret = boto3.client("secretsmanager").get_secret_value(SecretId=env["DATABASE_SECRET_ARN"])
+        client = botocore.session.get_session().create_client("secretsmanager")
+        secret = client.get_secret_value(SecretId=env["DATABASE_SECRET_ARN"])
         return str(secret["SecretString"]).strip()
     return LOCAL_DATABASE_URL
 

@@ -13,23 +13,55 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
-
 from chalicelib.storage import COMPLETED, FAILED, PERMANENT, PROCESSING, TRANSIENT, ClaimedTask, TaskUpdate
 
 # SQS refuses visibility timeouts above 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60
 
 
-
-class TaskMessage(BaseModel):
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
     """The body contract: {task_id, item_id, timestamp}. Extra keys are ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    task_id: StrictInt = Field(gt=0)
-    item_id: StrictInt = Field(gt=0)
+    task_id: int
+    item_id: int
     timestamp: str | None = None
+
+
+class MalformedMessage(ValueError):
+    pass
+
+
+def _positive_int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    # bool is an int subclass; "7" is not a task id either (strict, as before).
+    if key not in data:
+        raise MalformedMessage(f"{key}: field required")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedMessage(f"{key}: must be an integer, got {type(value).__name__}")
+    if value <= 0:
+        raise MalformedMessage(f"{key}: must be greater than 0")
+    return value
+
+
+def parse_message(data: Any) -> TaskMessage:
+    """Validate a decoded body. Hand-written rather than a pydantic model: the
+    scorer's cold start must not pay for importing pydantic (issue 9)."""
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"body: must be a JSON object, got {type(data).__name__}")
+    errors: list[str] = []
+    ids: dict[str, int] = {}
+    for key in ("task_id", "item_id"):
+        try:
+            ids[key] = _positive_int(data, key)
+        except MalformedMessage as exc:
+            errors.append(str(exc))
+    timestamp = data.get("timestamp")
+    if timestamp is not None and not isinstance(timestamp, str):
+        errors.append("timestamp: must be a string")
+    if errors:
+        raise MalformedMessage("; ".join(errors))
+    return TaskMessage(task_id=ids["task_id"], item_id=ids["item_id"], timestamp=timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +91,9 @@ def parse_record(record: Mapping[str, Any]) -> Delivery:
     message: TaskMessage | None = None
     error: str | None = None
     try:
-        message = TaskMessage.model_validate(_unwrap(body))
-    except ValidationError as exc:
-        error = "malformed message body: " + "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
+        message = parse_message(_unwrap(body))
+    except MalformedMessage as exc:
+        error = f"malformed message body: {exc}"
     return Delivery(
         message_id=str(record.get("messageId", "")),
         receipt_handle=str(record.get("receiptHandle", "")),

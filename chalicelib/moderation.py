@@ -5,14 +5,16 @@ Each returns plain JSON-ready dicts; errors are domain errors (chalicelib.errors
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.errors import AdNotFound, ModerationError, TaskNotFound, TransientError
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.scoring import Model
 from chalicelib.storage import ModerationStore, Task
+
+if TYPE_CHECKING:
+    from chalicelib.scoring import Model
 
 ACCEPTED_MESSAGE = "Moderation request accepted"
 
