@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from functools import lru_cache, wraps
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from chalicelib.config import get_settings
 
@@ -28,21 +27,30 @@ T = TypeVar("T")
 _build_lock = threading.RLock()
 
 
-def _once(factory: Callable[[], T]) -> Callable[[], T]:
+class _once(Generic[T]):  # lower case: used as a decorator, like lru_cache
     """lru_cache(maxsize=1), but built under a lock: `chalice local` serves
     requests on threads, and two first requests must not build two pools."""
-    cached = lru_cache(maxsize=1)(factory)
 
-    @wraps(factory)
-    def get() -> T:
-        if cached.cache_info().currsize:
-            return cached()
-        with _build_lock:
-            return cached()
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._value: T | None = None
+        self.__doc__ = factory.__doc__
 
-    get.cache_info = cached.cache_info  # type: ignore[attr-defined]
-    get.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
-    return get
+    def __call__(self) -> T:
+        value = self._value
+        if value is None:
+            with _build_lock:
+                if self._value is None:
+                    self._value = self._factory()
+                value = self._value
+        return value
+
+    @property
+    def built(self) -> bool:
+        return self._value is not None
+
+    def cache_clear(self) -> None:
+        self._value = None
 
 
 @_once
@@ -124,8 +132,8 @@ def reconciler() -> Reconciler:
 
 def reset() -> None:
     """Forget every adapter (tests and the local runner after config changes)."""
-    if database.cache_info().currsize:  # type: ignore[attr-defined]
+    if database.built:
         database().close()
     for fn in (database, store, queue, service, scorer, reconciler):
-        fn.cache_clear()  # type: ignore[attr-defined]
+        fn.cache_clear()
     get_settings.cache_clear()
