@@ -55,10 +55,17 @@ def async_predict() -> Any:
     return api().submit(_request())
 
 
-@app.route("/moderation/moderation_result/{task_id}", methods=["GET"])
-@app.route("/moderation_result/{task_id}", methods=["GET"])
+# Reads need the API key too: task ids are sequential, so an open read route
+# would let anyone enumerate every verdict. /health stays open for probes.
+@app.route("/moderation/moderation_result/{task_id}", methods=["GET"], api_key_required=True)
+@app.route("/moderation_result/{task_id}", methods=["GET"], api_key_required=True)
 def moderation_result(task_id: str) -> Any:
     return api().result(_request(), task_id)
+
+
+@app.route("/moderation/moderation_result/{task_id}/events", methods=["GET"], api_key_required=True)
+def moderation_events(task_id: str) -> Any:
+    return api().events(_request(), task_id)
 
 
 @app.route("/health", methods=["GET"])

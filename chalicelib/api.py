@@ -41,6 +41,11 @@ def result(request: Request, task_id: str) -> Any:
 
 
 @handle_errors
+def events(request: Request, task_id: str) -> Any:
+    return deps.service().events(parse_id(task_id, "task_id"))
+
+
+@handle_errors
 def health(request: Request) -> Response:
     ok, body = deps.service().health()
     return json_response(body, 200 if ok else 503)

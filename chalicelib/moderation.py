@@ -11,7 +11,7 @@ from chalicelib.errors import AdNotFound, ModerationError, TaskNotFound, Transie
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.storage import ModerationStore, Task
+from chalicelib.storage import ModerationStore, Task, TaskEvent
 
 if TYPE_CHECKING:
     from chalicelib.scoring import Model
@@ -61,6 +61,12 @@ class ModerationService:
             raise TaskNotFound(f"task {task_id} not found")
         return task_view(task)
 
+    def events(self, task_id: int) -> dict[str, Any]:
+        events = self._store.task_events(task_id)
+        if events is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return {"task_id": task_id, "events": [event_view(e) for e in events]}
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}
         try:
@@ -91,8 +97,24 @@ def task_view(task: Task) -> dict[str, Any]:
         "item_id": task.item_id,
         "model_version": task.model_version,
         "attempts": task.attempts,
+        # Diagnostics: why it failed, what the last retry hit, when it started.
+        "error_kind": task.error_kind,
+        "last_error": task.last_error,
         "created_at": _iso(task.created_at),
+        "started_at": _iso(task.started_at),
         "processed_at": _iso(task.processed_at),
+    }
+
+
+def event_view(event: TaskEvent) -> dict[str, Any]:
+    return {
+        "at": _iso(event.at),
+        "kind": event.kind,
+        "attempt": event.attempt,
+        "outcome": event.outcome,
+        "error": event.error,
+        "message_id": event.message_id,
+        "request_id": event.request_id,
     }
 
 

@@ -62,9 +62,25 @@ class Task:
     error_message: str | None
     error_kind: str | None
     attempts: int
+    last_error: str | None
     created_at: datetime
     enqueued_at: datetime | None
+    started_at: datetime | None
     processed_at: datetime | None
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One line of a task's trail (table task_events, migrations/V3)."""
+
+    at: datetime
+    kind: str
+    attempt: int | None
+    outcome: str | None
+    error: str | None
+    message_id: str | None
+    request_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +115,8 @@ class TaskUpdate:
 
 _TASK_COLUMNS = """
     id AS task_id, item_id, status, is_violation, probability, model_version,
-    error_message, error_kind, attempts, created_at, enqueued_at, processed_at
+    error_message, error_kind, attempts, last_error, created_at, enqueued_at,
+    started_at, processed_at, request_id
 """
 
 _AD_SELECT = """
@@ -126,16 +143,23 @@ class ModerationStore:
 
     # --- tasks: API side -------------------------------------------------------
 
-    def create_task(self, item_id: int) -> int | None:
-        """Insert a pending task for a live ad; None when the ad does not exist."""
+    def create_task(self, item_id: int, *, request_id: str | None = None) -> int | None:
+        """Insert a pending task for a live ad, and its `accepted` event, in one
+        statement; None when the ad does not exist."""
         with self._db.transaction() as cur:
             cur.execute(
                 """
-                INSERT INTO moderation_results (item_id, status)
-                SELECT id, 'pending' FROM advertisements WHERE id = %s AND NOT is_deleted
-                RETURNING id
+                WITH task AS (
+                    INSERT INTO moderation_results (item_id, status, request_id)
+                    SELECT id, 'pending', %(request_id)s FROM advertisements WHERE id = %(item_id)s AND NOT is_deleted
+                    RETURNING id
+                ), event AS (
+                    INSERT INTO task_events (task_id, kind, request_id)
+                    SELECT id, 'accepted', %(request_id)s FROM task
+                )
+                SELECT id FROM task
                 """,
-                (item_id,),
+                {"item_id": item_id, "request_id": request_id},
             )
             row = cur.fetchone()
         return int(row["id"]) if row else None
@@ -153,6 +177,22 @@ class ModerationStore:
             cur.execute(f"SELECT {_TASK_COLUMNS} FROM moderation_results WHERE id = %s", (task_id,))
             row = cur.fetchone()
         return Task(**row) if row else None
+
+    def task_events(self, task_id: int) -> list[TaskEvent] | None:
+        """The task's trail, oldest first; None when the task does not exist."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                SELECT e.at, e.kind, e.attempt, e.outcome, e.error, e.message_id, e.request_id
+                FROM moderation_results m LEFT JOIN task_events e ON e.task_id = m.id
+                WHERE m.id = %s ORDER BY e.id
+                """,
+                (task_id,),
+            )
+            rows = cur.fetchall()
+        if not rows:
+            return None
+        return [TaskEvent(**r) for r in rows if r["kind"] is not None]
 
     # --- tasks: scorer side ------------------------------------------------------
 
