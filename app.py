@@ -52,7 +52,7 @@ def simple_predict() -> Any:
 @app.route("/moderation/async_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 @app.route("/async_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 def async_predict() -> Any:
-    return api().submit(_request())
+    return api().submit(_request(), app.lambda_context)
 
 
 # Reads need the API key too: task ids are sequential, so an open read route
@@ -89,7 +89,7 @@ def reconcile(event: Any) -> dict[str, Any]:
     from chalicelib import deps
 
     report = deps.reconciler().run()
-    return {"resent": len(report.resent), "failed_stuck": len(report.failed_stuck)}
+    return {"resent": len(report.resent), "unreceived": len(report.unreceived), "failed_stuck": len(report.failed_stuck)}
 
 
 # Runs the SQL migrations; a CloudFormation custom resource calls it on every

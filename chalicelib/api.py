@@ -29,9 +29,16 @@ def simple_predict(request: Request) -> Any:
     return deps.service().simple_predict(query_id(request.query_params, "item_id"))
 
 
+def request_id(request: Request, lambda_context: Any) -> str | None:
+    """API Gateway's request id (what clients see as x-amzn-RequestId), else
+    the Lambda invocation's (chalice local has no API Gateway context)."""
+    return (request.context or {}).get("requestId") or getattr(lambda_context, "aws_request_id", None)
+
+
 @handle_errors
-def submit(request: Request) -> Response:
-    body = deps.service().submit(query_id(request.query_params, "item_id"))
+def submit(request: Request, lambda_context: Any = None) -> Response:
+    rid = request_id(request, lambda_context)
+    body = deps.service().submit(query_id(request.query_params, "item_id"), request_id=rid)
     return json_response(body, 202)
 
 

@@ -56,6 +56,8 @@ class Settings:
     # how long an unfinished task may live before it is failed as stuck.
     resend_grace_seconds: int
     stuck_after_seconds: int
+    # ... and how long a sent task may go unreceived before it is re-sent and reported.
+    unreceived_after_seconds: int
 
 
 def _database_url() -> str:
@@ -94,4 +96,5 @@ def get_settings() -> Settings:
         db_acquire_timeout_seconds=_int("DB_ACQUIRE_TIMEOUT_SECONDS", 5),
         resend_grace_seconds=_int("RESEND_GRACE_SECONDS", 60),
         stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
+        unreceived_after_seconds=_int("UNRECEIVED_AFTER_SECONDS", 5 * 60),
     )

@@ -27,7 +27,6 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-import psycopg2.pool
 
 from chalicelib.errors import TransientError
 from chalicelib.logs import logger
@@ -72,7 +71,8 @@ class Database:
             f"-c statement_timeout={statement_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={max(statement_timeout_ms * 6, 30000)}"
         )
-        self._connect_kwargs = dict(
+        self._generation = 0  # bumped by close(): connections out at the time are not kept
+        self._connect_kwargs: dict[str, object] = dict(
             dsn=url,
             connect_timeout=connect_timeout_seconds,
             options=options,
@@ -83,24 +83,27 @@ class Database:
             keepalives_interval=5,
             keepalives_count=3,
         )
-        # psycopg2's pool hands out and takes back connections (minconn=0:
-        # nothing is opened until first use); it raises instead of waiting when
-        # all are out, so the semaphore is what makes a thread wait its turn.
-        self._pool = self._new_pool()
+        # Not psycopg2.pool: it keeps at most `minconn` idle connections and
+        # closes the rest on return (minconn=0 reconnects every transaction),
+        # and it opens `minconn` connections eagerly at construction. Here:
+        # opened on demand, kept idle up to the size, handed out newest first.
+        self._idle: list[psycopg2.extensions.connection] = []
+        self._idle_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._last_used: dict[int, float] = {}
 
-    def _new_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        return psycopg2.pool.ThreadedConnectionPool(0, self.pool_size, **self._connect_kwargs)
+    def _connect(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(**self._connect_kwargs)
+        conn.autocommit = False
+        return conn
 
     def close(self) -> None:
-        """Close every idle connection (checked-out ones close when returned)."""
-        old, self._pool = self._pool, self._new_pool()
-        try:
-            old.closeall()
-        except psycopg2.pool.PoolError:
-            pass
-        self._last_used.clear()
+        """Close every idle connection (checked-out ones are closed when returned)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+            self._generation += 1
+        for conn in idle:
+            _close_quietly(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
@@ -112,9 +115,9 @@ class Database:
         if not self._slots.acquire(timeout=self._acquire_timeout):
             logger.warning("no free database connection", extra={"pool_size": self.pool_size})
             raise TransientError("database busy: no free connection")
-        pool, conn, broken = self._pool, None, False
+        generation, conn, broken = self._generation, None, False
         try:
-            conn = self._checkout(pool)
+            conn = self._checkout()
             with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                 yield cur
         except _TRANSIENT as exc:
@@ -124,35 +127,35 @@ class Database:
             raise TransientError(f"database unavailable ({type(exc).__name__})") from exc
         finally:
             if conn is not None:
-                self._return(pool, conn, broken=broken or bool(conn.closed))
+                self._checkin(conn, keep=not broken and not conn.closed and generation == self._generation)
             self._slots.release()
 
-    def _checkout(self, pool: psycopg2.pool.ThreadedConnectionPool) -> psycopg2.extensions.connection:
-        conn = pool.getconn()
-        if conn.closed:
-            pool.putconn(conn, close=True)
-            conn = pool.getconn()
-        elif time.monotonic() - self._last_used.get(id(conn), time.monotonic()) > PRE_PING_AFTER_IDLE_SECONDS:
+    def _checkout(self) -> psycopg2.extensions.connection:
+        with self._idle_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed:
+            return self._connect()
+        if time.monotonic() - self._last_used.get(id(conn), 0.0) > PRE_PING_AFTER_IDLE_SECONDS:
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT 1")
                 conn.rollback()
             except psycopg2.Error:
-                self._last_used.pop(id(conn), None)
-                pool.putconn(conn, close=True)
-                conn = pool.getconn()
-        conn.autocommit = False
+                self._forget(conn)
+                return self._connect()
         return conn
 
-    def _return(self, pool: psycopg2.pool.ThreadedConnectionPool, conn: psycopg2.extensions.connection, *, broken: bool) -> None:
-        if broken:
-            self._last_used.pop(id(conn), None)
-        else:
-            self._last_used[id(conn)] = time.monotonic()
-        try:
-            pool.putconn(conn, close=broken or pool is not self._pool)
-        except psycopg2.pool.PoolError:  # the pool was closed meanwhile (close())
-            conn.close()
+    def _checkin(self, conn: psycopg2.extensions.connection, *, keep: bool) -> None:
+        if not keep:
+            self._forget(conn)
+            return
+        self._last_used[id(conn)] = time.monotonic()
+        with self._idle_lock:
+            self._idle.append(conn)
+
+    def _forget(self, conn: psycopg2.extensions.connection) -> None:
+        self._last_used.pop(id(conn), None)
+        _close_quietly(conn)
 
     def ping(self) -> None:
         with self.transaction() as cur:
@@ -162,3 +165,10 @@ class Database:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _close_quietly(conn: psycopg2.extensions.connection) -> None:
+    try:
+        conn.close()
+    except psycopg2.Error:
+        pass

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.storage import COMPLETED, FAILED, PERMANENT, PROCESSING, TRANSIENT, ClaimedTask, TaskUpdate
+from chalicelib.storage import COMPLETED, FAILED, PERMANENT, PROCESSING, TRANSIENT, ClaimedTask, EventRow, TaskUpdate
+
+# The SQS message attribute carrying the API request id (set by chalicelib.queue).
+REQUEST_ID_ATTRIBUTE = "request_id"
 
 # SQS refuses visibility timeouts above 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60
@@ -74,6 +77,9 @@ class Delivery:
     attempt: int  # ApproximateReceiveCount
     message: TaskMessage | None
     parse_error: str | None
+    # The API request that created the task (SQS message attribute), so every
+    # scorer log line and trail row for it can be traced back (issue 9).
+    request_id: str | None = None
 
     @property
     def original_message(self) -> Any:
@@ -101,7 +107,15 @@ def parse_record(record: Mapping[str, Any]) -> Delivery:
         attempt=attempt,
         message=message,
         parse_error=error,
+        request_id=_string_attribute(record, REQUEST_ID_ATTRIBUTE),
     )
+
+
+def _string_attribute(record: Mapping[str, Any], name: str) -> str | None:
+    # Lambda's shape: messageAttributes.{name}.stringValue (lower camel case).
+    attr = (record.get("messageAttributes") or {}).get(name) or {}
+    value = attr.get("stringValue") if isinstance(attr, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _unwrap(body: str) -> Any:
@@ -254,3 +268,30 @@ def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_
     they are parked on a later attempt, when the handler can run.
     """
     return [transient(d, error, max_receive_count) for d in deliveries]
+
+
+def trail(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask], existing: set[int]) -> list[EventRow]:
+    """The task_events rows a batch's decisions leave, for tasks that exist.
+
+    A delivery for an unknown task or an unreadable body has no task to
+    attach a trail to: its envelope in the DLQ is its record.
+    """
+    rows: list[EventRow] = []
+    for d in decisions:
+        tid = d.task_id
+        if tid is None or tid not in existing:
+            continue
+        task = claimed.get(tid)
+        base = EventRow(
+            tid,
+            "attempt",
+            attempt=d.delivery.attempt,
+            message_id=d.delivery.message_id,
+            request_id=d.delivery.request_id or (task.request_id if task else None),
+        )
+        if task is not None and task.status == FAILED and task.claimable and d.update is not None:
+            rows.append(replace(base, kind="redriven", error=f"previously failed ({task.error_kind})"))
+        rows.append(replace(base, outcome=d.outcome.value, error=d.error))
+        if d.outcome in (Outcome.FAILED_PERMANENT, Outcome.EXHAUSTED):
+            rows.append(replace(base, kind="dlq_parked", outcome=d.outcome.value, error=d.error))
+    return rows

@@ -126,7 +126,11 @@ def reconciler() -> Reconciler:
 
     s = get_settings()
     return Reconciler(
-        store(), queue(), resend_grace_seconds=s.resend_grace_seconds, stuck_after_seconds=s.stuck_after_seconds
+        store(),
+        queue(),
+        resend_grace_seconds=s.resend_grace_seconds,
+        stuck_after_seconds=s.stuck_after_seconds,
+        unreceived_after_seconds=s.unreceived_after_seconds,
     )
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chalicelib import metrics
 from chalicelib.errors import AdNotFound, ModerationError, TaskNotFound, TransientError
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.storage import ModerationStore, Task, TaskEvent
+from chalicelib.storage import ModerationStore, PendingTask, Task, TaskEvent
 
 if TYPE_CHECKING:
     from chalicelib.scoring import Model
@@ -35,25 +36,40 @@ class ModerationService:
             raise AdNotFound(f"advertisement {item_id} not found")
         return self.predict(ad.features())
 
-    def submit(self, item_id: int) -> dict[str, Any]:
+    def submit(self, item_id: int, *, request_id: str | None = None) -> dict[str, Any]:
         """Store a pending task, then enqueue it.
 
         The row is committed before the send, so the scorer never sees a
         message for a task it cannot find. If the send fails the task is still
         accepted: the reconciler re-sends tasks whose enqueued_at stays NULL.
         """
-        task_id = self._store.create_task(item_id)
+        task_id = self._store.create_task(item_id, request_id=request_id)
         if task_id is None:
             raise AdNotFound(f"advertisement {item_id} not found")
+        self._enqueue(PendingTask(task_id, item_id, request_id))
+        metrics.emit("api_handler", {metrics.SUBMITTED: 1})
+        return {"task_id": task_id, "status": "pending", "message": ACCEPTED_MESSAGE}
+
+    def _enqueue(self, task: PendingTask) -> None:
+        """Send, then record the send. Neither failure un-accepts the task."""
+        context = {"task_id": task.task_id, "item_id": task.item_id, "request_id": task.request_id}
         try:
-            self._queue.send_task(task_id, item_id)
-            self._store.mark_enqueued([task_id])
+            message_id = self._queue.send_task(task)
         except ModerationError as exc:
             logger.warning(
-                "task stored but not enqueued; the reconciler will re-send it",
-                extra={"task_id": task_id, "item_id": item_id, "error": exc.message},
+                "task stored but not enqueued; the reconciler will re-send it", extra={**context, "error": exc.message}
             )
-        return {"task_id": task_id, "status": "pending", "message": ACCEPTED_MESSAGE}
+            try:
+                self._store.mark_send_failed([task.task_id], exc.message)
+            except ModerationError:
+                pass  # enqueued_at is still NULL: the reconciler finds it either way
+            return
+        try:
+            self._store.mark_enqueued({task.task_id: message_id})
+        except ModerationError as exc:
+            # Sent but not marked: the reconciler sends it once more and the
+            # scorer acknowledges the duplicate.
+            logger.warning("task enqueued but not marked", extra={**context, "error": exc.message})
 
     def result(self, task_id: int) -> dict[str, Any]:
         task = self._store.get_task(task_id)

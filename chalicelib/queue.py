@@ -7,7 +7,6 @@ one pointed at moto or LocalStack. botocore errors become TransientError.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,8 +15,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import TransientError
+from chalicelib.logs import logger
+from chalicelib.storage import PendingTask
 
-logger = logging.getLogger(__name__)
+# Also read by the scorer (chalicelib.decisions.REQUEST_ID_ATTRIBUTE).
+REQUEST_ID_ATTRIBUTE = "request_id"
 
 # SQS batch APIs take at most 10 entries.
 _SQS_BATCH = 10
@@ -36,6 +38,13 @@ def task_message(task_id: int, item_id: int) -> dict[str, Any]:
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _entry(task: PendingTask) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": str(task.task_id), "MessageBody": json.dumps(task_message(task.task_id, task.item_id))}
+    if task.request_id:
+        entry["MessageAttributes"] = {REQUEST_ID_ATTRIBUTE: {"DataType": "String", "StringValue": task.request_id}}
+    return entry
 
 
 def _chunks(items: Sequence[Any], size: int = _SQS_BATCH) -> Iterable[Sequence[Any]]:
@@ -70,32 +79,38 @@ class TaskQueue:
             try:
                 resp = self._sqs.get_queue_url(QueueName=self._names[which])
             except (BotoCoreError, ClientError) as exc:
-                logger.warning("SQS error: %s", exc)
+                logger.warning("SQS error", extra={"queue": self._names[which], "error": str(exc)})
                 raise TransientError(f"queue {self._names[which]} unavailable") from exc
             self._urls[which] = resp["QueueUrl"]
         return self._urls[which]
 
     # --- sending -----------------------------------------------------------------
 
-    def send_tasks(self, tasks: Sequence[tuple[int, int]]) -> list[int]:
-        """Send {task_id, item_id} messages; return the task ids SQS accepted."""
-        sent: list[int] = []
+    def send_tasks(self, tasks: Sequence[PendingTask]) -> dict[int, str]:
+        """Send {task_id, item_id} messages; return {task_id: message id} of those SQS accepted.
+
+        The API request id rides along as a message attribute, so the scorer
+        can log it with every line about the task (chalicelib.decisions).
+        """
+        sent: dict[int, str] = {}
         for chunk in _chunks(tasks):
-            entries = [
-                {"Id": str(task_id), "MessageBody": json.dumps(task_message(task_id, item_id))}
-                for task_id, item_id in chunk
-            ]
+            entries = [_entry(t) for t in chunk]
             try:
                 resp = self._sqs.send_message_batch(QueueUrl=self.url("queue"), Entries=entries)
             except (BotoCoreError, ClientError) as exc:
-                logger.warning("SQS error: %s", exc)
+                logger.warning("SQS error", extra={"error": str(exc)})
                 raise TransientError(f"could not send to {self._names['queue']}") from exc
-            sent.extend(int(ok["Id"]) for ok in resp.get("Successful", []))
+            sent.update({int(ok["Id"]): str(ok["MessageId"]) for ok in resp.get("Successful", [])})
         return sent
 
-    def send_task(self, task_id: int, item_id: int) -> None:
-        if not self.send_tasks([(task_id, item_id)]):
-            raise TransientError(f"queue {self._names['queue']} refused task {task_id}")
+    def send_task(self, task: PendingTask) -> str:
+        """Send one task (SendMessage, not a batch of one: cheaper on the API's path)."""
+        try:
+            resp = self._sqs.send_message(QueueUrl=self.url("queue"), **{k: v for k, v in _entry(task).items() if k != "Id"})
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("SQS error", extra={"task_id": task.task_id, "error": str(exc)})
+            raise TransientError(f"could not send to {self._names['queue']}") from exc
+        return str(resp["MessageId"])
 
     def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> None:
         """Park permanent failures; raises unless every envelope was stored."""
@@ -104,7 +119,7 @@ class TaskQueue:
             try:
                 resp = self._sqs.send_message_batch(QueueUrl=self.url("dlq"), Entries=entries)
             except (BotoCoreError, ClientError) as exc:
-                logger.warning("SQS error: %s", exc)
+                logger.warning("SQS error", extra={"queue": self._names["dlq"], "error": str(exc)})
                 raise TransientError(f"could not send to {self._names['dlq']}") from exc
             if resp.get("Failed"):
                 raise TransientError(f"{self._names['dlq']} refused {len(resp['Failed'])} envelope(s)")
@@ -122,9 +137,9 @@ class TaskQueue:
             try:
                 resp = self._sqs.change_message_visibility_batch(QueueUrl=self.url("queue"), Entries=entries)
                 if resp.get("Failed"):
-                    logger.warning("visibility change refused for %d message(s)", len(resp["Failed"]))
+                    logger.warning("visibility change refused", extra={"messages": len(resp["Failed"])})
             except (BotoCoreError, ClientError, TransientError) as exc:
-                logger.warning("could not change visibility: %s", exc)
+                logger.warning("could not change visibility", extra={"error": str(exc)})
 
     def max_receive_count(self, default: int) -> int:
         """maxReceiveCount of the queue's RedrivePolicy, read once per process."""
@@ -135,7 +150,10 @@ class TaskQueue:
                 )["Attributes"]
                 self._max_receive_count = int(json.loads(attrs["RedrivePolicy"])["maxReceiveCount"])
             except (BotoCoreError, ClientError, TransientError, KeyError, ValueError) as exc:
-                logger.warning("RedrivePolicy unreadable (%s); assuming maxReceiveCount=%d", exc, default)
+                logger.warning(
+                    "RedrivePolicy unreadable; assuming the default maxReceiveCount",
+                    extra={"error": str(exc), "max_receive_count": default},
+                )
                 return default
         return self._max_receive_count
 
@@ -150,7 +168,7 @@ class TaskQueue:
                     QueueUrl=self.url(which), AttributeNames=["ApproximateNumberOfMessages"]
                 )["Attributes"]
             except (BotoCoreError, ClientError) as exc:
-                logger.warning("SQS error: %s", exc)
+                logger.warning("SQS error", extra={"queue": name, "error": str(exc)})
                 raise TransientError(f"queue {name} unavailable") from exc
             out[name] = int(attrs["ApproximateNumberOfMessages"])
         return out

@@ -1,17 +1,24 @@
 """Every accepted task ends completed or failed: the scheduled safety net.
 
-Two sweeps, each idempotent: re-send tasks whose send to SQS was lost (the
-API stored them but `enqueued_at` stayed NULL past a grace period), and fail
-tasks that outlived every retry the queue could still make.
+Three sweeps, each idempotent:
+- re-send tasks whose send to SQS was lost (the API stored them but
+  `enqueued_at` stayed NULL past a grace period);
+- re-send, and report loudly, tasks sent long ago that no scorer ever
+  received (attempts 0): their message went to another consumer of the same
+  queue (e.g. a deployed stack's event source mapping on a shared LocalStack)
+  or was lost after the API recorded the send. Each re-send restarts the
+  clock, so a task is re-sent at most once per `unreceived_after_seconds`;
+- fail tasks that outlived every retry the queue could still make.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chalicelib import metrics
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.storage import ModerationStore
+from chalicelib.storage import STUCK, ModerationStore
 
 STUCK_REASON = "no result within {seconds} s: the message was lost or exhausted while the database was down"
 
@@ -19,6 +26,7 @@ STUCK_REASON = "no result within {seconds} s: the message was lost or exhausted 
 @dataclass(frozen=True, slots=True)
 class ReconcileReport:
     resent: list[int]
+    unreceived: list[int]
     failed_stuck: list[int]
 
 
@@ -30,22 +38,42 @@ class Reconciler:
         *,
         resend_grace_seconds: int,
         stuck_after_seconds: int,
+        unreceived_after_seconds: int = 300,
         limit: int = 500,
     ) -> None:
         self._store = store
         self._queue = queue
         self._grace = resend_grace_seconds
         self._stuck_after = stuck_after_seconds
+        self._unreceived_after = unreceived_after_seconds
         self._limit = limit
 
     def run(self) -> ReconcileReport:
         unsent = self._store.unsent_tasks(self._grace, self._limit)
-        resent = self._queue.send_tasks(unsent) if unsent else []
-        if resent:
-            self._store.mark_enqueued(resent)
-        for task_id in resent:
-            logger.info("message outcome", extra={"outcome": "resent", "task_id": task_id})
+        unreceived = self._store.unreceived_tasks(self._unreceived_after, self._limit)
+        if unreceived:
+            logger.warning(
+                "tasks were sent but never received; is another consumer reading the queue?",
+                extra={
+                    "tasks": len(unreceived),
+                    "task_ids": [t.task_id for t in unreceived[:20]],
+                    "older_than_seconds": self._unreceived_after,
+                },
+            )
+        todo = unsent + unreceived
+        resent = self._queue.send_tasks(todo) if todo else {}
+        self._store.mark_enqueued(resent, kind="resent")
+        for task in todo:
+            if task.task_id in resent:
+                logger.info(
+                    "message outcome",
+                    extra={"outcome": "resent", "task_id": task.task_id, "request_id": task.request_id},
+                )
         stuck = self._store.fail_stuck(self._stuck_after, STUCK_REASON.format(seconds=self._stuck_after))
         for task_id in stuck:
-            logger.info("message outcome", extra={"outcome": "failed_stuck", "task_id": task_id, "error_kind": "stuck"})
-        return ReconcileReport(resent=resent, failed_stuck=stuck)
+            logger.info("message outcome", extra={"outcome": "failed_stuck", "task_id": task_id, "error_kind": STUCK})
+        metrics.emit("reconcile", {metrics.RESENT: len(resent)}, failed_by_kind={STUCK: len(stuck)})
+        unreceived_ids = {t.task_id for t in unreceived}
+        return ReconcileReport(
+            resent=list(resent), unreceived=[i for i in resent if i in unreceived_ids], failed_stuck=stuck
+        )

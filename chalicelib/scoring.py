@@ -12,9 +12,11 @@ directly in the format Lambda expects: {"batchItemFailures": [...]}.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from chalicelib import metrics
 from chalicelib.decisions import (
     Decision,
     Delivery,
@@ -23,13 +25,14 @@ from chalicelib.decisions import (
     backoff_seconds,
     parse_record,
     plan_batch,
+    trail,
     whole_batch_failure,
 )
 from chalicelib.errors import ModerationError
 from chalicelib.features import AdFeatures, InvalidFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
-from chalicelib.storage import TRANSIENT, ClaimedTask, ModerationStore, TaskUpdate
+from chalicelib.storage import PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, ModerationStore
 
 
 class Model(Protocol):
@@ -59,10 +62,12 @@ class Scorer:
         self._default_max_receive = default_max_receive_count
 
     def handle(self, records: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
+        started = time.perf_counter()
         deliveries = [parse_record(r) for r in records]
         max_receive = self._queue.max_receive_count(self._default_max_receive)
+        ages: dict[int, float] = {}
         try:
-            decisions = self._process(deliveries, max_receive)
+            decisions, ages = self._process(deliveries, max_receive)
         except Exception as exc:  # noqa: BLE001 - whole-batch failure: nothing was written
             error = exc.message if isinstance(exc, ModerationError) else f"{type(exc).__name__}: {exc}"
             logger.exception("batch failed as a whole; retrying every message", extra={"error": error})
@@ -71,16 +76,17 @@ class Scorer:
         self._back_off(decisions)
         for d in decisions:
             _log_outcome(d)
+        _emit_metrics(decisions, ages, (time.perf_counter() - started) * 1000)
         return {
             "batchItemFailures": [
                 {"itemIdentifier": d.delivery.message_id} for d in decisions if not d.outcome.acknowledged
             ]
         }
 
-    def _process(self, deliveries: list[Delivery], max_receive: int) -> list[Decision]:
+    def _process(self, deliveries: list[Delivery], max_receive: int) -> tuple[list[Decision], dict[int, float]]:
         decisions: list[Decision] = []
 
-        def decide(claimed: dict[int, ClaimedTask], locked_elsewhere: set[int]) -> list[TaskUpdate]:
+        def decide(claimed: dict[int, ClaimedTask], locked_elsewhere: set[int]) -> BatchWrite:
             scores = self._score(claimed)
             decisions[:] = plan_batch(
                 deliveries,
@@ -96,11 +102,14 @@ class Scorer:
             # committed and the batch is retried instead of losing envelopes.
             if envelopes:
                 self._queue.send_to_dlq(envelopes)
-            return [d.update for d in decisions if d.update is not None]
+            return BatchWrite(
+                updates=[d.update for d in decisions if d.update is not None],
+                events=trail(decisions, claimed, set(claimed) | locked_elsewhere),
+            )
 
         task_ids = [d.message.task_id for d in deliveries if d.message is not None]
-        self._store.score_batch(task_ids, decide, model_version=self._model.version)
-        return decisions
+        ages = self._store.score_batch(task_ids, decide, model_version=self._model.version)
+        return decisions, ages
 
     def _score(self, claimed: Mapping[int, ClaimedTask]) -> dict[int, Score]:
         scores: dict[int, Score] = {}
@@ -167,7 +176,30 @@ def _log_outcome(d: Decision) -> None:
             "item_id": msg.item_id if msg else None,
             "message_id": d.delivery.message_id,
             "attempt": d.delivery.attempt,
+            "request_id": d.delivery.request_id,
             "error_kind": d.error_kind,
             "error": d.error,
+        },
+    )
+
+
+def _emit_metrics(decisions: Sequence[Decision], ages: Mapping[int, float], elapsed_ms: float) -> None:
+    """One EMF document per batch (chalicelib.metrics)."""
+    outcomes = [d.outcome for d in decisions]
+    metrics.emit(
+        "score",
+        {
+            metrics.BATCH_SIZE: len(decisions),
+            metrics.COMPLETED: outcomes.count(Outcome.COMPLETED),
+            metrics.RETRIED: outcomes.count(Outcome.RETRY),
+            metrics.SENT_TO_DLQ: outcomes.count(Outcome.FAILED_PERMANENT) + outcomes.count(Outcome.EXHAUSTED),
+        },
+        milliseconds={
+            metrics.SCORING_LATENCY: [elapsed_ms],
+            metrics.SUBMIT_TO_COMPLETED: [age * 1000 for age in ages.values()],
+        },
+        failed_by_kind={
+            PERMANENT: outcomes.count(Outcome.FAILED_PERMANENT),
+            TRANSIENT: outcomes.count(Outcome.EXHAUSTED),
         },
     )

@@ -6,7 +6,7 @@ duplicate delivery can never overwrite a finished result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,6 +84,15 @@ class TaskEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingTask:
+    """A task to (re)send: what a message needs, and the request it came from."""
+
+    task_id: int
+    item_id: int
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedTask:
     """A task row locked by this transaction, with its ad if the ad still exists."""
 
@@ -92,6 +101,7 @@ class ClaimedTask:
     status: str
     error_kind: str | None
     ad: Ad | None
+    request_id: str | None = None
 
     @property
     def claimable(self) -> bool:
@@ -111,6 +121,27 @@ class TaskUpdate:
     probability: float | None = None
     error_message: str | None = None
     error_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A task_events row to write (kinds: migrations/V3__task_events.sql)."""
+
+    task_id: int
+    kind: str
+    attempt: int | None = None
+    outcome: str | None = None
+    error: str | None = None
+    message_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """What `decide` asks score_batch to write, in the claiming transaction."""
+
+    updates: list[TaskUpdate]
+    events: list[EventRow]
 
 
 _TASK_COLUMNS = """
@@ -164,12 +195,45 @@ class ModerationStore:
             row = cur.fetchone()
         return int(row["id"]) if row else None
 
-    def mark_enqueued(self, task_ids: Sequence[int]) -> None:
+    def mark_enqueued(self, sent: Mapping[int, str], *, kind: str = "enqueued") -> None:
+        """Record successful sends ({task_id: SQS message id}) and their events.
+
+        Committed with synchronous_commit off: this marker is advisory. If a
+        crash loses it, the reconciler sends the task once more and the
+        scorer acknowledges the duplicate; in exchange the API's second
+        transaction does not wait for a WAL flush on every submit.
+        """
+        if not sent:
+            return
+        ids = list(sent)
+        with self._db.transaction() as cur:
+            cur.execute("SET LOCAL synchronous_commit = off")
+            cur.execute(
+                """
+                WITH marked AS (
+                    UPDATE moderation_results SET enqueued_at = now(), updated_at = now()
+                    WHERE id = ANY(%(ids)s) RETURNING id, request_id
+                )
+                INSERT INTO task_events (task_id, kind, message_id, request_id)
+                SELECT m.id, %(kind)s, s.message_id, m.request_id
+                FROM marked m JOIN unnest(%(ids)s::bigint[], %(mids)s::text[]) AS s(id, message_id) ON s.id = m.id
+                """,
+                {"ids": ids, "mids": [sent[i] for i in ids], "kind": kind},
+            )
+
+    def mark_send_failed(self, task_ids: Sequence[int], error: str) -> None:
+        """The API's send failed: make the task the reconciler's (enqueued_at NULL)."""
         with self._db.transaction() as cur:
             cur.execute(
-                "UPDATE moderation_results SET enqueued_at = now(), updated_at = now() "
-                "WHERE id = ANY(%s) AND enqueued_at IS NULL",
-                (list(task_ids),),
+                """
+                WITH unmarked AS (
+                    UPDATE moderation_results SET enqueued_at = NULL, updated_at = now()
+                    WHERE id = ANY(%s) RETURNING id, request_id
+                )
+                INSERT INTO task_events (task_id, kind, error, request_id)
+                SELECT id, 'send_failed', %s, request_id FROM unmarked
+                """,
+                (list(task_ids), error),
             )
 
     def get_task(self, task_id: int) -> Task | None:
@@ -199,10 +263,10 @@ class ModerationStore:
     def score_batch(
         self,
         task_ids: Sequence[int],
-        decide: Callable[[dict[int, ClaimedTask], set[int]], list[TaskUpdate]],
+        decide: Callable[[dict[int, ClaimedTask], set[int]], BatchWrite],
         *,
         model_version: str,
-    ) -> list[TaskUpdate]:
+    ) -> dict[int, float]:
         """Claim tasks, let `decide(claimed, locked_elsewhere)` pick outcomes, write them.
 
         Everything happens in one transaction: the tasks and their ads are
@@ -210,7 +274,8 @@ class ModerationStore:
         concurrent delivery of the same task skips it instead of blocking), and
         the outcomes are written with one statement before commit. `decide`
         may do I/O that must succeed before the results count (sending DLQ
-        envelopes); if it raises, nothing is written.
+        envelopes); if it raises, nothing is written. Returns submit->completed
+        seconds of the tasks this batch completed (for the latency metric).
         """
         ids = sorted(set(task_ids))
         with self._db.transaction() as cur:
@@ -225,9 +290,10 @@ class ModerationStore:
                 # concurrent delivery; tell it apart from a task that does not exist.
                 cur.execute("SELECT id FROM moderation_results WHERE id = ANY(%s)", (missing,))
                 locked_elsewhere = {int(r["id"]) for r in cur.fetchall()}
-            updates: list[TaskUpdate] = decide(claimed, locked_elsewhere)
-            self._write(cur, updates, model_version=model_version)
-        return updates
+            batch = decide(claimed, locked_elsewhere)
+            completed = self._write(cur, batch.updates, model_version=model_version)
+            _insert_events(cur, batch.events)
+        return completed
 
     def _claim_waiting(self, cur: Any, ids: list[int]) -> dict[int, ClaimedTask]:
         """Wait briefly for rows another transaction holds, then claim them.
@@ -257,7 +323,7 @@ class ModerationStore:
             return {}
         cur.execute(
             """
-            SELECT m.id AS task_id, m.item_id, m.status, m.error_kind,
+            SELECT m.id AS task_id, m.item_id, m.status, m.error_kind, m.request_id,
                    a.id AS ad_id, a.seller_id, u.is_verified AS is_verified_seller,
                    a.name, a.description, a.category, a.images_qty
             FROM moderation_results m
@@ -282,13 +348,15 @@ class ModerationStore:
                     category=r["category"],
                     images_qty=r["images_qty"],
                 )
-            claimed[r["task_id"]] = ClaimedTask(r["task_id"], r["item_id"], r["status"], r["error_kind"], ad)
+            claimed[r["task_id"]] = ClaimedTask(
+                r["task_id"], r["item_id"], r["status"], r["error_kind"], ad, r["request_id"]
+            )
         return claimed
 
     @staticmethod
-    def _write(cur: Any, updates: list[TaskUpdate], model_version: str | None) -> None:
+    def _write(cur: Any, updates: list[TaskUpdate], model_version: str | None) -> dict[int, float]:
         if not updates:
-            return
+            return {}
         # One statement for the whole batch. The WHERE clause keeps finished
         # tasks finished even if a caller got the state machine wrong.
         cur.execute(
@@ -302,13 +370,15 @@ class ModerationStore:
                 error_kind    = v.error_kind,
                 last_error    = COALESCE(v.error_message, m.last_error),
                 attempts      = GREATEST(m.attempts, v.attempt),
+                started_at    = COALESCE(m.started_at, now()),
                 processed_at  = CASE WHEN v.status IN ('completed', 'failed') THEN now() ELSE NULL END,
                 updated_at    = now()
             FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::boolean[],
                         %s::float8[], %s::text[], %s::text[])
                  AS v(id, status, attempt, is_violation, probability, error_message, error_kind)
             WHERE m.id = v.id AND """
-            + _CLAIMABLE,
+            + _CLAIMABLE
+            + " RETURNING m.id, m.status, extract(epoch FROM now() - m.created_at)::float8 AS age",
             (
                 model_version,
                 [u.task_id for u in updates],
@@ -320,6 +390,7 @@ class ModerationStore:
                 [u.error_kind for u in updates],
             ),
         )
+        return {int(r["id"]): float(r["age"]) for r in cur.fetchall() if r["status"] == COMPLETED}
 
     def fail_unfinished(self, task_ids: Sequence[int], *, reason: str, kind: str, attempt: int) -> int:
         """Mark unfinished tasks failed (last attempt of a whole-batch failure)."""
@@ -330,38 +401,87 @@ class ModerationStore:
                        last_error = %s, attempts = GREATEST(m.attempts, %s),
                        processed_at = now(), updated_at = now()
                 WHERE m.id = ANY(%s) AND """
-                + _CLAIMABLE,
+                + _CLAIMABLE
+                + " RETURNING m.id, m.request_id",
                 (reason, kind, reason, attempt, list(task_ids)),
             )
-            return int(cur.rowcount)
+            rows = cur.fetchall()
+            _insert_events(
+                cur,
+                [EventRow(r["id"], "dlq_parked", attempt, "exhausted", reason, None, r["request_id"]) for r in rows],
+            )
+            return len(rows)
 
     # --- reconciler --------------------------------------------------------------
 
-    def unsent_tasks(self, older_than_seconds: int, limit: int) -> list[tuple[int, int]]:
+    def unsent_tasks(self, older_than_seconds: int, limit: int) -> list[PendingTask]:
         """Pending tasks whose send to SQS never succeeded, oldest first."""
         with self._db.transaction() as cur:
             cur.execute(
                 """
-                SELECT id, item_id FROM moderation_results
+                SELECT id, item_id, request_id FROM moderation_results
                 WHERE status = 'pending' AND enqueued_at IS NULL
                   AND created_at < now() - make_interval(secs => %s)
                 ORDER BY created_at LIMIT %s
                 """,
                 (older_than_seconds, limit),
             )
-            return [(int(r["id"]), int(r["item_id"])) for r in cur.fetchall()]
+            return [PendingTask(int(r["id"]), int(r["item_id"]), r["request_id"]) for r in cur.fetchall()]
+
+    def unreceived_tasks(self, older_than_seconds: int, limit: int) -> list[PendingTask]:
+        """Tasks sent long ago that no scorer ever received (attempts 0, never
+        started): the message went to another consumer of the queue, or a send
+        the API believed in was lost. Oldest first."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                SELECT id, item_id, request_id FROM moderation_results
+                WHERE status = 'pending' AND attempts = 0 AND started_at IS NULL
+                  AND enqueued_at < now() - make_interval(secs => %s)
+                ORDER BY created_at LIMIT %s
+                """,
+                (older_than_seconds, limit),
+            )
+            return [PendingTask(int(r["id"]), int(r["item_id"]), r["request_id"]) for r in cur.fetchall()]
 
     def fail_stuck(self, older_than_seconds: int, reason: str) -> list[int]:
         """Fail tasks that outlived every retry the queue could still make."""
         with self._db.transaction() as cur:
             cur.execute(
                 """
-                UPDATE moderation_results SET status = 'failed', error_message = %s,
-                       error_kind = 'stuck', processed_at = now(), updated_at = now()
-                WHERE status IN ('pending', 'processing')
-                  AND created_at < now() - make_interval(secs => %s)
-                RETURNING id
+                WITH stuck AS (
+                    UPDATE moderation_results SET status = 'failed', error_message = %(reason)s,
+                           error_kind = 'stuck', processed_at = now(), updated_at = now()
+                    WHERE status IN ('pending', 'processing')
+                      AND created_at < now() - make_interval(secs => %(secs)s)
+                    RETURNING id, request_id
+                ), events AS (
+                    INSERT INTO task_events (task_id, kind, error, request_id)
+                    SELECT id, 'failed_stuck', %(reason)s, request_id FROM stuck
+                )
+                SELECT id FROM stuck
                 """,
-                (reason, older_than_seconds),
+                {"reason": reason, "secs": older_than_seconds},
             )
             return [int(r["id"]) for r in cur.fetchall()]
+
+
+def _insert_events(cur: Any, events: Sequence[EventRow]) -> None:
+    """Write a batch of trail rows with one statement."""
+    if not events:
+        return
+    cur.execute(
+        """
+        INSERT INTO task_events (task_id, kind, attempt, outcome, error, message_id, request_id)
+        SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[])
+        """,
+        (
+            [e.task_id for e in events],
+            [e.kind for e in events],
+            [e.attempt for e in events],
+            [e.outcome for e in events],
+            [e.error for e in events],
+            [e.message_id for e in events],
+            [e.request_id for e in events],
+        ),
+    )

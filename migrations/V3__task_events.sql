@@ -11,11 +11,12 @@ CREATE TABLE task_events (
     -- enqueued     the API's (or reconciler's) SendMessage succeeded
     -- send_failed  the API's SendMessage failed; the reconciler re-sends
     -- attempt      the scorer received it (attempt = ApproximateReceiveCount; outcome, error)
+    -- redriven     the scorer picked up a task that had failed transiently (ops redrove it)
     -- dlq_parked   an envelope or the message itself went to moderation_dlq
     -- resent       the reconciler sent it again (lost send, or never received)
     -- failed_stuck the reconciler gave up on it
-    kind       TEXT        NOT NULL CHECK (kind IN ('accepted', 'enqueued', 'send_failed', 'attempt', 'dlq_parked',
-                                                     'resent', 'failed_stuck')),
+    kind       TEXT        NOT NULL CHECK (kind IN ('accepted', 'enqueued', 'send_failed', 'attempt', 'redriven',
+                                                     'dlq_parked', 'resent', 'failed_stuck')),
     attempt    INTEGER,
     outcome    TEXT,
     error      TEXT,

@@ -133,20 +133,20 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
     try:
         # --- submit, with ~2 % of sends lost ---------------------------------
         queue = TaskQueue(sqs, queue_name="moderation", dlq_name="moderation_dlq")
-        real_send = queue.send_tasks
+        real_send = queue.send_task
         lost_sends = 0
 
-        def lossy_send(tasks):
+        def lossy_send(task):
             nonlocal lost_sends
             if rng.random() < 0.02:
                 lost_sends += 1
                 raise TransientError("could not send (injected)")
-            return real_send(tasks)
+            return real_send(task)
 
-        queue.send_tasks = lossy_send  # type: ignore[method-assign]
+        queue.send_task = lossy_send  # type: ignore[method-assign]
         service = ModerationService(ModerationStore(Database(url)), queue, load_model())
         task_ids = [service.submit(item_id)["task_id"] for item_id in range(1, N_TASKS + 1)]
-        queue.send_tasks = real_send  # type: ignore[method-assign]
+        queue.send_task = real_send  # type: ignore[method-assign]
         submitted_at = time.monotonic()
 
         # --- permanent faults: deleted ads, malformed messages ---------------

@@ -9,6 +9,7 @@ from chalice.test import Client
 from helpers import execute, fetch_task, insert_ad
 
 from chalicelib import deps
+from chalicelib.errors import TransientError
 from chalicelib.reconcile import Reconciler
 
 AD = {"seller_id": 1, "is_verified_seller": False, "item_id": 1, "name": "iPhone 13",
@@ -124,14 +125,15 @@ def test_database_down_is_503_json_without_internals(client, monkeypatch):
 def test_lost_send_is_accepted_and_recovered_by_the_reconciler(client, app_env, sqs, monkeypatch):
     item_id = insert_ad(app_env)
     queue = deps.queue()
-    real_send = queue.send_tasks
-    monkeypatch.setattr(queue, "send_tasks", lambda tasks: [])  # SQS "accepts" nothing
+    def refuse(task):
+        raise TransientError("could not send (injected)")
+
+    monkeypatch.setattr(queue, "send_task", refuse)
     resp = post(client, f"/async_predict?item_id={item_id}")
     assert resp.status_code == 202
     task_id = body(resp)["task_id"]
     assert fetch_task(app_env, task_id)["enqueued_at"] is None
-
-    monkeypatch.setattr(queue, "send_tasks", real_send)
+    monkeypatch.undo()
     reconciler = Reconciler(deps.store(), queue, resend_grace_seconds=0, stuck_after_seconds=3600)
     report = reconciler.run()
     assert task_id in report.resent

@@ -14,7 +14,7 @@ from chalicelib.db import Database
 from chalicelib.model import load_model
 from chalicelib.queue import TaskQueue
 from chalicelib.scoring import Scorer
-from chalicelib.storage import ModerationStore
+from chalicelib.storage import ModerationStore, PendingTask
 
 
 def new_task(db: str, *, deleted: bool = False, **ad) -> tuple[int, int]:
@@ -209,7 +209,7 @@ def as_record(msg: dict) -> dict:
 
 def test_three_transient_failures_end_in_the_dlq_with_the_task_failed(app_env, sqs):
     task_id, item_id = new_task(app_env)
-    deps.queue().send_task(task_id, item_id)
+    deps.queue().send_task(PendingTask(task_id, item_id))
     # Base 0: each retry is visible again at once, so the test needs no sleeping.
     scorer = Scorer(deps.store(), deps.queue(), CrashingModel(), retry_base_seconds=0, default_max_receive_count=5)
     for attempt in (1, 2, 3):

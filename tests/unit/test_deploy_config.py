@@ -57,12 +57,18 @@ def test_stage_settings_fit_the_connection_budget(stage: str):
     assert DEFAULT_DB_CONNECTION_BUDGET >= 1
 
 
-def test_write_routes_need_an_api_key_and_reads_do_not():
+# Open for probes and humans; everything else (writes and reads: task ids are
+# sequential) needs the API key on the deployed API.
+OPEN_ROUTES = {"/health", "/openapi.json", "/docs"}
+
+
+def test_every_route_but_health_and_docs_needs_an_api_key():
     from app import app
 
     for path, methods in app.routes.items():
         for method, entry in methods.items():
-            assert bool(entry.api_key_required) is (method == "POST"), (method, path)
+            is_open = path in OPEN_ROUTES or path.startswith("/docs/")
+            assert bool(entry.api_key_required) is not is_open, (method, path)
 
 
 def test_chalice_local_ignores_api_keys(monkeypatch: pytest.MonkeyPatch):
