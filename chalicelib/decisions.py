@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -282,16 +282,12 @@ def trail(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask], exi
         if tid is None or tid not in existing:
             continue
         task = claimed.get(tid)
-        base = EventRow(
-            tid,
-            "attempt",
-            attempt=d.delivery.attempt,
-            message_id=d.delivery.message_id,
-            request_id=d.delivery.request_id or (task.request_id if task else None),
-        )
+        attempt, message_id = d.delivery.attempt, d.delivery.message_id
+        request_id = d.delivery.request_id or (task.request_id if task else None)
         if task is not None and task.status == FAILED and task.claimable and d.update is not None:
-            rows.append(replace(base, kind="redriven", error=f"previously failed ({task.error_kind})"))
-        rows.append(replace(base, outcome=d.outcome.value, error=d.error))
+            error = f"previously failed ({task.error_kind})"
+            rows.append(EventRow(tid, "redriven", attempt, None, error, message_id, request_id))
+        rows.append(EventRow(tid, "attempt", attempt, d.outcome.value, d.error, message_id, request_id))
         if d.outcome in (Outcome.FAILED_PERMANENT, Outcome.EXHAUSTED):
-            rows.append(replace(base, kind="dlq_parked", outcome=d.outcome.value, error=d.error))
+            rows.append(EventRow(tid, "dlq_parked", attempt, d.outcome.value, d.error, message_id, request_id))
     return rows

@@ -321,36 +321,30 @@ class ModerationStore:
     def _claim(cur: Any, ids: list[int], *, skip_locked: bool) -> dict[int, ClaimedTask]:
         if not ids:
             return {}
-        cur.execute(
-            """
-            SELECT m.id AS task_id, m.item_id, m.status, m.error_kind, m.request_id,
-                   a.id AS ad_id, a.seller_id, u.is_verified AS is_verified_seller,
-                   a.name, a.description, a.category, a.images_qty
-            FROM moderation_results m
-            LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_deleted
-            LEFT JOIN users u ON u.id = a.seller_id
-            WHERE m.id = ANY(%s)
-            ORDER BY m.id
-            FOR UPDATE OF m"""
-            + (" SKIP LOCKED" if skip_locked else ""),
-            (ids,),
-        )
-        claimed: dict[int, ClaimedTask] = {}
-        for r in cur.fetchall():
-            ad = None
-            if r["ad_id"] is not None:
-                ad = Ad(
-                    item_id=r["ad_id"],
-                    seller_id=r["seller_id"],
-                    is_verified_seller=bool(r["is_verified_seller"]),
-                    name=r["name"],
-                    description=r["description"],
-                    category=r["category"],
-                    images_qty=r["images_qty"],
-                )
-            claimed[r["task_id"]] = ClaimedTask(
-                r["task_id"], r["item_id"], r["status"], r["error_kind"], ad, r["request_id"]
+        # A plain tuple cursor: building a dict per row (RealDictCursor) was
+        # a visible share of the scorer's time at batch 100.
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                """
+                SELECT m.id, m.item_id, m.status, m.error_kind, m.request_id,
+                       a.id, a.seller_id, u.is_verified, a.name, a.description, a.category, a.images_qty
+                FROM moderation_results m
+                LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_deleted
+                LEFT JOIN users u ON u.id = a.seller_id
+                WHERE m.id = ANY(%s)
+                ORDER BY m.id
+                FOR UPDATE OF m"""
+                + (" SKIP LOCKED" if skip_locked else ""),
+                (ids,),
             )
+            rows = plain.fetchall()
+        claimed: dict[int, ClaimedTask] = {}
+        for task_id, item_id, status, error_kind, request_id, ad_id, seller_id, verified, *text_and_numbers in rows:
+            ad = None
+            if ad_id is not None:
+                name, description, category, images_qty = text_and_numbers
+                ad = Ad(ad_id, seller_id, bool(verified), name, description, category, images_qty)
+            claimed[task_id] = ClaimedTask(task_id, item_id, status, error_kind, ad, request_id)
         return claimed
 
     @staticmethod
