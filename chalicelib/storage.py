@@ -291,9 +291,7 @@ class ModerationStore:
                 cur.execute("SELECT id FROM moderation_results WHERE id = ANY(%s)", (missing,))
                 locked_elsewhere = {int(r["id"]) for r in cur.fetchall()}
             batch = decide(claimed, locked_elsewhere)
-            completed = self._write(cur, batch.updates, model_version=model_version)
-            _insert_events(cur, batch.events)
-        return completed
+            return self._write(cur, batch, model_version=model_version)
 
     def _claim_waiting(self, cur: Any, ids: list[int]) -> dict[int, ClaimedTask]:
         """Wait briefly for rows another transaction holds, then claim them.
@@ -348,43 +346,57 @@ class ModerationStore:
         return claimed
 
     @staticmethod
-    def _write(cur: Any, updates: list[TaskUpdate], model_version: str | None) -> dict[int, float]:
-        if not updates:
+    def _write(cur: Any, batch: BatchWrite, model_version: str | None) -> dict[int, float]:
+        """Write every outcome and every trail row of a batch with ONE statement.
+
+        The WHERE clause keeps finished tasks finished even if a caller got the
+        state machine wrong. Returns submit->completed seconds per completed task.
+        """
+        updates, events = batch.updates, batch.events
+        if not updates and not events:
             return {}
-        # One statement for the whole batch. The WHERE clause keeps finished
-        # tasks finished even if a caller got the state machine wrong.
         cur.execute(
             """
-            UPDATE moderation_results m SET
-                status        = v.status,
-                is_violation  = v.is_violation,
-                probability   = v.probability,
-                model_version = CASE WHEN v.status = 'completed' THEN %s ELSE m.model_version END,
-                error_message = CASE WHEN v.status = 'failed' THEN v.error_message ELSE NULL END,
-                error_kind    = v.error_kind,
-                last_error    = COALESCE(v.error_message, m.last_error),
-                attempts      = GREATEST(m.attempts, v.attempt),
-                started_at    = COALESCE(m.started_at, now()),
-                processed_at  = CASE WHEN v.status IN ('completed', 'failed') THEN now() ELSE NULL END,
-                updated_at    = now()
-            FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::boolean[],
-                        %s::float8[], %s::text[], %s::text[])
-                 AS v(id, status, attempt, is_violation, probability, error_message, error_kind)
-            WHERE m.id = v.id AND """
+            WITH written AS (
+                UPDATE moderation_results m SET
+                    status        = v.status,
+                    is_violation  = v.is_violation,
+                    probability   = v.probability,
+                    model_version = CASE WHEN v.status = 'completed' THEN %(model_version)s ELSE m.model_version END,
+                    error_message = CASE WHEN v.status = 'failed' THEN v.error_message ELSE NULL END,
+                    error_kind    = v.error_kind,
+                    last_error    = COALESCE(v.error_message, m.last_error),
+                    attempts      = GREATEST(m.attempts, v.attempt),
+                    started_at    = COALESCE(m.started_at, now()),
+                    processed_at  = CASE WHEN v.status IN ('completed', 'failed') THEN now() ELSE NULL END,
+                    updated_at    = now()
+                FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(attempts)s::int[], %(violations)s::boolean[],
+                            %(probabilities)s::float8[], %(errors)s::text[], %(kinds)s::text[])
+                     AS v(id, status, attempt, is_violation, probability, error_message, error_kind)
+                WHERE m.id = v.id AND """
             + _CLAIMABLE
-            + " RETURNING m.id, m.status, extract(epoch FROM now() - m.created_at)::float8 AS age",
-            (
-                model_version,
-                [u.task_id for u in updates],
-                [u.status for u in updates],
-                [u.attempt for u in updates],
-                [u.is_violation for u in updates],
-                [u.probability for u in updates],
-                [u.error_message for u in updates],
-                [u.error_kind for u in updates],
-            ),
+            + """
+                RETURNING m.id, m.status, extract(epoch FROM now() - m.created_at)::float8 AS age
+            ), trail AS (
+                INSERT INTO task_events (task_id, kind, attempt, outcome, error, message_id, request_id)
+                SELECT * FROM unnest(%(e_ids)s::bigint[], %(e_kinds)s::text[], %(e_attempts)s::int[], %(e_outcomes)s::text[],
+                                     %(e_errors)s::text[], %(e_messages)s::text[], %(e_requests)s::text[])
+            )
+            SELECT id, age FROM written WHERE status = 'completed'
+            """,
+            {
+                "model_version": model_version,
+                "ids": [u.task_id for u in updates],
+                "statuses": [u.status for u in updates],
+                "attempts": [u.attempt for u in updates],
+                "violations": [u.is_violation for u in updates],
+                "probabilities": [u.probability for u in updates],
+                "errors": [u.error_message for u in updates],
+                "kinds": [u.error_kind for u in updates],
+                **_event_params(events),
+            },
         )
-        return {int(r["id"]): float(r["age"]) for r in cur.fetchall() if r["status"] == COMPLETED}
+        return {int(r["id"]): float(r["age"]) for r in cur.fetchall()}
 
     def fail_unfinished(self, task_ids: Sequence[int], *, reason: str, kind: str, attempt: int) -> int:
         """Mark unfinished tasks failed (last attempt of a whole-batch failure)."""
@@ -460,22 +472,26 @@ class ModerationStore:
             return [int(r["id"]) for r in cur.fetchall()]
 
 
+def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:
+    return {
+        "e_ids": [e.task_id for e in events],
+        "e_kinds": [e.kind for e in events],
+        "e_attempts": [e.attempt for e in events],
+        "e_outcomes": [e.outcome for e in events],
+        "e_errors": [e.error for e in events],
+        "e_messages": [e.message_id for e in events],
+        "e_requests": [e.request_id for e in events],
+    }
+
+
 def _insert_events(cur: Any, events: Sequence[EventRow]) -> None:
     """Write a batch of trail rows with one statement."""
-    if not events:
-        return
-    cur.execute(
-        """
-        INSERT INTO task_events (task_id, kind, attempt, outcome, error, message_id, request_id)
-        SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[])
-        """,
-        (
-            [e.task_id for e in events],
-            [e.kind for e in events],
-            [e.attempt for e in events],
-            [e.outcome for e in events],
-            [e.error for e in events],
-            [e.message_id for e in events],
-            [e.request_id for e in events],
-        ),
-    )
+    if events:
+        cur.execute(
+            """
+            INSERT INTO task_events (task_id, kind, attempt, outcome, error, message_id, request_id)
+            SELECT * FROM unnest(%(e_ids)s::bigint[], %(e_kinds)s::text[], %(e_attempts)s::int[], %(e_outcomes)s::text[],
+                                 %(e_errors)s::text[], %(e_messages)s::text[], %(e_requests)s::text[])
+            """,
+            _event_params(events),
+        )
