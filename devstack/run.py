@@ -5,7 +5,8 @@
 2. AWS: whatever answers at AWS_ENDPOINT_URL (default http://127.0.0.1:4566,
    e.g. docker-compose.localstack.yml), else real LocalStack in host mode.
 3. Queues from infra/resources.json, migrations, demo data if empty.
-4. `chalice local` on 127.0.0.1:8000 and the SQS runner (devstack.runner).
+4. The API as `chalice local` serves it (devstack.chalice_local) on
+   127.0.0.1:8000, and the SQS runner (devstack.runner).
 
 Ctrl-C stops everything this command started, and nothing else. Re-running is
 safe: every step is idempotent.
@@ -146,10 +147,11 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_services(stack: Stack, host: str, port: int, reconcile_every: float) -> list[subprocess.Popen[bytes]]:
-    bin_dir = Path(sys.executable).parent
-    # --no-autoreload: chalice stat-polls every file under the project, and
+    # The server `chalice local --stage local --no-autoreload` builds, with JSON
+    # 404/405 outside the routes and a real listen backlog (devstack/chalice_local.py).
+    # No autoreload: chalice stat-polls every file under the project, and
     # .local/ (database, LocalStack) changes constantly. Restart to reload.
-    chalice = [str(bin_dir / "chalice"), "local", "--no-autoreload", "--host", host, "--port", str(port), "--stage", "local"]
+    chalice = [sys.executable, "-m", "devstack.chalice_local", "--host", host, "--port", str(port), "--stage", "local"]
     runner = [sys.executable, "-m", "devstack.runner", "--reconcile-every", str(reconcile_every)]
     procs = []
     for cmd in (chalice, runner):
@@ -178,7 +180,7 @@ def banner(stack: Stack, host: str, port: int) -> str:
     aws = f"aws --endpoint-url {stack.endpoint}"
     return f"""
 ad-moderation is up.
-  API        {api}   (chalice local, stage "local")
+  API        {api}   (chalice local server, stage "local")
   Postgres   {stack.database_url}
   AWS        {stack.endpoint}
   queue      {queue}
