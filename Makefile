@@ -78,7 +78,9 @@ check-infra: package ## package, then check the template's rules (infra/check.py
 enable-partial-batch: $(STAMP) ## after `chalice deploy --stage STAGE`: ReportBatchItemFailures etc. on the scoring ESM
 	$(PY) -m infra.enable_partial_batch --stage $(STAGE)
 
-deploy-localstack: $(STAMP) ## package + deploy the stack to LocalStack (host mode, no Docker) + embedded Postgres
+# Its own LocalStack (127.0.0.1:4567, LOCALSTACK_ENDPOINT) and Postgres (54330), never make run's
+# 4566/54329: the deployed event source mapping would consume make run's queue.
+deploy-localstack: $(STAMP) ## package + deploy the stack to its own LocalStack (:4567, host mode, no Docker) + Postgres
 	$(PY) -m infra.deploy_localstack --stage $(STAGE)
 
 deploy-localstack-stop: $(STAMP) ## stop the LocalStack and Postgres that deploy-localstack started

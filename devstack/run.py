@@ -4,8 +4,11 @@
    its data in .local/pg.
 2. AWS: whatever answers at AWS_ENDPOINT_URL (default http://127.0.0.1:4566,
    e.g. docker-compose.localstack.yml), else real LocalStack in host mode.
+   A reused endpoint is refused if a Lambda event source mapping there
+   already reads the queue (another stack would take our messages).
 3. Queues from infra/resources.json, migrations, demo data if empty.
-4. `chalice local` on 127.0.0.1:8000 and the SQS runner (devstack.runner).
+4. The API as `chalice local` serves it (devstack.chalice_local) on
+   127.0.0.1:8000, and the SQS runner (devstack.runner).
 
 Ctrl-C stops everything this command started, and nothing else. Re-running is
 safe: every step is idempotent.
@@ -89,7 +92,8 @@ def up(*, seed: bool = True, pg_port: int | None = None) -> Stack:
 
     endpoint = env.get("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT
     env["AWS_ENDPOINT_URL"] = endpoint
-    if endpoint_answers(endpoint):
+    reused = endpoint_answers(endpoint)
+    if reused:
         say(f"AWS: using the endpoint already answering at {endpoint}")
     else:
         ls = HostLocalStack(data_dir=LOCAL / "localstack", endpoint=endpoint)
@@ -107,6 +111,10 @@ def up(*, seed: bool = True, pg_port: int | None = None) -> Stack:
         from chalicelib.migrate import apply_migrations
         from infra.queues import ensure_queues
 
+        if reused:
+            # Before touching its queues. A LocalStack we just started has no
+            # mappings: only a reused endpoint can hold another stack.
+            refuse_shared_queue(endpoint)
         stack.queue_urls = ensure_queues(boto3.client("sqs"))
         say("queues: " + ", ".join(f"{n} -> {u}" for n, u in stack.queue_urls.items()))
         applied = apply_migrations(database_url)
@@ -120,6 +128,21 @@ def up(*, seed: bool = True, pg_port: int | None = None) -> Stack:
         stack.down()
         raise
     return stack
+
+
+def refuse_shared_queue(endpoint: str) -> None:
+    """Raise QueueConsumedError if a Lambda event source mapping at the endpoint reads our queue.
+
+    Our runner would share the queue with it: the other stack's function
+    would take our messages and our tasks would stay pending (devstack/consumers.py).
+    """
+    from devstack.consumers import ensure_no_other_consumer
+
+    queue = os.environ.get("MODERATION_QUEUE_NAME") or "moderation"
+    t = time.monotonic()
+    found = ensure_no_other_consumer(endpoint, queue)
+    where = "no Lambda API or no such queue there" if found is None else "no Lambda event source mapping reads it"
+    say(f"AWS: queue {queue!r} is ours alone ({where}; checked in {time.monotonic() - t:.1f} s)")
 
 
 def _redact(url: str) -> str:
@@ -146,10 +169,11 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_services(stack: Stack, host: str, port: int, reconcile_every: float) -> list[subprocess.Popen[bytes]]:
-    bin_dir = Path(sys.executable).parent
-    # --no-autoreload: chalice stat-polls every file under the project, and
+    # The server `chalice local --stage local --no-autoreload` builds, with JSON
+    # 404/405 outside the routes and a real listen backlog (devstack/chalice_local.py).
+    # No autoreload: chalice stat-polls every file under the project, and
     # .local/ (database, LocalStack) changes constantly. Restart to reload.
-    chalice = [str(bin_dir / "chalice"), "local", "--no-autoreload", "--host", host, "--port", str(port), "--stage", "local"]
+    chalice = [sys.executable, "-m", "devstack.chalice_local", "--host", host, "--port", str(port), "--stage", "local"]
     runner = [sys.executable, "-m", "devstack.runner", "--reconcile-every", str(reconcile_every)]
     procs = []
     for cmd in (chalice, runner):
@@ -178,7 +202,7 @@ def banner(stack: Stack, host: str, port: int) -> str:
     aws = f"aws --endpoint-url {stack.endpoint}"
     return f"""
 ad-moderation is up.
-  API        {api}   (chalice local, stage "local")
+  API        {api}   (chalice local server, stage "local")
   Postgres   {stack.database_url}
   AWS        {stack.endpoint}
   queue      {queue}
@@ -217,7 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stack = up()
+    from devstack.consumers import QueueConsumedError
+
+    try:
+        stack = up()
+    except QueueConsumedError as err:
+        say(f"refusing to start: {err}")
+        return 1
     try:
         procs = start_services(stack, args.host, args.port, args.reconcile_every)
         print(banner(stack, args.host, args.port), flush=True)

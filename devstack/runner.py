@@ -8,7 +8,13 @@ malformed response, nothing is deleted: the whole batch comes back after its
 visibility timeout. It also fires the scheduled reconciler (`app.reconcile`)
 on a timer, as EventBridge would.
 
-Run: python -m devstack.runner   (make run starts it for you)
+Like the real mapping (5 concurrent pollers to start with, and the template's
+MaximumConcurrency of 5), several poller threads each receive and hand a batch
+to the handler, so two deliveries of one task can really overlap here too.
+The process holds at most one database connection per poller plus one for the
+reconciler (DB_POOL_SIZE), its share of the connection budget.
+
+Run: python -m devstack.runner [--pollers N]   (make run starts it for you)
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,6 +38,21 @@ from chalice.local import LambdaContext
 log = logging.getLogger("devstack.runner")
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+# Lambda's SQS event source mapping starts with 5 concurrent pollers.
+DEFAULT_POLLERS = 5
+# Receives wait at most this long, so a stop request is seen within about as
+# long (plus the batch in hand) even though SQS allows 20 s long polls.
+POLL_WAIT_CAP_SECONDS = 2
+# After a receive error: back off before trying again.
+RECEIVE_RETRY_SECONDS = 2.0
+# How often the timer thread looks for a stop request.
+STOP_CHECK_SECONDS = 0.25
+
+
+def connection_budget(pollers: int) -> int:
+    """Database connections the runner may hold: one per poller, one for the reconciler."""
+    return pollers + 1
 
 
 def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -107,6 +130,7 @@ class Runner:
         wait_seconds: int = 20,
         reconcile_every_seconds: float = 60.0,
         function_timeout_seconds: int = 30,
+        pollers: int = DEFAULT_POLLERS,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
@@ -116,14 +140,24 @@ class Runner:
         self._wait = wait_seconds
         self._reconcile_every = reconcile_every_seconds
         self._timeout_ms = function_timeout_seconds * 1000
+        if pollers < 1:
+            raise ValueError(f"pollers must be at least 1, got {pollers}")
+        self.pollers = pollers
         attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
         self._arn = attrs["QueueArn"]
         self._region, self._account = self._arn.split(":")[3:5]
-        self._stopping = False
+        # An Event, so pollers backing off after an error wake up at once.
+        self._stopping = threading.Event()
         self._next_reconcile = time.monotonic()
 
     def stop(self, *_: Any) -> None:
-        self._stopping = True
+        """Ask every poller and the timer to finish; also the SIGINT/SIGTERM handler.
+
+        Safe in a signal handler because the main thread never waits on the
+        Event (it sleeps): Event.set() takes a lock that an interrupted
+        Event.wait() on the same thread could be holding.
+        """
+        self._stopping.set()
 
     def poll_once(self, wait_seconds: int | None = None) -> int:
         """Receive one batch and hand it to the handler; return its size."""
@@ -184,15 +218,50 @@ class Runner:
         log.info("reconciler: %s", json.dumps(result))
         return result
 
-    def run_forever(self) -> None:
-        while not self._stopping:
-            self.maybe_reconcile()
+    def _poll_loop(self) -> None:
+        """One poller: receive, invoke, delete, until stopped.
+
+        A batch received just before a stop is still handed to the handler:
+        dropping it would hide its messages for a whole visibility timeout.
+        """
+        while not self._stopping.is_set():
             try:
-                # Short waits keep Ctrl-C and the reconciler timer responsive.
-                self.poll_once(wait_seconds=min(self._wait, 2))
+                self.poll_once(wait_seconds=min(self._wait, POLL_WAIT_CAP_SECONDS))
             except Exception:  # an SQS hiccup: back off and poll again
-                log.exception("receive failed; retrying in 2 s")
-                time.sleep(2)
+                log.exception("receive failed; retrying in %.0f s", RECEIVE_RETRY_SECONDS)
+                self._stopping.wait(RECEIVE_RETRY_SECONDS)
+
+    def start_pollers(self) -> list[threading.Thread]:
+        # Daemon threads: a handler stuck past its timeout must not keep the
+        # process alive after Ctrl-C (its batch comes back after the visibility timeout).
+        threads = [
+            threading.Thread(target=self._poll_loop, name=f"poller-{i + 1}", daemon=True) for i in range(self.pollers)
+        ]
+        for t in threads:
+            t.start()
+        return threads
+
+    def _until_next_reconcile(self) -> float:
+        # Short slices: a stop is noticed within STOP_CHECK_SECONDS; floored
+        # so a zero reconcile interval cannot spin.
+        if self._reconcile is None:
+            return STOP_CHECK_SECONDS
+        return min(STOP_CHECK_SECONDS, max(0.05, self._next_reconcile - time.monotonic()))
+
+    def run_forever(self) -> None:
+        """Run the pollers, and the reconciler timer on this thread, until stop()."""
+        threads = self.start_pollers()
+        while not self._stopping.is_set():
+            # One reconciler run at a time, as with reserved concurrency 1 on AWS.
+            self.maybe_reconcile()
+            time.sleep(self._until_next_reconcile())
+        # A poller finishes the receive (<= POLL_WAIT_CAP_SECONDS) and the batch in hand.
+        deadline = time.monotonic() + POLL_WAIT_CAP_SECONDS + self._timeout_ms / 1000
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            log.warning("pollers still busy at exit (their batches return after the visibility timeout): %s", stuck)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -200,8 +269,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--queue", default="moderation")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--reconcile-every", type=float, default=60.0, help="seconds between reconciler runs")
+    parser.add_argument(
+        "--pollers",
+        type=int,
+        default=int(os.environ.get("RUNNER_POLLERS") or DEFAULT_POLLERS),
+        help=f"concurrent pollers, like the event source mapping's (default {DEFAULT_POLLERS}, env RUNNER_POLLERS)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(levelname)s %(message)s")
+    if args.pollers < 1:
+        parser.error("--pollers must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(threadName)s %(levelname)s %(message)s")
+
+    # Before chalicelib reads its settings (lazily, on the first batch): the
+    # pool is this process's share of the database's connection budget, and
+    # each poller and the reconciler hold at most one connection at a time.
+    os.environ["DB_POOL_SIZE"] = str(connection_budget(args.pollers))
 
     import app as chalice_app  # the same module Lambda loads
     from chalicelib.config import batch_size
@@ -215,11 +297,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         reconcile=chalice_app.reconcile,
         batch_size=args.batch_size or batch_size(),
         reconcile_every_seconds=args.reconcile_every,
+        pollers=args.pollers,
     )
     signal.signal(signal.SIGTERM, runner.stop)
     signal.signal(signal.SIGINT, runner.stop)
-    log.info("polling %s (batch size %d)", url, runner._batch_size)
+    log.info(
+        "polling %s with %d pollers (batch size %d; at most %s database connections)",
+        url,
+        runner.pollers,
+        runner._batch_size,
+        os.environ["DB_POOL_SIZE"],
+    )
     runner.run_forever()
+    log.info("stopped")
 
 
 if __name__ == "__main__":

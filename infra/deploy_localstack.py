@@ -7,10 +7,16 @@ deployment.zip), deployed with the same `aws cloudformation package` /
 `aws cloudformation deploy` commands, to LocalStack:
 
 1. PostgreSQL: the embedded server (pip wheel) in .local/pg-deploy on port
-   54330 (EMBEDDED_PG_PORT), or DATABASE_URL if set. The secret gets
+   54330 (EMBEDDED_PG_PORT), or DATABASE_URL if set. (`.local` is
+   LOCAL_STATE_DIR if set, as for `make run`.) The secret gets
    FUNCTION_DATABASE_URL if set (the address the functions must use, e.g. from
    Lambda containers of a LocalStack in Docker), else the same URL.
-2. LocalStack in host mode (.venv-localstack) with two plugins pip-installed
+2. LocalStack in host mode (.venv-localstack) on its own endpoint,
+   http://127.0.0.1:4567 (--endpoint, env LOCALSTACK_ENDPOINT), state in
+   .local/localstack-deploy: never `make run`'s 4566. A deployed stack's event
+   source mapping consumes the `moderation` queue of its endpoint, so a `make run`
+   sharing that endpoint would lose every message to it (make run refuses
+   such an endpoint: devstack/consumers.py). It gets two plugins pip-installed
    into that venv here: the `local-process` Lambda executor
    (infra/localstack_executor: functions run as local processes under this
    interpreter) and a provider for Lambda-backed custom resources
@@ -27,8 +33,8 @@ deployment.zip), deployed with the same `aws cloudformation package` /
 5. Demo data if the database is empty, a smoke call of GET /health, and the
    API URL + API key.
 
-    python -m infra.deploy_localstack [--endpoint URL] [--stage dev] [--no-package]
-    python -m infra.deploy_localstack stop
+    python -m infra.deploy_localstack [--endpoint URL] [--stage dev] [--no-package] [--package-dir DIR]
+    python -m infra.deploy_localstack stop [--endpoint URL]
 """
 
 from __future__ import annotations
@@ -59,10 +65,16 @@ from devstack.localstack import DEFAULT_SERVICES, HostLocalStack, LocalStackErro
 from infra.package import DEFAULT_OUT, TEMPLATE_NAME, package  # noqa: E402
 from infra.policies import function_name, secret_name  # noqa: E402
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
+# Not make run's 4566: two stacks on one endpoint share its queues (see above).
+DEFAULT_ENDPOINT = "http://127.0.0.1:4567"
+# Where deploy-localstack started LocalStack before it had an endpoint of its
+# own; `stop` still stops one started there (found by its pid file, never by port).
+LEGACY_ENDPOINT = "http://127.0.0.1:4566"
 DEFAULT_PG_PORT = 54330  # make run's embedded server uses 54329
-LOCALSTACK_DATA = ROOT / ".local" / "localstack-deploy"
-PG_DATA = ROOT / ".local" / "pg-deploy"
+# Overridable like make run's, so a test can run a deployment of its own.
+LOCAL = Path(os.environ.get("LOCAL_STATE_DIR") or ROOT / ".local")
+LOCALSTACK_DATA = LOCAL / "localstack-deploy"
+PG_DATA = LOCAL / "pg-deploy"
 # LocalStack plugins pip-installed into .venv-localstack: source folder -> module.
 PLUGINS = {
     # runs Lambda functions as local processes (no Docker)
@@ -455,12 +467,13 @@ def _up(args: argparse.Namespace) -> int:
     else:
         pg = EmbeddedPostgres(PG_DATA, port=args.pg_port)
         database_url = pg.start()
-        say(f"PostgreSQL ready: {database_url} (data {PG_DATA.relative_to(ROOT)}; the functions connect to it over TCP)")
+        say(f"PostgreSQL ready: {database_url} (data {PG_DATA}; the functions connect to it over TCP)")
     start_localstack(args.endpoint, detach=True)
     # The functions may need another address for the same database than this
     # host does (Lambda containers of a LocalStack in Docker: not 127.0.0.1).
     function_url = os.environ.get("FUNCTION_DATABASE_URL") or database_url
-    d = deploy(endpoint=args.endpoint, database_url=function_url, stage=args.stage, build=not args.no_package)
+    d = deploy(endpoint=args.endpoint, database_url=function_url, stage=args.stage, build=not args.no_package,
+               package_dir=args.package_dir)
     seeded = seed_demo_data(database_url)
     if seeded:
         say(f"seeded {seeded} demo ads (item_id 1..{seeded})")
@@ -480,18 +493,33 @@ def _up(args: argparse.Namespace) -> int:
   curl -s "{d.api_url}/moderation/moderation_result/1"
 
   logs:  AWS_ENDPOINT_URL={d.endpoint} aws logs tail /aws/lambda/{d.function_name('score')}
-  stop:  make deploy-localstack-stop
+  stop:  {stop_command(d.endpoint)}
 """,
         flush=True,
     )
     return 0 if status == 200 else 1
 
 
+def stop_command(endpoint: str) -> str:
+    # The stop must look at the same endpoint (and state dir) as the deploy.
+    prefix = "" if endpoint == DEFAULT_ENDPOINT else f"LOCALSTACK_ENDPOINT={endpoint} "
+    if "LOCAL_STATE_DIR" in os.environ:
+        prefix += f"LOCAL_STATE_DIR={LOCAL} "
+    return f"{prefix}make deploy-localstack-stop"
+
+
 def _down(args: argparse.Namespace) -> int:
     from devstack.postgres import EmbeddedPostgres
 
-    HostLocalStack(data_dir=LOCALSTACK_DATA, endpoint=args.endpoint).stop()
-    say("LocalStack stopped (if this command had started it)")
+    stopped = []
+    for endpoint in dict.fromkeys((args.endpoint, LEGACY_ENDPOINT)):
+        # Only a LocalStack this command started (its pid file in LOCALSTACK_DATA),
+        # never one that merely answers on the port.
+        localstack = HostLocalStack(data_dir=LOCALSTACK_DATA, endpoint=endpoint)
+        if localstack._pid_from_file() is not None:
+            localstack.stop()
+            stopped.append(endpoint)
+    say(f"LocalStack stopped at {', '.join(stopped)}" if stopped else "no LocalStack started by deploy-localstack was running")
     EmbeddedPostgres(PG_DATA, port=args.pg_port).stop()
     say("PostgreSQL stopped")
     return 0
@@ -500,10 +528,15 @@ def _down(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.deploy_localstack", description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", choices=("up", "stop"), default="up")
-    parser.add_argument("--endpoint", default=os.environ.get("LOCALSTACK_ENDPOINT", DEFAULT_ENDPOINT))
+    parser.add_argument(
+        "--endpoint",
+        default=os.environ.get("LOCALSTACK_ENDPOINT", DEFAULT_ENDPOINT),
+        help=f"LocalStack for the deployment (default {DEFAULT_ENDPOINT}, env LOCALSTACK_ENDPOINT; not make run's)",
+    )
     parser.add_argument("--pg-port", type=int, default=int(os.environ.get("EMBEDDED_PG_PORT", DEFAULT_PG_PORT)))
     parser.add_argument("--stage", default="dev")
-    parser.add_argument("--no-package", action="store_true", help="deploy build/package as it is")
+    parser.add_argument("--no-package", action="store_true", help="deploy the package directory as it is")
+    parser.add_argument("--package-dir", type=Path, default=DEFAULT_OUT, help="where to build/find the package")
     args = parser.parse_args(argv)
     try:
         return _down(args) if args.command == "stop" else _up(args)

@@ -58,26 +58,42 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-@contextmanager
-def make_run(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """Start the stack exactly as `make run` does, on its own ports and state dir."""
-    api_port, pg_port, aws_port = free_port(), free_port(), free_port()
+def make_run_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `make run` on its own ports and state dir (PORT: the API's)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
     env.update(
         # mkdtemp, not tmp_path_factory: see tests/conftest.py (pg_server).
         LOCAL_STATE_DIR=tempfile.mkdtemp(prefix="moderation-e2e-state-"),
-        EMBEDDED_PG_PORT=str(pg_port),
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}",
+        EMBEDDED_PG_PORT=str(free_port()),
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        PORT=str(free_port()),
         AWS_DEFAULT_REGION="us-east-1",
         AWS_ACCESS_KEY_ID="test",
         AWS_SECRET_ACCESS_KEY="test",
     )
     env.update(extra_env or {})
+    return env
+
+
+def make_run_command(env: dict[str, str]) -> list[str]:
+    return [sys.executable, "-m", "devstack.run", "--port", env["PORT"], "--reconcile-every", "5"]
+
+
+def ports_of(env: dict[str, str]) -> list[int]:
+    """The ports a `make run` with this environment listens on (API, Postgres, AWS)."""
+    aws_port = int(env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1].rstrip("/"))
+    return [int(env["PORT"]), int(env["EMBEDDED_PG_PORT"]), aws_port]
+
+
+@contextmanager
+def make_run(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Start the stack exactly as `make run` does, on its own ports and state dir."""
+    env = make_run_env(extra_env)
+    api_port, pg_port, aws_port = ports_of(env)
     log = tmp_path_factory.mktemp("log") / "make-run.log"
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "devstack.run", "--port", str(api_port), "--reconcile-every", "5"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(make_run_command(env), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         while "ready in" not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() - started > 240:

@@ -86,3 +86,13 @@ def test_queues_and_dlq_with_the_aws_cli(stack: Stack):
     envelope = json.loads(peek["Messages"][0]["Body"])
     assert envelope["original_message"] == "not json" and envelope["error"].startswith("malformed message body")
     assert envelope["error_kind"] == "permanent" and envelope["retry_count"] == 1
+
+
+def test_outside_the_routes_answers_are_json(stack: Stack):
+    # devstack.chalice_local: no HTML 501 page, no API Gateway 403, no Chalice-shaped 405.
+    status, body = http("TRACE", f"{stack.api}/health")
+    assert status == 405 and body["code"] == "method_not_allowed"
+    status, body = http("GET", f"{stack.api}/no/such/route")
+    assert status == 404 and body["code"] == "not_found"
+    status, body = http("DELETE", f"{stack.api}/moderation/moderation_result/1")
+    assert status == 405 and body["code"] == "method_not_allowed"

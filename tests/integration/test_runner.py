@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
-from helpers import fetch_task, insert_ad, task_body
+import boto3
+import pytest
+from helpers import execute, fetch_task, free_port, insert_ad, task_body
 
 from chalicelib import deps
-from devstack.runner import Runner, failed_ids
+from devstack.runner import POLL_WAIT_CAP_SECONDS, Runner, failed_ids
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def queue_url(sqs) -> str:
@@ -83,3 +94,126 @@ def test_the_real_handler_through_the_runner(app_env, sqs):
     assert json.loads(parked["Body"])["original_message"] == "{garbage"
     # The scheduled handler runs too, with an event Chalice accepts.
     assert runner.maybe_reconcile() == {"resent": 0, "unreceived": 0, "failed_stuck": 0}
+
+
+# --------------------------------------------------------------------------
+# Several pollers, like the event source mapping
+# --------------------------------------------------------------------------
+
+
+def run_in_background(runner: Runner) -> threading.Thread:
+    thread = threading.Thread(target=runner.run_forever, name="runner-main", daemon=True)
+    thread.start()
+    return thread
+
+
+def poller_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("poller-")]
+
+
+def test_pollers_hand_batches_to_the_handler_concurrently(sqs):
+    """Five batches in the handler at once: it returns only when all five are in flight."""
+    pollers = 5
+    all_in = threading.Barrier(pollers, timeout=15)
+    lock = threading.Lock()
+    in_flight, peak, handled = 0, 0, []
+
+    def handler(event, context):
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        try:
+            all_in.wait()  # BrokenBarrierError (-> batch kept) unless 5 run at once
+        finally:
+            with lock:
+                in_flight -= 1
+        handled.extend(r["body"] for r in event["Records"])
+        return {"batchItemFailures": []}
+
+    send(sqs, [f"m{i}" for i in range(pollers)])
+    runner = Runner(sqs, queue_url(sqs), handler, batch_size=1, wait_seconds=1, pollers=pollers)
+    thread = run_in_background(runner)
+    try:
+        deadline = time.monotonic() + 20
+        while len(handled) < pollers and not all_in.broken and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+        thread.join(10)
+    assert not all_in.broken, f"only {peak} batches were ever in flight at once"
+    assert peak == pollers and sorted(handled) == [f"m{i}" for i in range(pollers)]
+    assert remaining(sqs) == 0  # every one acknowledged, by whichever poller had it
+
+
+def test_stop_ends_every_poller_promptly_and_the_timer_keeps_running(sqs):
+    reconciled = []
+    runner = Runner(sqs, queue_url(sqs), lambda e, c: {}, reconcile=lambda e, c: reconciled.append(e) or {},
+                    wait_seconds=20, reconcile_every_seconds=0.2, pollers=4)
+    thread = run_in_background(runner)
+    time.sleep(1.0)
+    assert len(poller_threads()) == 4
+    started = time.monotonic()
+    runner.stop()
+    thread.join(10)
+    took = time.monotonic() - started
+    assert not thread.is_alive() and not poller_threads()
+    # A long poll is capped so the stop is seen within one capped receive.
+    assert took < POLL_WAIT_CAP_SECONDS + 1.5, took
+    # The reconciler ran on its timer meanwhile, one run at a time, with scheduled events.
+    assert len(reconciled) >= 3 and all(e["detail-type"] == "Scheduled Event" for e in reconciled)
+
+
+def test_the_runner_process_budgets_connections_and_stops_on_sigterm(app_env, tmp_path):
+    """`python -m devstack.runner --pollers 3` against an SQS server: 4 connections at most, clean SIGTERM."""
+    moto_server = pytest.importorskip("moto.server")
+    from infra.queues import ensure_queues
+
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path / "runner.log"
+    try:
+        client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+        url = ensure_queues(client)["moderation"]
+        item_id = insert_ad(app_env)
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "DATABASE_URL": app_env, "DB_POOL_SIZE": "50"}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "devstack.runner", "--pollers", "3"], cwd=ROOT, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            tasks = [deps.store().create_task(item_id) for _ in range(30)]
+            deps.reset()  # closes this process's own connection: only the runner's are counted below
+            for start in range(0, len(tasks), 10):
+                client.send_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(t), "MessageBody": json.dumps(task_body(t, item_id))} for t in tasks[start:start + 10]])
+            # Sampled while the pollers work: the most connections the runner held at once.
+            peak, deadline = 0, time.monotonic() + 30
+            while time.monotonic() < deadline:
+                [(held,)] = execute(app_env, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                    "'ad-moderation' AND datname = current_database()")
+                peak = max(peak, held)
+                [(done,)] = execute(app_env, "SELECT count(*) FROM moderation_results WHERE id = ANY(%s) "
+                                    "AND status = 'completed'", (tasks,))
+                if done == len(tasks):
+                    break
+                time.sleep(0.05)
+            assert [fetch_task(app_env, t)["status"] for t in tasks] == ["completed"] * len(tasks), log.read_text()
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(15)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert code == 0, text
+    assert took < POLL_WAIT_CAP_SECONDS + 2, (took, text)
+    # DB_POOL_SIZE from the environment is replaced by pollers + 1.
+    assert "with 3 pollers" in text and "at most 4 database connections" in text, text
+    assert peak <= 4, peak
+    assert "stopped" in text.splitlines()[-1], text
