@@ -25,7 +25,22 @@ too) and exits 1 with one line per violation:
   iam-wildcard-action  an IAM statement allows `*`, `service:*` or any other
                        wildcard action, or uses NotAction;
   iam-wildcard-resource an IAM statement has Resource "*" for an action that
-                       supports resource-level permissions.
+                       supports resource-level permissions;
+  batch-size           an SQS event source mapping's BatchSize is outside
+                       1..10000, above 10 without MaximumBatchingWindowInSeconds
+                       >= 1 (Lambda refuses both), or its window is over 300 s;
+  lambda-alarms        a function has no CloudWatch alarm on its AWS/Lambda
+                       Errors or Throttles metric;
+  dashboard            there is no CloudWatch dashboard, or the dashboards
+                       leave out a queue, a function or the app's metrics
+                       (namespace AdModeration);
+  metrics-env          a function lacks STAGE (= the packaged stage, which the
+                       dashboard filters the app's metrics on) or
+                       POWERTOOLS_METRICS_NAMESPACE=AdModeration: its metrics
+                       would be missing from the dashboard;
+  tracing-permissions  a function has Tracing: Active but its role does not
+                       allow xray:PutTraceSegments and xray:PutTelemetryRecords
+                       (Lambda refuses to create or update it).
 
 The connection budget comes from --budget, else the template's
 Metadata.AdModeration.DbConnectionBudget (infra/stages.json via make
@@ -67,6 +82,16 @@ RESOURCELESS_ACTIONS = frozenset(
     }
 )
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+# SQS event source limits (Lambda's CreateEventSourceMapping).
+SQS_MAX_BATCH = 10000
+SQS_MAX_BATCH_WITHOUT_WINDOW = 10
+MAX_BATCHING_WINDOW = 300
+DEFAULT_SQS_BATCH = 10
+# Every function's alarms on these AWS/Lambda metrics.
+LAMBDA_ALARM_METRICS = ("Errors", "Throttles")
+# The application metrics (CloudWatch embedded metric format, Powertools).
+METRICS_NAMESPACE = "AdModeration"
+XRAY_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
 
 
 @dataclass(frozen=True)
@@ -289,11 +314,166 @@ def check_iam(template: dict[str, Any]) -> Iterator[Violation]:
                 )
 
 
+def check_batching(template: dict[str, Any]) -> Iterator[Violation]:
+    for m in sqs_mappings(template):
+        size = _as_int(m.properties.get("BatchSize"), DEFAULT_SQS_BATCH)
+        window = _as_int(m.properties.get("MaximumBatchingWindowInSeconds"), 0)
+        if size is not None and not 1 <= size <= SQS_MAX_BATCH:
+            yield Violation("batch-size", f"{m.name}: BatchSize {size} is outside 1..{SQS_MAX_BATCH}")
+        elif size is not None and window is not None and size > SQS_MAX_BATCH_WITHOUT_WINDOW and window < 1:
+            yield Violation(
+                "batch-size",
+                f"{m.name}: BatchSize {size} > {SQS_MAX_BATCH_WITHOUT_WINDOW} needs MaximumBatchingWindowInSeconds >= 1 "
+                f"(it is {window}); SQS event sources refuse it",
+            )
+        if window is not None and not 0 <= window <= MAX_BATCHING_WINDOW:
+            yield Violation(
+                "batch-size", f"{m.name}: MaximumBatchingWindowInSeconds {window} is outside 0..{MAX_BATCHING_WINDOW}"
+            )
+
+
+def _functions(template: dict[str, Any]) -> list[str]:
+    return [k for k, r in template.get("Resources", {}).items() if r.get("Type") in FUNCTION_TYPES]
+
+
+def _names_function(value: Any, logical_id: str, props: dict[str, Any]) -> bool:
+    """Is VALUE (an alarm dimension) this function: its Ref, or its literal FunctionName?"""
+    return _ref_target(value) == logical_id or (value is not None and value == props.get("FunctionName"))
+
+
+def check_lambda_alarms(template: dict[str, Any]) -> Iterator[Violation]:
+    resources = template.get("Resources", {})
+    alarms = [
+        r.get("Properties", {}) or {}
+        for r in resources.values()
+        if r.get("Type") == "AWS::CloudWatch::Alarm" and (r.get("Properties") or {}).get("Namespace") == "AWS/Lambda"
+    ]
+    for logical_id in _functions(template):
+        props = resources[logical_id].get("Properties", {}) or {}
+        for metric in LAMBDA_ALARM_METRICS:
+            covered = any(
+                a.get("MetricName") == metric
+                and any(
+                    d.get("Name") == "FunctionName" and _names_function(d.get("Value"), logical_id, props)
+                    for d in a.get("Dimensions") or []
+                )
+                for a in alarms
+            )
+            if not covered:
+                yield Violation(
+                    "lambda-alarms",
+                    f"{logical_id} has no alarm on AWS/Lambda {metric} (an AWS::CloudWatch::Alarm with "
+                    f"Dimensions FunctionName = {{Ref: {logical_id}}}): its {metric.lower()} would go unnoticed",
+                )
+
+
+def _dashboard_text(body: Any) -> str:
+    """The dashboard body as text, with Refs and GetAtts written as ${Id} and ${Id.Attr}:
+    a Fn::Join (what `make package` writes), a Fn::Sub string, a string, or anything else as JSON."""
+    if isinstance(body, dict) and "Fn::Join" in body:
+        separator, parts = body["Fn::Join"]
+        return str(separator).join(_part_text(p) for p in parts)
+    if isinstance(body, dict) and "Fn::Sub" in body:
+        sub = body["Fn::Sub"]
+        body = sub[0] if isinstance(sub, list) else sub
+    return body if isinstance(body, str) else json.dumps(body)
+
+
+def _part_text(part: Any) -> str:
+    if isinstance(part, dict) and "Ref" in part:
+        return f"${{{part['Ref']}}}"
+    if isinstance(part, dict) and "Fn::GetAtt" in part:
+        att = part["Fn::GetAtt"]
+        return f"${{{'.'.join(att) if isinstance(att, list) else att}}}"
+    return part if isinstance(part, str) else json.dumps(part)
+
+
+def _names(text: str, logical_id: str, literal: Any) -> bool:
+    """Does the dashboard text name a resource: ${Id} or ${Id.Attr} (its Ref or GetAtt), or its literal name?"""
+    if f"${{{logical_id}}}" in text or f"${{{logical_id}." in text:
+        return True
+    return isinstance(literal, str) and (f'"{literal}"' in text or f'\\"{literal}\\"' in text)
+
+
+def check_dashboard(template: dict[str, Any]) -> Iterator[Violation]:
+    resources = template.get("Resources", {})
+    bodies = [
+        _dashboard_text((r.get("Properties") or {}).get("DashboardBody"))
+        for r in resources.values()
+        if r.get("Type") == "AWS::CloudWatch::Dashboard"
+    ]
+    if not bodies:
+        yield Violation("dashboard", "no AWS::CloudWatch::Dashboard: operators have no view of the queues and functions")
+        return
+    text = "\n".join(bodies)
+    for logical_id, res in resources.items():
+        props = res.get("Properties", {}) or {}
+        if res.get("Type") == "AWS::SQS::Queue" and not _names(text, logical_id, props.get("QueueName")):
+            yield Violation("dashboard", f"the dashboard does not show queue {logical_id}")
+        elif res.get("Type") in FUNCTION_TYPES and not _names(text, logical_id, props.get("FunctionName")):
+            yield Violation("dashboard", f"the dashboard does not show function {logical_id}")
+    if METRICS_NAMESPACE not in text:
+        yield Violation("dashboard", f"the dashboard shows none of the app's metrics (namespace {METRICS_NAMESPACE})")
+
+
+def _stage(template: dict[str, Any]) -> str | None:
+    stage = ((template.get("Metadata") or {}).get("AdModeration") or {}).get("Stage")
+    return stage if isinstance(stage, str) else None
+
+
+def check_metrics_env(template: dict[str, Any]) -> Iterator[Violation]:
+    stage = _stage(template)
+    for logical_id in _functions(template):
+        variables = ((_function_props(template, logical_id).get("Environment") or {}).get("Variables")) or {}
+        if variables.get("POWERTOOLS_METRICS_NAMESPACE") != METRICS_NAMESPACE:
+            yield Violation(
+                "metrics-env",
+                f"{logical_id}: POWERTOOLS_METRICS_NAMESPACE is {variables.get('POWERTOOLS_METRICS_NAMESPACE')!r}, "
+                f"not {METRICS_NAMESPACE!r}: its metrics would be missing from the dashboard",
+            )
+        if "STAGE" not in variables or (stage is not None and variables["STAGE"] != stage):
+            yield Violation(
+                "metrics-env",
+                f"{logical_id}: STAGE is {variables.get('STAGE')!r}, not the packaged stage {stage!r}: "
+                "the dashboard filters the app's metrics on it",
+            )
+
+
+def _role_actions(template: dict[str, Any], role: Any) -> set[str]:
+    res = template.get("Resources", {}).get(_ref_target(role) or "", {})
+    actions: set[str] = set()
+    for pol in (res.get("Properties") or {}).get("Policies") or []:
+        for stmt in _as_list((pol.get("PolicyDocument") or {}).get("Statement")):
+            if stmt.get("Effect", "Allow") == "Allow":
+                actions.update(a for a in _as_list(stmt.get("Action")) if isinstance(a, str))
+    return actions
+
+
+def check_tracing(template: dict[str, Any]) -> Iterator[Violation]:
+    for logical_id in _functions(template):
+        props = _function_props(template, logical_id)
+        active = props.get("Tracing") == "Active" or (props.get("TracingConfig") or {}).get("Mode") == "Active"
+        if not active or "Role" not in props:
+            continue  # no tracing, or SAM builds the role (and adds the X-Ray policy itself)
+        missing = XRAY_ACTIONS - _role_actions(template, props["Role"])
+        if missing:
+            yield Violation(
+                "tracing-permissions",
+                f"{logical_id} has active tracing but its role does not allow {', '.join(sorted(missing))}: "
+                "Lambda refuses the function (see infra/policies.py)",
+            )
+
+
 def check(template: dict[str, Any], budget: int | None = None) -> list[Violation]:
     return [
         *check_queues(template),
+        *check_batching(template),
         *check_connection_budget(template, connection_budget(template, budget)),
         *check_iam(template),
+        *check_tracing(template),
+        *check_lambda_alarms(template),
+        *check_dashboard(template),
+        *check_metrics_env(template),
     ]
 
 

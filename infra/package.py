@@ -16,8 +16,15 @@
      .chalice/policy-*.json, see infra/policies.py) become exact: queues ->
      `Fn::GetAtt <Queue>.Arn`, the secret -> `Ref DatabaseSecretArn`, log groups ->
      `Fn::Sub arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:...`;
-   - the scoring event source mapping's per-stage ScalingConfig
-     (MaximumConcurrency) and batching window, from infra/stages.json;
+   - the scoring event source mapping's per-stage BatchSize, batching window
+     and ScalingConfig (MaximumConcurrency), from infra/stages.json (the one
+     place for them: Chalice would take the batch size from app.py);
+   - X-Ray active tracing on every function and on the API stage when the
+     stage's `tracing` is on (the policies get the X-Ray actions from
+     infra/policies.py, which reads the same flag);
+   - the operator dashboard's body: JSON in resources.json, the string
+     CloudFormation wants here (Fn::Join of the text and the Refs/GetAtts of
+     its ${...} placeholders; ${Stage} = this stage);
    - the hashes of the SQL files and of deployment.zip on the
      DatabaseMigrations custom resource, so every new package runs the
      migrations on deploy;
@@ -31,6 +38,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,12 +50,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra.policies import APP_NAME, function_name  # noqa: E402
+from infra.policies import APP_NAME, STAGES_FILE, function_name, stage_table  # noqa: E402
 
 MIGRATIONS = ROOT / "migrations"
 SHIPPED_MIGRATIONS = ROOT / "chalicelib" / "migrations_sql"
 MERGE_TEMPLATE = ROOT / "infra" / "resources.json"
-STAGES_FILE = ROOT / "infra" / "stages.json"
 CHALICE = Path(sys.executable).parent / "chalice"
 DEFAULT_OUT = ROOT / "build" / "package"
 TEMPLATE_NAME = "sam.json"
@@ -57,6 +64,7 @@ ZIP_NAME = "deployment.zip"
 FUNCTIONS = {"APIHandler": "api_handler", "Score": "score", "Reconcile": "reconcile", "Migrate": "migrate"}
 SCORING_FUNCTION = "Score"
 SCORING_EVENT = "ScoreSqsEventSource"
+REST_API = "RestAPI"
 SECRET_PARAMETER = "DatabaseSecretArn"  # noqa: S105 - a parameter name, not a secret
 
 
@@ -65,7 +73,7 @@ class PackageError(RuntimeError):
 
 
 def stage_settings(stage: str) -> dict[str, Any]:
-    stages = {k: v for k, v in json.loads(STAGES_FILE.read_text()).items() if not k.startswith("_")}
+    stages = stage_table()
     if stage not in stages:
         raise PackageError(f"stage {stage!r} has no entry in {STAGES_FILE.relative_to(ROOT)} (known: {', '.join(stages)})")
     return dict(stages[stage])
@@ -142,6 +150,62 @@ def render_policies(template: dict[str, Any]) -> None:
                     stmt["Resource"] = [_exact_arn(r, template) if isinstance(r, str) else r for r in resources]
 
 
+def enable_tracing(resources: dict[str, Any]) -> None:
+    """X-Ray active tracing: Lambda records a segment per invocation, API Gateway one per request."""
+    for logical_id in FUNCTIONS:
+        resources[logical_id]["Properties"]["Tracing"] = "Active"
+    resources[REST_API]["Properties"]["TracingEnabled"] = True
+
+
+# ${Name} or ${Name.Attribute} in a dashboard body: a resource or pseudo parameter
+# (AWS::Region). A CloudWatch dynamic label like ${PROP('Dim.function')} never matches.
+DASHBOARD_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+(?:::[A-Za-z]+)?)(?:\.([A-Za-z]+))?\}")
+STAGE_PLACEHOLDER = "Stage"
+
+
+def _dashboard_join(text: str, stage: str, resources: dict[str, Any]) -> dict[str, Any]:
+    """Fn::Join of TEXT with its placeholders as Ref / Fn::GetAtt, ${Stage} as STAGE.
+
+    Fn::Join rather than Fn::Sub: Fn::Sub would need the dynamic labels escaped as
+    ${!PROP(...)}, which LocalStack's CloudFormation reads as a resource name.
+    """
+    parts: list[Any] = []
+    pos = 0
+    for match in DASHBOARD_PLACEHOLDER.finditer(text):
+        name, attribute = match.groups()
+        parts.append(text[pos : match.start()])
+        if name == STAGE_PLACEHOLDER:
+            parts.append(stage)
+        elif name not in resources and not name.startswith("AWS::"):
+            raise PackageError(f"the dashboard names {match.group(0)}, which the template does not define")
+        elif attribute:
+            parts.append({"Fn::GetAtt": [name, attribute]})
+        else:
+            parts.append({"Ref": name})
+        pos = match.end()
+    parts.append(text[pos:])
+    merged: list[Any] = []
+    for part in parts:  # adjacent strings (the stage included) become one
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        elif part != "":
+            merged.append(part)
+    return {"Fn::Join": ["", merged]}
+
+
+def render_dashboards(resources: dict[str, Any], stage: str) -> None:
+    """DashboardBody must be a string. resources.json keeps it as JSON so that it can be
+    read and reviewed; here it becomes one, whose ${Stage} filters the app's metrics on
+    their `stage` dimension (the functions' STAGE)."""
+    for res in resources.values():
+        if res.get("Type") != "AWS::CloudWatch::Dashboard":
+            continue
+        body = res["Properties"]["DashboardBody"]
+        if isinstance(body, dict) and "widgets" in body:
+            text = json.dumps(body, separators=(",", ":"))
+            res["Properties"]["DashboardBody"] = _dashboard_join(text, stage, resources)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -166,8 +230,12 @@ def post_process(template: dict[str, Any], stage: str, settings: dict[str, Any],
     # orders them; it is set here because a merge template's intrinsic would
     # be deep-merged INTO Chalice's dict, giving {"Fn::Sub": .., "Fn::GetAtt": ..}.
     event["Queue"] = _exact_arn(f"arn:aws:sqs:*:*:{_queue_name(event['Queue'])}", template)
-    event["ScalingConfig"] = {"MaximumConcurrency": int(settings["scoring_max_concurrency"])}
+    event["BatchSize"] = int(settings["scoring_batch_size"])
     event["MaximumBatchingWindowInSeconds"] = int(settings["scoring_batching_window_seconds"])
+    event["ScalingConfig"] = {"MaximumConcurrency": int(settings["scoring_max_concurrency"])}
+    if settings.get("tracing"):
+        enable_tracing(resources)
+    render_dashboards(resources, stage)
 
     props = resources["DatabaseMigrations"]["Properties"]
     props["MigrationsHash"] = migrations_hash(SHIPPED_MIGRATIONS)

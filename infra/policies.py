@@ -11,10 +11,15 @@ they drift from this table.
 
 Chalice policy files cannot hold CloudFormation intrinsics, so the ARNs here
 use `*` for the region and the account (never for an action, never a bare
-`"Resource": "*"`). That is what `chalice deploy` users get. `make package`
-(infra/package.py) rewrites each of them in the template to the exact ARN:
-`Fn::Sub` with `${AWS::Region}`/`${AWS::AccountId}`, the queue's `Fn::GetAtt`,
-and the `DatabaseSecretArn` parameter.
+`"Resource": "*"` for an action that can name its resource). That is what
+`chalice deploy` users get. `make package` (infra/package.py) rewrites each of
+them in the template to the exact ARN: `Fn::Sub` with
+`${AWS::Region}`/`${AWS::AccountId}`, the queue's `Fn::GetAtt`, and the
+`DatabaseSecretArn` parameter.
+
+A stage with `"tracing": true` in infra/stages.json also gets the two X-Ray
+actions Lambda's active tracing needs. They cannot name a resource, so theirs
+is the one `"Resource": "*"`; stages without tracing don't get them at all.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CHALICE_DIR = ROOT / ".chalice"
+STAGES_FILE = ROOT / "infra" / "stages.json"
 APP_NAME = "ad-moderation"
 STAGES = ("dev", "prod")
 QUEUE = "moderation"
@@ -58,6 +64,18 @@ SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
     "migrate": {},
 }
 FUNCTIONS = tuple(SQS_ACTIONS)
+# What Lambda's active tracing sends the function's segments with
+# (AWSXRayDaemonWriteAccess minus the sampling reads, which only the SDK uses).
+XRAY_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+
+
+def stage_table() -> dict[str, dict[str, Any]]:
+    """infra/stages.json without its `_comment` keys: the per-stage deployment settings."""
+    return {k: v for k, v in json.loads(STAGES_FILE.read_text()).items() if not k.startswith("_")}
+
+
+def tracing_enabled(stage: str) -> bool:
+    return bool(stage_table().get(stage, {}).get("tracing", False))
 
 
 def function_name(stage: str, function: str) -> str:
@@ -96,6 +114,9 @@ def policy(stage: str, function: str) -> dict[str, Any]:
         statements.append(
             {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": f"arn:aws:sqs:*:*:{queue}"}
         )
+    if tracing_enabled(stage):
+        # Lambda refuses Tracing: Active on a function whose role lacks these.
+        statements.append({"Sid": "XRayTracing", "Effect": "Allow", "Action": XRAY_ACTIONS, "Resource": "*"})
     return {"Version": "2012-10-17", "Statement": statements}
 
 

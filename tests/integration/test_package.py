@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,12 @@ from infra import check
 from infra.package import package
 
 ROOT = Path(__file__).resolve().parents[2]
+STAGES = json.loads((ROOT / "infra" / "stages.json").read_text())
+FUNCTIONS = ("APIHandler", "Score", "Reconcile", "Migrate")
+# What the app emits (Powertools Metrics, embedded metric format): the dashboard is built on exactly these.
+APP_METRICS = ("TasksSubmitted", "TasksCompleted", "TasksRetried", "TasksSentToDLQ", "TasksResent", "BatchSize",
+               "ScoringLatency", "SubmitToCompletedLatency", "TasksFailed")
+ERROR_KINDS = ("permanent", "transient", "stuck")
 CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")
 # What AWS accepts for a zip uploaded through S3.
 MAX_ZIP_BYTES = 50 * 1024 * 1024
@@ -97,10 +104,15 @@ def test_the_stage_settings_and_exact_arns_are_in_the_template(packaged: dict[st
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
         "ScalingConfig": {"MaximumConcurrency": 5},
     }
+    assert event["BatchSize"] == STAGES["dev"]["scoring_batch_size"]
+    assert event["MaximumBatchingWindowInSeconds"] == STAGES["dev"]["scoring_batching_window_seconds"]
     assert res["ModerationQueue"]["Properties"]["VisibilityTimeout"] >= 6 * score["Timeout"]
-    for name in ("APIHandler", "Score", "Reconcile", "Migrate"):
+    for name in FUNCTIONS:
         env = res[name]["Properties"]["Environment"]["Variables"]
         assert env["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"} and "DATABASE_URL" not in env
+        assert env["STAGE"] == "dev" and env["POWERTOOLS_METRICS_NAMESPACE"] == "AdModeration"
+        assert res[name]["Properties"]["Tracing"] == "PassThrough"  # dev: no X-Ray
+    assert "TracingEnabled" not in res["RestAPI"]["Properties"]
     # No policy ARN keeps a region/account wildcard after packaging.
     for logical_id, r in res.items():
         if r["Type"] != "AWS::IAM::Role":
@@ -110,6 +122,92 @@ def test_the_stage_settings_and_exact_arns_are_in_the_template(packaged: dict[st
     assert res["ScoreRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/ad-moderation-dev-score:*"
     }
+
+
+def render_join(body: dict[str, Any]) -> str:
+    """Fn::Join, with every Ref / Fn::GetAtt replaced by a stand-in: <Id> or <Id.Attr>."""
+    separator, parts = body["Fn::Join"]
+    stand_ins = {
+        str: lambda p: p,
+        dict: lambda p: f"<{p['Ref']}>" if "Ref" in p else "<{}.{}>".format(*p["Fn::GetAtt"]),
+    }
+    return str(separator).join(stand_ins[type(p)](p) for p in parts)
+
+
+def test_the_dashboard_shows_queues_functions_and_the_app_metrics(packaged: dict[str, Any]):
+    res = packaged["sam"]["Resources"]
+    text = render_join(res["OperatorDashboard"]["Properties"]["DashboardBody"])
+    body = json.loads(text)
+    assert "${" not in text.replace("${PROP('Dim.function')}", "")  # CloudWatch's dynamic label is the only one left
+    widgets = body["widgets"]
+    metrics = [m for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]]
+    plain = {(m[0], m[1], m[3]) for m in metrics if isinstance(m[0], str)}
+    for queue in ("ModerationQueue", "ModerationDLQ"):
+        assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", f"<{queue}.QueueName>") in plain
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "<ModerationQueue.QueueName>") in plain
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", "<ModerationQueue.QueueName>") in plain
+    for fn in FUNCTIONS:
+        assert {("AWS/Lambda", "Errors", f"<{fn}>"), ("AWS/Lambda", "Throttles", f"<{fn}>")} <= plain
+    expressions = [m[0]["expression"] for m in metrics if isinstance(m[0], dict)]
+    for metric in APP_METRICS:
+        assert any(f'MetricName="{metric}"' in e for e in expressions), metric
+    for kind in ERROR_KINDS:
+        assert any(f'error_kind="{kind}"' in e for e in expressions), kind
+    # Every search is on the app's namespace and dimensions, for this stage only.
+    for e in expressions:
+        assert "{AdModeration," in e and ",function,service,stage}" in e and 'service="ad-moderation" stage="dev"' in e
+    assert {s for e in expressions for s in re.findall(r"'(p\d\d)'", e)} == {"p50", "p95", "p99"}
+    # Every alarm of the stack is on the dashboard's alarm widget.
+    (alarm_widget,) = [w for w in widgets if w["type"] == "alarm"]
+    alarms = {k for k, r in res.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarm_widget["properties"]["alarms"]) == {f"<{a}.Arn>" for a in alarms}
+
+
+def test_every_function_has_an_errors_and_a_throttles_alarm(packaged: dict[str, Any]):
+    res = packaged["sam"]["Resources"]
+    alarmed = {
+        (r["Properties"]["Dimensions"][0]["Value"]["Ref"], r["Properties"]["MetricName"])
+        for r in res.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"]["Namespace"] == "AWS/Lambda"
+    }
+    assert alarmed == {(fn, metric) for fn in FUNCTIONS for metric in ("Errors", "Throttles")}
+    for r in res.values():
+        if r["Type"] == "AWS::CloudWatch::Alarm":  # all notify the same optional topic
+            assert r["Properties"]["AlarmActions"] == {
+                "Fn::If": ["HasAlarmAction", [{"Ref": "AlarmActionArn"}], {"Ref": "AWS::NoValue"}]
+            }
+
+
+def render_gateway_template(template: str) -> Any:
+    """API Gateway's rendering of a gateway response template, for the variables ours use."""
+    for var, value in {
+        "$context.httpMethod": "DELETE",
+        "$context.path": "/api/no/such/route",
+        "$context.error.messageString": json.dumps("Too Many Requests"),
+    }.items():
+        template = template.replace(var, value)
+    return json.loads(template)
+
+
+def test_api_gateway_errors_are_json_like_the_apps(packaged: dict[str, Any]):
+    """Unknown route: 404 not_found (not 403 "Missing Authentication Token"); no key: 403 forbidden."""
+    swagger = sam_transform(packaged["sam"])["Resources"]["RestAPI"]["Properties"]["Body"]
+    responses = swagger["x-amazon-apigateway-gateway-responses"]
+    rendered = {t: render_gateway_template(r["responseTemplates"]["application/json"]) for t, r in responses.items()}
+    status = {t: r.get("statusCode") for t, r in responses.items()}
+    assert status["MISSING_AUTHENTICATION_TOKEN"] == "404"
+    assert rendered["MISSING_AUTHENTICATION_TOKEN"] == {
+        "code": "not_found",
+        "message": "no such route: DELETE /api/no/such/route",
+        "detail": "no such route: DELETE /api/no/such/route",
+    }
+    assert status["INVALID_API_KEY"] == "403" and rendered["INVALID_API_KEY"]["code"] == "forbidden"
+    assert status["THROTTLED"] == "429" and rendered["THROTTLED"]["code"] == "throttled"
+    assert responses["THROTTLED"]["responseParameters"] == {"gatewayresponse.header.Retry-After": "'1'"}
+    # The defaults keep each error's own status and get the same shape.
+    assert status["DEFAULT_4XX"] is None and status["DEFAULT_5XX"] is None
+    for body in rendered.values():
+        assert set(body) == {"code", "message", "detail"} and body["message"] == body["detail"]
 
 
 def test_after_the_sam_transform(packaged: dict[str, Any]):
@@ -143,3 +241,21 @@ def test_prod_gets_its_own_limits(tmp_path: Path):
     assert sam["Resources"]["APIHandler"]["Properties"]["FunctionName"] == "ad-moderation-prod"
     assert check.check(sam) == []
     assert [v.rule for v in check.check(sam, budget=20)] == ["connection-budget"]
+    # prod traces (infra/stages.json): every function, the API stage, and the roles may send segments.
+    assert STAGES["prod"]["tracing"] is True
+    res = sam["Resources"]
+    for fn in FUNCTIONS:
+        assert res[fn]["Properties"]["Tracing"] == "Active"
+        assert res[fn]["Properties"]["Environment"]["Variables"]["STAGE"] == "prod"
+    assert res["RestAPI"]["Properties"]["TracingEnabled"] is True
+    for role in ("ApiHandlerRole", "ScoreRole", "ReconcileRole", "MigrateRole"):
+        statements = res[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        assert {"Sid": "XRayTracing", "Effect": "Allow", "Action": ["xray:PutTelemetryRecords", "xray:PutTraceSegments"],
+                "Resource": "*"} in statements
+    assert 'stage=\\"prod\\"' in render_join(res["OperatorDashboard"]["Properties"]["DashboardBody"])
+    cfn = sam_transform(sam)
+    assert cfn["Resources"]["RestAPIapiStage"]["Properties"]["TracingEnabled"] is True
+    assert cfn["Resources"]["Score"]["Properties"]["TracingConfig"] == {"Mode": "Active"}
+    assert check.check(cfn) == []
+    result = subprocess.run([CFN_LINT, str(info["template"])], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

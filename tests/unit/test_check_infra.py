@@ -10,13 +10,44 @@ import pytest
 
 from infra import check
 
+FUNCTIONS = ("Score", "APIHandler", "Reconcile", "NoDatabase")
+METRICS_ENV = {"STAGE": "dev", "POWERTOOLS_METRICS_NAMESPACE": "AdModeration"}
+
+
+def lambda_alarm(function: str, metric: str) -> dict[str, Any]:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "Namespace": "AWS/Lambda",
+            "MetricName": metric,
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function}}],
+            "Statistic": "Sum",
+            "Period": 60,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+        },
+    }
+
+
+def dashboard(functions: tuple[str, ...] = FUNCTIONS) -> dict[str, Any]:
+    """A dashboard body as `make package` writes it: Fn::Join of text and the Refs/GetAtts of queues and functions."""
+    parts: list[Any] = ['{"widgets":[{"type":"metric","properties":{"metrics":[']
+    for fn in functions:
+        parts += ['["AWS/Lambda","Errors","FunctionName","', {"Ref": fn}, '"],']
+    for queue in ("ModerationQueue", "ModerationDLQ"):
+        parts += ['["AWS/SQS","ApproximateNumberOfMessagesVisible","QueueName","', {"Fn::GetAtt": [queue, "QueueName"]}, '"],']
+    parts.append('[{"expression":"SEARCH(\'{AdModeration,function,service,stage} MetricName=\\"TasksCompleted\\" '
+                 'stage=\\"dev\\"\', \'Sum\', 60)","id":"completed"}]]}}]}')
+    return {"Type": "AWS::CloudWatch::Dashboard", "Properties": {"DashboardBody": {"Fn::Join": ["", parts]}}}
+
 
 def good_template() -> dict[str, Any]:
     """The shape `make package` produces, reduced to what the rules read."""
-    db_env = {"Variables": {"DATABASE_SECRET_ARN": {"Ref": "DatabaseSecretArn"}}}
-    return {
+    db_env = {"Variables": {"DATABASE_SECRET_ARN": {"Ref": "DatabaseSecretArn"}, **METRICS_ENV}}
+    template: dict[str, Any] = {
         "Transform": "AWS::Serverless-2016-10-31",
-        "Metadata": {"AdModeration": {"DbConnectionBudget": 20}},
+        "Metadata": {"AdModeration": {"DbConnectionBudget": 20, "Stage": "dev"}},
         "Resources": {
             "ModerationDLQ": {
                 "Type": "AWS::SQS::Queue",
@@ -57,7 +88,10 @@ def good_template() -> dict[str, Any]:
                 "Type": "AWS::Serverless::Function",
                 "Properties": {"ReservedConcurrentExecutions": 1, "Environment": copy.deepcopy(db_env)},
             },
-            "NoDatabase": {"Type": "AWS::Serverless::Function", "Properties": {}},
+            "NoDatabase": {
+                "Type": "AWS::Serverless::Function",
+                "Properties": {"Environment": {"Variables": dict(METRICS_ENV)}},
+            },
             "ScoreRole": {
                 "Type": "AWS::IAM::Role",
                 "Properties": {
@@ -78,8 +112,13 @@ def good_template() -> dict[str, Any]:
                     ]
                 },
             },
+            "OperatorDashboard": dashboard(),
         },
     }
+    for fn in FUNCTIONS:
+        for metric in ("Errors", "Throttles"):
+            template["Resources"][f"{fn}{metric}Alarm"] = lambda_alarm(fn, metric)
+    return template
 
 
 def rules(template: dict[str, Any], budget: int | None = None) -> list[str]:
@@ -177,6 +216,128 @@ def test_a_transformed_template_is_checked_too():
     assert rules(t) == ["partial-batch"]
     esm["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
     assert rules(t) == []
+    esm["BatchSize"] = 100  # no batching window
+    assert rules(t) == ["batch-size"]
+
+
+def mapping(t: dict[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = t["Resources"]["Score"]["Properties"]["Events"]["ScoreSqsEventSource"]["Properties"]
+    return props
+
+
+@pytest.mark.parametrize(
+    ("size", "window", "ok"),
+    [(1, None, True), (10, 0, True), (11, None, False), (11, 0, False), (11, 1, True), (100, 5, True),
+     (10000, 300, True), (10001, 5, False), (0, 1, False), (10, 301, False)],
+)
+def test_batch_size_and_batching_window(size: int, window: int | None, ok: bool):
+    t = good_template()
+    mapping(t)["BatchSize"] = size
+    if window is not None:
+        mapping(t)["MaximumBatchingWindowInSeconds"] = window
+    assert rules(t) == ([] if ok else ["batch-size"])
+
+
+def test_a_batch_over_ten_without_a_window_says_what_to_set():
+    t = good_template()
+    mapping(t)["BatchSize"] = 100
+    (v,) = check.check(t)
+    assert v.rule == "batch-size"
+    assert "BatchSize 100 > 10 needs MaximumBatchingWindowInSeconds >= 1 (it is 0)" in v.message
+
+
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+def test_a_function_without_an_errors_or_throttles_alarm(metric: str):
+    t = good_template()
+    del t["Resources"][f"Reconcile{metric}Alarm"]
+    (v,) = check.check(t)
+    assert v.rule == "lambda-alarms"
+    assert v.message.startswith(f"Reconcile has no alarm on AWS/Lambda {metric}")
+
+
+def test_an_alarm_on_another_function_or_metric_does_not_count():
+    t = good_template()
+    t["Resources"]["ScoreErrorsAlarm"]["Properties"]["Dimensions"][0]["Value"] = {"Ref": "APIHandler"}
+    t["Resources"]["APIHandlerThrottlesAlarm"]["Properties"]["MetricName"] = "Invocations"
+    messages = sorted(v.message for v in check.check(t))
+    assert [m.split(" (")[0] for m in messages] == [
+        "APIHandler has no alarm on AWS/Lambda Throttles",
+        "Score has no alarm on AWS/Lambda Errors",
+    ]
+
+
+def test_an_alarm_may_name_the_function_literally():
+    t = good_template()
+    t["Resources"]["Score"]["Properties"]["FunctionName"] = "ad-moderation-dev-score"
+    t["Resources"]["ScoreErrorsAlarm"]["Properties"]["Dimensions"][0]["Value"] = "ad-moderation-dev-score"
+    assert check.check(t) == []
+
+
+def test_no_dashboard():
+    t = good_template()
+    del t["Resources"]["OperatorDashboard"]
+    (v,) = check.check(t)
+    assert v.rule == "dashboard" and v.message.startswith("no AWS::CloudWatch::Dashboard")
+
+
+def test_a_dashboard_that_leaves_out_a_function_a_queue_or_the_app_metrics():
+    t = good_template()
+    t["Resources"]["OperatorDashboard"] = dashboard(functions=("Score", "APIHandler", "NoDatabase"))
+    parts = t["Resources"]["OperatorDashboard"]["Properties"]["DashboardBody"]["Fn::Join"][1]
+    parts[:] = ["some-other-queue" if p == {"Fn::GetAtt": ["ModerationDLQ", "QueueName"]} else p for p in parts]
+    parts[-1] = parts[-1].replace("AdModeration", "Other")
+    assert sorted(v.message for v in check.check(t)) == [
+        "the dashboard does not show function Reconcile",
+        "the dashboard does not show queue ModerationDLQ",
+        "the dashboard shows none of the app's metrics (namespace AdModeration)",
+    ]
+    assert set(rules(t)) == {"dashboard"}
+
+
+def test_a_fn_sub_dashboard_counts_too():
+    t = good_template()
+    text = check._dashboard_text(t["Resources"]["OperatorDashboard"]["Properties"]["DashboardBody"])
+    assert "${Reconcile}" in text and "${ModerationDLQ.QueueName}" in text
+    t["Resources"]["OperatorDashboard"]["Properties"]["DashboardBody"] = {"Fn::Sub": [text, {"Stage": "dev"}]}
+    assert check.check(t) == []
+
+
+def test_a_dashboard_may_name_resources_literally():
+    t = good_template()
+    body = {"widgets": [{"properties": {"metrics": [
+        ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "moderation"],
+        ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "moderation_dlq"],
+        *[["AWS/Lambda", "Errors", "FunctionName", f"fn-{fn}"] for fn in FUNCTIONS],
+        ["AdModeration", "TasksCompleted", "service", "ad-moderation", "function", "score", "stage", "dev"],
+    ]}}]}
+    t["Resources"]["OperatorDashboard"]["Properties"]["DashboardBody"] = json.dumps(body)
+    for fn in FUNCTIONS:
+        t["Resources"][fn]["Properties"]["FunctionName"] = f"fn-{fn}"
+    assert check.check(t) == []
+
+
+def test_functions_must_tag_their_metrics_with_the_packaged_stage():
+    t = good_template()
+    t["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]["STAGE"] = "prod"
+    del t["Resources"]["Score"]["Properties"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+    messages = sorted(v.message for v in check.check(t))
+    assert rules(t) == ["metrics-env", "metrics-env"]
+    assert messages[0].startswith("APIHandler: STAGE is 'prod', not the packaged stage 'dev'")
+    assert messages[1].startswith("Score: POWERTOOLS_METRICS_NAMESPACE is None, not 'AdModeration'")
+
+
+def test_active_tracing_needs_the_xray_actions_in_the_role():
+    t = good_template()
+    t["Resources"]["Score"]["Properties"]["Role"] = {"Fn::GetAtt": ["ScoreRole", "Arn"]}
+    t["Resources"]["Score"]["Properties"]["Tracing"] = "Active"
+    (v,) = check.check(t)
+    assert v.rule == "tracing-permissions"
+    assert "xray:PutTelemetryRecords, xray:PutTraceSegments" in v.message
+    statements = t["Resources"]["ScoreRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    statements.append(
+        {"Effect": "Allow", "Action": ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "Resource": "*"}
+    )
+    assert check.check(t) == []  # Resource "*" is fine for them: X-Ray has no resource to name
 
 
 def test_the_cli_exits_non_zero_with_one_line_per_problem(tmp_path, capsys):
@@ -191,3 +352,18 @@ def test_the_cli_exits_non_zero_with_one_line_per_problem(tmp_path, capsys):
     path.write_text(json.dumps(good_template()))
     assert check.main([str(path)]) == 0
     assert check.main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_the_cli_names_a_missing_alarm_and_a_missing_dashboard(tmp_path, capsys):
+    t = good_template()
+    # A new function with an Errors alarm but no Throttles alarm, and no dashboard at all.
+    t["Resources"]["Migrate"] = {"Type": "AWS::Serverless::Function", "Properties": {"Environment": {"Variables": METRICS_ENV}}}
+    t["Resources"]["MigrateErrorsAlarm"] = lambda_alarm("Migrate", "Errors")
+    del t["Resources"]["OperatorDashboard"]
+    path = tmp_path / "sam.json"
+    path.write_text(json.dumps(t))
+    assert check.main([str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert "FAIL [lambda-alarms] Migrate has no alarm on AWS/Lambda Throttles" in err[0]
+    assert err[1].startswith("FAIL [dashboard] no AWS::CloudWatch::Dashboard")
+    assert err[2].endswith("2 problem(s)")

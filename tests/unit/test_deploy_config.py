@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from infra import policies
-from infra.check import DEFAULT_DB_CONNECTION_BUDGET
+from infra import check, policies
+from infra.check import DEFAULT_DB_CONNECTION_BUDGET, RESOURCELESS_ACTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
@@ -30,12 +30,56 @@ def test_every_function_of_a_deployable_stage_has_its_own_least_privilege_policy
         for stmt in doc["Statement"]:
             actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
             assert not any("*" in a for a in actions), (fn, actions)
-            assert stmt["Resource"] != "*" and isinstance(stmt["Resource"], str)
+            assert isinstance(stmt["Resource"], str)
+            if stmt["Resource"] == "*":  # only for actions that cannot name a resource (X-Ray)
+                assert set(actions) <= RESOURCELESS_ACTIONS, (fn, actions)
+                continue
             # Only region and account may be wildcards (rendered exactly by `make package`).
             assert stmt["Resource"].startswith("arn:aws:") and stmt["Resource"].split(":")[3:5] == ["*", "*"]
         logs = next(s for s in doc["Statement"] if s["Sid"] == "OwnLogGroupOnly")
         assert logs["Resource"].endswith(f"/aws/lambda/{policies.function_name(stage, fn)}:*")
         assert "logs:CreateLogGroup" not in logs["Action"]
+
+
+@pytest.mark.parametrize("stage", policies.STAGES)
+def test_xray_actions_only_where_the_stage_traces(stage: str):
+    tracing = STAGES[stage]["tracing"]
+    assert isinstance(tracing, bool)
+    for fn in policies.FUNCTIONS:
+        doc = json.loads(policies.policy_file(stage, fn).read_text())
+        xray = [s for s in doc["Statement"] if any(a.startswith("xray:") for a in s["Action"])]
+        if tracing:
+            assert xray == [{"Sid": "XRayTracing", "Effect": "Allow", "Action": policies.XRAY_ACTIONS, "Resource": "*"}]
+        else:
+            assert xray == [], (stage, fn)
+    assert STAGES["dev"]["tracing"] is False  # the stage the e2e test deploys to LocalStack, which has no X-Ray
+
+
+@pytest.mark.parametrize("stage", policies.STAGES)
+def test_every_function_tags_its_metrics_with_its_stage(stage: str):
+    """The dashboard filters the app's metrics (namespace AdModeration) on the `stage` dimension."""
+    env = CONFIG["stages"][stage]["environment_variables"]
+    assert env["STAGE"] == stage
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == check.METRICS_NAMESPACE
+    assert env["POWERTOOLS_SERVICE_NAME"] == policies.APP_NAME
+    for fn, settings in CONFIG["stages"][stage]["lambda_functions"].items():  # no function overrides them
+        assert not {"STAGE", "POWERTOOLS_METRICS_NAMESPACE"} & set(settings.get("environment_variables", {})), fn
+
+
+@pytest.mark.parametrize("stage", policies.STAGES)
+def test_the_scoring_batch_is_set_in_one_place_and_is_one_sqs_accepts(stage: str):
+    """Batch size and window live in infra/stages.json only (package.py writes them into the mapping)."""
+    assert "SCORING_BATCH_SIZE" not in CONFIG["stages"][stage]["environment_variables"]
+    settings = STAGES[stage]
+    event = {
+        "Type": "SQS",
+        "Properties": {
+            "BatchSize": settings["scoring_batch_size"],
+            "MaximumBatchingWindowInSeconds": settings["scoring_batching_window_seconds"],
+        },
+    }
+    template = {"Resources": {"Score": {"Type": "AWS::Serverless::Function", "Properties": {"Events": {"Sqs": event}}}}}
+    assert list(check.check_batching(template)) == []
 
 
 def test_only_the_scoring_function_can_consume_the_queue():
