@@ -273,7 +273,16 @@ def _stack_failure(endpoint: str, stack_name: str) -> str:
     return "\n".join(reversed(failed[:15])) or "(no failed events)"
 
 
-def deploy_change_set(endpoint: str, stack_name: str, template_body: str, parameters: dict[str, str]) -> bool:
+def upload_template(endpoint: str, bucket: str, key: str, path: Path) -> str:
+    """Put the template in S3 and return its URL: CloudFormation refuses an
+    inline TemplateBody over 51,200 bytes (the packaged template, with its
+    dashboard and alarms, is larger), so it deploys by TemplateURL, as
+    `aws cloudformation deploy --s3-bucket` does on AWS."""
+    boto(endpoint, "s3").put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    return f"{endpoint.rstrip('/')}/{bucket}/{key}"
+
+
+def deploy_change_set(endpoint: str, stack_name: str, template_url: str, parameters: dict[str, str]) -> bool:
     """Create or update the stack through a change set; False if there was nothing to change.
 
     The same calls as `aws cloudformation deploy --capabilities CAPABILITY_IAM
@@ -295,7 +304,7 @@ def deploy_change_set(endpoint: str, stack_name: str, template_body: str, parame
         StackName=stack_name,
         ChangeSetName=change_set,
         ChangeSetType="CREATE" if status in (None, "REVIEW_IN_PROGRESS") else "UPDATE",
-        TemplateBody=template_body,
+        TemplateURL=template_url,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
     )
@@ -382,7 +391,8 @@ def deploy(
     t2 = time.monotonic()
     log(f"deploying stack {stack_name} (change set, as `aws cloudformation deploy` does)")
     try:
-        deploy_change_set(endpoint, stack_name, packaged.read_text(), {"DatabaseSecretArn": secret_arn})
+        url = upload_template(endpoint, bucket, f"{stack_name}/packaged-{int(time.time())}.json", packaged)
+        deploy_change_set(endpoint, stack_name, url, {"DatabaseSecretArn": secret_arn})
     except DeployError as err:
         raise DeployError(f"{err}\nFailed resources:\n{_stack_failure(endpoint, stack_name)}") from None
     timings["deploy"] = time.monotonic() - t2

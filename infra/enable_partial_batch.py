@@ -57,10 +57,11 @@ def enable(stage: str, lambda_client: Any, logs_client: Any) -> list[str]:
             UUID=m["UUID"],
             FunctionResponseTypes=["ReportBatchItemFailures"],
             ScalingConfig={"MaximumConcurrency": int(settings["scoring_max_concurrency"])},
+            BatchSize=int(settings["scoring_batch_size"]),
             MaximumBatchingWindowInSeconds=int(settings["scoring_batching_window_seconds"]),
         )
         done.append(
-            f"{m['UUID']} ({score} <- {QUEUE}): ReportBatchItemFailures, "
+            f"{m['UUID']} ({score} <- {QUEUE}): ReportBatchItemFailures, BatchSize={settings['scoring_batch_size']}, "
             f"MaximumConcurrency={settings['scoring_max_concurrency']}, "
             f"MaximumBatchingWindowInSeconds={settings['scoring_batching_window_seconds']}"
         )

@@ -226,7 +226,9 @@ def test_after_the_sam_transform(packaged: dict[str, Any]):
     assert res["ClientUsagePlan"]["DependsOn"] == ["RestAPIapiStage"] and "RestAPIapiStage" in res
     swagger = res["RestAPI"]["Properties"]["Body"]
     assert swagger["paths"]["/moderation/async_predict"]["post"]["security"] == [{"api_key": []}]
-    assert "security" not in swagger["paths"]["/moderation/moderation_result/{task_id}"]["get"]
+    # Reads need the key too (task ids are sequential); only /health is open.
+    assert swagger["paths"]["/moderation/moderation_result/{task_id}"]["get"]["security"] == [{"api_key": []}]
+    assert "security" not in swagger["paths"]["/health"]["get"]
     assert res["ScoreLogGroup"]["Properties"]["RetentionInDays"] == 30
 
 
