@@ -1,6 +1,6 @@
 """The simulated clients of `make load` (locust, headless; started by load/run.py).
 
-Each client loops: claim one submit from the shared budget (--submits), POST
+Each client connects (GET /health, reported apart), then loops: claim one submit from the shared budget (--submits), POST
 /moderation/async_predict?item_id=N for a random N of --items (expects 202
 {task_id, status, message}), then poll one of its own unfinished tasks with
 GET /moderation/moderation_result/{task_id}, round robin. When the whole
@@ -139,6 +139,10 @@ class ModerationClient(FastHttpUser):
         ModerationClient._instances += 1
         self.rng = random.Random(self.seed + ModerationClient._instances)
         self.pending: deque[int] = deque()
+        # Connect first, measured apart: `chalice local` listens with a backlog of 5,
+        # so when every client connects at once some wait for a SYN retransmit
+        # (1 s, 3 s), which would otherwise land in the first submits' latency.
+        self.client.get("/health", name="connect", headers=self.headers)
 
     @task
     def submit_then_poll(self) -> None:

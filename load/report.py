@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any
 
 TERMINAL = ("completed", "failed")
-# Request kinds, in report order: the load phase's submits and polls, then the drain's polls.
-KINDS = ("submit", "poll", "drain")
+# Request kinds, in report order: the load phase (each client's first request,
+# then submits and polls), then the drain's polls.
+KINDS = ("connect", "submit", "poll", "drain")
 KIND_LABELS = {
+    "connect": "GET  /health (each client's first: connects)",
     "submit": "POST /moderation/async_predict",
     "poll": "GET  /moderation/moderation_result/{id} (load)",
     "drain": "GET  /moderation/moderation_result/{id} (drain)",
@@ -165,7 +167,7 @@ def request_figures(samples: Iterable[Sample]) -> dict[str, Any]:
         figures: dict[str, Any] = latency_summary([s.ms for s in group])
         figures["statuses"] = _status_counts(group)
         per_kind[kind] = figures
-    load = by_kind["submit"] + by_kind["poll"]
+    load = [s for kind, group in by_kind.items() if kind != "drain" for s in group]
     load_span = (max(s.end for s in load) - min(s.start for s in load)) if load else 0.0
     everything = [s for group in by_kind.values() for s in group]
     return {
@@ -229,8 +231,8 @@ def format_report(results: dict[str, Any]) -> str:
         "",
         f"load test: {cfg['users']} clients, {load['submits_sent']}/{load['submits_planned']} submits, "
         f"items {cfg['items']}, against {cfg['url']}",
-        f"load phase   {load['requests']} requests in {load['duration_s']:.1f} s = {load['req_per_s'] or 0:.1f} req/s "
-        f"(submits and polls); drain {results['drain_phase']['requests']} polls in "
+        f"load phase   {load['requests']} requests in {load['duration_s']:.1f} s = {load['req_per_s'] or 0:.1f} req/s; "
+        f"drain {results['drain_phase']['requests']} polls in "
         f"{results['drain_phase']['duration_s']:.1f} s",
         "",
         f"  {'request':50} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses",

@@ -20,18 +20,19 @@ not run at all (nothing answers at --url, locust failed).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from load.report import MAX_ERROR_EXAMPLES, Recording, Sample, format_report, parse_items, summarise
 
@@ -62,24 +63,59 @@ class Answer:
     start: float
 
 
+# One keep-alive connection per drain thread: a new connection per request
+# would measure connection set-up too, and `chalice local` listens with a
+# backlog of 5, so bursts of connects wait for SYN retransmits (1 s, 3 s).
+_connections = threading.local()
+
+
+def _connection(scheme: str, netloc: str, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+    """This thread's connection to the host, and whether it was already open (may be stale)."""
+    key = (scheme, netloc)
+    pool: dict[tuple[str, str], http.client.HTTPConnection] = _connections.__dict__.setdefault("pool", {})
+    if key in pool:
+        return pool[key], True
+    cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    pool[key] = cls(netloc, timeout=timeout)
+    return pool[key], False
+
+
+def _drop(scheme: str, netloc: str) -> None:
+    conn = _connections.__dict__.get("pool", {}).pop((scheme, netloc), None)
+    if conn is not None:
+        conn.close()
+
+
 def get(url: str, *, api_key: str, timeout: float) -> Answer:
-    if not url.startswith(("http://", "https://")):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
         raise ValueError(f"not an HTTP URL: {url}")
-    req = urllib.request.Request(url, headers={"x-api-key": api_key} if api_key else {})  # noqa: S310 - scheme checked
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    headers = {"x-api-key": api_key} if api_key else {}
     start, t = time.time(), time.perf_counter()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked
-            status, text = resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as err:
-        status, text = err.code, err.read().decode(errors="replace")
-    except OSError as err:  # refused, reset, timed out
-        status, text = 0, repr(err)
-    return Answer(status, text, (time.perf_counter() - t) * 1000, start)
+    while True:
+        conn, reused = _connection(parts.scheme, parts.netloc, timeout)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            text = resp.read().decode(errors="replace")
+        except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out, closed while idle
+            _drop(parts.scheme, parts.netloc)
+            if reused:
+                continue  # the server closed the idle connection: once more on a new one
+            return Answer(0, repr(err), (time.perf_counter() - t) * 1000, start)
+        if resp.will_close:
+            _drop(parts.scheme, parts.netloc)
+        return Answer(resp.status, text, (time.perf_counter() - t) * 1000, start)
 
 
 def answers(url: str, timeout: float = 5) -> bool:
     """Whether anything HTTP answers at the API (any status: health may be 503)."""
-    return get(url.rstrip("/") + "/health", api_key="", timeout=timeout).status != 0
+    url = url.rstrip("/") + "/health"
+    answered = get(url, api_key="", timeout=timeout).status != 0
+    parts = urlsplit(url)
+    _drop(parts.scheme, parts.netloc)  # the drain threads open their own
+    return answered
 
 
 # --------------------------------------------------------------------------
@@ -114,17 +150,26 @@ def run_locust(args: argparse.Namespace, raw_out: Path) -> int:
 
 
 def drain(rec: Recording, url: str, *, api_key: str, timeout: float, workers: int, request_timeout: float) -> None:
-    """Poll every accepted task that is not terminal yet, until all are or time is up."""
+    """Poll the accepted tasks that are not terminal yet, oldest first, until all are or time is up.
+
+    Each round polls only the oldest few unfinished tasks (two per worker): the
+    queue is roughly first in, first out, so while those are unfinished the
+    younger ones are too, and re-reading the whole backlog every round would
+    only take CPU from the scorer being measured (on LocalStack, each read is
+    a Lambda invocation).
+    """
     started = time.monotonic()
     base = url.rstrip("/") + "/moderation/moderation_result/"
+    window = 2 * max(1, workers)
     pending = rec.not_terminal()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         while pending and time.monotonic() - started < timeout:
-            got = pool.map(lambda t: (t, get(f"{base}{t}", api_key=api_key, timeout=request_timeout)), pending)
+            oldest = pending[:window]
+            got = pool.map(lambda t: (t, get(f"{base}{t}", api_key=api_key, timeout=request_timeout)), oldest)
             for task_id, answer in got:
                 record_drain_answer(rec, task_id, answer)
             pending = rec.not_terminal()
-            if pending:
+            if any(t in pending for t in oldest):
                 time.sleep(DRAIN_INTERVAL_SECONDS)
     rec.drain_seconds = time.monotonic() - started
 
