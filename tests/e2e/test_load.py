@@ -9,15 +9,21 @@ The load tool runs as `make load` runs it, in a subprocess (locust patches the
 standard library with gevent, which must not happen inside pytest). Then: no
 response >= 500, every accepted task terminal, no verdict written twice (a
 trigger counts every transition into 'completed'), and the results file holds
-the figures.
+the figures. And, against a fake API that fails, that the tool exits non-zero.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +39,18 @@ ROOT = Path(__file__).resolve().parents[2]
 USERS, SUBMITS = 16, 300
 
 
-def run_load(url: str, out: Path, *, items: str, api_key: str = "") -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "load.run", "--url", url, "--users", str(USERS), "--submits", str(SUBMITS),
-           "--items", items, "--out", str(out), "--drain-timeout", "120"]
+def load_tool(url: str, out: Path, *args: str, api_key: str = "") -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "load.run", "--url", url, "--out", str(out), *args]
     # The key goes the way `make load` passes it: through the environment.
     env = {k: v for k, v in os.environ.items() if k != "LOAD_API_KEY"}
     if api_key:
         env["LOAD_API_KEY"] = api_key
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def run_load(url: str, out: Path, *, items: str, api_key: str = "") -> dict[str, Any]:
+    proc = load_tool(url, out, "--users", str(USERS), "--submits", str(SUBMITS), "--items", items,
+                     "--drain-timeout", "180", api_key=api_key)
     report = proc.stdout + proc.stderr
     assert out.exists(), report
     results = json.loads(out.read_text())
@@ -98,3 +108,63 @@ def test_load_on_the_deployed_stack(tmp_path_factory: pytest.TempPathFactory, tm
         assert results["config"]["api_key_sent"]
         check_results(results, deployed.database_url)
     show("deployed", results, capsys)
+
+
+class FailingAPI(BaseHTTPRequestHandler):
+    """A fake API: every third submit answers 500, and task 2 never finishes."""
+
+    submits = itertools.count(1)
+    created = datetime.now(UTC)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            return self._send(200, {"status": "ok"})
+        task_id = int(self.path.rsplit("/", 1)[1])
+        done = task_id != 2
+        self._send(200, {"task_id": task_id, "status": "completed" if done else "pending",
+                         "created_at": self.created.isoformat(),
+                         "processed_at": (self.created + timedelta(milliseconds=50)).isoformat() if done else None})
+
+    def do_POST(self) -> None:
+        n = next(self.submits)
+        if n % 3 == 0:
+            return self._send(500, {"code": "internal_error", "message": "internal error"})
+        self._send(202, {"task_id": n, "status": "pending", "message": "Moderation request accepted"})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@contextmanager
+def failing_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingAPI)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_errors_and_unfinished_tasks_fail_the_run(tmp_path: Path):
+    """What makes `make load` usable in CI: a non-zero exit, and the 5xx shouted, not buried."""
+    with failing_api() as url:
+        proc = load_tool(url, tmp_path / "results.json", "--users", "4", "--submits", "30", "--drain-timeout", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert not results["ok"]
+    assert results["by_kind"]["submit"]["statuses"] == {"202": 20, "500": 10}
+    assert results["responses_5xx"] == 10 and results["server_errors"][0]["status"] == 500
+    assert results["tasks"]["accepted"] == 20 and results["tasks"]["not_terminal_ids"] == [2]
+    assert results["tasks"]["tasks_per_s"] is None  # not every task finished: no flattering figure
+    assert "10 REQUESTS FAILED ON THE SERVER SIDE: 500: 10" in proc.stdout
+    assert "FAILED: 10 responses >= 500; 1 accepted tasks did not reach completed/failed" in proc.stdout
