@@ -139,9 +139,10 @@ class ModerationClient(FastHttpUser):
         ModerationClient._instances += 1
         self.rng = random.Random(self.seed + ModerationClient._instances)
         self.pending: deque[int] = deque()
-        # Connect first, measured apart: `chalice local` listens with a backlog of 5,
-        # so when every client connects at once some wait for a SYN retransmit
-        # (1 s, 3 s), which would otherwise land in the first submits' latency.
+        # Connect first, measured apart: a server with a short listen backlog (the
+        # standard library's default is 5, `chalice local`'s own server) makes some
+        # of the clients that connect at once wait for a SYN retransmit (1 s, 3 s),
+        # which would otherwise land in the first submits' latency.
         self.client.get("/health", name="connect", headers=self.headers)
 
     @task

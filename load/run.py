@@ -64,8 +64,8 @@ class Answer:
 
 
 # One keep-alive connection per drain thread: a new connection per request
-# would measure connection set-up too, and `chalice local` listens with a
-# backlog of 5, so bursts of connects wait for SYN retransmits (1 s, 3 s).
+# would measure connection set-up too, and behind a short listen backlog
+# (`chalice local`'s own server: 5) bursts of connects wait for SYN retransmits.
 _connections = threading.local()
 
 

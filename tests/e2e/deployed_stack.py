@@ -38,8 +38,9 @@ class Deployed:
     def post(self, path: str, *, api_key: str | None = None) -> tuple[int, Any]:
         return dl.http_json("POST", self.d.api_url + path, api_key=api_key)
 
-    def get(self, path: str) -> tuple[int, Any]:
-        return dl.http_json("GET", self.d.api_url + path)
+    def get(self, path: str, *, api_key: str | None = "") -> tuple[int, Any]:
+        """A read, with the deployment's API key unless api_key says otherwise (None: no key)."""
+        return dl.http_json("GET", self.d.api_url + path, api_key=self.d.api_key if api_key == "" else api_key)
 
     def sql(self, query: str, params: Any = None) -> list[tuple]:
         conn = psycopg2.connect(self.database_url)

@@ -75,7 +75,7 @@ def test_write_routes_need_the_api_key(deployed: Deployed):
         assert deployed.post(path)[0] == 403, path
         assert deployed.post(path, api_key="not-the-key")[0] == 403, path
     assert deployed.post("/moderation/simple_predict?item_id=2", api_key=deployed.d.api_key)[0] == 200
-    # Reads stay open.
+    # A read of an unknown task: 404 (Deployed.get sends the key, which reads may require too).
     assert deployed.get("/moderation/moderation_result/99999999")[0] == 404
 
 
