@@ -63,6 +63,16 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 bench: $(STAMP) localstack ## benchmarks: model throughput, make run start-up, submit->completed latency
 	$(PY) -m bench.run
 
+# Load test (load/): locust, headless, against `make run`'s API unless URL= is given.
+# The deployed API needs its key: make load URL=<api url> API_KEY=<key> ITEMS=1-20.
+# The key reaches the tool through the environment, so make does not echo it.
+.PHONY: load
+load: export LOAD_API_KEY := $(or $(API_KEY),$(LOAD_API_KEY))
+load: LOAD_ARGS = $(if $(URL),--url '$(URL)') $(if $(USERS),--users $(USERS)) $(if $(SUBMITS),--submits $(SUBMITS)) \
+	$(if $(ITEMS),--items '$(ITEMS)') $(if $(OUT),--out '$(OUT)')
+load: $(STAMP) ## load test (locust): URL= API_KEY= USERS=32 SUBMITS=2000 ITEMS=1-300 OUT=build/load/results.json
+	$(PY) -m load.run $(LOAD_ARGS)
+
 # --- Deployment artifact (docs/deploy.md) ------------------------------------
 # STAGE selects the Chalice stage (.chalice/config.json) and infra/stages.json entry.
 STAGE ?= dev

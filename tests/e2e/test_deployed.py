@@ -1,26 +1,21 @@
-"""End to end on the deployed topology: the packaged template and zip, deployed
-to a real LocalStack (host mode, no Docker) the way `make deploy-localstack`
-does it, with the functions running as local processes against an embedded
-PostgreSQL:
+"""End to end on the deployed topology: the packaged template and zip,
+deployed to a real LocalStack (host mode, no Docker) the way `make
+deploy-localstack` does it (tests/e2e/deployed_stack.py), with the functions
+running as local processes against an embedded PostgreSQL:
 
     API Gateway -> API Lambda -> SQS -> event source mapping -> scoring Lambda -> PostgreSQL
-
-Everything gets its own free ports and temp dirs, so this runs beside a
-developer's `make run` / `make deploy-localstack`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import pytest
-from helpers import free_port
+from deployed_stack import Deployed, deployed_stack, poll_result
 
 from infra import deploy_localstack as dl
 
@@ -28,66 +23,10 @@ pytestmark = pytest.mark.e2e
 TIMINGS: dict[str, Any] = {}
 
 
-@dataclass
-class Deployed:
-    d: dl.Deployment
-    endpoint: str
-    database_url: str
-
-    def client(self, service: str) -> Any:
-        return dl.boto(self.endpoint, service)
-
-    def post(self, path: str, *, api_key: str | None = None) -> tuple[int, Any]:
-        return dl.http_json("POST", self.d.api_url + path, api_key=api_key)
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return dl.http_json("GET", self.d.api_url + path)
-
-    def sql(self, query: str, params: Any = None) -> list[tuple]:
-        conn = psycopg2.connect(self.database_url)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(query, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    from devstack.localstack import HostLocalStack
-    from devstack.postgres import EmbeddedPostgres
-    from devstack.seed import seed_demo_data
-
-    base = tmp_path_factory.mktemp("deployed")
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    pg = EmbeddedPostgres(base / "pg", port=free_port())
-    stack = HostLocalStack(data_dir=base / "localstack", endpoint=endpoint)
-    t0 = time.monotonic()
-    database_url = pg.start()
-    try:
-        dl.ensure_plugins_installed(stack)
-        t1 = time.monotonic()
-        stack.start(extra_env=dl.lambda_executor_env(sys.executable))
-        TIMINGS["localstack_start_s"] = time.monotonic() - t1
-        d = dl.deploy(endpoint=endpoint, database_url=database_url, package_dir=base / "package", log=lambda _m: None)
-        TIMINGS.update({f"{k}_s": v for k, v in d.timings.items()})
-        assert seed_demo_data(database_url, n_ads=20) == 20
-        TIMINGS["fixture_total_s"] = time.monotonic() - t0
-        yield Deployed(d, endpoint, database_url)
-    finally:
-        stack.stop()
-        pg.stop()
-
-
-def poll_result(deployed: Deployed, task_id: int, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = deployed.get(f"/moderation/moderation_result/{task_id}")
-        assert status == 200, body
-        if body["status"] in ("completed", "failed") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.25)
+    with deployed_stack(tmp_path_factory, n_ads=20, timings=TIMINGS) as running:
+        yield running
 
 
 def test_the_stack_is_the_packaged_topology(deployed: Deployed):
@@ -136,7 +75,7 @@ def test_write_routes_need_the_api_key(deployed: Deployed):
         assert deployed.post(path)[0] == 403, path
         assert deployed.post(path, api_key="not-the-key")[0] == 403, path
     assert deployed.post("/moderation/simple_predict?item_id=2", api_key=deployed.d.api_key)[0] == 200
-    # Reads stay open.
+    # A read of an unknown task: 404 (Deployed.get sends the key, which reads may require too).
     assert deployed.get("/moderation/moderation_result/99999999")[0] == 404
 
 

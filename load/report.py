@@ -1,0 +1,277 @@
+"""The figures of a load run, from what the clients recorded: pure functions.
+
+Kept free of locust (which monkeypatches the standard library with gevent on
+import) so that run.py and the tests can use it in an ordinary process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TERMINAL = ("completed", "failed")
+# Request kinds, in report order: the load phase (each client's first request,
+# then submits and polls), then the drain's polls.
+KINDS = ("connect", "submit", "poll", "drain")
+KIND_LABELS = {
+    "connect": "GET  /health (each client's first: connects)",
+    "submit": "POST /moderation/async_predict",
+    "poll": "GET  /moderation/moderation_result/{id} (load)",
+    "drain": "GET  /moderation/moderation_result/{id} (drain)",
+}
+# Enough examples of server errors to diagnose them, without copying thousands.
+MAX_ERROR_EXAMPLES = 20
+
+
+def parse_items(spec: str) -> list[int]:
+    """Item ids from "1-300", "7" or "1-20,25,40-45"."""
+    ids: list[int] = []
+    for part in spec.replace(" ", "").split(","):
+        if not part:
+            continue
+        low, sep, high = part.partition("-")
+        try:
+            first, last = int(low), int(high) if sep else int(low)
+        except ValueError:
+            raise ValueError(f"item ids must look like 1-300 or 1,2,5-9, got {spec!r}") from None
+        if first < 1 or last < first:
+            raise ValueError(f"bad item id range {part!r} in {spec!r}")
+        ids.extend(range(first, last + 1))
+    if not ids:
+        raise ValueError(f"no item ids in {spec!r}")
+    return ids
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile: a value that was really observed."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_summary(values: Sequence[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "count": len(values),
+        "p50_ms": round(percentile(values, 50), 1),
+        "p95_ms": round(percentile(values, 95), 1),
+        "p99_ms": round(percentile(values, 99), 1),
+        "max_ms": round(max(values), 1),
+    }
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One HTTP request: status 0 means no response (connection error, timeout)."""
+
+    kind: str
+    status: int
+    ms: float
+    start: float  # epoch seconds
+
+    @property
+    def end(self) -> float:
+        return self.start + self.ms / 1000
+
+
+@dataclass
+class Recording:
+    """Everything the clients saw: the load phase (locust), then the drain."""
+
+    submits_planned: int
+    submits_sent: int = 0
+    samples: list[Sample] = field(default_factory=list)
+    # Responses >= 500 and requests without a response: kind, status, detail.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    # Accepted task id -> its latest result body (None: never read yet).
+    tasks: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    # 202 answers without a task id: the API broke its contract.
+    bad_bodies: int = 0
+    drain_seconds: float = 0.0
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Recording:
+        """The JSON the locustfile writes (see locustfile.Recorder.dump)."""
+        return cls(
+            submits_planned=int(raw["submits_planned"]),
+            submits_sent=int(raw["submits_sent"]),
+            samples=[Sample(str(k), int(s), float(ms), float(t)) for k, s, ms, t in raw["samples"]],
+            errors=list(raw["errors"]),
+            tasks={int(k): v for k, v in raw["tasks"].items()},
+            bad_bodies=int(raw.get("bad_bodies", 0)),
+        )
+
+    def not_terminal(self) -> list[int]:
+        return sorted(t for t, body in self.tasks.items() if not is_terminal(body))
+
+
+def is_terminal(body: dict[str, Any] | None) -> bool:
+    return body is not None and body.get("status") in TERMINAL
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def task_figures(tasks: dict[int, dict[str, Any] | None]) -> dict[str, Any]:
+    """Outcomes, submit->completed latency and end-to-end throughput.
+
+    Both ends come from the server (created_at at insert, processed_at at the
+    verdict), so client clocks and polling intervals do not enter the figures.
+    """
+    outcomes = Counter(body.get("status") if body else None for body in tasks.values())
+    latencies, created, processed = [], [], []
+    for body in tasks.values():
+        if not is_terminal(body):
+            continue
+        assert body is not None  # for mypy: is_terminal checked it
+        start, end = _timestamp(body.get("created_at")), _timestamp(body.get("processed_at"))
+        if start:
+            created.append(start)
+        if end:
+            processed.append(end)
+        if start and end and body["status"] == "completed":
+            latencies.append((end - start).total_seconds() * 1000)
+    not_terminal = sorted(t for t, body in tasks.items() if not is_terminal(body))
+    all_done = bool(tasks) and not not_terminal and len(created) == len(processed) == len(tasks)
+    span = (max(processed) - min(created)).total_seconds() if all_done else None
+    return {
+        "accepted": len(tasks),
+        "completed": outcomes["completed"],
+        "failed": outcomes["failed"],
+        "not_terminal": len(not_terminal),
+        "not_terminal_ids": not_terminal[:50],
+        "submit_to_completed": latency_summary(latencies),
+        # None unless every accepted task is terminal: a partial figure would flatter.
+        "first_submit_to_last_terminal_s": round(span, 3) if span is not None else None,
+        "tasks_per_s": round(len(tasks) / span, 1) if span else None,
+    }
+
+
+def request_figures(samples: Iterable[Sample]) -> dict[str, Any]:
+    by_kind: dict[str, list[Sample]] = {k: [] for k in KINDS}
+    for s in samples:
+        by_kind.setdefault(s.kind, []).append(s)
+    per_kind = {}
+    for kind, group in by_kind.items():
+        figures: dict[str, Any] = latency_summary([s.ms for s in group])
+        figures["statuses"] = _status_counts(group)
+        per_kind[kind] = figures
+    load = [s for kind, group in by_kind.items() if kind != "drain" for s in group]
+    load_span = (max(s.end for s in load) - min(s.start for s in load)) if load else 0.0
+    everything = [s for group in by_kind.values() for s in group]
+    return {
+        "load_phase": {
+            "requests": len(load),
+            "duration_s": round(load_span, 3),
+            "req_per_s": round(len(load) / load_span, 1) if load_span else None,
+        },
+        "requests_total": len(everything),
+        "by_kind": per_kind,
+        "status_counts": _status_counts(everything),
+        "responses_5xx": sum(1 for s in everything if s.status >= 500),
+        "no_response": sum(1 for s in everything if s.status == 0),
+    }
+
+
+def _status_counts(samples: Iterable[Sample]) -> dict[str, int]:
+    counts = Counter(s.status for s in samples)
+    return {("no response" if code == 0 else str(code)): n for code, n in sorted(counts.items())}
+
+
+def summarise(rec: Recording, config: dict[str, Any]) -> dict[str, Any]:
+    """The results document (build/load/results.json); "ok" is the exit status."""
+    requests = request_figures(rec.samples)
+    tasks = task_figures(rec.tasks)
+    requests["load_phase"]["submits_planned"] = rec.submits_planned
+    requests["load_phase"]["submits_sent"] = rec.submits_sent
+    problems = []
+    if requests["responses_5xx"]:
+        problems.append(f"{requests['responses_5xx']} responses >= 500")
+    if requests["no_response"]:
+        problems.append(f"{requests['no_response']} requests got no response (connection error or timeout)")
+    if tasks["not_terminal"]:
+        problems.append(f"{tasks['not_terminal']} accepted tasks did not reach completed/failed")
+    if rec.submits_sent < rec.submits_planned:
+        problems.append(f"only {rec.submits_sent} of {rec.submits_planned} submits were sent (time limit)")
+    if not tasks["accepted"]:
+        problems.append("no submit was accepted (wrong URL, item ids or API key?)")
+    if rec.bad_bodies:
+        problems.append(f"{rec.bad_bodies} submits answered 202 without a task_id")
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "config": config,
+        **requests,
+        "drain_phase": {"duration_s": round(rec.drain_seconds, 3), "requests": requests["by_kind"]["drain"]["count"]},
+        "tasks": tasks,
+        "server_errors": rec.errors[:MAX_ERROR_EXAMPLES],
+    }
+
+
+def _ms(value: Any) -> str:
+    return "      -" if value is None else f"{value:7.1f}"
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The human-readable report; the same figures as the JSON."""
+    load, tasks = results["load_phase"], results["tasks"]
+    cfg = results["config"]
+    lines = [
+        "",
+        f"load test: {cfg['users']} clients, {load['submits_sent']}/{load['submits_planned']} submits, "
+        f"items {cfg['items']}, against {cfg['url']}",
+        f"load phase   {load['requests']} requests in {load['duration_s']:.1f} s = {load['req_per_s'] or 0:.1f} req/s; "
+        f"drain {results['drain_phase']['requests']} polls in "
+        f"{results['drain_phase']['duration_s']:.1f} s",
+        "",
+        f"  {'request':50} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses",
+    ]
+    for kind, fig in results["by_kind"].items():
+        statuses = ", ".join(f"{code}: {n}" for code, n in fig["statuses"].items()) or "-"
+        lines.append(f"  {KIND_LABELS.get(kind, kind):50} {fig['count']:6d} {_ms(fig['p50_ms']):>8} "
+                     f"{_ms(fig['p95_ms']):>8} {_ms(fig['p99_ms']):>8} {_ms(fig['max_ms']):>8}  {statuses}")
+    lines.append("  status counts: " + ", ".join(f"{code}: {n}" for code, n in results["status_counts"].items()))
+    lat = tasks["submit_to_completed"]
+    lines += [
+        "",
+        f"tasks        accepted {tasks['accepted']}, completed {tasks['completed']}, failed {tasks['failed']}, "
+        f"not terminal {tasks['not_terminal']}",
+        f"submit -> completed (server created_at -> processed_at): p50 {_ms(lat['p50_ms']).strip()} ms, "
+        f"p95 {_ms(lat['p95_ms']).strip()} ms, p99 {_ms(lat['p99_ms']).strip()} ms, max {_ms(lat['max_ms']).strip()} ms",
+    ]
+    if tasks["tasks_per_s"] is not None:
+        lines.append(f"end to end   {tasks['tasks_per_s']:.1f} tasks/s ({tasks['accepted']} accepted tasks, first submit "
+                     f"to last terminal in {tasks['first_submit_to_last_terminal_s']:.1f} s)")
+    else:
+        why = "no task was accepted" if not tasks["accepted"] else "not every accepted task is terminal"
+        lines.append(f"end to end   - tasks/s ({why})")
+    lines += _loud_errors(results)
+    lines.append("")
+    lines.append("OK" if results["ok"] else "FAILED: " + "; ".join(results["problems"]))
+    return "\n".join(lines)
+
+
+def _loud_errors(results: dict[str, Any]) -> list[str]:
+    """Server errors must not hide in a table: a banner, and the first few answers."""
+    bad = results["responses_5xx"] + results["no_response"]
+    if not bad:
+        return []
+    codes = {c: n for c, n in results["status_counts"].items() if c == "no response" or int(c) >= 500}
+    lines = ["", "!" * 100, f"!!! {bad} REQUESTS FAILED ON THE SERVER SIDE: " + ", ".join(f"{c}: {n}" for c, n in codes.items())]
+    for err in results["server_errors"][:10]:
+        lines.append(f"!!!   {err['kind']} -> {err['status'] or 'no response'}: {str(err['detail'])[:200]}")
+    if len(results["server_errors"]) > 10:
+        lines.append(f"!!!   ... (up to {MAX_ERROR_EXAMPLES} examples in the JSON results)")
+    lines.append("!" * 100)
+    return lines

@@ -1,0 +1,170 @@
+"""`make load`, small: 16 concurrent clients, 300 submits, on both local topologies.
+
+(a) the `make run` stack, started as `make run` starts it (chalice local serves
+    requests on threads: the case of the connection pool);
+(b) the packaged stack deployed to LocalStack (API key, API Gateway, Lambda,
+    LocalStack's own event source mapping).
+
+The load tool runs as `make load` runs it, in a subprocess (locust patches the
+standard library with gevent, which must not happen inside pytest). Then: no
+response >= 500, every accepted task terminal, no verdict written twice (a
+trigger counts every transition into 'completed'), and the results file holds
+the figures. And, against a fake API that fails, that the tool exits non-zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deployed_stack import deployed_stack
+from e2e_stack import make_run
+from helpers import execute, install_verdict_audit
+
+from devstack.postgres import EmbeddedPostgres
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+USERS, SUBMITS = 16, 300
+
+
+def load_tool(url: str, out: Path, *args: str, api_key: str = "") -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "load.run", "--url", url, "--out", str(out), *args]
+    # The key goes the way `make load` passes it: through the environment.
+    env = {k: v for k, v in os.environ.items() if k != "LOAD_API_KEY"}
+    if api_key:
+        env["LOAD_API_KEY"] = api_key
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def run_load(url: str, out: Path, *, items: str, api_key: str = "") -> dict[str, Any]:
+    proc = load_tool(url, out, "--users", str(USERS), "--submits", str(SUBMITS), "--items", items,
+                     "--drain-timeout", "180", api_key=api_key)
+    report = proc.stdout + proc.stderr
+    assert out.exists(), report
+    results = json.loads(out.read_text())
+    # The report is the first thing to read when this fails.
+    assert proc.returncode == 0 and results["ok"], report
+    assert "req/s" in proc.stdout and "tasks/s" in proc.stdout
+    return results
+
+
+def check_results(results: dict[str, Any], database_url: str) -> None:
+    assert results["responses_5xx"] == 0 and results["no_response"] == 0, results["server_errors"]
+    assert results["load_phase"]["submits_sent"] == SUBMITS
+    tasks = results["tasks"]
+    assert tasks["accepted"] == SUBMITS, results["status_counts"]
+    assert tasks["not_terminal"] == 0 and tasks["completed"] + tasks["failed"] == SUBMITS, tasks
+    # The figures are there.
+    assert results["load_phase"]["req_per_s"] > 0 and tasks["tasks_per_s"] > 0
+    for kind in ("submit", "poll"):
+        figures = results["by_kind"][kind]
+        assert figures["count"] > 0 and 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    latency = tasks["submit_to_completed"]
+    assert latency["count"] == tasks["completed"] and latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    # A verdict is written once: one transition into 'completed' per completed task, none repeated.
+    twice = execute(database_url, "SELECT task_id, count(*) FROM verdict_writes GROUP BY task_id HAVING count(*) > 1")
+    assert twice == [], f"verdicts written more than once: {twice[:10]}"
+    (written,) = execute(database_url, "SELECT count(*) FROM verdict_writes")[0]
+    assert written == tasks["completed"]
+
+
+def show(label: str, results: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    by_kind, tasks = results["by_kind"], results["tasks"]
+    with capsys.disabled():
+        print(f"\n[load {label}] {USERS} clients x {SUBMITS} submits: {results['load_phase']['req_per_s']} req/s, "
+              f"submit p50/p95/p99 {by_kind['submit']['p50_ms']}/{by_kind['submit']['p95_ms']}/"
+              f"{by_kind['submit']['p99_ms']} ms, submit->completed p50/p99 "
+              f"{tasks['submit_to_completed']['p50_ms']}/{tasks['submit_to_completed']['p99_ms']} ms, "
+              f"{tasks['tasks_per_s']} tasks/s, statuses {results['status_counts']}")
+
+
+def test_load_on_make_run(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with make_run(tmp_path_factory) as stack:
+        database_url = EmbeddedPostgres(stack.pg_data, port=stack.pg_port).url
+        install_verdict_audit(database_url)
+        results = run_load(stack.api, tmp_path / "results.json", items="1-300")
+        check_results(results, database_url)
+    show("make run", results, capsys)
+
+
+def test_load_on_the_deployed_stack(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]):
+    with deployed_stack(tmp_path_factory, n_ads=20) as deployed:
+        install_verdict_audit(deployed.database_url)
+        # The write routes need the key there; without it every submit would be a 403.
+        results = run_load(deployed.d.api_url, tmp_path / "results.json", items="1-20", api_key=deployed.d.api_key)
+        assert results["config"]["api_key_sent"]
+        check_results(results, deployed.database_url)
+    show("deployed", results, capsys)
+
+
+class FailingAPI(BaseHTTPRequestHandler):
+    """A fake API: every third submit answers 500, and task 2 never finishes."""
+
+    submits = itertools.count(1)
+    created = datetime.now(UTC)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            return self._send(200, {"status": "ok"})
+        task_id = int(self.path.rsplit("/", 1)[1])
+        done = task_id != 2
+        self._send(200, {"task_id": task_id, "status": "completed" if done else "pending",
+                         "created_at": self.created.isoformat(),
+                         "processed_at": (self.created + timedelta(milliseconds=50)).isoformat() if done else None})
+
+    def do_POST(self) -> None:
+        n = next(self.submits)
+        if n % 3 == 0:
+            return self._send(500, {"code": "internal_error", "message": "internal error"})
+        self._send(202, {"task_id": n, "status": "pending", "message": "Moderation request accepted"})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@contextmanager
+def failing_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingAPI)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_errors_and_unfinished_tasks_fail_the_run(tmp_path: Path):
+    """What makes `make load` usable in CI: a non-zero exit, and the 5xx shouted, not buried."""
+    with failing_api() as url:
+        proc = load_tool(url, tmp_path / "results.json", "--users", "4", "--submits", "30", "--drain-timeout", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert not results["ok"]
+    assert results["by_kind"]["submit"]["statuses"] == {"202": 20, "500": 10}
+    assert results["responses_5xx"] == 10 and results["server_errors"][0]["status"] == 500
+    assert results["tasks"]["accepted"] == 20 and results["tasks"]["not_terminal_ids"] == [2]
+    assert results["tasks"]["tasks_per_s"] is None  # not every task finished: no flattering figure
+    assert "10 REQUESTS FAILED ON THE SERVER SIDE: 500: 10" in proc.stdout
+    assert "FAILED: 10 responses >= 500; 1 accepted tasks did not reach completed/failed" in proc.stdout
