@@ -52,8 +52,12 @@ def test_the_stack_is_the_packaged_topology(deployed: Deployed):
     groups = deployed.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/ad-moderation-dev")["logGroups"]
     # RetentionInDays (30) is in the template; LocalStack 2026.3 creates the groups without it.
     assert {g["logGroupName"] for g in groups} == {f"/aws/lambda/{deployed.d.function_name(f)}" for f in dl.FUNCTIONS}
-    alarms = {a["MetricName"] for a in deployed.client("cloudwatch").describe_alarms()["MetricAlarms"]}
-    assert alarms == {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"}
+    alarms = deployed.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"} <= {a["MetricName"] for a in alarms}
+    # Errors and Throttles of every function (infra/resources.json).
+    lambda_alarms = {(a["MetricName"], d["Value"]) for a in alarms for d in a.get("Dimensions", [])
+                     if d["Name"] == "FunctionName"}
+    assert {(m, deployed.d.function_name(f)) for f in dl.FUNCTIONS for m in ("Errors", "Throttles")} <= lambda_alarms
 
 
 def test_submit_with_the_api_key_and_poll_until_completed(deployed: Deployed):
@@ -159,7 +163,7 @@ def test_cold_starts_are_recorded(deployed: Deployed, capsys: pytest.CaptureFixt
     )
     payload = json.loads(out["Payload"].read())
     assert "FunctionError" not in out, payload
-    assert set(payload) == {"resent", "failed_stuck"}
+    assert set(payload) == {"resent", "unreceived", "failed_stuck"}
     deadline = time.monotonic() + 10  # logs reach CloudWatch shortly after the response
     while True:
         starts = dl.cold_starts(deployed.endpoint, "dev")
