@@ -60,8 +60,8 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 	$(PY) -m ops.dlq $(or $(ARGS),list)
 
 .PHONY: bench
-bench: $(STAMP) localstack ## benchmarks: model throughput, make run start-up, submit->completed latency
-	$(PY) -m bench.run
+bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS, profiles (ARGS="--quick", "--only cold,batch")
+	$(PY) -m bench.run $(ARGS)
 
 # --- Deployment artifact (docs/deploy.md) ------------------------------------
 # STAGE selects the Chalice stage (.chalice/config.json) and infra/stages.json entry.
