@@ -157,7 +157,7 @@ OPERATIONS: dict[str, list[tuple[str, list[str]]]] = {
         ("  enqueued_at UPDATE (mark_enqueued, 2nd transaction)", ["ModerationStore.mark_enqueued"]),
         ("  connect to PostgreSQL (pool checkout)", ["Database._checkout"]),
         ("  waiting for a free pool connection", ["Database.transaction", "Semaphore.acquire"]),
-        ("chalice local outside the view (HTTP, routing, event, response)", []),
+        ("chalice local around the view (HTTP parsing, routing, event, response)", []),
     ],
     "runner": [
         ("ReceiveMessage (poll_once -> SQS)", ["poll_once", "_api_call"]),
@@ -233,34 +233,43 @@ def _top_leaves(stacks: Counter[tuple[str, ...]], total: int, top: int) -> list[
     return [{"frame": k, "share": v / total} for k, v in leaves.most_common(top)]
 
 
+def _role_threads(role: str, stacks: Counter[tuple[str, ...]]) -> tuple[Counter[tuple[str, ...]], str]:
+    """The samples of the role's working threads, and what they are called."""
+    markers = ROLE_THREADS.get(role, [])
+    mine = Counter({f: n for f, n in stacks.items() if any(_holds(f, [m]) for m in markers)})
+    if not mine:  # the marker function was renamed: fall back to every sampled thread
+        return stacks, "all threads"
+    return mine, " / ".join(markers) + " threads"
+
+
 def spy_cpu(role: str, stacks: Counter[tuple[str, ...]], top: int = 10) -> dict[str, Any]:
-    """Where a process's CPU goes: libraries (exclusive), app operations (inclusive), hottest leaves."""
-    total = sum(stacks.values())
+    """Where the working threads' CPU goes: libraries (exclusive), app operations (inclusive), hottest leaves."""
+    mine, threads = _role_threads(role, stacks)
+    total = sum(mine.values())
     if not total:
         return {"samples": 0}
     libraries: Counter[str] = Counter()
-    for frames, n in stacks.items():
+    for frames, n in mine.items():
         libraries[_classify(frames)] += n
     return {
         "samples": total,
+        "threads": threads,
+        "share_of_process_samples": total / sum(stacks.values()),
         "libraries": [{"category": k, "share": v / total} for k, v in libraries.most_common()],
-        "operations": _operations(role, stacks, total),
-        "top_leaf_frames": _top_leaves(stacks, total, top),
+        "operations": _operations(role, mine, total),
+        "top_leaf_frames": _top_leaves(mine, total, top),
     }
 
 
 def spy_wall(role: str, stacks: Counter[tuple[str, ...]], top: int = 10) -> dict[str, Any]:
-    """Where the role's threads spend their wall time, waiting included (shares of thread-samples)."""
-    markers = ROLE_THREADS.get(role, [])
-    mine = Counter({f: n for f, n in stacks.items() if any(_holds(f, [m]) for m in markers)})
-    if not mine:  # the marker function was renamed: fall back to every sampled thread
-        mine = stacks
+    """Where the role's working threads spend their wall time, waiting included (shares of thread-samples)."""
+    mine, threads = _role_threads(role, stacks)
     total = sum(mine.values())
     if not total:
         return {"samples": 0}
     return {
         "thread_samples": total,
-        "threads": " / ".join(markers) if mine is not stacks else "all threads",
+        "threads": threads,
         "operations": _operations(role, mine, total),
         "top_leaf_frames": _top_leaves(mine, total, top),
     }

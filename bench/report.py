@@ -137,10 +137,13 @@ def e2e_lines(r: dict[str, Any]) -> list[str]:
     out.append(f"  POSTs taking >= 1 s: {e['posts_over_1s']}; kernel TCP counters while posting (whole network namespace): "
                + (", ".join(f"{k} +{v}" for k, v in tcp.items()) or "n/a")
                + " (a full listen backlog drops the SYN; the client resends it after 1 s)")
-    for name, cpu in (("e2e run", e.get("cpu")), ("raw SQS run", raw.get("cpu"))):
-        if cpu:
-            parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["cores_busy"].items())
-            out.append(f"  CPU during the {name} (cores, of {cpu['machine_cores']:.0f}): {parts}")
+    cpu_e2e, cpu_raw = e.get("cpu"), raw.get("cpu")
+    if cpu_e2e and cpu_raw:
+        out.append(f"  CPU used (cores of {cpu_e2e['machine_cores']:.0f}; from /proc, the whole run):")
+        parts = list(dict.fromkeys([*cpu_e2e["cores_busy"], *cpu_raw["cores_busy"]]))
+        out += _table(["part", "e2e run", "raw SQS run"],
+                      [[k, f"{cpu_e2e['cores_busy'].get(k, 0.0):.2f}", f"{cpu_raw['cores_busy'].get(k, 0.0):.2f}"]
+                       for k in parts], indent="    ", align="lrr")
     return out
 
 
@@ -150,20 +153,21 @@ def profile_lines(r: dict[str, Any]) -> list[str]:
            f"more tasks ({_rate(r['profiled_run']['tasks_per_s'])} tasks/s under the sampler)"]
     if "error" in p:
         return [*out, f"  not sampled: {p['error']}"]
-    out.append(f"  {p['tool']}")
+    out.append(f"  {p['tool']}; the CPU each process used is under 3.")
     for role, title in (("chalice", "chalice local (the API)"), ("runner", "runner (event source mapping + score)")):
         data = p.get(role, {})
         cpu, wall = data.get("cpu", {}), data.get("wall", {})
         out.append(f"  {title}")
         if cpu.get("samples"):
-            out.append(f"    CPU by library ({cpu['samples']} GIL samples; each sample to the first library from the leaf up):")
+            out.append(f"    CPU of the {cpu['threads']} by library ({cpu['samples']} GIL samples; each to the deepest "
+                       "library on its stack):")
             out += [f"      {_pct(x['share'])}  {x['category']}" for x in cpu["libraries"] if x["share"] >= 0.005]
             out.append("    CPU by operation (inclusive):")
             out += [f"      {_pct(x['share'])}  {x['operation']}" for x in cpu["operations"]]
             out.append("    hottest CPU frames (leaf):")
             out += [f"      {_pct(x['share'])}  {x['frame']}" for x in cpu["top_leaf_frames"][:6]]
         if wall.get("thread_samples"):
-            out.append(f"    wall time of {wall['threads']} threads by operation (waits included; "
+            out.append(f"    wall time of the {wall['threads']} by operation (waits included; "
                        f"{wall['thread_samples']} thread-samples):")
             out += [f"      {_pct(x['share'])}  {x['operation']}" for x in wall["operations"]]
             out.append("    where those threads are (leaf):")

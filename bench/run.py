@@ -44,7 +44,7 @@ DEFAULTS: dict[str, tuple[float, float]] = {
     "budget": (5.0, 2.0),  # seconds a batch-size run may take before it stops early
     "tasks": (1000, 300),  # e2e tasks
     "raw_messages": (1000, 300),  # raw SQS messages
-    "profile_tasks": (600, 200),  # e2e tasks under py-spy
+    "profile_tasks": (1500, 400),  # e2e tasks under py-spy (enough GIL samples to read)
 }
 
 
@@ -70,7 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        # rstrip only: porcelain lines start with a status column that may be a space.
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.rstrip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
