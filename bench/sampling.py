@@ -12,9 +12,9 @@ outside, so the app runs unmodified):
 - `--idle`: every thread, waiting or not: where a request's or a poller's
   wall time goes.
 Both `--nonblocking`: pausing the target at every sample (py-spy's default)
-cut the stack's throughput by four; without pausing it costs about a tenth. CPU time per process (from /proc) says which part of
-the stack uses the machine's cores, and how busy the machine is as a whole
-(other tenants too).
+cut the stack's throughput by four; without pausing it costs about a tenth.
+CPU time per process (from /proc) says which part of the stack uses the
+machine's cores, and how busy the machine is as a whole (other tenants too).
 """
 
 from __future__ import annotations
