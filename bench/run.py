@@ -44,7 +44,7 @@ DEFAULTS: dict[str, tuple[float, float]] = {
     "budget": (5.0, 2.0),  # seconds a batch-size run may take before it stops early
     "tasks": (1000, 300),  # e2e tasks
     "raw_messages": (1000, 300),  # raw SQS messages
-    "profile_tasks": (1500, 400),  # e2e tasks under py-spy (enough GIL samples to read)
+    "profile_tasks": (1000, 300),  # e2e tasks under py-spy (enough GIL samples to read)
 }
 
 
