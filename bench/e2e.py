@@ -92,6 +92,19 @@ def make_run_stack(progress: Progress) -> Iterator[Stack]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+# Lines of make run's log worth counting: the stack's own complaints under load.
+LOG_SIGNS = {
+    "botocore connection pool full (a connection to SQS thrown away)": "Connection pool is full",
+    "tracebacks": "Traceback (most recent call last)",
+    "no free database connection": "no free database connection",
+}
+
+
+def log_signs(path: Path) -> dict[str, int]:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return {label: text.count(needle) for label, needle in LOG_SIGNS.items()}
+
+
 # --- raw SQS ------------------------------------------------------------------------
 
 
@@ -332,6 +345,7 @@ def run(tasks: int, raw_messages: int, profile_tasks: int, progress: Progress) -
     progress.update(1)
     return {
         "startup_s": stack.startup_s,
+        "make_run_log": log_signs(OUT_DIR / "make-run.log") | {"file": "build/bench/make-run.log"},
         "raw_sqs": raw,
         "e2e": e2e,
         "ratio_e2e_to_raw_sqs": e2e["tasks_per_s"] / raw["msg_per_s"] if raw["msg_per_s"] else float("nan"),

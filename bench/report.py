@@ -138,6 +138,9 @@ def e2e_lines(r: dict[str, Any]) -> list[str]:
     out.append(f"  POSTs taking >= 1 s: {e['posts_over_1s']}; kernel TCP counters while posting (whole network namespace): "
                + (", ".join(f"{k} +{v}" for k, v in tcp.items()) or "n/a")
                + " (a full listen backlog drops the SYN; the client resends it after 1 s)")
+    signs = r.get("make_run_log", {})
+    out.append("  make run's log over the whole section: "
+               + ", ".join(f"{k}: {v}" for k, v in signs.items() if k != "file") + f" ({signs.get('file')})")
     cpu_e2e, cpu_raw = e.get("cpu"), raw.get("cpu")
     if cpu_e2e and cpu_raw:
         out.append(f"  CPU used (cores of {cpu_e2e['machine_cores']:.0f}; from /proc, the whole run):")
