@@ -132,8 +132,9 @@ def _module_exists(name: str) -> bool:
         return False
 
 
-def importtime_top(n: int = 10) -> list[dict[str, Any]]:
-    """The n biggest cumulative imports of `import app` (python -X importtime, one run)."""
+def importtime(n: int = 10) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`import app` under python -X importtime (one run): the n biggest cumulative imports,
+    and the n top-level packages whose own modules take longest (self time summed)."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import app"], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     rows: list[dict[str, Any]] = []
@@ -145,7 +146,12 @@ def importtime_top(n: int = 10) -> list[dict[str, Any]]:
         depth = (len(name) - len(name.lstrip()) - 1) // 2
         rows.append({"module": name.strip(), "depth": depth, "self_ms": int(self_us) / 1000,
                      "cumulative_ms": int(cumulative_us) / 1000})
-    return sorted(rows, key=lambda r: r["cumulative_ms"], reverse=True)[:n]
+    packages: dict[str, float] = {}
+    for r in rows:
+        top = r["module"].split(".")[0]
+        packages[top] = packages.get(top, 0.0) + r["self_ms"]
+    by_package = [{"package": k, "self_ms": v} for k, v in sorted(packages.items(), key=lambda kv: kv[1], reverse=True)]
+    return sorted(rows, key=lambda r: r["cumulative_ms"], reverse=True)[:n], by_package[:n]
 
 
 def steps(runs: int) -> int:
@@ -180,7 +186,7 @@ def run(runs: int, progress: Progress) -> dict[str, Any]:
             progress.update(1)
 
     progress.set_description_str("cold start: -X importtime")
-    top = importtime_top()
+    top, by_package = importtime()
     progress.update(1)
 
     baseline = statistics.median(sklearn.runs_ms)
@@ -197,6 +203,7 @@ def run(runs: int, progress: Progress) -> dict[str, Any]:
         "functions": rows,
         "sklearn": sklearn.summary(),
         "importtime_top": top,
+        "importtime_by_package": by_package,
         "targets": {"median_ms": TARGET_MEDIAN_MS, "speedup_vs_sklearn": TARGET_SPEEDUP},
         "note": "in-process time from the first statement (interpreter start-up excluded; wall = whole process)",
     }

@@ -146,7 +146,8 @@ LIBRARY_RULES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 # Inclusive: share of samples whose stack holds this call chain (adjacent
-# frames, caller first; each element the end of a function's qualified name).
+# frames, caller first; each element the end of a function's qualified name;
+# a final "$" pins the chain to the leaf).
 # An empty chain is "inside the role's threads but outside the first chain":
 # for chalice local, its own per-request work around the view function.
 OPERATIONS: dict[str, list[tuple[str, list[str]]]] = {
@@ -157,6 +158,8 @@ OPERATIONS: dict[str, list[tuple[str, list[str]]]] = {
         ("  enqueued_at UPDATE (mark_enqueued, 2nd transaction)", ["ModerationStore.mark_enqueued"]),
         ("  connect to PostgreSQL (pool checkout)", ["Database._checkout"]),
         ("  waiting for a free pool connection", ["Database.transaction", "Semaphore.acquire"]),
+        # The leaf is transaction() itself when it waits in C: `with conn` committing.
+        ("  COMMIT (both transactions)", ["_GeneratorContextManager.__exit__", "Database.transaction", "$"]),
         ("chalice local around the view (HTTP parsing, routing, event, response)", []),
     ],
     "runner": [
@@ -206,6 +209,10 @@ def _classify(frames: tuple[str, ...]) -> str:
 
 def _holds(frames: tuple[str, ...], chain: list[str]) -> bool:
     names = [_function(f) for f in frames]
+    if chain and chain[-1] == "$":
+        chain = chain[:-1]
+        return len(names) >= len(chain) and all(
+            n.endswith(part) for n, part in zip(names[len(names) - len(chain):], chain, strict=True))
     for i in range(len(names) - len(chain) + 1):
         if all(names[i + j].endswith(part) for j, part in enumerate(chain)):
             return True

@@ -69,6 +69,9 @@ def cold_lines(r: dict[str, Any]) -> list[str]:
                "indented = imported by the line above):")
     for m in r["importtime_top"]:
         out.append(f"    {m['cumulative_ms']:7.1f} ms  (self {m['self_ms']:5.1f})  {'  ' * m['depth']}{m['module']}")
+    if r.get("importtime_by_package"):
+        out.append("  the same run by top-level package (own time of its modules): "
+                   + ", ".join(f"{p['package']} {p['self_ms']:.0f} ms" for p in r["importtime_by_package"]))
     return out
 
 
