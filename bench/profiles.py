@@ -166,6 +166,7 @@ OPERATIONS: dict[str, list[tuple[str, list[str]]]] = {
         ("ReceiveMessage (poll_once -> SQS)", ["poll_once", "_api_call"]),
         ("Scorer.handle (the score Lambda)", ["Scorer.handle"]),
         ("  claim + write transaction (score_batch)", ["ModerationStore.score_batch"]),
+        ("    of which COMMIT", ["_GeneratorContextManager.__exit__", "Database.transaction", "$"]),
         ("  connect to PostgreSQL (pool checkout)", ["Database._checkout"]),
         ("  waiting for a free pool connection", ["Database.transaction", "Semaphore.acquire"]),
         ("  model (Scorer._score)", ["Scorer._score"]),
