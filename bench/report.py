@@ -85,20 +85,22 @@ def batch_lines(r: dict[str, Any]) -> list[str]:
         target = r["targets"].get(str(sc["batch"]))
         verdict = f">= {target:.0f}x {_verdict(sc['ratio_to_batch1'] >= target)}" if target else ""
         rows.append([str(sc["batch"]), _rate(sc["msg_per_s"]), f"{sc['ratio_to_batch1']:.1f}x", verdict,
-                     f"{sc['ms_per_batch_p50']:.1f} / {sc['ms_per_batch_p95']:.1f}",
+                     f"{sc['ms_per_batch_p50']:.1f} / {sc['ms_per_batch_p95']:.1f}", f"{sc['cpu_ms_per_message'] * 1000:.0f}",
                      _rate(pg["msg_per_s"]), f"{pg['ratio_to_batch1']:.1f}x",
                      _rate(kept["msg_per_s"]), f"{kept['ratio_to_batch1']:.1f}x",
                      f"{sc['messages']} / {sc['completed']}"])
-    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "ms/batch p50/p95", "PG alone msg/s", "x b1",
+    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "ms/batch p50/p95", "CPU us/msg", "PG alone msg/s", "x b1",
                    "PG kept conn msg/s", "x b1", "msgs / completed"], rows)
+    out.append("  scorer rows: median of 3 rounds interleaved across sizes; CPU us/msg: this process's CPU (scorer + driver)")
     out.append("  PG alone: the same claim + write transaction via ModerationStore.score_batch with a trivial decide, "
                "through the app's Database")
     out.append("  PG kept conn: the same, over one connection kept open (no per-transaction connection handling): the ceiling")
     lg = r["logging"]
-    out.append(f"  logging (batch 100, median of {lg['rounds']} alternated rounds, logs to /dev/null): "
-               f"{_rate(lg['msg_per_s_logs_off'])} msg/s off, {_rate(lg['msg_per_s_logs_on'])} msg/s on = "
-               f"{lg['ms_per_message_cost'] * 1000:.0f} us per message, {_pct(lg['share_of_time_logs_on']).strip()} "
-               "of the scorer's time with logs on")
+    out.append(f"  logging (batch 100, {lg['rounds']} alternated rounds, logs to /dev/null): "
+               f"{_rate(lg['msg_per_s_logs_off'])} msg/s off, {_rate(lg['msg_per_s_logs_on'])} msg/s on; "
+               f"CPU {lg['cpu_ms_per_message_logs_off'] * 1000:.0f} -> {lg['cpu_ms_per_message_logs_on'] * 1000:.0f} us "
+               f"per message = {lg['ms_per_message_cost'] * 1000:.0f} us, {_pct(lg['share_of_cpu_logs_on']).strip()} "
+               "of the scorer process's CPU with logs on")
     out += _scorer_profile_lines(r["profile"])
     return out
 
