@@ -60,8 +60,8 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 	$(PY) -m ops.dlq $(or $(ARGS),list)
 
 .PHONY: bench
-bench: $(STAMP) localstack ## benchmarks: model throughput, make run start-up, submit->completed latency
-	$(PY) -m bench.run
+bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS, profiles (ARGS="--quick", "--only cold,batch")
+	$(PY) -m bench.run $(ARGS)
 
 # Load test (load/): locust, headless, against `make run`'s API unless URL= is given.
 # The deployed API needs its key: make load URL=<api url> API_KEY=<key> ITEMS=1-20.

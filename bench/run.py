@@ -1,119 +1,151 @@
-"""`make bench`: how fast is it, on this machine?
+"""`make bench`: how fast is ad-moderation on this machine, and where does the time go?
 
-1. The model in pure Python: ads scored per second, single and in batches of 10.
-2. The whole stack, started as `make run` starts it (own ports and state dir):
-   N tasks submitted over HTTP; POST latency, submit -> completed latency
-   (processed_at - created_at, from the database) and throughput.
+One run, three sections (pick with --only):
 
-Prints a table; asserts nothing (speed is reported, not tested).
+  cold   cold start per deployed function in fresh interpreters, against
+         loading the scikit-learn pipeline the usual way (bench/cold.py)
+  batch  Scorer.handle throughput at batch 1, 10, 100 on real PostgreSQL with
+         SQS stubbed, PostgreSQL alone as the ceiling, cost of logging, and a
+         cProfile of batch 100 (bench/batch.py)
+  e2e    one `make run` stack: raw SQS rate of its LocalStack, 32 concurrent
+         HTTP clients end to end, and py-spy samples of chalice local and the
+         runner under that load (bench/e2e.py, bench/sampling.py)
+
+Prints a table, writes build/bench/results.json and build/bench/bench.png.
+Reports; asserts nothing. Figures on a shared machine are indicative.
+
+  make bench                       # everything, a few minutes
+  make bench ARGS="--quick"        # smaller runs, about a minute and a half
+  make bench ARGS="--only batch"   # one section (or several: cold,e2e)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import socket
-import statistics
+import platform
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import batch, cold, e2e, report
+from bench.common import OUT_DIR, ROOT, Progress
 
+SECTIONS = ("cold", "batch", "e2e")
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def bench_model(n: int) -> None:
-    from chalicelib.model import load_model
-    from training.dataset import generate_ads
-
-    model = load_model()
-    ads = [a.features() for a in generate_ads(n, 99)]
-    t = time.perf_counter()
-    for ad in ads:
-        model.predict_proba([ad])
-    single = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for i in range(0, n, 10):
-        model.predict_proba(ads[i : i + 10])
-    batched = n / (time.perf_counter() - t)
-    print(f"model            {single:10.0f} ads/s one at a time, {batched:10.0f} ads/s in batches of 10")
+# (full run, --quick)
+DEFAULTS: dict[str, tuple[float, float]] = {
+    "runs": (7, 3),  # cold starts per function
+    "messages": (1000, 300),  # messages per batch size (at least 10 batches)
+    "budget": (5.0, 2.0),  # seconds a batch-size run may take before it stops early
+    "tasks": (1000, 300),  # e2e tasks
+    "raw_messages": (1000, 300),  # raw SQS messages
+    "profile_tasks": (1000, 300),  # e2e tasks under py-spy (enough GIL samples to read)
+}
 
 
-def bench_stack(n: int) -> None:
-    import psycopg2
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (defaults in brackets below)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    for name, (full, quick) in DEFAULTS.items():
+        kind = float if name == "budget" else int
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"default {full} [{quick}]")
+    args = parser.parse_args(argv)
+    for name, (full, quick) in DEFAULTS.items():
+        if getattr(args, name) is None:
+            kind = float if name == "budget" else int
+            setattr(args, name, kind(quick if args.quick else full))
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    return args
 
-    api_port, pg_port, aws_port = free_port(), free_port(), free_port()
-    state = tempfile.mkdtemp(prefix="bench-")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
-    env.update(LOCAL_STATE_DIR=state, EMBEDDED_PG_PORT=str(pg_port), AWS_ENDPOINT_URL=f"http://127.0.0.1:{aws_port}")
-    log = Path(state) / "make-run.log"
-    started = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "devstack.run", "--port", str(api_port)], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+
+def _git(*args: str) -> str:
     try:
-        while "ready in" not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() - started > 240:
-                raise SystemExit(f"stack did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-        startup = time.monotonic() - started
-        api = f"http://127.0.0.1:{api_port}"
-        post_ms, ids = [], []
-        t0 = time.monotonic()
-        for i in range(n):
-            req = urllib.request.Request(f"{api}/moderation/async_predict?item_id={i % 300 + 1}", data=b"", method="POST")
-            t = time.perf_counter()
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                ids.append(json.loads(resp.read())["task_id"])
-            post_ms.append((time.perf_counter() - t) * 1000)
-        submit_s = time.monotonic() - t0
-        url = f"postgresql://postgres@127.0.0.1:{pg_port}/moderation"
-        while True:
-            with psycopg2.connect(url) as conn, conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM moderation_results WHERE status NOT IN ('completed','failed')")
-                if cur.fetchone()[0] == 0:
-                    break
-            conn.close()
-            time.sleep(0.2)
-        drained_s = time.monotonic() - t0
-        with psycopg2.connect(url) as conn, conn.cursor() as cur:
-            cur.execute("SELECT extract(epoch FROM processed_at - created_at) * 1000 FROM moderation_results")
-            latency_ms = [float(r[0]) for r in cur.fetchall()]
-        conn.close()
-        print(f"make run start   {startup:10.1f} s (embedded Postgres + LocalStack host mode + chalice local + runner)")
-        print(f"POST async       p50 {statistics.median(post_ms):7.1f} ms  p95 {pct(post_ms, 95):7.1f} ms  "
-              f"({n} sequential requests in {submit_s:.1f} s)")
-        print(f"submit->completed p50 {statistics.median(latency_ms):6.1f} ms  p95 {pct(latency_ms, 95):7.1f} ms  "
-              f"max {max(latency_ms):7.1f} ms")
-        print(f"throughput       {n / drained_s:10.1f} tasks/s end to end (one runner, one chalice local)")
+        # rstrip only: porcelain lines start with a status column that may be a space.
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.rstrip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _commit() -> tuple[str, list[str]]:
+    """The commit measured, and the tracked files that differ from it (what was really measured)."""
+    changed = [line[3:] for line in _git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    sha = _git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + ("+changes" if changed else ""), changed
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    commit, changed = _commit()
+    return {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "uncommitted_changes": changed,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
+        "options": {k: getattr(args, k) for k in ("quick", "sections", *DEFAULTS)},
+        "skipped_sections": [s for s in SECTIONS if s not in args.sections],
+    }
+
+
+def _progress(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+
+
+def run_sections(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each section on its own: one that fails is reported, the others still run."""
+    jobs = {
+        "cold": lambda: cold.run(args.runs, progress),
+        "batch": lambda: batch.run(args.messages, args.budget, progress),
+        "e2e": lambda: e2e.run(args.tasks, args.raw_messages, args.profile_tasks, progress),
+    }
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in SECTIONS:
+        if name not in args.sections:
+            continue
+        try:
+            results[name] = jobs[name]()
+        except Exception as exc:  # noqa: BLE001 - report it and carry on with the next section
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            (OUT_DIR / f"{name}-error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+    return results, errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    steps = {"cold": cold.steps(args.runs), "batch": batch.steps(), "e2e": e2e.steps()}
+    started = time.monotonic()
+    meta = _meta(args)
+    bar = _progress(sum(steps[s] for s in args.sections))
+    try:
+        results, errors = run_sections(args, bar)
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=300)
-    parser.add_argument("--ads", type=int, default=5000)
-    args = parser.parse_args()
-    bench_model(args.ads)
-    bench_stack(args.tasks)
+        bar.close()
+    meta["seconds"] = time.monotonic() - started
+    everything: dict[str, Any] = {"meta": meta, **results}
+    if errors:
+        everything["errors"] = errors
+    json_path, png_path = OUT_DIR / "results.json", OUT_DIR / "bench.png"
+    report.write_json(everything, json_path)
+    report.write_chart(everything, png_path)
+    print(report.render(everything))
+    print(f"wrote {report.relative(json_path)} and {report.relative(png_path)}")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
