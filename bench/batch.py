@@ -217,10 +217,10 @@ def build_rig(url: str) -> Rig:
     return Rig(url, scorer, store, queue)
 
 
-def _complete_all(claimed: dict[int, Any], _locked_elsewhere: set[int]) -> list[Any]:
-    from chalicelib.storage import COMPLETED, TaskUpdate
+def _complete_all(claimed: dict[int, Any], _locked_elsewhere: set[int]) -> Any:
+    from chalicelib.storage import COMPLETED, BatchWrite, TaskUpdate
 
-    return [TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed]
+    return BatchWrite([TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed], [])
 
 
 class KeptConnection:

@@ -154,7 +154,7 @@ OPERATIONS: dict[str, list[tuple[str, list[str]]]] = {
     "chalice": [
         ("POST /async_predict view (all the app does)", ["async_predict"]),
         ("  INSERT task (create_task transaction)", ["ModerationStore.create_task"]),
-        ("  SendMessage (TaskQueue.send_tasks)", ["TaskQueue.send_tasks"]),
+        ("  SendMessage (TaskQueue.send_task)", ["TaskQueue.send_task"]),
         ("  enqueued_at UPDATE (mark_enqueued, 2nd transaction)", ["ModerationStore.mark_enqueued"]),
         ("  connect to PostgreSQL (pool checkout)", ["Database._checkout"]),
         ("  waiting for a free pool connection", ["Database.transaction", "Semaphore.acquire"]),

@@ -12,8 +12,9 @@ directly in the format Lambda expects: {"batchItemFailures": [...]}.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from chalicelib import metrics
@@ -74,8 +75,7 @@ class Scorer:
             decisions = whole_batch_failure(deliveries, error, max_receive)
             self._fail_exhausted(decisions)
         self._back_off(decisions)
-        for d in decisions:
-            _log_outcome(d)
+        _log_outcomes(decisions)
         _emit_metrics(decisions, ages, (time.perf_counter() - started) * 1000)
         return {
             "batchItemFailures": [
@@ -166,9 +166,37 @@ class Scorer:
             self._queue.change_visibility(changes)
 
 
-def _log_outcome(d: Decision) -> None:
+def _log_outcomes(decisions: Sequence[Decision]) -> None:
+    """One line per batch for the completed tasks (their ids and request ids),
+    one line per message for every other outcome.
+
+    A line per completed message was ~40 % of the scorer's CPU at batch 100
+    (Powertools formats each record); the happy path is summarised, anything
+    unusual keeps its own line, and every task's request id is in the logs
+    either way. POWERTOOLS_LOG_LEVEL=DEBUG adds a line per completed message.
+    """
+    completed = [d for d in decisions if d.outcome is Outcome.COMPLETED]
+    if completed:
+        logger.info(
+            "batch scored",
+            extra={
+                "outcome": Outcome.COMPLETED.value,
+                "completed": len(completed),
+                "batch_size": len(decisions),
+                "task_ids": [d.task_id for d in completed],
+                "request_ids": [d.delivery.request_id for d in completed],
+            },
+        )
+    for d in decisions:
+        if d.outcome is not Outcome.COMPLETED:
+            _log_outcome(d, logger.info)
+        elif logger.log_level <= logging.DEBUG:
+            _log_outcome(d, logger.debug)
+
+
+def _log_outcome(d: Decision, log: Callable[..., None]) -> None:
     msg = d.delivery.message
-    logger.info(
+    log(
         "message outcome",
         extra={
             "outcome": d.outcome.value,

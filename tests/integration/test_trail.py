@@ -31,7 +31,7 @@ class CrashingModel:
 def client(app_env):
     from app import app
 
-    with Client(app) as c:
+    with Client(app, stage_name="local") as c:  # the stage make run serves
         yield c
 
 
@@ -93,8 +93,9 @@ def test_a_completed_task_shows_its_trail_and_its_request_id_reaches_the_scorer_
     assert {e["request_id"] for e in trail["events"]} == {request_id}
     assert trail["events"][1]["message_id"] == records[0]["messageId"] == trail["events"][2]["message_id"]
 
-    [outcome] = [r for r in caplog.records if r.getMessage() == "message outcome" and getattr(r, "task_id", None) == task_id]
-    assert outcome.request_id == request_id and outcome.outcome == "completed"  # type: ignore[attr-defined]
+    # Completed tasks are summarised per batch, with their request ids.
+    [summary] = [r for r in caplog.records if r.getMessage() == "batch scored"]
+    assert summary.task_ids == [task_id] and summary.request_ids == [request_id]  # type: ignore[attr-defined]
     lines = json_lines(capsys.readouterr().out)
     # Metrics, read back from the log lines (CloudWatch embedded metric format).
     [submitted] = emf(lines, "api_handler")
@@ -107,7 +108,7 @@ def test_a_completed_task_shows_its_trail_and_its_request_id_reaches_the_scorer_
     assert ["function", "stage", "service"] in scored["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
 
 
-def test_retries_exhaustion_and_a_redrive_are_all_in_the_trail(client, app_env, sqs, capsys):
+def test_retries_exhaustion_and_a_redrive_are_all_in_the_trail(client, app_env, sqs, capsys, caplog):
     item_id = insert_ad(app_env)
     task_id = submit(client, item_id)
     store, queue = deps.store(), deps.queue()
@@ -142,6 +143,9 @@ def test_retries_exhaustion_and_a_redrive_are_all_in_the_trail(client, app_env, 
     assert [e["attempt"] for e in events if e["kind"] == "attempt"] == [1, 2, 3, 1]
     assert "model crashed" in events[2]["error"]
 
+    # Each unusual outcome has its own line, with the request id of the submit.
+    retries = [r for r in caplog.records if r.getMessage() == "message outcome" and r.outcome == "retry"]  # type: ignore[attr-defined]
+    assert len(retries) == 2 and {r.request_id for r in retries} == {events[0]["request_id"]}  # type: ignore[attr-defined]
     lines = json_lines(capsys.readouterr().out)
     failed_docs = [d for d in emf(lines, "score") if "TasksFailed" in d]
     assert [(d["error_kind"], d["TasksFailed"]) for d in failed_docs] == [("transient", [1.0])]
