@@ -86,12 +86,15 @@ class Model:
     def _text_terms(self, text: str) -> list[float]:
         """Contributions tfidf_j * coef_j of the in-vocabulary terms, after l2 normalisation."""
         weighted: list[tuple[float, float]] = []  # (tf * idf, coef)
+        terms, sublinear = self.terms, self.sublinear_tf
         for term, count in Counter(self._ngrams(text)).items():
-            if term in self.terms:  # out-of-vocabulary n-grams are dropped, as in sklearn
-                idf, c = self.terms[term]
-                tf = 1.0 + math.log(count) if self.sublinear_tf else float(count)
+            known = terms.get(term)
+            if known is not None:  # out-of-vocabulary n-grams are dropped, as in sklearn
+                idf, c = known
+                # 1 + log(1) is exactly 1.0: most terms occur once, skip the log.
+                tf = (1.0 + math.log(count) if count > 1 else 1.0) if sublinear else float(count)
                 weighted.append((tf * idf, c))
-        norm = math.sqrt(math.fsum(v * v for v, _ in weighted))
+        norm = math.sqrt(math.fsum([v * v for v, _ in weighted]))
         if norm == 0.0:  # no known terms: sklearn leaves the row all-zero
             return []
         return [(v / norm) * c for v, c in weighted]
