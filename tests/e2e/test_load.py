@@ -19,18 +19,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deployed_stack import deployed_stack
 from e2e_stack import make_run
-from helpers import execute, install_verdict_audit
+from helpers import execute, http_server, install_verdict_audit
 
 from devstack.postgres import EmbeddedPostgres
 
@@ -143,21 +140,9 @@ class FailingAPI(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def failing_api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingAPI)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_server_errors_and_unfinished_tasks_fail_the_run(tmp_path: Path):
     """What makes `make load` usable in CI: a non-zero exit, and the 5xx shouted, not buried."""
-    with failing_api() as url:
+    with http_server(FailingAPI) as url:
         proc = load_tool(url, tmp_path / "results.json", "--users", "4", "--submits", "30", "--drain-timeout", "1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     results = json.loads((tmp_path / "results.json").read_text())

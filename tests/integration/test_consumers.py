@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import http.server
 import io
-import threading
 import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from helpers import http_server
 
 from devstack.consumers import QueueConsumedError, ensure_no_other_consumer
 
@@ -81,13 +81,8 @@ def no_lambda_api() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(NotFound) as url:
+        yield url
 
 
 def test_an_endpoint_without_a_lambda_api_has_no_mappings(sqs, no_lambda_api: str):
