@@ -93,6 +93,19 @@ class TaskQueue:
             sent.extend(int(ok["Id"]) for ok in resp.get("Successful", []))
         return sent
 
+    def send_tasks_best_effort(self, tasks: Sequence[tuple[int, int]]) -> list[int]:
+        """send_tasks, one SendMessageBatch per 10, where a failed call does not
+        stop the next: the task ids SQS accepted. For callers that leave the
+        rest to the reconciler (batch submit), which must still learn which
+        chunks went through so only those are marked enqueued."""
+        sent: list[int] = []
+        for chunk in _chunks(tasks):
+            try:
+                sent.extend(self.send_tasks(chunk))
+            except TransientError as exc:
+                logger.warning("batch send failed for %d task(s): %s", len(chunk), exc.message)
+        return sent
+
     def send_task(self, task_id: int, item_id: int) -> None:
         if not self.send_tasks([(task_id, item_id)]):
             raise TransientError(f"queue {self._names['queue']} refused task {task_id}")
