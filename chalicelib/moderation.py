@@ -5,9 +5,10 @@ Each returns plain JSON-ready dicts; errors are domain errors (chalicelib.errors
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.errors import AdNotFound, ModerationError, TaskNotFound, TransientError
+from chalicelib.errors import AdNotFound, IdempotencyKeyMismatch, ModerationError, TaskNotFound, TransientError
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
@@ -45,6 +46,64 @@ class ModerationService:
         task_id = self._store.create_task(item_id)
         if task_id is None:
             raise AdNotFound(f"advertisement {item_id} not found")
+        self._enqueue(task_id, item_id)
+        return accepted_view(task_id)
+
+    def submit_once(self, item_id: int, idempotency_key: str) -> tuple[dict[str, Any], bool]:
+        """submit under an Idempotency-Key: (the 202 body, replayed).
+
+        A key seen before answers with its first request's body and sends
+        nothing; if that first send was lost, the reconciler re-sends it as for
+        any task. A key first used for another item is a client bug: 409.
+        """
+        keyed = self._store.create_task_once(item_id, idempotency_key)
+        if keyed.task_id is None:
+            raise AdNotFound(f"advertisement {item_id} not found")
+        if keyed.item_id != item_id:
+            raise IdempotencyKeyMismatch(
+                f"Idempotency-Key was already used for item_id {keyed.item_id}, not {item_id}: "
+                "use a new key for each request"
+            )
+        if not keyed.replayed:
+            self._enqueue(keyed.task_id, item_id)
+        return accepted_view(keyed.task_id), keyed.replayed
+
+    def submit_batch(self, item_ids: Sequence[int]) -> dict[str, Any]:
+        """Tasks for many ads: stored in one transaction, sent ten per
+        SendMessageBatch, marked enqueued once sent. A send that fails is left
+        to the reconciler (the tasks stay accepted), as in submit.
+
+        One result per requested item, in request order.
+        """
+        task_ids = self._store.create_tasks(item_ids)
+        created = [(t, i) for t, i in zip(task_ids, item_ids, strict=True) if t is not None]
+        if created:
+            sent = self._send_created(created)
+            if len(sent) < len(created):
+                logger.warning(
+                    "batch stored but partly not enqueued; the reconciler will re-send the rest",
+                    extra={"tasks": len(created), "sent": len(sent)},
+                )
+        items: list[dict[str, Any]] = [
+            {"item_id": i, "task_id": t, "status": "pending"}
+            if t is not None
+            else {"item_id": i, "error": {"code": AdNotFound.code, "message": f"advertisement {i} not found"}}
+            for t, i in zip(task_ids, item_ids, strict=True)
+        ]
+        return {"items": items, "accepted": len(created), "rejected": len(items) - len(created)}
+
+    def _send_created(self, created: list[tuple[int, int]]) -> list[int]:
+        sent = self._queue.send_tasks_best_effort(created)
+        if sent:
+            try:
+                self._store.mark_enqueued(sent)
+            except ModerationError as exc:
+                # Sent but not marked: the reconciler re-sends them; the scorer
+                # takes the duplicates as duplicates.
+                logger.warning("could not mark the batch enqueued", extra={"error": exc.message})
+        return sent
+
+    def _enqueue(self, task_id: int, item_id: int) -> None:
         try:
             self._queue.send_task(task_id, item_id)
             self._store.mark_enqueued([task_id])
@@ -53,7 +112,6 @@ class ModerationService:
                 "task stored but not enqueued; the reconciler will re-send it",
                 extra={"task_id": task_id, "item_id": item_id, "error": exc.message},
             )
-        return {"task_id": task_id, "status": "pending", "message": ACCEPTED_MESSAGE}
 
     def result(self, task_id: int) -> dict[str, Any]:
         task = self._store.get_task(task_id)
@@ -84,6 +142,10 @@ class ModerationService:
         if down:
             body.update(code="dependency_unavailable", message=f"down: {', '.join(down)}")
         return not down, body
+
+
+def accepted_view(task_id: int) -> dict[str, Any]:
+    return {"task_id": task_id, "status": "pending", "message": ACCEPTED_MESSAGE}
 
 
 def task_view(task: Task) -> dict[str, Any]:
