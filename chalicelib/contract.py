@@ -20,13 +20,29 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictBool, StrictInt, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool, StrictInt, WithJsonSchema
 
 from chalicelib.features import MAX_CATEGORY, MAX_DESCRIPTION_CHARS, MAX_IMAGES, MAX_NAME_CHARS, MIN_CATEGORY, AdFeatures
 
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's `integer` is any number without a fractional part, so
+    `1881.0` is one (the fuzzer sent it; tests/contract). Such floats become
+    ints; anything else goes on to StrictInt, which still refuses `1.5`,
+    `"1"` and `true`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer as JSON Schema (and the OpenAPI document) defines it.
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
 # Ids are PostgreSQL BIGINTs.
 MAX_ID = 2**63 - 1
-Id = Annotated[StrictInt, Field(gt=0, le=MAX_ID)]
+# Flat, constraints before the validator: nested in JsonInt, pydantic would
+# render them into the JSON Schema as unknown `gt`/`le` keywords.
+Id = Annotated[StrictInt, Field(gt=0, le=MAX_ID), BeforeValidator(_integral)]
 
 # Batch submit: at most this many items per request.
 MAX_BATCH_ITEMS = 100
@@ -80,8 +96,8 @@ class AdRequest(Contract):
     item_id: Id
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
-    category: StrictInt = Field(ge=MIN_CATEGORY, le=MAX_CATEGORY)
-    images_qty: StrictInt = Field(ge=0, le=MAX_IMAGES)
+    category: JsonInt = Field(ge=MIN_CATEGORY, le=MAX_CATEGORY)
+    images_qty: JsonInt = Field(ge=0, le=MAX_IMAGES)
 
     def features(self) -> AdFeatures:
         return AdFeatures.of(self)
