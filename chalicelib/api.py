@@ -83,33 +83,21 @@ def health(request: Request) -> Response:
 
 @handle_errors
 def openapi(request: Request, routes: Mapping[str, Any]) -> Response:
-    from chalicelib import openapi as spec  # only this route pays for rendering JSON Schema
-
-    return json_response(spec.served(_document(routes), _base_path(request)))
+    return json_response(_document(routes))
 
 
 _documents: dict[int, dict[str, Any]] = {}
 
 
 def _document(routes: Mapping[str, Any]) -> dict[str, Any]:
-    """Built on first request, then reused by the warm container."""
+    """Built on first request, then reused by the warm container. Imported
+    here: only this route pays for rendering JSON Schema."""
     from chalicelib import openapi as spec
 
     key = id(routes)
     if key not in _documents:
         _documents[key] = spec.document(routes)
     return _documents[key]
-
-
-def _base_path(request: Request) -> str:
-    """The path prefix the API is served under: `/api` (the stage) behind API
-    Gateway, nothing under chalice local. Read from the request, so a custom
-    domain or LocalStack's URL scheme works too."""
-    context = request.context or {}
-    path, resource = str(context.get("path") or ""), str(context.get("resourcePath") or "")
-    if resource and path.endswith(resource):
-        return path[: -len(resource)]
-    return ""
 
 
 DOCS_PAGE = """<!doctype html>

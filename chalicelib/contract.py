@@ -25,7 +25,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from chalicelib.features import MAX_CATEGORY, MAX_DESCRIPTION_CHARS, MAX_IMAGES, MAX_NAME_CHARS, MIN_CATEGORY, AdFeatures
 
 
-
 def _integral(value: Any) -> Any:
     """JSON Schema's `integer` is any number without a fractional part, so
     `1881.0` is one (the fuzzer sent it; tests/contract). Such floats become

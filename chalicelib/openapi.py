@@ -31,7 +31,9 @@ task (`/moderation/async_predict`, one ad; `/moderation/async_predict/batch`, up
 
 **API key.** On the deployed API every moderation and task route needs an `x-api-key` header; API Gateway
 answers 403 `{"message": "Forbidden"}` without it (and 429 when the usage plan throttles). `chalice local`
-does not check keys. `/health`, `/docs` and `/openapi.json` are open.
+does not check keys. `/health`, `/docs` and `/openapi.json` are open. A method a path does not have is
+405 with `Allow` under `chalice local`; on the deployed API, API Gateway answers it with 403
+`{"message": "Missing Authentication Token"}`, as it does for an unknown path.
 
 **Errors** are JSON: a machine `code`, a human `message`, `detail` (the same text, for clients of the older
 FastAPI services), `parameter` for a bad parameter, `errors` (one per field) for a bad body. A 503 carries
@@ -61,7 +63,7 @@ class ContractError(ValueError):
 
 
 def document(routes: Routes) -> dict[str, Any]:
-    """The whole document (without `servers`, which depend on where it is served)."""
+    """The whole document."""
     models = _models()
     refs, defs = models_json_schema(models, ref_template=REF)
     paths: dict[str, Any] = {}
@@ -83,6 +85,10 @@ def document(routes: Routes) -> dict[str, Any]:
             {"name": contract.TAG_TASKS, "description": "Task state and history"},
             {"name": contract.TAG_SERVICE, "description": "Health and these docs"},
         ],
+        # Relative: the API's base URL is wherever this document is served from
+        # (an API Gateway stage, a custom domain, LocalStack, chalice local),
+        # so one document serves them all; Swagger UI resolves it that way too.
+        "servers": [{"url": ".", "description": "this API: where this document is served"}],
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
@@ -97,15 +103,6 @@ def document(routes: Routes) -> dict[str, Any]:
             },
         },
     }
-
-
-def served(doc: dict[str, Any], base_path: str) -> dict[str, Any]:
-    """The document with `servers` naming the base path it is served under
-    (`/api` on API Gateway, `` under chalice local): a shallow copy, so the
-    cached document stays untouched."""
-    out = dict(doc)
-    out["servers"] = [{"url": base_path or "/", "description": "this API"}]
-    return out
 
 
 def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
