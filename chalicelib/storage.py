@@ -182,6 +182,13 @@ class ModerationStore:
         wait on the unique index until it commits, then insert nothing (no task
         either) and read the winner's row. The task id is drawn from the
         sequence up front so the key row can name it in the same statement.
+
+        Why a table of our own and not Powertools' idempotency utility: it has
+        no PostgreSQL store (DynamoDB, Redis, a cache), and any store of its
+        own is a second system written before or after our transaction, never
+        in it. A crash between the two leaves a key without a task (a retry is
+        refused or answered with nothing) or a task without a key (a retry
+        makes a second task). Here the key commits with the task or not at all.
         """
         with self._db.transaction() as cur:
             cur.execute(
