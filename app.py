@@ -39,7 +39,9 @@ def _request() -> Request:
     return request
 
 
-@app.route("/moderation/predict", methods=["POST"], api_key_required=True)
+# Routes with a JSON body take any Content-Type too: chalicelib/api.py answers
+# a wrong one with the contract's 415 instead of Chalice's own error body.
+@app.route("/moderation/predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 def predict() -> Any:
     return api().predict(_request())
 
@@ -53,6 +55,11 @@ def simple_predict() -> Any:
 @app.route("/async_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 def async_predict() -> Any:
     return api().submit(_request(), app.lambda_context)
+
+
+@app.route("/moderation/async_predict/batch", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def async_predict_batch() -> Any:
+    return api().submit_batch(_request(), app.lambda_context)
 
 
 # Reads need the API key too: task ids are sequential, so an open read route
@@ -71,6 +78,35 @@ def moderation_events(task_id: str) -> Any:
 @app.route("/health", methods=["GET"])
 def health() -> Any:
     return api().health(_request())
+
+
+# The contract (chalicelib/contract.py) as OpenAPI 3.1, and Swagger UI over it.
+# Open, like /health: documentation is not a secret.
+@app.route("/openapi.json", methods=["GET"])
+def openapi() -> Any:
+    return api().openapi(_request(), app.routes)
+
+
+@app.route("/docs", methods=["GET"])
+def docs() -> Any:
+    return api().docs(_request())
+
+
+@app.route("/docs/swagger-ui-bundle.js", methods=["GET"])
+def docs_script() -> Any:
+    return api().docs_asset("swagger-ui-bundle.js")
+
+
+@app.route("/docs/swagger-ui.css", methods=["GET"])
+def docs_stylesheet() -> Any:
+    return api().docs_asset("swagger-ui.css")
+
+
+# Errors Chalice answers itself (405 for an undeclared method) get the
+# contract's Error shape too.
+@app.middleware("http")
+def contract_errors(event: Request, get_response: Any) -> Any:
+    return api().contract_errors(event, get_response)
 
 
 # The scoring function. Chalice cannot switch on ReportBatchItemFailures for

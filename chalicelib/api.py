@@ -1,5 +1,6 @@
 """The HTTP side of the API function: parse the request, call the use case,
-shape the response. app.py's routes are one line each into here.
+shape the response through its contract model (chalicelib/contract.py).
+app.py's routes are one line each into here.
 
 Only the API function imports this module (and pydantic with it); the scorer
 and the reconciler never do.
@@ -7,6 +8,9 @@ and the reconciler never do.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from chalice import Response
@@ -14,19 +18,29 @@ from chalice.app import Request
 
 from chalicelib import deps
 from chalicelib.config import get_settings
-from chalicelib.http import handle_errors, json_response
-from chalicelib.requests import parse_ad, parse_id, query_id
+from chalicelib.contract import REPLAYED_HEADER, Accepted, BatchAccepted, Health, Prediction, TaskEvents, TaskResult
+from chalicelib.errors import NotFound
+from chalicelib.http import RETRY_AFTER_SECONDS, contract_error, handle_errors, json_response, reply
+from chalicelib.requests import idempotency_key, parse_ad, parse_batch, parse_id, query_id, require_json
+
+STATIC = Path(__file__).resolve().parent / "static"
+# Vendored files served under /docs/ (chalicelib/static/README.md), and their types.
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "application/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+}
 
 
 @handle_errors
-def predict(request: Request) -> Any:
+def predict(request: Request) -> Response:
+    require_json(request.headers)
     ad = parse_ad(request.raw_body, get_settings().max_body_bytes)
-    return deps.service().predict(ad.features())
+    return reply(Prediction, deps.service().predict(ad.features()))
 
 
 @handle_errors
-def simple_predict(request: Request) -> Any:
-    return deps.service().simple_predict(query_id(request.query_params, "item_id"))
+def simple_predict(request: Request) -> Response:
+    return reply(Prediction, deps.service().simple_predict(query_id(request.query_params, "item_id")))
 
 
 def request_id(request: Request, lambda_context: Any) -> str | None:
@@ -37,22 +51,105 @@ def request_id(request: Request, lambda_context: Any) -> str | None:
 
 @handle_errors
 def submit(request: Request, lambda_context: Any = None) -> Response:
+    item_id = query_id(request.query_params, "item_id")
+    key = idempotency_key(request.headers)
     rid = request_id(request, lambda_context)
-    body = deps.service().submit(query_id(request.query_params, "item_id"), request_id=rid)
-    return json_response(body, 202)
+    if key is None:
+        return reply(Accepted, deps.service().submit(item_id, request_id=rid), 202)
+    body, replayed = deps.service().submit_once(item_id, key, request_id=rid)
+    return reply(Accepted, body, 202, {REPLAYED_HEADER: "true"} if replayed else None)
 
 
 @handle_errors
-def result(request: Request, task_id: str) -> Any:
-    return deps.service().result(parse_id(task_id, "task_id"))
+def submit_batch(request: Request, lambda_context: Any = None) -> Response:
+    require_json(request.headers)
+    batch = parse_batch(request.raw_body, get_settings().max_body_bytes)
+    service = deps.service()
+    return reply(BatchAccepted, service.submit_batch(batch.item_ids, request_id=request_id(request, lambda_context)), 202)
 
 
 @handle_errors
-def events(request: Request, task_id: str) -> Any:
-    return deps.service().events(parse_id(task_id, "task_id"))
+def result(request: Request, task_id: str) -> Response:
+    return reply(TaskResult, deps.service().result(parse_id(task_id, "task_id")))
+
+
+@handle_errors
+def events(request: Request, task_id: str) -> Response:
+    return reply(TaskEvents, deps.service().events(parse_id(task_id, "task_id")))
 
 
 @handle_errors
 def health(request: Request) -> Response:
     ok, body = deps.service().health()
-    return json_response(body, 200 if ok else 503)
+    if ok:
+        return reply(Health, body)
+    return reply(Health, body, 503, {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+# --- the contract, for people and tools ------------------------------------------
+
+
+@handle_errors
+def openapi(request: Request, routes: Mapping[str, Any]) -> Response:
+    return json_response(_document(routes))
+
+
+_documents: dict[int, dict[str, Any]] = {}
+
+
+def _document(routes: Mapping[str, Any]) -> dict[str, Any]:
+    """Built on first request, then reused by the warm container. Imported
+    here: only this route pays for rendering JSON Schema."""
+    from chalicelib import openapi as spec
+
+    key = id(routes)
+    if key not in _documents:
+        _documents[key] = spec.document(routes)
+    return _documents[key]
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>ad-moderation API</title>
+  <link rel="stylesheet" href="docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/swagger-ui-bundle.js"></script>
+  <script>
+    // Relative URLs: the page works at any base path (API Gateway stage, LocalStack, chalice local).
+    window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+  </script>
+</body>
+</html>
+"""
+
+
+@handle_errors
+def docs(request: Request) -> Response:
+    return Response(body=DOCS_PAGE, status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+@handle_errors
+def docs_asset(name: str) -> Response:
+    if name not in DOCS_ASSETS:
+        raise NotFound(f"no such file: {name}")
+    headers: dict[str, str | list[str]] = {"Content-Type": DOCS_ASSETS[name], "Cache-Control": "public, max-age=86400"}
+    return Response(body=_asset(name), status_code=200, headers=headers)
+
+
+@functools.cache
+def _asset(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+# --- Chalice's own answers --------------------------------------------------------
+
+
+def contract_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """HTTP middleware: errors Chalice answers by itself (405 for an undeclared
+    method, ...) in the contract's Error shape, like every other error."""
+    return contract_error(get_response(event))

@@ -58,6 +58,8 @@ class Settings:
     stuck_after_seconds: int
     # ... and how long a sent task may go unreceived before it is re-sent and reported.
     unreceived_after_seconds: int
+    # Idempotency-Keys are kept at least this long, then purged by the reconciler.
+    idempotency_key_ttl_seconds: int
 
 
 def _database_url() -> str:
@@ -97,4 +99,5 @@ def get_settings() -> Settings:
         resend_grace_seconds=_int("RESEND_GRACE_SECONDS", 60),
         stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
         unreceived_after_seconds=_int("UNRECEIVED_AFTER_SECONDS", 5 * 60),
+        idempotency_key_ttl_seconds=_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60),
     )

@@ -133,6 +133,7 @@ def reconciler() -> Reconciler:
         resend_grace_seconds=s.resend_grace_seconds,
         stuck_after_seconds=s.stuck_after_seconds,
         unreceived_after_seconds=s.unreceived_after_seconds,
+        idempotency_key_ttl_seconds=s.idempotency_key_ttl_seconds,
     )
 
 

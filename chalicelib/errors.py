@@ -51,6 +51,19 @@ class PayloadTooLarge(ModerationError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ModerationError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class IdempotencyKeyMismatch(ModerationError):
+    """The Idempotency-Key was first used for another item: a client bug
+    (a reused key), never silently answered with the other item's task."""
+
+    status_code = 409
+    code = "idempotency_key_mismatch"
+
+
 class NotFound(ModerationError):
     status_code = 404
     code = "not_found"

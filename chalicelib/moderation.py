@@ -5,10 +5,11 @@ Each returns plain JSON-ready dicts; errors are domain errors (chalicelib.errors
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import metrics
-from chalicelib.errors import AdNotFound, ModerationError, TaskNotFound, TransientError
+from chalicelib.errors import AdNotFound, IdempotencyKeyMismatch, ModerationError, TaskNotFound, TransientError
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
@@ -48,7 +49,65 @@ class ModerationService:
             raise AdNotFound(f"advertisement {item_id} not found")
         self._enqueue(PendingTask(task_id, item_id, request_id))
         metrics.emit("api_handler", {metrics.SUBMITTED: 1})
-        return {"task_id": task_id, "status": "pending", "message": ACCEPTED_MESSAGE}
+        return accepted_view(task_id)
+
+    def submit_once(
+        self, item_id: int, idempotency_key: str, *, request_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """submit under an Idempotency-Key: (the 202 body, replayed).
+
+        A key seen before answers with its first request's body and sends
+        nothing; if that first send was lost, the reconciler re-sends it as for
+        any task. A key first used for another item is a client bug: 409.
+        """
+        keyed = self._store.create_task_once(item_id, idempotency_key, request_id=request_id)
+        if keyed.task_id is None:
+            raise AdNotFound(f"advertisement {item_id} not found")
+        if keyed.item_id != item_id:
+            raise IdempotencyKeyMismatch(
+                f"Idempotency-Key was already used for item_id {keyed.item_id}, not {item_id}: "
+                "use a new key for each request"
+            )
+        if not keyed.replayed:
+            self._enqueue(PendingTask(keyed.task_id, item_id, request_id))
+            metrics.emit("api_handler", {metrics.SUBMITTED: 1})
+        return accepted_view(keyed.task_id), keyed.replayed
+
+    def submit_batch(self, item_ids: Sequence[int], *, request_id: str | None = None) -> dict[str, Any]:
+        """Tasks for many ads: stored in one transaction, sent ten per
+        SendMessageBatch, marked enqueued once sent. A send that fails is left
+        to the reconciler (the tasks stay accepted), as in submit.
+
+        One result per requested item, in request order.
+        """
+        task_ids = self._store.create_tasks(item_ids, request_id=request_id)
+        created = [PendingTask(t, i, request_id) for t, i in zip(task_ids, item_ids, strict=True) if t is not None]
+        if created:
+            sent = self._send_created(created)
+            if len(sent) < len(created):
+                logger.warning(
+                    "batch stored but partly not enqueued; the reconciler will re-send the rest",
+                    extra={"tasks": len(created), "sent": len(sent), "request_id": request_id},
+                )
+            metrics.emit("api_handler", {metrics.SUBMITTED: len(created)})
+        items: list[dict[str, Any]] = [
+            {"item_id": i, "task_id": t, "status": "pending"}
+            if t is not None
+            else {"item_id": i, "error": {"code": AdNotFound.code, "message": f"advertisement {i} not found"}}
+            for t, i in zip(task_ids, item_ids, strict=True)
+        ]
+        return {"items": items, "accepted": len(created), "rejected": len(items) - len(created)}
+
+    def _send_created(self, created: list[PendingTask]) -> dict[int, str]:
+        sent = self._queue.send_tasks_best_effort(created)
+        if sent:
+            try:
+                self._store.mark_enqueued(sent)
+            except ModerationError as exc:
+                # Sent but not marked: the reconciler re-sends them; the scorer
+                # takes the duplicates as duplicates.
+                logger.warning("could not mark the batch enqueued", extra={"error": exc.message})
+        return sent
 
     def _enqueue(self, task: PendingTask) -> None:
         """Send, then record the send. Neither failure un-accepts the task."""
@@ -100,6 +159,10 @@ class ModerationService:
         if down:
             body.update(code="dependency_unavailable", message=f"down: {', '.join(down)}")
         return not down, body
+
+
+def accepted_view(task_id: int) -> dict[str, Any]:
+    return {"task_id": task_id, "status": "pending", "message": ACCEPTED_MESSAGE}
 
 
 def task_view(task: Task) -> dict[str, Any]:

@@ -103,6 +103,19 @@ class TaskQueue:
             sent.update({int(ok["Id"]): str(ok["MessageId"]) for ok in resp.get("Successful", [])})
         return sent
 
+    def send_tasks_best_effort(self, tasks: Sequence[PendingTask]) -> dict[int, str]:
+        """send_tasks, one SendMessageBatch per 10, where a failed call does not
+        stop the next: {task_id: message id} of those SQS accepted. For callers
+        that leave the rest to the reconciler (batch submit), which must still
+        learn which chunks went through so only those are marked enqueued."""
+        sent: dict[int, str] = {}
+        for chunk in _chunks(tasks):
+            try:
+                sent.update(self.send_tasks(chunk))
+            except TransientError as exc:
+                logger.warning("batch send failed", extra={"tasks": len(chunk), "error": exc.message})
+        return sent
+
     def send_task(self, task: PendingTask) -> str:
         """Send one task (SendMessage, not a batch of one: cheaper on the API's path)."""
         try:

@@ -8,7 +8,8 @@ Three sweeps, each idempotent:
   queue (e.g. a deployed stack's event source mapping on a shared LocalStack)
   or was lost after the API recorded the send. Each re-send restarts the
   clock, so a task is re-sent at most once per `unreceived_after_seconds`;
-- fail tasks that outlived every retry the queue could still make.
+- fail tasks that outlived every retry the queue could still make;
+and it forgets Idempotency-Keys older than their time to live (24 h).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Reconciler:
         resend_grace_seconds: int,
         stuck_after_seconds: int,
         unreceived_after_seconds: int = 300,
+        idempotency_key_ttl_seconds: int = 24 * 60 * 60,
         limit: int = 500,
     ) -> None:
         self._store = store
@@ -46,6 +48,7 @@ class Reconciler:
         self._grace = resend_grace_seconds
         self._stuck_after = stuck_after_seconds
         self._unreceived_after = unreceived_after_seconds
+        self._key_ttl = idempotency_key_ttl_seconds
         self._limit = limit
 
     def run(self) -> ReconcileReport:
@@ -72,6 +75,9 @@ class Reconciler:
         stuck = self._store.fail_stuck(self._stuck_after, STUCK_REASON.format(seconds=self._stuck_after))
         for task_id in stuck:
             logger.info("message outcome", extra={"outcome": "failed_stuck", "task_id": task_id, "error_kind": STUCK})
+        purged = self._store.purge_idempotency_keys(self._key_ttl)
+        if purged:
+            logger.info("idempotency keys purged", extra={"keys": purged, "older_than_seconds": self._key_ttl})
         metrics.emit("reconcile", {metrics.RESENT: len(resent)}, failed_by_kind={STUCK: len(stuck)})
         unreceived_ids = {t.task_id for t in unreceived}
         return ReconcileReport(

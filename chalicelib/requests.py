@@ -1,4 +1,5 @@
-"""Validation of what HTTP clients send: ids in the query or path, ad bodies.
+"""Validation of what HTTP clients send: ids in the query or path, JSON bodies,
+headers. The bodies' shapes are the models of chalicelib/contract.py.
 
 Pure functions; each failure is a domain error naming the parameter.
 """
@@ -6,58 +7,88 @@ Pure functions; each failure is a domain error naming the parameter.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from decimal import Decimal
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from chalicelib.errors import InvalidBody, InvalidParameter, PayloadTooLarge
-from chalicelib.features import MAX_CATEGORY, MAX_DESCRIPTION_CHARS, MAX_IMAGES, MAX_NAME_CHARS, AdFeatures
+from chalicelib.contract import (
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENCY_KEY_MAX,
+    MAX_ID,
+    AdRequest,
+    BatchRequest,
+    valid_idempotency_key,
+)
+from chalicelib.errors import InvalidBody, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
 
-# Ids are PostgreSQL BIGINTs.
-MAX_ID = 2**63 - 1
+M = TypeVar("M", bound=BaseModel)
+
+
+# A number as JSON writes it. The document types ids as JSON Schema integers,
+# and for JSON Schema 42.0 and 4.2e1 are the integer 42 (a fuzzer sends them:
+# tests/contract); the seeds' FastAPI took "42.0" too.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def parse_id(raw: str | None, name: str) -> int:
     if raw is None or raw.strip() == "":
         raise InvalidParameter(name, f"{name} is required")
     text = raw.strip()
-    if not (text.isascii() and text.lstrip("-+").isdigit()):
+    if not (text.isascii() and _NUMBER.fullmatch(text)):
         raise InvalidParameter(name, f"{name} must be an integer, got {raw!r}")
-    value = int(text)
-    if value < 1:
-        raise InvalidParameter(name, f"{name} must be a positive integer, got {value}")
-    if value > MAX_ID:
+    try:
+        number = Decimal(text)
+        integral = number == number.to_integral_value()
+    except ArithmeticError:  # an exponent beyond what Decimal handles: no id anyway
+        integral = False
+    if not integral:
+        raise InvalidParameter(name, f"{name} must be an integer, got {raw!r}")
+    # Bounds on the Decimal: int() of 1e999999999 would build a huge number first.
+    if number < 1:
+        raise InvalidParameter(name, f"{name} must be a positive integer, got {raw.strip()}")
+    if number > MAX_ID:
         raise InvalidParameter(name, f"{name} must be at most {MAX_ID}")
-    return value
+    return int(number)
 
 
 def query_id(params: Mapping[str, str] | None, name: str) -> int:
     return parse_id((params or {}).get(name), name)
 
 
-class AdRequest(BaseModel):
-    """Body of POST /moderation/predict (the seeds' AdRequest)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    seller_id: StrictInt = Field(gt=0, le=MAX_ID)
-    is_verified_seller: StrictBool
-    item_id: StrictInt = Field(gt=0, le=MAX_ID)
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
-    category: StrictInt = Field(ge=0, le=MAX_CATEGORY)
-    images_qty: StrictInt = Field(ge=0, le=MAX_IMAGES)
-
-    def features(self) -> AdFeatures:
-        return AdFeatures.of(self)
+def idempotency_key(headers: Mapping[str, str]) -> str | None:
+    """The Idempotency-Key header, or None when the client sent none."""
+    key = headers.get(IDEMPOTENCY_KEY_HEADER.lower())
+    if key is None:
+        return None
+    if not valid_idempotency_key(key):
+        raise InvalidParameter(
+            IDEMPOTENCY_KEY_HEADER,
+            f"{IDEMPOTENCY_KEY_HEADER} must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+        )
+    return key
 
 
-def parse_ad(raw_body: bytes | str | None, max_bytes: int) -> AdRequest:
+def require_json(headers: Mapping[str, str]) -> None:
+    """415 unless the body is declared JSON (or not declared at all, as curl
+    and the seeds' clients sometimes do)."""
+    content_type = headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"the body must be application/json, got {content_type[:100]!r}")
+
+
+def parse_body(raw_body: bytes | str | None, max_bytes: int, model: type[M], what: str) -> M:
+    """A JSON object body validated by `model`; `what` names it in messages."""
     body = raw_body.encode() if isinstance(raw_body, str) else (raw_body or b"")
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {max_bytes}")
     if not body.strip():
-        raise InvalidBody("request body must be a JSON object with the ad")
+        raise InvalidBody(f"request body must be a JSON object with the {what}")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -65,10 +96,18 @@ def parse_ad(raw_body: bytes | str | None, max_bytes: int) -> AdRequest:
     if not isinstance(data, dict):
         raise InvalidBody("request body must be a JSON object")
     try:
-        return AdRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         errors: list[dict[str, object]] = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+            {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]} for e in exc.errors()
         ]
-        fields = ", ".join(str(e["field"]) for e in errors)
-        raise InvalidBody(f"invalid ad: {fields}", errors) from exc
+        fields = ", ".join(dict.fromkeys(str(e["field"]) for e in errors))
+        raise InvalidBody(f"invalid {what}: {fields}", errors) from exc
+
+
+def parse_ad(raw_body: bytes | str | None, max_bytes: int) -> AdRequest:
+    return parse_body(raw_body, max_bytes, AdRequest, "ad")
+
+
+def parse_batch(raw_body: bytes | str | None, max_bytes: int) -> BatchRequest:
+    return parse_body(raw_body, max_bytes, BatchRequest, "batch")

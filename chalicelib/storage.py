@@ -93,6 +93,15 @@ class PendingTask:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyedTask:
+    """What an Idempotency-Key resolved to (ModerationStore.create_task_once)."""
+
+    task_id: int | None  # None: no task (the ad does not exist; the key was not kept)
+    item_id: int  # the item the key belongs to: not the requested one on a mismatch
+    replayed: bool  # the key was already used: task_id is that first request's task
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedTask:
     """A task row locked by this transaction, with its ad if the ad still exists."""
 
@@ -194,6 +203,99 @@ class ModerationStore:
             )
             row = cur.fetchone()
         return int(row["id"]) if row else None
+
+    def create_task_once(self, item_id: int, key: str, *, request_id: str | None = None) -> KeyedTask:
+        """create_task under an Idempotency-Key: the key, the task and its
+        `accepted` event are written by one statement, so they commit together.
+
+        The key row is inserted first with `ON CONFLICT DO NOTHING`: of
+        concurrent requests with the same key, one inserts it and the others
+        wait on the unique index until it commits, then insert nothing (no task
+        either) and read the winner's row. The task id is drawn from the
+        sequence up front so the key row can name it in the same statement.
+
+        Why a table of our own and not Powertools' idempotency utility: it has
+        no PostgreSQL store (DynamoDB, Redis, a cache), and any store of its
+        own is a second system written before or after our transaction, never
+        in it. A crash between the two leaves a key without a task (a retry is
+        refused or answered with nothing) or a task without a key (a retry
+        makes a second task). Here the key commits with the task or not at all.
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                WITH ad AS (
+                    SELECT id FROM advertisements WHERE id = %(item_id)s AND NOT is_deleted
+                ), claimed AS (
+                    INSERT INTO idempotency_keys (key, item_id, task_id)
+                    SELECT %(key)s, id, nextval(pg_get_serial_sequence('moderation_results', 'id')) FROM ad
+                    ON CONFLICT (key) DO NOTHING
+                    RETURNING task_id, item_id
+                ), task AS (
+                    INSERT INTO moderation_results (id, item_id, status, request_id)
+                    SELECT task_id, item_id, 'pending', %(request_id)s FROM claimed
+                    RETURNING id
+                ), event AS (
+                    INSERT INTO task_events (task_id, kind, request_id)
+                    SELECT id, 'accepted', %(request_id)s FROM task
+                )
+                SELECT id FROM task
+                """,
+                {"item_id": item_id, "key": key, "request_id": request_id},
+            )
+            row = cur.fetchone()
+            if row:
+                return KeyedTask(int(row["id"]), item_id, replayed=False)
+            # Nothing inserted: the key was used before (by a transaction that
+            # has committed by now), or the ad does not exist.
+            cur.execute("SELECT task_id, item_id FROM idempotency_keys WHERE key = %s", (key,))
+            used = cur.fetchone()
+        if used is None:
+            return KeyedTask(None, item_id, replayed=False)
+        return KeyedTask(int(used["task_id"]), int(used["item_id"]), replayed=True)
+
+    def create_tasks(self, item_ids: Sequence[int], *, request_id: str | None = None) -> list[int | None]:
+        """Batch create_task: one task (and `accepted` event) per live ad, in
+        one statement; the task id for each requested item, in request order,
+        None where the ad does not exist. A repeated item gets a task each time.
+
+        Task ids are drawn in request order before the inserts, so each
+        requested position keeps its own id even when items repeat.
+        """
+        if not item_ids:
+            return []
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                WITH live AS (
+                    SELECT r.item_id, r.pos
+                    FROM unnest(%(item_ids)s::bigint[]) WITH ORDINALITY AS r(item_id, pos)
+                    JOIN advertisements a ON a.id = r.item_id AND NOT a.is_deleted
+                    ORDER BY r.pos
+                ), numbered AS (
+                    SELECT item_id, pos, nextval(pg_get_serial_sequence('moderation_results', 'id')) AS task_id FROM live
+                ), task AS (
+                    INSERT INTO moderation_results (id, item_id, status, request_id)
+                    SELECT task_id, item_id, 'pending', %(request_id)s FROM numbered
+                ), event AS (
+                    INSERT INTO task_events (task_id, kind, request_id)
+                    SELECT task_id, 'accepted', %(request_id)s FROM numbered
+                )
+                SELECT pos, task_id FROM numbered
+                """,
+                {"item_ids": list(item_ids), "request_id": request_id},
+            )
+            created = {int(r["pos"]): int(r["task_id"]) for r in cur.fetchall()}
+        return [created.get(pos) for pos in range(1, len(item_ids) + 1)]
+
+    def purge_idempotency_keys(self, older_than_seconds: int) -> int:
+        """Forget Idempotency-Keys older than this (the reconciler: 24 h); how many."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)",
+                (older_than_seconds,),
+            )
+            return int(cur.rowcount)
 
     def mark_enqueued(self, sent: Mapping[int, str], *, kind: str = "enqueued") -> None:
         """Record successful sends ({task_id: SQS message id}) and their events.

@@ -70,7 +70,7 @@ def db(pg_url: str) -> str:
     """The test database, emptied before each test."""
     conn = psycopg2.connect(pg_url)
     with conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE task_events, moderation_results, advertisements, users RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE idempotency_keys, task_events, moderation_results, advertisements, users RESTART IDENTITY CASCADE")
     conn.close()
     return pg_url
 

@@ -21,13 +21,20 @@ def test_valid_ids(raw):
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [(None, "required"), ("", "required"), ("abc", "integer"), ("1.5", "integer"), ("-3", "positive"),
-     ("0", "positive"), (str(MAX_ID + 1), "at most"), ("٣", "integer"), ("1e3", "integer")],
+     ("0", "positive"), (str(MAX_ID + 1), "at most"), ("٣", "integer"), ("1.5", "integer"), ("1e-3", "integer"),
+     ("0x10", "integer"), ("NaN", "integer"), ("1e99999999999999999999", "integer"), ("1e19", "at most")],
 )
 def test_invalid_ids_name_the_parameter(raw, fragment):
     with pytest.raises(InvalidParameter) as err:
         parse_id(raw, "item_id")
     assert err.value.parameter == "item_id" and fragment in err.value.message
     assert err.value.to_dict()["parameter"] == "item_id"
+
+
+@pytest.mark.parametrize(("raw", "value"), [("42.0", 42), ("4.2e1", 42), ("1e3", 1000), ("5.", 5)])
+def test_ids_are_integers_as_json_schema_has_them(raw, value):
+    # The document types ids as JSON Schema integers: 42.0 is the integer 42.
+    assert parse_id(raw, "item_id") == value
 
 
 def test_query_id_without_query_string():

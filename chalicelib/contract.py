@@ -1,0 +1,427 @@
+"""The HTTP contract, in one place: every request, response and error body of
+every route (pydantic models), and a registry of the routes themselves
+(summary, parameters, request model, responses by status).
+
+The routes validate what clients send and shape what they return through these
+models (chalicelib/api.py), and chalicelib/openapi.py renders the same models
+and registry, with Chalice's route table, into the OpenAPI document served at
+GET /openapi.json. One definition: the document cannot drift from the code.
+
+Cold start: the models are declared with `defer_build`, so pydantic builds a
+model's validator the first time a request needs it, not when the API function
+imports this module. Nothing here renders JSON Schema; openapi.py does, lazily.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool, StrictInt, WithJsonSchema
+
+from chalicelib.features import MAX_CATEGORY, MAX_DESCRIPTION_CHARS, MAX_IMAGES, MAX_NAME_CHARS, MIN_CATEGORY, AdFeatures
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's `integer` is any number without a fractional part, so
+    `1881.0` is one (the fuzzer sent it; tests/contract). Such floats become
+    ints; anything else goes on to StrictInt, which still refuses `1.5`,
+    `"1"` and `true`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer as JSON Schema (and the OpenAPI document) defines it.
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+# Ids are PostgreSQL BIGINTs.
+MAX_ID = 2**63 - 1
+# Flat, constraints before the validator: nested in JsonInt, pydantic would
+# render them into the JSON Schema as unknown `gt`/`le` keywords.
+Id = Annotated[StrictInt, Field(gt=0, le=MAX_ID), BeforeValidator(_integral)]
+
+# Batch submit: at most this many items per request.
+MAX_BATCH_ITEMS = 100
+
+# Idempotency-Key: 1..255 printable ASCII characters, without leading or
+# trailing spaces (HTTP strips those from header values, so a key that had them
+# would reach us as a different key).
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+TaskStatus = Literal["pending", "processing", "completed", "failed"]
+ErrorKind = Literal["permanent", "transient", "stuck"]
+# task_events.kind (migrations/V3__task_events.sql).
+EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck"]
+Probability = Annotated[float, Field(ge=0, le=1)]
+# ISO 8601 as the API has always written them (`+00:00`, not pydantic's `Z`).
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+def valid_idempotency_key(key: str) -> bool:
+    return bool(_IDEMPOTENCY_KEY.fullmatch(key))
+
+
+class Contract(BaseModel):
+    """Base of every body in the contract."""
+
+    # defer_build: see the module docstring. Responses ignore unknown fields:
+    # the document, not whatever a use case happens to return, is the contract
+    # (tests/unit/test_contract.py checks the two stay equal).
+    model_config = ConfigDict(defer_build=True, extra="ignore")
+
+
+# --- requests ------------------------------------------------------------------
+
+
+class AdRequest(Contract):
+    """Body of POST /moderation/predict (the seeds' AdRequest). Unknown fields
+    are ignored, as the seeds' FastAPI model did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seller_id: Id
+    is_verified_seller: StrictBool
+    item_id: Id
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+    category: JsonInt = Field(ge=MIN_CATEGORY, le=MAX_CATEGORY)
+    images_qty: JsonInt = Field(ge=0, le=MAX_IMAGES)
+
+    def features(self) -> AdFeatures:
+        return AdFeatures.of(self)
+
+
+class BatchRequest(Contract):
+    """Body of POST /moderation/async_predict/batch. A misspelt field is an
+    error rather than silently an empty batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[Id] = Field(min_length=1, max_length=MAX_BATCH_ITEMS, description="Ads to moderate, in order; repeats allowed")
+
+
+# --- responses -----------------------------------------------------------------
+
+
+class Prediction(Contract):
+    is_violation: bool
+    probability: Probability
+    model_version: str
+
+
+class Accepted(Contract):
+    task_id: Id
+    status: Literal["pending"]
+    message: str = Field(examples=["Moderation request accepted"])
+
+
+class TaskResult(Contract):
+    """GET .../moderation_result/{task_id}: the seeds' fields first, then ours."""
+
+    task_id: Id
+    status: TaskStatus
+    is_violation: bool | None = Field(description="null until completed")
+    probability: Probability | None = Field(description="null until completed")
+    error_message: str | None = Field(description="why the task failed; null unless failed")
+    item_id: Id
+    model_version: str | None
+    attempts: int = Field(ge=0, description="highest SQS receive count seen")
+    error_kind: ErrorKind | None = Field(
+        description="permanent: retrying cannot help; transient: retries exhausted (a redrive from the DLQ scores it "
+        "again); stuck: no result within the retry horizon"
+    )
+    last_error: str | None = Field(description="the last retry's error, also while still processing")
+    created_at: Timestamp
+    started_at: Timestamp | None
+    processed_at: Timestamp | None
+
+
+class TaskEvent(Contract):
+    at: Timestamp
+    kind: EventKind
+    attempt: int | None
+    outcome: str | None
+    error: str | None
+    message_id: str | None
+    request_id: str | None
+
+
+class TaskEvents(Contract):
+    task_id: Id
+    events: list[TaskEvent] = Field(description="oldest first")
+
+
+class ItemError(Contract):
+    code: Literal["ad_not_found"]
+    message: str
+
+
+class BatchItemAccepted(Contract):
+    item_id: Id
+    task_id: Id
+    status: Literal["pending"]
+
+
+class BatchItemRejected(Contract):
+    item_id: Id
+    error: ItemError
+
+
+class BatchAccepted(Contract):
+    items: list[BatchItemAccepted | BatchItemRejected] = Field(description="one per requested item, in request order")
+    accepted: int = Field(ge=0, description="items with a task")
+    rejected: int = Field(ge=0, description="items with an error")
+
+
+class DependencyCheck(Contract):
+    ok: bool
+    error: str | None = None
+    depth: dict[str, int] | None = Field(default=None, description="visible messages per queue")
+    version: str | None = Field(default=None, description="model version")
+
+
+class HealthChecks(Contract):
+    database: DependencyCheck
+    queue: DependencyCheck
+    model: DependencyCheck
+
+
+class Health(Contract):
+    status: Literal["ok", "unavailable"]
+    checks: HealthChecks
+    code: str | None = Field(default=None, description="dependency_unavailable when something is down")
+    message: str | None = Field(default=None, description="names what is down")
+
+
+class FieldError(Contract):
+    field: str
+    message: str
+
+
+class Error(Contract):
+    """Every error the API itself returns."""
+
+    code: str = Field(description="machine code, e.g. invalid_parameter, ad_not_found, dependency_unavailable")
+    message: str
+    detail: str = Field(description="the same text as message, for clients written for the FastAPI services")
+    parameter: str | None = Field(default=None, description="invalid_parameter: the query, path or header parameter")
+    errors: list[FieldError] | None = Field(default=None, description="invalid_body: one entry per invalid field")
+
+
+class GatewayError(Contract):
+    """What API Gateway itself answers (missing API key, throttling), before the API runs."""
+
+    message: str
+
+
+# --- the route registry --------------------------------------------------------
+
+
+# NamedTuples, not dataclasses: a tenth of the class-creation cost, and this
+# module is on the API function's cold path.
+class Param(NamedTuple):
+    name: str
+    location: Literal["query", "path", "header"]
+    description: str
+    # JSON Schema of the value; None: an id (integer, 1..2^63-1).
+    schema: Mapping[str, Any] | None = None
+    required: bool = True
+
+
+class Reply(NamedTuple):
+    description: str
+    model: type[BaseModel] | tuple[type[BaseModel], ...] | None = None  # a tuple: any of them
+    media_type: str = "application/json"
+    # name -> (description, always sent)
+    headers: Mapping[str, tuple[str, bool]] = MappingProxyType({})
+
+
+class Operation(NamedTuple):
+    operation_id: str
+    summary: str
+    tag: str
+    replies: Mapping[int, Reply]
+    description: str = ""
+    params: tuple[Param, ...] = ()
+    body: type[BaseModel] | None = None
+
+
+class Alias(NamedTuple):
+    """A root path kept for the older FastAPI clients: documented as deprecated."""
+
+    method: str
+    path: str
+
+
+ITEM_ID = Param("item_id", "query", "The ad (advertisements.id)")
+TASK_ID = Param("task_id", "path", "The task id returned by async_predict")
+IDEMPOTENCY_KEY = Param(
+    IDEMPOTENCY_KEY_HEADER,
+    "header",
+    "Optional. The same key with the same item_id returns the original task (202, `Idempotent-Replayed: true`) and "
+    "sends nothing new; with another item_id it is a 409. Keys are kept at least 24 h. Use a fresh random value "
+    "(a UUID) per logical request: keys are shared by every client of the API.",
+    schema={"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": IDEMPOTENCY_KEY_PATTERN},
+    required=False,
+)
+
+_RETRY_AFTER = {"Retry-After": ("seconds to wait before retrying", True)}
+
+
+def _error(description: str) -> Reply:
+    return Reply(description, Error)
+
+
+BAD_PARAMETER = _error("`invalid_parameter`: a parameter is missing, not an integer, not positive, or beyond 64 bits")
+BAD_BODY = _error("`invalid_body`: the body is not JSON, not an object, or a field is invalid (`errors` lists them)")
+TOO_LARGE = _error("`payload_too_large`: the body is over MAX_BODY_BYTES (16 KiB)")
+UNSUPPORTED = _error("`unsupported_media_type`: the body is not `application/json`")
+UNAVAILABLE = Reply("`dependency_unavailable`: PostgreSQL is down; nothing was stored", Error, headers=_RETRY_AFTER)
+AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it was deleted")
+TASK_NOT_FOUND = _error("`task_not_found`: no such task")
+
+TAG_MODERATION = "moderation"
+TAG_TASKS = "tasks"
+TAG_SERVICE = "service"
+
+# (method, path) -> operation. Every route of app.py has exactly one entry here
+# or in ALIASES (tests/unit/test_contract.py). The 403/429 of API Gateway on
+# routes that need the API key are added by openapi.py from the route table.
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/moderation/predict"): Operation(
+        "predict",
+        "Score the ad in the body, synchronously",
+        TAG_MODERATION,
+        {
+            200: Reply("The verdict", Prediction),
+            400: BAD_BODY,
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+        },
+        description="Nothing is stored; the ad does not need to exist.",
+        body=AdRequest,
+    ),
+    ("POST", "/moderation/simple_predict"): Operation(
+        "simple_predict",
+        "Score a stored ad, synchronously",
+        TAG_MODERATION,
+        {
+            200: Reply("The verdict", Prediction),
+            400: BAD_PARAMETER,
+            404: AD_NOT_FOUND,
+            503: UNAVAILABLE,
+        },
+        params=(ITEM_ID,),
+    ),
+    ("POST", "/moderation/async_predict"): Operation(
+        "async_predict",
+        "Create a moderation task for a stored ad",
+        TAG_MODERATION,
+        {
+            202: Reply(
+                "Accepted: the task is stored and queued (if the send to SQS failed, the task is still accepted and "
+                "the reconciler sends it). Poll GET /moderation/moderation_result/{task_id}.",
+                Accepted,
+                headers={REPLAYED_HEADER: ("`true` when this is the original answer to a repeated Idempotency-Key", False)},
+            ),
+            400: Reply("`invalid_parameter`: bad item_id or Idempotency-Key (`parameter` names which)", Error),
+            404: AD_NOT_FOUND,
+            409: _error("`idempotency_key_mismatch`: the Idempotency-Key was already used for another item_id"),
+            503: UNAVAILABLE,
+        },
+        params=(ITEM_ID, IDEMPOTENCY_KEY),
+    ),
+    ("POST", "/moderation/async_predict/batch"): Operation(
+        "async_predict_batch",
+        "Create moderation tasks for up to 100 stored ads",
+        TAG_MODERATION,
+        {
+            202: Reply(
+                "Accepted: one result per requested item, in request order: a task, or an `ad_not_found` error for "
+                "that item. The tasks are stored in one transaction and queued with SendMessageBatch; a failed send "
+                "is left to the reconciler, as for a single submit.",
+                BatchAccepted,
+            ),
+            400: Reply("`invalid_body`: not JSON, not an object, `item_ids` missing, empty, over 100 items, or an id "
+                       "that is not a positive 64-bit integer", Error),
+            413: TOO_LARGE,
+            415: UNSUPPORTED,
+            503: UNAVAILABLE,
+        },
+        body=BatchRequest,
+    ),
+    ("GET", "/moderation/moderation_result/{task_id}"): Operation(
+        "moderation_result",
+        "A task's state and verdict",
+        TAG_TASKS,
+        {
+            200: Reply(
+                "The task. Statuses: pending → processing → completed | failed. A task failed for a transient reason "
+                "(`error_kind` transient or stuck) may still become completed after a redrive from the DLQ.",
+                TaskResult,
+            ),
+            400: BAD_PARAMETER,
+            404: TASK_NOT_FOUND,
+            503: UNAVAILABLE,
+        },
+        params=(TASK_ID,),
+    ),
+    ("GET", "/moderation/moderation_result/{task_id}/events"): Operation(
+        "moderation_events",
+        "A task's trail: accepted, enqueued, each scoring attempt, DLQ parking, resends",
+        TAG_TASKS,
+        {200: Reply("The events, oldest first", TaskEvents), 400: BAD_PARAMETER, 404: TASK_NOT_FOUND, 503: UNAVAILABLE},
+        params=(TASK_ID,),
+    ),
+    ("GET", "/health"): Operation(
+        "health",
+        "Checks the database, the queues (with depths) and the model",
+        TAG_SERVICE,
+        {
+            200: Reply("Everything is up", Health),
+            503: Reply("Something is down: `code` is dependency_unavailable, `message` names it", (Health, Error),
+                       headers=_RETRY_AFTER),
+        },
+    ),
+    ("GET", "/openapi.json"): Operation(
+        "openapi",
+        "This document (OpenAPI 3.1)",
+        TAG_SERVICE,
+        {200: Reply("The OpenAPI document")},
+    ),
+    ("GET", "/docs"): Operation(
+        "docs",
+        "Human-readable API docs (Swagger UI, served from this API: works offline)",
+        TAG_SERVICE,
+        {200: Reply("An HTML page", media_type="text/html")},
+    ),
+    ("GET", "/docs/swagger-ui-bundle.js"): Operation(
+        "docs_script",
+        "Swagger UI's script (vendored swagger-ui-dist)",
+        TAG_SERVICE,
+        {200: Reply("JavaScript", media_type="application/javascript")},
+    ),
+    ("GET", "/docs/swagger-ui.css"): Operation(
+        "docs_stylesheet",
+        "Swagger UI's stylesheet (vendored swagger-ui-dist)",
+        TAG_SERVICE,
+        {200: Reply("CSS", media_type="text/css")},
+    ),
+}
+
+# Root paths of the older FastAPI/Kafka clients -> the canonical route.
+ALIASES: dict[tuple[str, str], Alias] = {
+    ("POST", "/async_predict"): Alias("POST", "/moderation/async_predict"),
+    ("GET", "/moderation_result/{task_id}"): Alias("GET", "/moderation/moderation_result/{task_id}"),
+}

@@ -1,0 +1,222 @@
+"""The OpenAPI 3.1 document, generated from the contract (chalicelib/contract.py:
+the models and the route registry) and Chalice's route table (paths, methods,
+which routes need the API key, path parameters).
+
+Only GET /openapi.json imports this module, and it builds the document once per
+process: rendering JSON Schema for every model costs tens of milliseconds that
+no other request should pay, least of all a cold start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from chalicelib import contract
+from chalicelib.contract import ALIASES, OPERATIONS, Id, Operation, Param, Reply
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1.0.0"
+REF = "#/components/schemas/{model}"
+API_KEY_SCHEME = "apiKey"
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+DESCRIPTION = """\
+Serverless ad moderation: score an ad now (`/moderation/predict`, `/moderation/simple_predict`), or submit a
+task (`/moderation/async_predict`, one ad; `/moderation/async_predict/batch`, up to 100) and poll
+`/moderation/moderation_result/{task_id}`. Tasks go `pending` → `processing` → `completed` | `failed`.
+
+**API key.** On the deployed API every moderation and task route needs an `x-api-key` header; API Gateway
+answers 403 `{"message": "Forbidden"}` without it (and 429 when the usage plan throttles). `chalice local`
+does not check keys. `/health`, `/docs` and `/openapi.json` are open. A method a path does not have is
+405 with `Allow` under `chalice local`; on the deployed API, API Gateway answers it with 403
+`{"message": "Missing Authentication Token"}`, as it does for an unknown path.
+
+**Errors** are JSON: a machine `code`, a human `message`, `detail` (the same text, for clients of the older
+FastAPI services), `parameter` for a bad parameter, `errors` (one per field) for a bad body. A 503 carries
+`Retry-After`. Never a stack trace.
+
+**Compared with the older FastAPI/Kafka services**, whose paths keep working (`POST /async_predict`,
+`GET /moderation_result/{task_id}`, documented here as deprecated aliases): submitting answers 202, not 200;
+invalid input is 400 `invalid_parameter` / `invalid_body`, not FastAPI's 422; a task can be `processing`
+(picked up, or between retries); a task `failed` for a transient reason (`error_kind` transient or stuck) can
+become `completed` after its message is redriven from the dead-letter queue; results and events need the API
+key on the deployed API.
+"""
+
+
+class RouteEntryLike(Protocol):
+    """What this module reads from chalice.app.RouteEntry."""
+
+    api_key_required: bool
+    view_args: list[str]
+
+
+Routes = Mapping[str, Mapping[str, RouteEntryLike]]
+
+
+class ContractError(ValueError):
+    """The route table and the contract disagree: a bug, caught by tests."""
+
+
+def document(routes: Routes) -> dict[str, Any]:
+    """The whole document."""
+    models = _models()
+    refs, defs = models_json_schema(models, ref_template=REF)
+    paths: dict[str, Any] = {}
+    for path, methods in routes.items():
+        item: dict[str, Any] = {}
+        for method, entry in methods.items():
+            item[method.lower()] = _operation(method, path, entry, refs)
+        paths[path] = dict(sorted(item.items(), key=lambda kv: METHODS.index(kv[0])))
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "ad-moderation",
+            "version": API_VERSION,
+            "description": DESCRIPTION,
+            "license": {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"},
+        },
+        "tags": [
+            {"name": contract.TAG_MODERATION, "description": "Score ads, submit moderation tasks"},
+            {"name": contract.TAG_TASKS, "description": "Task state and history"},
+            {"name": contract.TAG_SERVICE, "description": "Health and these docs"},
+        ],
+        # Relative: the API's base URL is wherever this document is served from
+        # (an API Gateway stage, a custom domain, LocalStack, chalice local),
+        # so one document serves them all; Swagger UI resolves it that way too.
+        "servers": [{"url": ".", "description": "this API: where this document is served"}],
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                API_KEY_SCHEME: {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "The API Gateway key of the stage (stack output ApiKeyId). "
+                    "Checked by API Gateway on the deployed API only.",
+                }
+            },
+        },
+    }
+
+
+def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    """Every model the registry names: bodies as validated, replies as serialized."""
+    seen: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for op in OPERATIONS.values():
+        if op.body is not None:
+            seen[(op.body, "validation")] = None
+        for reply in op.replies.values():
+            for model in _reply_models(reply):
+                seen[(model, "serialization")] = None
+    seen[(contract.GatewayError, "serialization")] = None
+    return list(seen)
+
+
+def _reply_models(reply: Reply) -> tuple[type[BaseModel], ...]:
+    if reply.model is None:
+        return ()
+    return reply.model if isinstance(reply.model, tuple) else (reply.model,)
+
+
+def _lookup(method: str, path: str) -> tuple[Operation, bool]:
+    """The route's operation, and whether the route is a deprecated alias."""
+    if (method, path) in OPERATIONS:
+        return OPERATIONS[(method, path)], False
+    alias = ALIASES.get((method, path))
+    if alias is None or (alias.method, alias.path) not in OPERATIONS:
+        raise ContractError(f"{method} {path} is a route of app.py without an entry in chalicelib/contract.py")
+    return OPERATIONS[(alias.method, alias.path)], True
+
+
+def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    op, is_alias = _lookup(method, path)
+    declared = {p.name for p in op.params if p.location == "path"}
+    if declared != set(entry.view_args):
+        raise ContractError(f"{method} {path}: path parameters {sorted(entry.view_args)} but the contract has {sorted(declared)}")
+    out: dict[str, Any] = {
+        "tags": [op.tag],
+        "summary": op.summary,
+        "operationId": op.operation_id + ("_alias" if is_alias else ""),
+    }
+    if is_alias:
+        canonical = ALIASES[(method, path)].path
+        out["deprecated"] = True
+        out["summary"] = f"{op.summary} (deprecated alias of {method} {canonical})"
+        out["description"] = f"The path of the older FastAPI/Kafka services; use `{method} {canonical}`. " + op.description
+    elif op.description:
+        out["description"] = op.description
+    if op.params:
+        out["parameters"] = [_parameter(p) for p in op.params]
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": dict(refs[(op.body, "validation")])}},
+        }
+    responses = {str(status): _response(reply, refs) for status, reply in sorted(op.replies.items())}
+    if entry.api_key_required:
+        out["security"] = [{API_KEY_SCHEME: []}]
+        gateway = {"$ref": REF.format(model="GatewayError")}
+        responses["403"] = {
+            "description": "API Gateway: missing or wrong `x-api-key` (deployed API only)",
+            "content": {"application/json": {"schema": gateway}},
+        }
+        responses["429"] = {
+            "description": "API Gateway: the usage plan's rate limit (deployed API only)",
+            "content": {"application/json": {"schema": gateway}},
+        }
+    else:
+        out["security"] = []
+    if op.operation_id == "async_predict" and "202" in responses:
+        responses["202"]["links"] = _task_links()
+    out["responses"] = dict(sorted(responses.items()))
+    return out
+
+
+def _parameter(param: Param) -> dict[str, Any]:
+    schema = dict(param.schema) if param.schema is not None else _id_schema()
+    return {
+        "name": param.name,
+        "in": param.location,
+        "required": param.required or param.location == "path",
+        "description": param.description,
+        "schema": schema,
+    }
+
+
+def _id_schema() -> dict[str, Any]:
+    """An id parameter: the same schema as the ids in bodies."""
+    return TypeAdapter(Id).json_schema()
+
+
+def _response(reply: Reply, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    models = _reply_models(reply)
+    if models:
+        schemas = [dict(refs[(m, "serialization")]) for m in models]
+        schema: dict[str, Any] = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    elif reply.media_type == "application/json":
+        schema = {"type": "object"}
+    else:
+        schema = {"type": "string"}
+    out["content"] = {reply.media_type: {"schema": schema}}
+    if reply.headers:
+        out["headers"] = {
+            name: {"description": text, "required": required, "schema": {"type": "string"}}
+            for name, (text, required) in reply.headers.items()
+        }
+    return out
+
+
+def _task_links() -> dict[str, Any]:
+    """Where a new task can be looked at: lets a client (and a fuzzer) follow it."""
+    task_id = {"task_id": "$response.body#/task_id"}
+    return {
+        "GetResult": {"operationId": "moderation_result", "parameters": task_id},
+        "GetEvents": {"operationId": "moderation_events", "parameters": task_id},
+    }

@@ -1,0 +1,149 @@
+"""Schemathesis, through its Python API, against a running API and its own
+/openapi.json: every phase (examples, coverage, fuzzing, stateful through the
+document's links) and every check, unless a test names one to leave out and
+says why. Returns what happened, for the test to assert on and print.
+
+    .venv/bin/python tests/contract/contract_fuzz.py http://127.0.0.1:8000 [API_KEY]
+
+runs the same thing by hand against any stack.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+# Cases per operation and phase: enough to find what a fuzzer finds here in
+# about a minute on a small machine; CONTRACT_MAX_EXAMPLES raises it.
+DEFAULT_MAX_EXAMPLES = 40
+
+
+@dataclass
+class Report:
+    seed: int
+    cases: int = 0
+    operations: set[str] = field(default_factory=set)
+    statuses: Counter[int] = field(default_factory=Counter)
+    # One example per (check, operation, title); failing_checks counts them all.
+    failures: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    failing_checks: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
+        return (
+            f"{self.cases} cases over {len(self.operations)} operations in {self.seconds:.0f} s (seed {self.seed}); "
+            f"{len(self.failures)} distinct failures ({self.failing_checks} failing checks), {len(self.errors)} errors; "
+            f"responses by status {{{codes}}}"
+        )
+
+    def problems(self) -> list[str]:
+        return list(self.failures.values()) + self.errors
+
+
+# `chalice local` is a development server, not API Gateway: it checks no API
+# keys, and its HTTP server (python's http.server) answers methods it has no
+# handler for (TRACE, QUERY) with 501 before Chalice sees them. Only these
+# differences are left out when fuzzing it; everything else is checked.
+CHALICE_LOCAL = {
+    "disabled_checks": {"ignored_auth": "chalice local does not enforce API keys (API Gateway does)"},
+    # Nothing to learn from requests without the key or with a wrong one (see above).
+    "with_security_parameters": False,
+    "unexpected_methods": ["get", "put", "post", "delete", "patch"],
+}
+
+
+def run(
+    base_url: str,
+    *,
+    api_key: str | None = None,
+    disabled_checks: dict[str, str] | None = None,
+    with_security_parameters: bool = True,
+    unexpected_methods: list[str] | None = None,
+    max_examples: int | None = None,
+    rate_limit: str | None = None,
+    seed: int | None = None,
+) -> Report:
+    """Fuzz the API at base_url from base_url + /openapi.json.
+
+    disabled_checks: check name -> the reason it cannot hold against this target.
+    """
+    import schemathesis
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.engine import events
+
+    seed = seed if seed is not None else int(os.environ.get("CONTRACT_SEED") or random.randrange(2**31))
+    config: dict[str, Any] = {
+        "seed": seed,
+        "base-url": base_url,
+        "request-timeout": 30,
+        "generation": {
+            "max-examples": max_examples or int(os.environ.get("CONTRACT_MAX_EXAMPLES") or DEFAULT_MAX_EXAMPLES),
+            # No .hypothesis/ example database written into the repository.
+            "database": "none",
+            "with-security-parameters": with_security_parameters,
+        },
+        "checks": {"enabled": True, **{name: {"enabled": False} for name in (disabled_checks or {})}},
+        "phases": {"stateful": {"max-steps": 20}},
+        "warnings": False,
+    }
+    if unexpected_methods is not None:
+        config["phases"]["coverage"] = {"unexpected-methods": unexpected_methods}
+    if api_key:
+        config["auth"] = {"openapi": {"apiKey": {"api_key": api_key}}}
+    if rate_limit:
+        config["rate-limit"] = rate_limit
+    schema = schemathesis.openapi.from_url(
+        f"{base_url.rstrip('/')}/openapi.json", config=SchemathesisConfig.from_dict(config)
+    )
+    report = Report(seed=seed)
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            _scenario(report, event.recorder)
+        elif isinstance(event, events.NonFatalError):
+            report.errors.append(f"{event.label}: {type(event.value).__name__}: {event.value}")
+        elif isinstance(event, events.FatalError):
+            report.errors.append(f"fatal: {event.exception!r}")
+        elif isinstance(event, events.EngineFinished):
+            report.seconds = event.running_time
+    return report
+
+
+def _scenario(report: Report, recorder: Any) -> None:
+    report.cases += len(recorder.cases)
+    report.operations |= {node.value.operation.label for node in recorder.cases.values()}
+    for interaction in recorder.interactions.values():
+        if interaction.response is not None:
+            report.statuses[interaction.response.status_code] += 1
+    for case_id, checks in recorder.checks.items():
+        for check in checks:
+            if check.failure_info is None:
+                continue
+            label = recorder.cases[case_id].value.operation.label
+            failure = check.failure_info.failure
+            report.failing_checks += 1
+            report.failures.setdefault(
+                (check.name, label, failure.title),
+                f"[{check.name}] {label}: {failure.title}\n{failure.message}\n{check.failure_info.code_sample}",
+            )
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    # With a key: a deployed API; without: chalice local.
+    report = run(argv[0], api_key=argv[1]) if len(argv) > 1 else run(argv[0], **CHALICE_LOCAL)  # type: ignore[arg-type]
+    for problem in report.problems():
+        print(problem, end="\n\n")
+    print(report.summary())
+    return 1 if report.problems() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

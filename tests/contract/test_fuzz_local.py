@@ -1,0 +1,30 @@
+"""Schemathesis against `chalice local` (the `make run` stack), from the
+/openapi.json it serves: every phase and every check except what a
+development server cannot do (tests/contract/contract_fuzz.py, CHALICE_LOCAL).
+Any failure (an undocumented status, a body that is not its schema, a 5xx, a
+valid request refused, an invalid one accepted) fails the test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from contract_fuzz import CHALICE_LOCAL, run
+from e2e.e2e_stack import Stack, make_run
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with make_run(tmp_path_factory) as s:
+        yield s
+
+
+def test_chalice_local_keeps_its_contract(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run(stack.api, **CHALICE_LOCAL)  # type: ignore[arg-type]
+    with capsys.disabled():
+        print(f"\n[contract, chalice local] {report.summary()}")
+    assert report.cases > 0 and len(report.operations) == 12, report.summary()
+    assert not report.problems(), "\n\n".join(report.problems())
+    assert not [s for s in report.statuses if s >= 500], report.summary()
