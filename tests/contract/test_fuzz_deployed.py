@@ -76,3 +76,28 @@ def test_the_deployed_api_serves_the_same_document_and_docs(deployed: Deployed) 
     # Served through API Gateway byte for byte (text types: no binary media type involved).
     for name in ("swagger-ui-bundle.js", "swagger-ui.css"):
         assert get(f"/docs/{name}")[1] == (STATIC / name).read_bytes(), name
+
+
+def test_idempotency_and_batch_through_api_gateway(deployed: Deployed) -> None:  # noqa: F811
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    def post(path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict]:
+        req = urllib.request.Request(deployed.d.api_url + path, data=body, method="POST", headers={
+            "x-api-key": deployed.d.api_key, "Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, dict(resp.headers), json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), json.loads(err.read())
+
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    status, headers, first = post("/moderation/async_predict?item_id=3", headers=key)
+    assert status == 202 and "Idempotent-Replayed" not in headers, first
+    status, headers, again = post("/async_predict?item_id=3", headers=key)
+    assert (status, headers.get("Idempotent-Replayed"), again) == (202, "true", first)
+    status, _, mismatch = post("/moderation/async_predict?item_id=4", headers=key)
+    assert (status, mismatch["code"]) == (409, "idempotency_key_mismatch")
+    status, _, out = post("/moderation/async_predict/batch", json.dumps({"item_ids": [5, 987654, 6]}).encode())
+    assert status == 202 and [("task_id" in i, i["item_id"]) for i in out["items"]] == [(True, 5), (False, 987654), (True, 6)]
