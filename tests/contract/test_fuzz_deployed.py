@@ -10,36 +10,12 @@ is made the same way; being module-scoped, it is a second deployment of ~40 s.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from contract_fuzz import run
 from e2e.test_deployed import Deployed, deployed  # noqa: F401 - the fixture
 
-from infra import deploy_localstack as dl
-
 pytestmark = pytest.mark.e2e
-# CreateChangeSet takes at most 51,200 bytes of TemplateBody. The packaged
-# template is ~58 KB pretty-printed (each route is a few hundred bytes of
-# swagger), ~22 KB compact. Until infra/deploy_localstack.py sends it compact
-# (or through S3, as `aws cloudformation deploy --s3-bucket` does on AWS), this
-# module compacts it on the way.
-TEMPLATE_BODY_LIMIT = 51_200
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compact_template_body() -> Iterator[None]:
-    real = dl.deploy_change_set
-
-    def compact(endpoint: str, stack_name: str, template_body: str, parameters: dict[str, str]) -> bool:
-        if len(template_body.encode()) > TEMPLATE_BODY_LIMIT:
-            template_body = json.dumps(json.loads(template_body), separators=(",", ":"))
-        return real(endpoint, stack_name, template_body, parameters)
-
-    dl.deploy_change_set = compact  # type: ignore[assignment]
-    yield
-    dl.deploy_change_set = real  # type: ignore[assignment]
-
 # API Gateway's usage plan allows 20 requests/s (burst 40); stay under it.
 RATE_LIMIT = "15/s"
 # The one check left out: a method a path does not have never reaches the
