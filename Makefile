@@ -17,7 +17,8 @@ help: ## list the targets
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	# chalice 1.34 requires pip<26.3: an unpinned upgrade makes pip report a conflict.
+	$(PY) -m pip install --quiet --upgrade "pip<26.3"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 

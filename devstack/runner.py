@@ -279,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.pollers < 1:
         parser.error("--pollers must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(threadName)s %(levelname)s %(message)s")
+    # botocore announces where it found credentials and endpoints, per client, at INFO.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
 
     # Before chalicelib reads its settings (lazily, on the first batch): the
     # pool is this process's share of the database's connection budget, and
