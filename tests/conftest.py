@@ -21,6 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+# The e2e stack helpers (e2e_stack, deployed_stack) are imported by other
+# suites too (tests/contract), which pytest may collect first.
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from helpers import free_port  # noqa: E402
 

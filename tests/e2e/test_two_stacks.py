@@ -117,7 +117,8 @@ def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deploye
             return http("GET", f"{stack.api}/moderation/moderation_result/{task_id}")[1]
 
         def theirs_result(task_id: int) -> dict:
-            return dl.http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{task_id}")[1]
+            url = f"{deployed.api_url}/moderation/moderation_result/{task_id}"
+            return dl.http_json("GET", url, api_key=deployed.api_key)[1]  # reads need the key too
 
         assert set(wait_terminal(ours_result, ours, 45).values()) == {"completed"}
         assert set(wait_terminal(theirs_result, theirs, 45).values()) == {"completed"}
@@ -153,7 +154,9 @@ def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployed: Deployed):
     # The deployed stack is untouched and still works.
     status, body = post_with_key(deployed, "/moderation/async_predict?item_id=5")
     assert status == 202, body
-    result = wait_terminal(lambda t: dl.http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{t}")[1],
-                           [body["task_id"]], 45)
+    def result_of(task_id: int) -> dict:
+        return dl.http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{task_id}", api_key=deployed.api_key)[1]
+
+    result = wait_terminal(result_of, [body["task_id"]], 45)
     assert result == {body["task_id"]: "completed"}
     print(f"\n[two stacks] make run refused in {took:.1f} s")
