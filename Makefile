@@ -70,8 +70,8 @@ bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS, profi
 .PHONY: load
 load: export LOAD_API_KEY := $(or $(API_KEY),$(LOAD_API_KEY))
 load: LOAD_ARGS = $(if $(URL),--url '$(URL)') $(if $(USERS),--users $(USERS)) $(if $(SUBMITS),--submits $(SUBMITS)) \
-	$(if $(ITEMS),--items '$(ITEMS)') $(if $(OUT),--out '$(OUT)')
-load: $(STAMP) ## load test (locust): URL= API_KEY= USERS=32 SUBMITS=2000 ITEMS=1-300 OUT=build/load/results.json
+	$(if $(ITEMS),--items '$(ITEMS)') $(if $(OUT),--out '$(OUT)') $(if $(DRAIN),--drain-timeout $(DRAIN))
+load: $(STAMP) ## load test (locust): URL= API_KEY= USERS=32 SUBMITS=2000 ITEMS=1-300 DRAIN=120 OUT=build/load/results.json
 	$(PY) -m load.run $(LOAD_ARGS)
 
 # --- Deployment artifact (docs/deploy.md) ------------------------------------
