@@ -500,7 +500,7 @@ def _up(args: argparse.Namespace) -> int:
   stack     {d.stack_name} on {d.endpoint}   (AWS_ENDPOINT_URL={d.endpoint} aws cloudformation describe-stacks)
 
   curl -s -X POST -H "x-api-key: {d.api_key}" "{d.api_url}/moderation/async_predict?item_id=1"
-  curl -s "{d.api_url}/moderation/moderation_result/1"
+  curl -s -H "x-api-key: {d.api_key}" "{d.api_url}/moderation/moderation_result/1"
 
   logs:  AWS_ENDPOINT_URL={d.endpoint} aws logs tail /aws/lambda/{d.function_name('score')}
   stop:  {stop_command(d.endpoint)}
