@@ -60,6 +60,7 @@ class Reconciler:
                 extra={
                     "tasks": len(unreceived),
                     "task_ids": [t.task_id for t in unreceived[:20]],
+                    "request_ids": [t.request_id for t in unreceived[:20]],
                     "older_than_seconds": self._unreceived_after,
                 },
             )
@@ -73,13 +74,16 @@ class Reconciler:
                     extra={"outcome": "resent", "task_id": task.task_id, "request_id": task.request_id},
                 )
         stuck = self._store.fail_stuck(self._stuck_after, STUCK_REASON.format(seconds=self._stuck_after))
-        for task_id in stuck:
-            logger.info("message outcome", extra={"outcome": "failed_stuck", "task_id": task_id, "error_kind": STUCK})
+        for task_id, request_id in stuck.items():
+            logger.info(
+                "message outcome",
+                extra={"outcome": "failed_stuck", "task_id": task_id, "request_id": request_id, "error_kind": STUCK},
+            )
         purged = self._store.purge_idempotency_keys(self._key_ttl)
         if purged:
             logger.info("idempotency keys purged", extra={"keys": purged, "older_than_seconds": self._key_ttl})
         metrics.emit("reconcile", {metrics.RESENT: len(resent)}, failed_by_kind={STUCK: len(stuck)})
         unreceived_ids = {t.task_id for t in unreceived}
         return ReconcileReport(
-            resent=list(resent), unreceived=[i for i in resent if i in unreceived_ids], failed_stuck=stuck
+            resent=list(resent), unreceived=[i for i in resent if i in unreceived_ids], failed_stuck=list(stuck)
         )

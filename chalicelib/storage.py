@@ -552,7 +552,7 @@ class ModerationStore:
             )
             return [PendingTask(int(r["id"]), int(r["item_id"]), r["request_id"]) for r in cur.fetchall()]
 
-    def fail_stuck(self, older_than_seconds: int, reason: str) -> list[int]:
+    def fail_stuck(self, older_than_seconds: int, reason: str) -> dict[int, str | None]:
         """Fail tasks that outlived every retry the queue could still make."""
         with self._db.transaction() as cur:
             cur.execute(
@@ -567,11 +567,11 @@ class ModerationStore:
                     INSERT INTO task_events (task_id, kind, error, request_id)
                     SELECT id, 'failed_stuck', %(reason)s, request_id FROM stuck
                 )
-                SELECT id FROM stuck
+                SELECT id, request_id FROM stuck
                 """,
                 {"reason": reason, "secs": older_than_seconds},
             )
-            return [int(r["id"]) for r in cur.fetchall()]
+            return {int(r["id"]): r["request_id"] for r in cur.fetchall()}
 
 
 def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:

@@ -184,6 +184,7 @@ def test_a_task_sent_but_never_received_is_resent_and_reported(client, app_env, 
     assert deps.reconciler().run().resent == []  # re-sent once per horizon, not every minute
     [warning] = [r for r in caplog.records if "never received" in r.getMessage()]
     assert warning.levelname == "WARNING" and warning.task_ids == [task_id]  # type: ignore[attr-defined]
+    assert warning.request_ids[0] is not None  # type: ignore[attr-defined]
     lines = json_lines(capsys.readouterr().out)
     assert [d["TasksResent"] for d in emf(lines, "reconcile") if "TasksResent" in d] == [[1.0]]
 
@@ -193,12 +194,15 @@ def test_a_task_sent_but_never_received_is_resent_and_reported(client, app_env, 
     assert kinds(events) == [("accepted", None), ("enqueued", None), ("resent", None), ("attempt", "completed")]
 
 
-def test_stuck_tasks_leave_a_trail_and_a_metric(client, app_env, sqs, capsys):
+def test_stuck_tasks_leave_a_trail_and_a_metric(client, app_env, sqs, capsys, caplog):
     item_id = insert_ad(app_env)
     task_id = submit(client, item_id)
     execute(app_env, "UPDATE moderation_results SET created_at = now() - interval '2 hours' WHERE id = %s", (task_id,))
     assert deps.reconciler().run().failed_stuck == [task_id]
     events = get(client, f"/moderation/moderation_result/{task_id}/events")["events"]
+    # The reconciler's line about it carries the submit's request id too.
+    [line] = [r for r in caplog.records if getattr(r, "outcome", None) == "failed_stuck"]
+    assert line.task_id == task_id and line.request_id == events[0]["request_id"] is not None  # type: ignore[attr-defined]
     assert events[-1]["kind"] == "failed_stuck" and "no result within" in events[-1]["error"]
     lines = json_lines(capsys.readouterr().out)
     assert [(d["error_kind"], d["TasksFailed"]) for d in emf(lines, "reconcile") if "TasksFailed" in d] == [
