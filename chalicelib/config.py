@@ -72,10 +72,9 @@ def _database_url() -> str:
     if env.get("DATABASE_URL"):
         return env["DATABASE_URL"]
     if env.get("DATABASE_SECRET_ARN"):
-        import botocore.session  # provided by the Lambda runtime; imported only here
+        from chalicelib.deps import aws_client  # botocore: imported only on this path
 
-        client = botocore.session.get_session().create_client("secretsmanager")
-        secret = client.get_secret_value(SecretId=env["DATABASE_SECRET_ARN"])
+        secret = aws_client("secretsmanager").get_secret_value(SecretId=env["DATABASE_SECRET_ARN"])
         return str(secret["SecretString"]).strip()
     return LOCAL_DATABASE_URL
 

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from chalicelib.queue import REQUEST_ID_ATTRIBUTE
 from chalicelib.storage import COMPLETED, FAILED, PERMANENT, PROCESSING, TRANSIENT, ClaimedTask, EventRow, TaskUpdate
-
-# The SQS message attribute carrying the API request id (set by chalicelib.queue).
-REQUEST_ID_ATTRIBUTE = "request_id"
 
 # SQS refuses visibility timeouts above 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60

@@ -18,7 +18,7 @@ from chalicelib.errors import TransientError
 from chalicelib.logs import logger
 from chalicelib.storage import PendingTask
 
-# Also read by the scorer (chalicelib.decisions.REQUEST_ID_ATTRIBUTE).
+# The message attribute carrying the API request id; the scorer reads it back.
 REQUEST_ID_ATTRIBUTE = "request_id"
 
 # SQS batch APIs take at most 10 entries.

@@ -186,23 +186,7 @@ class ModerationStore:
     def create_task(self, item_id: int, *, request_id: str | None = None) -> int | None:
         """Insert a pending task for a live ad, and its `accepted` event, in one
         statement; None when the ad does not exist."""
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                WITH task AS (
-                    INSERT INTO moderation_results (item_id, status, request_id)
-                    SELECT id, 'pending', %(request_id)s FROM advertisements WHERE id = %(item_id)s AND NOT is_deleted
-                    RETURNING id
-                ), event AS (
-                    INSERT INTO task_events (task_id, kind, request_id)
-                    SELECT id, 'accepted', %(request_id)s FROM task
-                )
-                SELECT id FROM task
-                """,
-                {"item_id": item_id, "request_id": request_id},
-            )
-            row = cur.fetchone()
-        return int(row["id"]) if row else None
+        return self.create_tasks([item_id], request_id=request_id)[0]
 
     def create_task_once(self, item_id: int, key: str, *, request_id: str | None = None) -> KeyedTask:
         """create_task under an Idempotency-Key: the key, the task and its
@@ -324,18 +308,15 @@ class ModerationStore:
             )
 
     def mark_send_failed(self, task_ids: Sequence[int], error: str) -> None:
-        """The API's send failed: make the task the reconciler's (enqueued_at NULL)."""
+        """The API's send failed: record it in the trail. enqueued_at is still
+        NULL (only a successful send sets it), so the reconciler re-sends it."""
         with self._db.transaction() as cur:
             cur.execute(
                 """
-                WITH unmarked AS (
-                    UPDATE moderation_results SET enqueued_at = NULL, updated_at = now()
-                    WHERE id = ANY(%s) RETURNING id, request_id
-                )
                 INSERT INTO task_events (task_id, kind, error, request_id)
-                SELECT id, 'send_failed', %s, request_id FROM unmarked
+                SELECT id, 'send_failed', %s, request_id FROM moderation_results WHERE id = ANY(%s)
                 """,
-                (list(task_ids), error),
+                (error, list(task_ids)),
             )
 
     def get_task(self, task_id: int) -> Task | None:
