@@ -15,17 +15,19 @@ STAMP  := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# chalice 1.34 requires pip<26.3: an unpinned upgrade makes pip report a conflict.
 	$(PY) -m pip install --quiet --upgrade "pip<26.3"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# The project itself, editable: every folder imports the others by package name.
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 venv: $(STAMP) ## create/refresh the dev virtualenv
 
 localstack: $(STAMP) ## install LocalStack (host mode) into .venv-localstack
-	$(PY) -m devstack.localstack install
+	$(PY) -m toolkit.localstack install
 
 run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops it)
 	$(PY) -m devstack.run
@@ -45,9 +47,10 @@ test-e2e: $(STAMP) localstack ## end-to-end tests against the running stack
 train: $(STAMP) ## retrain the model and rewrite chalicelib/artifacts/model.json
 	$(PY) -m training.train
 
-lint: $(STAMP) ## ruff + mypy
+lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports, contracts in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 	rm -rf .local
@@ -62,9 +65,9 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 
 .PHONY: bench
 bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS, profiles (ARGS="--quick", "--only cold,batch")
-	$(PY) -m bench.run $(ARGS)
+	$(PY) -m measure.bench.run $(ARGS)
 
-# Load test (load/): locust, headless, against `make run`'s API unless URL= is given.
+# Load test (measure/load/): locust, headless, against `make run`'s API unless URL= is given.
 # The deployed API needs its key: make load URL=<api url> API_KEY=<key> ITEMS=1-20.
 # The key reaches the tool through the environment, so make does not echo it.
 .PHONY: load
@@ -72,7 +75,7 @@ load: export LOAD_API_KEY := $(or $(API_KEY),$(LOAD_API_KEY))
 load: LOAD_ARGS = $(if $(URL),--url '$(URL)') $(if $(USERS),--users $(USERS)) $(if $(SUBMITS),--submits $(SUBMITS)) \
 	$(if $(ITEMS),--items '$(ITEMS)') $(if $(OUT),--out '$(OUT)') $(if $(DRAIN),--drain-timeout $(DRAIN))
 load: $(STAMP) ## load test (locust): URL= API_KEY= USERS=32 SUBMITS=2000 ITEMS=1-300 DRAIN=120 OUT=build/load/results.json
-	$(PY) -m load.run $(LOAD_ARGS)
+	$(PY) -m measure.load.run $(LOAD_ARGS)
 
 # --- Deployment artifact (docs/deploy.md) ------------------------------------
 # STAGE selects the Chalice stage (.chalice/config.json) and infra/stages.json entry.

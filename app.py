@@ -14,7 +14,7 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import Request
 
-from chalicelib.config import batch_size
+from chalicelib.config import QUEUE_NAME, batch_size
 
 app = Chalice(app_name="ad-moderation")
 
@@ -112,7 +112,7 @@ def contract_errors(event: Request, get_response: Any) -> Any:
 # The scoring function. Chalice cannot switch on ReportBatchItemFailures for
 # the event source mapping (aws/chalice#2029); infra/ does that after packaging.
 # Without it Lambda would ignore the partial batch response returned here.
-@app.on_sqs_message(queue="moderation", batch_size=batch_size())
+@app.on_sqs_message(queue=QUEUE_NAME, batch_size=batch_size())
 def score(event: Any) -> dict[str, Any]:
     from chalicelib import deps
 

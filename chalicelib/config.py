@@ -15,6 +15,11 @@ from functools import lru_cache
 # The embedded PostgreSQL that `make run` starts when DATABASE_URL is unset.
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:54329/moderation"
 
+# The queues, as infra/resources.json names them (a test checks they agree).
+# app.py needs the main queue's name at import time for the event source.
+QUEUE_NAME = "moderation"
+DLQ_NAME = "moderation_dlq"
+
 # Batch size is fixed when Chalice builds the event source mapping, so it is
 # read by app.py at import time; it has a default, so importing never fails.
 DEFAULT_BATCH_SIZE = 10
@@ -84,8 +89,8 @@ def get_settings() -> Settings:
     env = os.environ
     return Settings(
         database_url=_database_url(),
-        queue_name=env.get("MODERATION_QUEUE_NAME", "moderation"),
-        dlq_name=env.get("MODERATION_DLQ_NAME", "moderation_dlq"),
+        queue_name=env.get("MODERATION_QUEUE_NAME", QUEUE_NAME),
+        dlq_name=env.get("MODERATION_DLQ_NAME", DLQ_NAME),
         queue_url=env.get("MODERATION_QUEUE_URL") or None,
         dlq_url=env.get("MODERATION_DLQ_URL") or None,
         retry_base_seconds=_int("RETRY_BASE_SECONDS", 5),

@@ -43,7 +43,8 @@ from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, ThreadedHTTPServer
 
-ROOT = Path(__file__).resolve().parent.parent
+from toolkit.names import ROOT
+
 DEFAULT_STAGE = "local"
 # Pending connections the kernel queues while every accept is busy. Linux caps
 # it at net.core.somaxconn (4096 on current kernels).

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from toolkit.names import ROOT
+
 # Where the embedded database and LocalStack keep their state (git-ignored).
 # Overridable so a test can run a second stack beside a developer's.
 LOCAL = Path(os.environ.get("LOCAL_STATE_DIR") or ROOT / ".local")
@@ -68,8 +69,8 @@ class Stack:
 
 def up(*, seed: bool = True, pg_port: int | None = None) -> Stack:
     """Bring up Postgres + AWS endpoint + queues + schema (+ demo data)."""
-    from devstack.localstack import HostLocalStack, endpoint_answers
-    from devstack.postgres import EmbeddedPostgres
+    from toolkit.localstack import HostLocalStack, endpoint_answers
+    from toolkit.postgres import EmbeddedPostgres
 
     env = dict(os.environ)
     for k, v in LOCAL_AWS_ENV.items():
@@ -109,7 +110,7 @@ def up(*, seed: bool = True, pg_port: int | None = None) -> Stack:
         import boto3
 
         from chalicelib.migrate import apply_migrations
-        from infra.queues import ensure_queues
+        from toolkit.template import ensure_queues
 
         if reused:
             # Before touching its queues. A LocalStack we just started has no
@@ -120,7 +121,7 @@ def up(*, seed: bool = True, pg_port: int | None = None) -> Stack:
         applied = apply_migrations(database_url)
         say(f"migrations: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
         if seed:
-            from devstack.seed import seed_demo_data
+            from toolkit.seed import seed_demo_data
 
             n = seed_demo_data(database_url)
             say(f"demo data: {'inserted ' + str(n) + ' ads' if n else 'database already has ads'}")

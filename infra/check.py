@@ -57,7 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from toolkit.names import ROOT
+
 DEFAULT_TEMPLATE = ROOT / "build" / "package" / "sam.json"
 # Most PostgreSQL connections the app may hold when nothing else says so.
 DEFAULT_DB_CONNECTION_BUDGET = 20

@@ -58,12 +58,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from devstack.localstack import DEFAULT_SERVICES, HostLocalStack, LocalStackError, endpoint_answers  # noqa: E402
-from infra.package import DEFAULT_OUT, TEMPLATE_NAME, package  # noqa: E402
-from infra.policies import function_name, secret_name  # noqa: E402
+from infra.package import DEFAULT_OUT, TEMPLATE_NAME, package
+from infra.policies import function_name, secret_name
+from toolkit.localstack import DEFAULT_SERVICES, HostLocalStack, LocalStackError, endpoint_answers
+from toolkit.names import ROOT
 
 # Not make run's 4566: two stacks on one endpoint share its queues (see above).
 DEFAULT_ENDPOINT = "http://127.0.0.1:4567"
@@ -467,8 +465,8 @@ def http_json(method: str, url: str, *, api_key: str | None = None, timeout: flo
 
 
 def _up(args: argparse.Namespace) -> int:
-    from devstack.postgres import EmbeddedPostgres
-    from devstack.seed import seed_demo_data
+    from toolkit.postgres import EmbeddedPostgres
+    from toolkit.seed import seed_demo_data
 
     started = time.monotonic()
     database_url = os.environ.get("DATABASE_URL", "")
@@ -519,7 +517,7 @@ def stop_command(endpoint: str) -> str:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from devstack.postgres import EmbeddedPostgres
+    from toolkit.postgres import EmbeddedPostgres
 
     stopped = []
     for endpoint in dict.fromkeys((args.endpoint, LEGACY_ENDPOINT)):

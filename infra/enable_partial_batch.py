@@ -28,14 +28,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from infra.package import stage_settings  # noqa: E402
-from infra.policies import FUNCTIONS, QUEUE, function_name  # noqa: E402
+from infra.package import stage_settings
+from infra.policies import FUNCTIONS, QUEUE, function_name
 
 LOG_RETENTION_DAYS = 30
 

@@ -47,10 +47,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from infra.policies import APP_NAME, STAGES_FILE, function_name, stage_table  # noqa: E402
+from infra.policies import APP_NAME, STAGES_FILE, function_name, stage_table
+from toolkit.names import ROOT
 
 MIGRATIONS = ROOT / "migrations"
 SHIPPED_MIGRATIONS = ROOT / "chalicelib" / "migrations_sql"

@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from toolkit.names import ROOT
+
 CHALICE_DIR = ROOT / ".chalice"
 STAGES_FILE = ROOT / "infra" / "stages.json"
 APP_NAME = "ad-moderation"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,17 +17,11 @@ import boto3
 import psycopg2
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-# The e2e stack helpers (e2e_stack, deployed_stack) are imported by other
-# suites too (tests/contract), which pytest may collect first.
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-
-from helpers import free_port  # noqa: E402
+from tests.helpers import free_port
+from toolkit.names import LOCAL_CREDENTIALS
 
 # Local credentials only; no test ever talks to AWS.
-for _k, _v in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
+for _k, _v in LOCAL_CREDENTIALS.items():
     os.environ.setdefault(_k, _v)
 
 
@@ -38,7 +31,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
         return
-    from devstack.postgres import EmbeddedPostgres
+    from toolkit.postgres import EmbeddedPostgres
 
     # Not under tmp_path_factory: the server runs as an unprivileged user when
     # we are root, and each pytest session re-chmods /tmp/pytest-of-<user> to
@@ -83,7 +76,7 @@ def sqs() -> Iterator[object]:
     """An in-process SQS (moto) with the queues of infra/resources.json."""
     from moto import mock_aws
 
-    from infra.queues import ensure_queues
+    from toolkit.template import ensure_queues
 
     saved = os.environ.pop("AWS_ENDPOINT_URL", None)
     with mock_aws():

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from helpers import free_port
+
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session")
 def localstack_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from devstack.localstack import HostLocalStack
+    from toolkit.localstack import HostLocalStack
 
     ls = HostLocalStack(data_dir=tmp_path_factory.mktemp("localstack"), endpoint=f"http://127.0.0.1:{free_port()}")
     ls.start()

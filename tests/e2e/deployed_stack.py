@@ -21,9 +21,9 @@ from typing import Any
 
 import psycopg2
 import pytest
-from helpers import free_port
 
 from infra import deploy_localstack as dl
+from tests.helpers import free_port
 
 
 @dataclass
@@ -56,9 +56,9 @@ class Deployed:
 def deployed_stack(tmp_path_factory: pytest.TempPathFactory, *, n_ads: int = 20,
                    timings: dict[str, Any] | None = None) -> Iterator[Deployed]:
     """Embedded PostgreSQL + LocalStack with the local-process executor + the deployed stack, seeded with n_ads ads."""
-    from devstack.localstack import HostLocalStack
-    from devstack.postgres import EmbeddedPostgres
-    from devstack.seed import seed_demo_data
+    from toolkit.localstack import HostLocalStack
+    from toolkit.postgres import EmbeddedPostgres
+    from toolkit.seed import seed_demo_data
 
     timings = {} if timings is None else timings
     base = tmp_path_factory.mktemp("deployed")

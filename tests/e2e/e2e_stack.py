@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS = str(Path(sys.executable).parent / "aws")

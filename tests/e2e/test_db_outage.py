@@ -14,10 +14,10 @@ import time
 from collections import Counter
 
 import pytest
-from e2e_stack import http, make_run
-from helpers import execute
 
-from devstack.postgres import EmbeddedPostgres
+from tests.e2e.e2e_stack import http, make_run
+from tests.helpers import execute
+from toolkit.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.e2e
 OUTAGE_SECONDS = 20

@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg2
 import pytest
-from deployed_stack import Deployed, deployed_stack, poll_result
 
 from infra import deploy_localstack as dl
+from tests.e2e.deployed_stack import Deployed, deployed_stack, poll_result
 
 pytestmark = pytest.mark.e2e
 TIMINGS: dict[str, Any] = {}

@@ -31,7 +31,6 @@ from contextlib import contextmanager
 import boto3
 import psycopg2
 import pytest
-from helpers import drop_verdict_audit, execute, install_verdict_audit
 
 from chalicelib.db import Database
 from chalicelib.errors import TransientError
@@ -42,7 +41,8 @@ from chalicelib.reconcile import Reconciler
 from chalicelib.scoring import Scorer
 from chalicelib.storage import ModerationStore
 from devstack.runner import Runner
-from infra.queues import ensure_queues
+from tests.helpers import drop_verdict_audit, execute, install_verdict_audit
+from toolkit.template import ensure_queues
 
 pytestmark = pytest.mark.e2e
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed_stack import deployed_stack
-from e2e_stack import make_run
-from helpers import execute, http_server, install_verdict_audit
 
-from devstack.postgres import EmbeddedPostgres
+from tests.e2e.deployed_stack import deployed_stack
+from tests.e2e.e2e_stack import make_run
+from tests.helpers import execute, http_server, install_verdict_audit
+from toolkit.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ USERS, SUBMITS = 16, 300
 
 
 def load_tool(url: str, out: Path, *args: str, api_key: str = "") -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "load.run", "--url", url, "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "measure.load.run", "--url", url, "--out", str(out), *args]
     # The key goes the way `make load` passes it: through the environment.
     env = {k: v for k, v in os.environ.items() if k != "LOAD_API_KEY"}
     if api_key:

@@ -12,7 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e_stack import Stack, http, make_run
+
+from tests.e2e.e2e_stack import Stack, http, make_run
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import boto3
 import pytest
-from helpers import free_port
+
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,8 +110,8 @@ class Local:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
-    from devstack.localstack import HostLocalStack
-    from infra.queues import ensure_queues
+    from toolkit.localstack import HostLocalStack
+    from toolkit.template import ensure_queues
 
     endpoint = f"http://127.0.0.1:{free_port()}"
     stack = HostLocalStack(data_dir=tmp_path_factory.mktemp("localstack"), endpoint=endpoint)

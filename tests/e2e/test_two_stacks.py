@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_stack import ROOT, Stack, http, make_run, make_run_command, make_run_env, port_free, ports_of
-from helpers import free_port
 
 from devstack import run as devstack_run
 from infra import deploy_localstack as dl
+from tests.e2e.e2e_stack import ROOT, Stack, http, make_run, make_run_command, make_run_env, port_free, ports_of
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 from chalice.test import Client
-from helpers import execute, fetch_task, insert_ad
 
 from chalicelib import deps
 from chalicelib.errors import TransientError
 from chalicelib.reconcile import Reconciler
+from tests.helpers import execute, fetch_task, insert_ad
 
 AD = {"seller_id": 1, "is_verified_seller": False, "item_id": 1, "name": "iPhone 13",
       "description": "реплика, только предоплата", "category": 1, "images_qty": 0}

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AD = {"seller_id": 1, "is_verified_seller": True, "item_id": 1, "name": "Велосипед", "description": "Почти новый",

@@ -16,9 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
-from helpers import http_server
 
 from devstack.consumers import QueueConsumedError, ensure_no_other_consumer
+from tests.helpers import http_server
 
 ENDPOINT = "http://127.0.0.1:4566"
 

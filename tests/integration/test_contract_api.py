@@ -8,9 +8,9 @@ import threading
 
 import pytest
 from chalice.test import Client
-from helpers import execute, fetch_task, insert_ad
 
 from chalicelib import deps
+from tests.helpers import execute, fetch_task, insert_ad
 
 KEY = "Idempotency-Key"
 

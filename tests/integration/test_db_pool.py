@@ -7,10 +7,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import execute
 
 from chalicelib.db import Database
 from chalicelib.errors import TransientError
+from tests.helpers import execute
 
 
 def _backends(url: str, app_name: str) -> int:

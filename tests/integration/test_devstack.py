@@ -20,14 +20,14 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from devstack.localstack import (
+from toolkit.localstack import (
     REPO_ROOT,
     HostLocalStack,
     PythonNotFoundError,
     endpoint_answers,
     find_python313,
 )
-from devstack.postgres import EmbeddedPostgres, PortInUseError
+from toolkit.postgres import EmbeddedPostgres, PortInUseError
 
 
 def _free_port() -> int:

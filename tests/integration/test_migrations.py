@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from helpers import execute
-
 from chalicelib.migrate import apply_migrations
+from tests.helpers import execute
 
 
 def test_second_run_applies_nothing(pg_url):

@@ -1,10 +1,10 @@
-"""infra/queues.py creates what resources.json says, idempotently."""
+"""toolkit/template.py creates what resources.json says, idempotently."""
 
 from __future__ import annotations
 
 import json
 
-from infra.queues import ensure_queues
+from toolkit.template import ensure_queues
 
 
 def test_queues_exist_with_redrive_policy_and_rerun_is_safe(sqs):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from helpers import execute, fetch_task, free_port, insert_ad, task_body
 
 from chalicelib import deps
 from devstack.runner import POLL_WAIT_CAP_SECONDS, Runner, failed_ids
+from tests.helpers import execute, fetch_task, free_port, insert_ad, task_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -167,7 +167,7 @@ def test_stop_ends_every_poller_promptly_and_the_timer_keeps_running(sqs):
 def test_the_runner_process_budgets_connections_and_stops_on_sigterm(app_env, tmp_path):
     """`python -m devstack.runner --pollers 3` against an SQS server: 4 connections at most, clean SIGTERM."""
     moto_server = pytest.importorskip("moto.server")
-    from infra.queues import ensure_queues
+    from toolkit.template import ensure_queues
 
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from helpers import drop_verdict_audit, execute, fetch_task, insert_ad, install_verdict_audit, sqs_record, task_body
 
 from chalicelib import deps
 from chalicelib.db import Database
@@ -15,6 +14,7 @@ from chalicelib.model import load_model
 from chalicelib.queue import TaskQueue
 from chalicelib.scoring import Scorer
 from chalicelib.storage import ModerationStore, PendingTask
+from tests.helpers import drop_verdict_audit, execute, fetch_task, insert_ad, install_verdict_audit, sqs_record, task_body
 
 
 def new_task(db: str, *, deleted: bool = False, **ad) -> tuple[int, int]:

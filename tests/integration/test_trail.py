@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from chalice.test import Client
-from helpers import execute, fetch_task, insert_ad
 
 from chalicelib import deps
 from chalicelib.scoring import Scorer
 from devstack.runner import lambda_record
+from tests.helpers import execute, fetch_task, insert_ad
 
 
 class CrashingModel:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from helpers import sqs_record, task_body
-
 from chalicelib.decisions import (
     Outcome,
     Score,
@@ -14,6 +12,7 @@ from chalicelib.decisions import (
     whole_batch_failure,
 )
 from chalicelib.storage import Ad, ClaimedTask
+from tests.helpers import sqs_record, task_body
 
 AD = Ad(item_id=7, seller_id=1, is_verified_seller=True, name="n", description="d", category=1, images_qty=1)
 NOW = "2026-11-23T12:00:00Z"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infra.queues import queue_resources
+from toolkit.template import queue_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 

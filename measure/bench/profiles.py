@@ -4,7 +4,7 @@ Two sources:
 - cProfile of the scorer's batch-100 run (in-process): a phase breakdown from
   the cumulative time of the scorer's entry points, and the top functions by
   own time, each labelled with the phase it belongs to;
-- py-spy samples of `chalice local` and the runner under load (bench.sampling
+- py-spy samples of `chalice local` and the runner under load (measure.bench.sampling
   records them): which library the CPU is in (exclusive, leaf upwards) and
   how much of it each app-level operation costs (inclusive).
 """
@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bench.common import ROOT
+from measure.bench.common import ROOT
 
 _STDLIB = sysconfig.get_paths()["stdlib"] + "/"
 _PROJECT = str(ROOT) + "/"

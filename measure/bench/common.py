@@ -9,10 +9,10 @@ import statistics
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-ROOT = Path(__file__).resolve().parent.parent
+from toolkit.names import ROOT
+
 OUT_DIR = ROOT / "build" / "bench"
 
 

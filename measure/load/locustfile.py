@@ -1,14 +1,14 @@
-"""The simulated clients of `make load` (locust, headless; started by load/run.py).
+"""The simulated clients of `make load` (locust, headless; started by measure/load/run.py).
 
 Each client connects (GET /health, reported apart), then loops: claim one submit from the shared budget (--submits), POST
 /moderation/async_predict?item_id=N for a random N of --items (expects 202
 {task_id, status, message}), then poll one of its own unfinished tasks with
 GET /moderation/moderation_result/{task_id}, round robin. When the whole
-budget has been answered, the run stops; load/run.py then drains what is still
+budget has been answered, the run stops; measure/load/run.py then drains what is still
 pending. Every request is recorded (kind, status, latency, start) and written
-to --raw-out as JSON when the test stops, for load/report.py.
+to --raw-out as JSON when the test stops, for measure/load/report.py.
 
-    locust -f load/locustfile.py --headless -u 32 -r 32 --host http://127.0.0.1:8000 \
+    locust -f measure/load/locustfile.py --headless -u 32 -r 32 --host http://127.0.0.1:8000 \
         --submits 2000 --items 1-300 --raw-out /tmp/raw.json
 
 The API key (x-api-key, for the deployed API) comes from --api-key or LOAD_API_KEY.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,10 +27,7 @@ import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 
-# locust imports this file by path; the project root makes `load.report` importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from load.report import MAX_ERROR_EXAMPLES, TERMINAL, parse_items
+from measure.load.report import MAX_ERROR_EXAMPLES, TERMINAL, parse_items
 
 SUBMIT_PATH = "/moderation/async_predict"
 RESULT_PATH = "/moderation/moderation_result/"

@@ -8,7 +8,7 @@ One `make run` stack (own ports, own state dir) serves three runs:
 2. the stack: 32 HTTP client threads POST /moderation/async_predict until N
    tasks are accepted; done when every task is terminal in the database;
 3. the same load again, shorter, with py-spy sampling chalice local and the
-   runner (bench.sampling), so the figures of run 2 are not skewed by it.
+   runner (measure.bench.sampling), so the figures of run 2 are not skewed by it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any
 
 import psycopg2
 
-from bench.common import OUT_DIR, ROOT, Percentiles, Progress, free_port
-from bench.sampling import CpuMeter, Sampler
+from measure.bench.common import OUT_DIR, ROOT, Percentiles, Progress, free_port
+from measure.bench.sampling import CpuMeter, Sampler
 
 CLIENTS = 32
 SENDERS = 32

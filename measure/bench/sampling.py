@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import profiles
+from measure.bench import profiles
 
 # GIL samples are few (a process uses a fraction of a core), so sample them
 # faster; wall samples cover every thread and need less.

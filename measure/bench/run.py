@@ -3,13 +3,13 @@
 One run, three sections (pick with --only):
 
   cold   cold start per deployed function in fresh interpreters, against
-         loading the scikit-learn pipeline the usual way (bench/cold.py)
+         loading the scikit-learn pipeline the usual way (measure/bench/cold.py)
   batch  Scorer.handle throughput at batch 1, 10, 100 on real PostgreSQL with
          SQS stubbed, PostgreSQL alone as the ceiling, cost of logging, and a
-         cProfile of batch 100 (bench/batch.py)
+         cProfile of batch 100 (measure/bench/batch.py)
   e2e    one `make run` stack: raw SQS rate of its LocalStack, 32 concurrent
          HTTP clients end to end, and py-spy samples of chalice local and the
-         runner under that load (bench/e2e.py, bench/sampling.py)
+         runner under that load (measure/bench/e2e.py, measure/bench/sampling.py)
 
 Prints a table, writes build/bench/results.json and build/bench/bench.png.
 Reports; asserts nothing. Figures on a shared machine are indicative.
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import batch, cold, e2e, report
-from bench.common import OUT_DIR, ROOT, Progress
+from measure.bench import batch, cold, e2e, report
+from measure.bench.common import OUT_DIR, ROOT, Progress
 
 SECTIONS = ("cold", "batch", "e2e")
 
@@ -49,7 +49,7 @@ DEFAULTS: dict[str, tuple[float, float]] = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m measure.bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs (defaults in brackets below)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")

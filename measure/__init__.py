@@ -1,0 +1,1 @@
+"""Measuring the service: `make bench` (bench/) and `make load` (load/)."""
