@@ -43,7 +43,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 def _copies(path: Path, queue_names: set[str]) -> Iterator[str]:
     tree = ast.parse((names.ROOT / path).read_text(), str(path))
     docstrings = _docstrings(tree)
-    port_in_text = re.compile(r":(%s)\b" % "|".join(str(p) for p in PORTS))
+    port_in_text = re.compile(r":(" + "|".join(str(p) for p in PORTS) + r")\b")
     for node in ast.walk(tree):
         if not isinstance(node, ast.Constant) or id(node) in docstrings:
             continue
