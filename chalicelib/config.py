@@ -1,9 +1,11 @@
 """Settings from the environment, read once per process (never at import time).
 
-Locally every value has a default that matches `make run`; on AWS the stage
-config in `.chalice/config.json` sets them. botocore itself honours
-`AWS_ENDPOINT_URL` (LocalStack) and `AWS_DEFAULT_REGION`, so neither is
-threaded through by hand.
+Every value but the database has a default; on AWS the stage config in
+`.chalice/config.json` sets them, locally `make run` does. The database has
+none on purpose: a function that silently used a local default would fail
+later and more obscurely than one that says what is missing.
+botocore itself honours `AWS_ENDPOINT_URL` (LocalStack) and
+`AWS_DEFAULT_REGION`, so neither is threaded through by hand.
 """
 
 from __future__ import annotations
@@ -11,9 +13,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-
-# The embedded PostgreSQL that `make run` starts when DATABASE_URL is unset.
-LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:54329/moderation"
 
 # The queues, as infra/resources.json names them (a test checks they agree).
 # app.py needs the main queue's name at import time for the event source.
@@ -25,6 +24,10 @@ DLQ_NAME = "moderation_dlq"
 DEFAULT_BATCH_SIZE = 10
 
 
+class ConfigurationError(ValueError):
+    """The environment does not describe a runnable service."""
+
+
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -32,7 +35,7 @@ def _int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+        raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
 def batch_size() -> int:
@@ -41,7 +44,10 @@ def batch_size() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    database_url: str
+    # One of the two is set: the URL itself (locally), or the Secrets Manager
+    # secret holding it (on AWS; chalicelib.deps fetches it).
+    database_url: str | None
+    database_secret_arn: str | None
     queue_name: str
     dlq_name: str
     # Explicit URLs win over name look-ups (saves a GetQueueUrl per cold start).
@@ -67,28 +73,18 @@ class Settings:
     idempotency_key_ttl_seconds: int
 
 
-def _database_url() -> str:
-    """DATABASE_URL, else the secret named by DATABASE_SECRET_ARN, else local.
-
-    On AWS the URL lives in Secrets Manager; the template only names it, so
-    the URL is never plain text in a template, config or function setting.
-    """
-    env = os.environ
-    if env.get("DATABASE_URL"):
-        return env["DATABASE_URL"]
-    if env.get("DATABASE_SECRET_ARN"):
-        from chalicelib.deps import aws_client  # botocore: imported only on this path
-
-        secret = aws_client("secretsmanager").get_secret_value(SecretId=env["DATABASE_SECRET_ARN"])
-        return str(secret["SecretString"]).strip()
-    return LOCAL_DATABASE_URL
-
-
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     env = os.environ
+    database_url, secret_arn = env.get("DATABASE_URL") or None, env.get("DATABASE_SECRET_ARN") or None
+    if database_url is None and secret_arn is None:
+        raise ConfigurationError(
+            "no database configured: set DATABASE_URL (a postgresql:// URL) or DATABASE_SECRET_ARN "
+            "(a Secrets Manager secret holding it); `make run` sets DATABASE_URL"
+        )
     return Settings(
-        database_url=_database_url(),
+        database_url=database_url,
+        database_secret_arn=secret_arn,
         queue_name=env.get("MODERATION_QUEUE_NAME", QUEUE_NAME),
         dlq_name=env.get("MODERATION_DLQ_NAME", DLQ_NAME),
         queue_url=env.get("MODERATION_QUEUE_URL") or None,

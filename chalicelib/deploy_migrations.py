@@ -71,11 +71,10 @@ def run(database_url: str | None = None, directory: Path = MIGRATIONS_DIR) -> li
         raise MigrationsMissing(
             f"no SQL migrations in {directory}: build the package with `make package`, which copies migrations/*.sql there"
         )
-    from chalicelib.config import get_settings
+    from chalicelib import deps
     from chalicelib.migrate import apply_migrations
 
-    url = database_url or get_settings().database_url
-    return apply_migrations(url, directory)
+    return apply_migrations(database_url or deps.database_url(), directory)
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:

@@ -53,13 +53,26 @@ class _once(Generic[T]):  # lower case: used as a decorator, like lru_cache
         self._value = None
 
 
+def database_url() -> str:
+    """DATABASE_URL, else the URL in the secret DATABASE_SECRET_ARN names.
+
+    On AWS the URL lives in Secrets Manager; the template only names it, so
+    the URL is never plain text in a template, config or function setting.
+    """
+    s = get_settings()
+    if s.database_url:
+        return s.database_url
+    secret = aws_client("secretsmanager").get_secret_value(SecretId=s.database_secret_arn)
+    return str(secret["SecretString"]).strip()
+
+
 @_once
 def database() -> Database:
     from chalicelib.db import Database
 
     s = get_settings()
     return Database(
-        s.database_url,
+        database_url(),
         connect_timeout_seconds=s.db_connect_timeout_seconds,
         statement_timeout_ms=s.db_statement_timeout_ms,
         pool_size=s.db_pool_size,
