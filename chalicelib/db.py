@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeAlias
 
 import psycopg2
 import psycopg2.errors
@@ -48,6 +49,9 @@ _TRANSIENT = (
     psycopg2.errors.AdminShutdown,
     psycopg2.errors.TooManyConnections,
 )
+
+# What a transaction hands the data-access calls made inside it (rows as dicts).
+Cursor: TypeAlias = psycopg2.extras.RealDictCursor
 
 
 class Database:
@@ -106,7 +110,7 @@ class Database:
             _close_quietly(conn)
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+    def transaction(self) -> Iterator[Cursor]:
         """A cursor inside one transaction: committed on success, rolled back on error.
 
         Driver errors that may pass are raised as TransientError; the broken

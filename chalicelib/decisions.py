@@ -3,18 +3,29 @@
 The scorer (chalicelib.scoring) gathers facts (parsed messages, claimed rows,
 model scores) and asks `plan_batch` what to do with every message; it then
 does the I/O. Keeping the state machine here makes it testable on its own.
+It imports only the domain (an import-linter contract keeps adapters out).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.queue import REQUEST_ID_ATTRIBUTE
-from chalicelib.storage import COMPLETED, FAILED, PERMANENT, PROCESSING, TRANSIENT, ClaimedTask, EventRow, TaskUpdate
+from chalicelib.domain import (
+    COMPLETED,
+    FAILED,
+    PERMANENT,
+    PROCESSING,
+    REQUEST_ID_ATTRIBUTE,
+    TRANSIENT,
+    ClaimedTask,
+    EventRow,
+    TaskUpdate,
+    read_body,
+)
 
 # SQS refuses visibility timeouts above 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60
@@ -82,7 +93,7 @@ class Delivery:
     @property
     def original_message(self) -> Any:
         # Unwrapped, so parking a redriven envelope again does not nest it.
-        return _unwrap(self.body)
+        return read_body(self.body).message
 
 
 def parse_record(record: Mapping[str, Any]) -> Delivery:
@@ -95,7 +106,9 @@ def parse_record(record: Mapping[str, Any]) -> Delivery:
     message: TaskMessage | None = None
     error: str | None = None
     try:
-        message = parse_message(_unwrap(body))
+        # A redriven envelope is read as its original message, so a
+        # permanently failed task is recognised and stays failed.
+        message = parse_message(read_body(body).message)
     except MalformedMessage as exc:
         error = f"malformed message body: {exc}"
     return Delivery(
@@ -114,19 +127,6 @@ def _string_attribute(record: Mapping[str, Any], name: str) -> str | None:
     attr = (record.get("messageAttributes") or {}).get(name) or {}
     value = attr.get("stringValue") if isinstance(attr, dict) else None
     return value if isinstance(value, str) and value else None
-
-
-def _unwrap(body: str) -> Any:
-    """The task message inside a body: the body itself, or the original
-    message of a DLQ envelope that ops redrove back to the main queue (so a
-    permanently failed task is recognised and stays failed, not re-parked)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body
-    if isinstance(data, dict) and "original_message" in data and "error" in data:
-        return data["original_message"]
-    return data
 
 
 def backoff_seconds(attempt: int, base_seconds: int) -> int:
@@ -223,6 +223,13 @@ def plan_batch(
                 decisions.append(permanent(d, f"unknown task {tid}", task=False))
             continue
         handled.add(tid)
+        if task.envelope_pending:
+            # Failed for good by an earlier delivery whose envelope never
+            # reached the DLQ: park it now (chalicelib.scoring, "nothing lost").
+            error = task.error_message or "failed permanently"
+            decisions.append(Decision(d, Outcome.FAILED_PERMANENT, error, PERMANENT, None,
+                                      dlq_envelope(d, error, PERMANENT, now_iso)))
+            continue
         if not task.claimable:
             decisions.append(Decision(d, Outcome.DUPLICATE))
             continue
@@ -268,11 +275,21 @@ def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_
     return [transient(d, error, max_receive_count) for d in deliveries]
 
 
+def unparked(d: Decision) -> Decision:
+    """A permanent failure whose envelope the DLQ did not store: retried, so
+    the message comes back and its envelope is sent then (chalicelib.scoring)."""
+    error = f"{d.error} (not parked: the DLQ send failed)"
+    return dataclasses.replace(d, outcome=Outcome.RETRY, error=error, error_kind=TRANSIENT, update=None, envelope=None)
+
+
 def trail(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask], existing: set[int]) -> list[EventRow]:
-    """The task_events rows a batch's decisions leave, for tasks that exist.
+    """The task_events rows a batch's decisions leave in the claiming
+    transaction, for tasks that exist.
 
     A delivery for an unknown task or an unreadable body has no task to
-    attach a trail to: its envelope in the DLQ is its record.
+    attach a trail to: its envelope in the DLQ is its record. The
+    `dlq_parked` row of a permanent failure is not here: it is written once
+    the DLQ has the envelope (`parked`).
     """
     rows: list[EventRow] = []
     for d in decisions:
@@ -280,12 +297,29 @@ def trail(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask], exi
         if tid is None or tid not in existing:
             continue
         task = claimed.get(tid)
-        attempt, message_id = d.delivery.attempt, d.delivery.message_id
-        request_id = d.delivery.request_id or (task.request_id if task else None)
+        attempt, message_id, request_id = d.delivery.attempt, d.delivery.message_id, _request_id(d, task)
         if task is not None and task.status == FAILED and task.claimable and d.update is not None:
             error = f"previously failed ({task.error_kind})"
             rows.append(EventRow(tid, "redriven", attempt, None, error, message_id, request_id))
         rows.append(EventRow(tid, "attempt", attempt, d.outcome.value, d.error, message_id, request_id))
-        if d.outcome in (Outcome.FAILED_PERMANENT, Outcome.EXHAUSTED):
-            rows.append(EventRow(tid, "dlq_parked", attempt, d.outcome.value, d.error, message_id, request_id))
+        if d.outcome is Outcome.EXHAUSTED:  # the redrive policy parks it: nothing to wait for
+            rows.append(_parked_row(d, tid, task))
     return rows
+
+
+def parked(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask]) -> list[EventRow]:
+    """The `dlq_parked` rows of permanent failures whose envelope the DLQ stored."""
+    return [
+        _parked_row(d, tid, claimed[tid])
+        for d in decisions
+        if d.outcome is Outcome.FAILED_PERMANENT and (tid := d.task_id) is not None and tid in claimed
+    ]
+
+
+def _parked_row(d: Decision, task_id: int, task: ClaimedTask | None) -> EventRow:
+    attempt, outcome, message_id = d.delivery.attempt, d.outcome.value, d.delivery.message_id
+    return EventRow(task_id, "dlq_parked", attempt, outcome, d.error, message_id, _request_id(d, task))
+
+
+def _request_id(d: Decision, task: ClaimedTask | None) -> str | None:
+    return d.delivery.request_id or (task.request_id if task else None)

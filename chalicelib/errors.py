@@ -1,7 +1,9 @@
-"""Domain errors. Adapters raise these; app.py maps them to HTTP in one place.
+"""Domain errors. Adapters raise these; chalicelib/http.py maps them to HTTP
+in one place (`handle_errors`), by the status and code each one carries.
 
-`TransientError` and `PermanentError` are also how the scorer decides between
-"retry with backoff" and "fail the task and park the message in the DLQ".
+The scorer retries a batch that raised `TransientError` (or anything else);
+what fails a task for good is decided by chalicelib/decisions.py, from facts
+(a malformed body, an unknown task, a deleted ad, invalid features).
 """
 
 from __future__ import annotations
@@ -82,10 +84,3 @@ class TransientError(ModerationError):
 
     status_code = 503
     code = "dependency_unavailable"
-
-
-class PermanentError(ModerationError):
-    """Retrying cannot help: bad message, unknown task, deleted ad, bad features."""
-
-    status_code = 422
-    code = "unprocessable"

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import metrics
+from chalicelib.domain import PendingTask, Task, TaskEvent
 from chalicelib.errors import AdNotFound, IdempotencyKeyMismatch, ModerationError, TaskNotFound, TransientError
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.storage import ModerationStore, PendingTask, Task, TaskEvent
+from chalicelib.storage import ModerationStore
 
 if TYPE_CHECKING:
     from chalicelib.scoring import Model

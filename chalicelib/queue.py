@@ -10,19 +10,17 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.domain import REQUEST_ID_ATTRIBUTE, PendingTask
 from chalicelib.errors import TransientError
 from chalicelib.logs import logger
-from chalicelib.storage import PendingTask
-
-# The message attribute carrying the API request id; the scorer reads it back.
-REQUEST_ID_ATTRIBUTE = "request_id"
 
 # SQS batch APIs take at most 10 entries.
-_SQS_BATCH = 10
+SQS_BATCH = 10
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +45,8 @@ def _entry(task: PendingTask) -> dict[str, Any]:
     return entry
 
 
-def _chunks(items: Sequence[Any], size: int = _SQS_BATCH) -> Iterable[Sequence[Any]]:
+def chunks(items: Sequence[T], size: int = SQS_BATCH) -> Iterable[Sequence[T]]:
+    """`items` in slices of at most `size` (one SQS batch call each; ops/dlq.py uses it too)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -93,7 +92,7 @@ class TaskQueue:
         can log it with every line about the task (chalicelib.decisions).
         """
         sent: dict[int, str] = {}
-        for chunk in _chunks(tasks):
+        for chunk in chunks(tasks):
             entries = [_entry(t) for t in chunk]
             try:
                 resp = self._sqs.send_message_batch(QueueUrl=self.url("queue"), Entries=entries)
@@ -109,7 +108,7 @@ class TaskQueue:
         that leave the rest to the reconciler (batch submit), which must still
         learn which chunks went through so only those are marked enqueued."""
         sent: dict[int, str] = {}
-        for chunk in _chunks(tasks):
+        for chunk in chunks(tasks):
             try:
                 sent.update(self.send_tasks(chunk))
             except TransientError as exc:
@@ -125,24 +124,31 @@ class TaskQueue:
             raise TransientError(f"could not send to {self._names['queue']}") from exc
         return str(resp["MessageId"])
 
-    def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> None:
-        """Park permanent failures; raises unless every envelope was stored."""
-        for chunk in _chunks(envelopes):
-            entries = [{"Id": str(i), "MessageBody": json.dumps(e)} for i, e in enumerate(chunk)]
+    def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> set[int]:
+        """Park envelopes; return the positions of those the DLQ stored.
+
+        A failed call or a refused entry leaves its envelopes out (and is
+        logged), so the scorer retries exactly those messages.
+        """
+        stored: set[int] = set()
+        for n, chunk in enumerate(chunks(envelopes)):
+            entries = [{"Id": str(n * SQS_BATCH + i), "MessageBody": json.dumps(e)} for i, e in enumerate(chunk)]
             try:
                 resp = self._sqs.send_message_batch(QueueUrl=self.url("dlq"), Entries=entries)
-            except (BotoCoreError, ClientError) as exc:
+            except (BotoCoreError, ClientError, TransientError) as exc:
                 logger.warning("SQS error", extra={"queue": self._names["dlq"], "error": str(exc)})
-                raise TransientError(f"could not send to {self._names['dlq']}") from exc
+                continue
+            stored.update(int(ok["Id"]) for ok in resp.get("Successful", []))
             if resp.get("Failed"):
-                raise TransientError(f"{self._names['dlq']} refused {len(resp['Failed'])} envelope(s)")
+                logger.warning("envelopes refused", extra={"queue": self._names["dlq"], "failed": resp["Failed"]})
+        return stored
 
     # --- retries -----------------------------------------------------------------
 
     def change_visibility(self, changes: Sequence[VisibilityChange]) -> None:
         """Best effort: if this fails the message returns after the queue's
         default visibility timeout instead, which is later but still a retry."""
-        for chunk in _chunks(changes):
+        for chunk in chunks(changes):
             entries = [
                 {"Id": str(i), "ReceiptHandle": c.receipt_handle, "VisibilityTimeout": c.timeout_seconds}
                 for i, c in enumerate(chunk)

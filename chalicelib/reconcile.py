@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib import metrics
+from chalicelib.domain import STUCK
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.storage import STUCK, ModerationStore
+from chalicelib.storage import ModerationStore
 
 STUCK_REASON = "no result within {seconds} s: the message was lost or exhausted while the database was down"
 

@@ -1,9 +1,26 @@
-"""Score one SQS batch: the I/O around chalicelib.decisions.
+"""Score one SQS batch: the use case around chalicelib.decisions.
 
-Flow per batch: parse records -> one transaction that locks the tasks and
-loads their ads (one query), scores them together, parks permanent failures
-in the DLQ and writes every outcome (one statement) -> back off the retries
--> return the partial batch response, so only retried messages come back.
+    parse -> claim -> score -> decide -> write -> commit -> send -> back off -> respond
+
+One transaction (the unit of work this module opens) locks the tasks and
+loads their ads (one query), the model scores them together, the pure
+`plan_batch` decides every message's fate, and every outcome is written (one
+statement). Only after the commit are the envelopes of permanent failures
+sent to the DLQ, so no database lock waits on SQS; then the retries are backed
+off and the partial batch response goes back, so only retried messages return.
+
+Nothing is lost between the commit and the send. A message is acknowledged
+only once its envelope is in the DLQ; a permanently failed task records that
+with a `dlq_parked` trail row, written after the send. If the send fails, its
+messages are reported as batch item failures and come back; if the process
+dies between the commit and the send, Lambda deletes nothing and the whole
+batch comes back. Either way the redelivered message finds its task `failed`
+(permanent) without `dlq_parked`, and its envelope is sent then. A message
+without a task (malformed, unknown task) has only its envelope as a record:
+it is simply retried. Delivery is at least once: a death after the send but
+before the `dlq_parked` row (or two deliveries of one task racing in that
+window) gives a second envelope with the same task_id, which ops recognise
+by task_id (`make dlq`).
 
 Powertools' BatchProcessor is per record; scoring here is set-based (one
 query, one model call, one write per batch), so the batch response is built
@@ -24,16 +41,19 @@ from chalicelib.decisions import (
     Outcome,
     Score,
     backoff_seconds,
+    parked,
     parse_record,
     plan_batch,
     trail,
+    unparked,
     whole_batch_failure,
 )
+from chalicelib.domain import PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow
 from chalicelib.errors import ModerationError
 from chalicelib.features import AdFeatures, InvalidFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
-from chalicelib.storage import PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, ModerationStore
+from chalicelib.storage import ModerationStore
 
 
 class Model(Protocol):
@@ -68,12 +88,14 @@ class Scorer:
         max_receive = self._queue.max_receive_count(self._default_max_receive)
         ages: dict[int, float] = {}
         try:
-            decisions, ages = self._process(deliveries, max_receive)
+            decisions, claimed, ages = self._claim_decide_write(deliveries, max_receive)  # committed
         except Exception as exc:  # noqa: BLE001 - whole-batch failure: nothing was written
             error = exc.message if isinstance(exc, ModerationError) else f"{type(exc).__name__}: {exc}"
             logger.exception("batch failed as a whole; retrying every message", extra={"error": error})
             decisions = whole_batch_failure(deliveries, error, max_receive)
             self._fail_exhausted(decisions)
+        else:
+            decisions = self._send_envelopes(decisions, claimed)  # after the commit
         self._back_off(decisions)
         _log_outcomes(decisions)
         _emit_metrics(decisions, ages, (time.perf_counter() - started) * 1000)
@@ -83,33 +105,64 @@ class Scorer:
             ]
         }
 
-    def _process(self, deliveries: list[Delivery], max_receive: int) -> tuple[list[Decision], dict[int, float]]:
-        decisions: list[Decision] = []
+    def _claim_decide_write(
+        self, deliveries: list[Delivery], max_receive: int
+    ) -> tuple[list[Decision], dict[int, ClaimedTask], dict[int, float]]:
+        """Claim, score, decide and write in one transaction, committed on return.
 
-        def decide(claimed: dict[int, ClaimedTask], locked_elsewhere: set[int]) -> BatchWrite:
-            scores = self._score(claimed)
-            decisions[:] = plan_batch(
+        Returns the decisions, the claimed tasks and submit->completed seconds
+        of the tasks this batch completed (for the latency metric).
+        """
+        task_ids = [d.message.task_id for d in deliveries if d.message is not None]
+        with self._store.transaction() as cur:
+            claim = self._store.claim(cur, task_ids)
+            decisions = plan_batch(
                 deliveries,
-                claimed,
-                locked_elsewhere,
-                scores,
+                claim.tasks,
+                claim.locked_elsewhere,
+                self._score(claim.tasks),
                 threshold=self._model.threshold,
                 max_receive_count=max_receive,
                 now_iso=utc_now_iso(),
             )
-            envelopes = [d.envelope for d in decisions if d.envelope is not None]
-            # Inside the transaction on purpose: if the DLQ refuses, nothing is
-            # committed and the batch is retried instead of losing envelopes.
-            if envelopes:
-                self._queue.send_to_dlq(envelopes)
-            return BatchWrite(
+            write = BatchWrite(
                 updates=[d.update for d in decisions if d.update is not None],
-                events=trail(decisions, claimed, set(claimed) | locked_elsewhere),
+                events=trail(decisions, claim.tasks, set(claim.tasks) | claim.locked_elsewhere),
             )
+            ages = self._store.write(cur, write, model_version=self._model.version)
+        return decisions, claim.tasks, ages
 
-        task_ids = [d.message.task_id for d in deliveries if d.message is not None]
-        ages = self._store.score_batch(task_ids, decide, model_version=self._model.version)
-        return decisions, ages
+    def _send_envelopes(self, decisions: list[Decision], claimed: Mapping[int, ClaimedTask]) -> list[Decision]:
+        """After the commit: send the envelopes, then record them as parked.
+
+        A message whose envelope the DLQ did not store is not acknowledged
+        (`unparked`): it comes back, and its envelope is sent then.
+        """
+        waiting = [(i, d.envelope) for i, d in enumerate(decisions) if d.envelope is not None]
+        if not waiting:
+            return decisions
+        stored = self._queue.send_to_dlq([envelope for _, envelope in waiting])
+        sent = {i for n, (i, _) in enumerate(waiting) if n in stored}
+        self._record_parked(parked([decisions[i] for i in sorted(sent)], claimed))
+        return [unparked(d) if d.envelope is not None and i not in sent else d for i, d in enumerate(decisions)]
+
+    def _record_parked(self, rows: list[EventRow]) -> None:
+        """Write the `dlq_parked` rows in a transaction of their own.
+
+        Tried twice: the envelopes are already in the DLQ, and a row lost here
+        costs a second envelope if the task's message ever comes back.
+        """
+        if not rows:
+            return
+        error = ""
+        for _ in range(2):
+            try:
+                with self._store.transaction() as cur:
+                    self._store.add_events(cur, rows)
+                return
+            except ModerationError as exc:
+                error = exc.message
+        logger.warning("envelopes parked but not recorded", extra={"task_ids": [r.task_id for r in rows], "error": error})
 
     def _score(self, claimed: Mapping[int, ClaimedTask]) -> dict[int, Score]:
         scores: dict[int, Score] = {}

@@ -1,4 +1,11 @@
-"""SQL for ads and moderation tasks. Returns plain data; knows no HTTP or SQS.
+"""SQL for ads and moderation tasks: a plain data-access object. Returns plain
+data; knows no HTTP or SQS, and no use case.
+
+A method that is one transaction on its own (the API's and the reconciler's)
+opens it itself. The scorer's transaction spans a claim, the model and a write,
+so its use case (chalicelib.scoring) opens the unit of work with
+`transaction()` and passes the cursor to `claim`, `write` and `add_events`.
+Driver errors become TransientError in `Database.transaction` (chalicelib.db).
 
 Task state changes are conditional UPDATEs (only unfinished tasks move), so a
 duplicate delivery can never overwrite a finished result.
@@ -6,151 +13,33 @@ duplicate delivery can never overwrite a finished result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg2.errors
 
-from chalicelib.db import Database
-from chalicelib.features import AdFeatures
-
-PENDING = "pending"
-PROCESSING = "processing"
-COMPLETED = "completed"
-FAILED = "failed"
-TERMINAL = frozenset({COMPLETED, FAILED})
+from chalicelib.db import Cursor, Database
+from chalicelib.domain import (
+    Ad,
+    BatchWrite,
+    Claim,
+    ClaimedTask,
+    EventRow,
+    KeyedTask,
+    PendingTask,
+    Task,
+    TaskEvent,
+)
 
 # How long the scorer waits for a task row another transaction holds.
 CLAIM_LOCK_WAIT_MS = 1000
-
-# error_kind of failed tasks (also put in DLQ envelopes).
-PERMANENT = "permanent"
-TRANSIENT = "transient"
-STUCK = "stuck"
 
 # The single definition of "may still be scored": unfinished tasks, and tasks
 # that failed for a passing reason (so a message redriven from the DLQ is
 # scored again). Permanent failures and completed tasks never move again.
 # (Written against the alias `m`; ClaimedTask.claimable is the Python twin.)
 _CLAIMABLE = "(m.status IN ('pending', 'processing') OR (m.status = 'failed' AND m.error_kind IN ('transient', 'stuck')))"
-
-
-@dataclass(frozen=True, slots=True)
-class Ad:
-    item_id: int
-    seller_id: int
-    is_verified_seller: bool
-    name: str
-    description: str
-    category: int
-    images_qty: int
-
-    def features(self) -> AdFeatures:
-        return AdFeatures.of(self)
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    task_id: int
-    item_id: int
-    status: str
-    is_violation: bool | None
-    probability: float | None
-    model_version: str | None
-    error_message: str | None
-    error_kind: str | None
-    attempts: int
-    last_error: str | None
-    created_at: datetime
-    enqueued_at: datetime | None
-    started_at: datetime | None
-    processed_at: datetime | None
-    request_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskEvent:
-    """One line of a task's trail (table task_events, migrations/V3)."""
-
-    at: datetime
-    kind: str
-    attempt: int | None
-    outcome: str | None
-    error: str | None
-    message_id: str | None
-    request_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PendingTask:
-    """A task to (re)send: what a message needs, and the request it came from."""
-
-    task_id: int
-    item_id: int
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyedTask:
-    """What an Idempotency-Key resolved to (ModerationStore.create_task_once)."""
-
-    task_id: int | None  # None: no task (the ad does not exist; the key was not kept)
-    item_id: int  # the item the key belongs to: not the requested one on a mismatch
-    replayed: bool  # the key was already used: task_id is that first request's task
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedTask:
-    """A task row locked by this transaction, with its ad if the ad still exists."""
-
-    task_id: int
-    item_id: int
-    status: str
-    error_kind: str | None
-    ad: Ad | None
-    request_id: str | None = None
-
-    @property
-    def claimable(self) -> bool:
-        return self.status in (PENDING, PROCESSING) or (
-            self.status == FAILED and self.error_kind in (TRANSIENT, STUCK)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TaskUpdate:
-    """The outcome to write for one claimed task."""
-
-    task_id: int
-    status: str  # processing (retry later) | completed | failed
-    attempt: int
-    is_violation: bool | None = None
-    probability: float | None = None
-    error_message: str | None = None
-    error_kind: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """A task_events row to write (kinds: migrations/V3__task_events.sql)."""
-
-    task_id: int
-    kind: str
-    attempt: int | None = None
-    outcome: str | None = None
-    error: str | None = None
-    message_id: str | None = None
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchWrite:
-    """What `decide` asks score_batch to write, in the claiming transaction."""
-
-    updates: list[TaskUpdate]
-    events: list[EventRow]
 
 
 _TASK_COLUMNS = """
@@ -341,42 +230,35 @@ class ModerationStore:
             return None
         return [TaskEvent(**r) for r in rows if r["kind"] is not None]
 
-    # --- tasks: scorer side ------------------------------------------------------
+    # --- tasks: scorer side (the caller's transaction) -----------------------------
 
-    def score_batch(
-        self,
-        task_ids: Sequence[int],
-        decide: Callable[[dict[int, ClaimedTask], set[int]], BatchWrite],
-        *,
-        model_version: str,
-    ) -> dict[int, float]:
-        """Claim tasks, let `decide(claimed, locked_elsewhere)` pick outcomes, write them.
+    def transaction(self) -> AbstractContextManager[Cursor]:
+        """The unit of work: committed when the block ends, rolled back if it raises."""
+        return self._db.transaction()
 
-        Everything happens in one transaction: the tasks and their ads are
-        loaded and locked with one query (`FOR UPDATE ... SKIP LOCKED`, so a
-        concurrent delivery of the same task skips it instead of blocking), and
-        the outcomes are written with one statement before commit. `decide`
-        may do I/O that must succeed before the results count (sending DLQ
-        envelopes); if it raises, nothing is written. Returns submit->completed
-        seconds of the tasks this batch completed (for the latency metric).
+    def claim(self, cur: Cursor, task_ids: Sequence[int]) -> Claim:
+        """Lock the tasks and load their ads, with one query.
+
+        `FOR UPDATE ... SKIP LOCKED` first, so a concurrent delivery of the
+        same task skips it instead of blocking; then a short wait for the rest
+        (`_claim_waiting`). The locks last until the caller's transaction ends,
+        so what it writes with `write` is the only write of these tasks.
         """
         ids = sorted(set(task_ids))
-        with self._db.transaction() as cur:
-            claimed = self._claim(cur, ids, skip_locked=True)
-            missing = [i for i in ids if i not in claimed]
-            if missing:
-                claimed.update(self._claim_waiting(cur, missing))
-                missing = [i for i in missing if i not in claimed]
-            locked_elsewhere: set[int] = set()
-            if missing:
-                # A row we still could not lock exists but belongs to a
-                # concurrent delivery; tell it apart from a task that does not exist.
-                cur.execute("SELECT id FROM moderation_results WHERE id = ANY(%s)", (missing,))
-                locked_elsewhere = {int(r["id"]) for r in cur.fetchall()}
-            batch = decide(claimed, locked_elsewhere)
-            return self._write(cur, batch, model_version=model_version)
+        claimed = self._claim(cur, ids, skip_locked=True)
+        missing = [i for i in ids if i not in claimed]
+        if missing:
+            claimed.update(self._claim_waiting(cur, missing))
+            missing = [i for i in missing if i not in claimed]
+        locked_elsewhere: set[int] = set()
+        if missing:
+            # A row we still could not lock exists but belongs to a
+            # concurrent delivery; tell it apart from a task that does not exist.
+            cur.execute("SELECT id FROM moderation_results WHERE id = ANY(%s)", (missing,))
+            locked_elsewhere = {int(r["id"]) for r in cur.fetchall()}
+        return Claim(claimed, locked_elsewhere)
 
-    def _claim_waiting(self, cur: Any, ids: list[int]) -> dict[int, ClaimedTask]:
+    def _claim_waiting(self, cur: Cursor, ids: list[int]) -> dict[int, ClaimedTask]:
         """Wait briefly for rows another transaction holds, then claim them.
 
         Most such locks are momentary: the API's `enqueued_at` update right
@@ -399,7 +281,7 @@ class ModerationStore:
         return claimed
 
     @staticmethod
-    def _claim(cur: Any, ids: list[int], *, skip_locked: bool) -> dict[int, ClaimedTask]:
+    def _claim(cur: Cursor, ids: list[int], *, skip_locked: bool) -> dict[int, ClaimedTask]:
         if not ids:
             return {}
         # A plain tuple cursor: building a dict per row (RealDictCursor) was
@@ -407,7 +289,10 @@ class ModerationStore:
         with cur.connection.cursor() as plain:
             plain.execute(
                 """
-                SELECT m.id, m.item_id, m.status, m.error_kind, m.request_id,
+                SELECT m.id, m.item_id, m.status, m.error_kind, m.request_id, m.error_message,
+                       -- failed permanently, and no envelope recorded as parked (chalicelib.scoring)
+                       m.status = 'failed' AND m.error_kind = 'permanent' AND NOT EXISTS (
+                           SELECT 1 FROM task_events e WHERE e.task_id = m.id AND e.kind = 'dlq_parked'),
                        a.id, a.seller_id, u.is_verified, a.name, a.description, a.category, a.images_qty
                 FROM moderation_results m
                 LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_deleted
@@ -420,16 +305,16 @@ class ModerationStore:
             )
             rows = plain.fetchall()
         claimed: dict[int, ClaimedTask] = {}
-        for task_id, item_id, status, error_kind, request_id, ad_id, seller_id, verified, *text_and_numbers in rows:
+        for task_id, item_id, status, error_kind, request_id, error, pending, ad_id, seller_id, verified, *rest in rows:
             ad = None
             if ad_id is not None:
-                name, description, category, images_qty = text_and_numbers
+                name, description, category, images_qty = rest
                 ad = Ad(ad_id, seller_id, bool(verified), name, description, category, images_qty)
-            claimed[task_id] = ClaimedTask(task_id, item_id, status, error_kind, ad, request_id)
+            claimed[task_id] = ClaimedTask(task_id, item_id, status, error_kind, ad, request_id, error, bool(pending))
         return claimed
 
     @staticmethod
-    def _write(cur: Any, batch: BatchWrite, model_version: str | None) -> dict[int, float]:
+    def write(cur: Cursor, batch: BatchWrite, *, model_version: str | None) -> dict[int, float]:
         """Write every outcome and every trail row of a batch with ONE statement.
 
         The WHERE clause keeps finished tasks finished even if a caller got the
@@ -480,6 +365,11 @@ class ModerationStore:
             },
         )
         return {int(r["id"]): float(r["age"]) for r in cur.fetchall()}
+
+    @staticmethod
+    def add_events(cur: Cursor, events: Sequence[EventRow]) -> None:
+        """Write trail rows (one statement), e.g. `dlq_parked` once the DLQ has the envelopes."""
+        _insert_events(cur, events)
 
     def fail_unfinished(self, task_ids: Sequence[int], *, reason: str, kind: str, attempt: int) -> int:
         """Mark unfinished tasks failed (last attempt of a whole-batch failure)."""
@@ -567,7 +457,7 @@ def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:
     }
 
 
-def _insert_events(cur: Any, events: Sequence[EventRow]) -> None:
+def _insert_events(cur: Cursor, events: Sequence[EventRow]) -> None:
     """Write a batch of trail rows with one statement."""
     if events:
         cur.execute(

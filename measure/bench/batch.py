@@ -59,8 +59,9 @@ class StubQueue:
     def max_receive_count(self, default: int) -> int:
         return self._max_receive
 
-    def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> None:
+    def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> set[int]:
         self.dlq_sent += len(envelopes)
+        return set(range(len(envelopes)))
 
     def change_visibility(self, changes: Sequence[Any]) -> None:
         self.visibility_changes += len(changes)
@@ -217,10 +218,14 @@ def build_rig(url: str) -> Rig:
     return Rig(url, scorer, store, queue)
 
 
-def _complete_all(claimed: dict[int, Any], _locked_elsewhere: set[int]) -> Any:
-    from chalicelib.storage import COMPLETED, BatchWrite, TaskUpdate
+def _complete_all(store: Any, task_ids: Sequence[int]) -> None:
+    """The scorer's transaction with a trivial decide: claim, complete every claimed task."""
+    from chalicelib.domain import COMPLETED, BatchWrite, TaskUpdate
 
-    return BatchWrite([TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed], [])
+    with store.transaction() as cur:
+        claimed = store.claim(cur, task_ids).tasks
+        updates = [TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed]
+        store.write(cur, BatchWrite(updates, []), model_version="bench")
 
 
 class KeptConnection:
@@ -301,12 +306,12 @@ def time_scorer(rig: Rig, size: int, n: int, budget_s: float, profiler: cProfile
 
 
 def time_postgres(rig: Rig, store: Any, size: int, n: int, budget_s: float) -> dict[str, Any]:
-    """The scorer's transaction alone: claim + write through score_batch, with a trivial decide."""
+    """The scorer's transaction alone: claim + write, with a trivial decide."""
     ids = [t for t, _ in insert_tasks(rig.url, n + size)]
-    store.score_batch(ids[:size], _complete_all, model_version="bench")
+    _complete_all(store, ids[:size])
 
     def handle(batch: Sequence[int]) -> int:
-        store.score_batch(batch, _complete_all, model_version="bench")
+        _complete_all(store, batch)
         return 0
 
     timing = _drive(_chunks(ids[size:], size), handle, size, budget_s)

@@ -7,13 +7,17 @@ import threading
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib import deps
+from chalicelib.config import DLQ_NAME, QUEUE_NAME
 from chalicelib.db import Database
+from chalicelib.domain import PendingTask
+from chalicelib.errors import TransientError
 from chalicelib.model import load_model
 from chalicelib.queue import TaskQueue
 from chalicelib.scoring import Scorer
-from chalicelib.storage import ModerationStore, PendingTask
+from chalicelib.storage import ModerationStore
 from tests.helpers import drop_verdict_audit, execute, fetch_task, insert_ad, install_verdict_audit, sqs_record, task_body
 
 
@@ -286,3 +290,103 @@ def test_a_long_held_lock_makes_only_that_task_busy(app_env, sqs):
     assert failures(response) == [busy["messageId"]]
     assert fetch_task(app_env, free)["status"] == "completed"
     assert fetch_task(app_env, stuck)["status"] == "pending"
+
+
+# --- the DLQ send happens after the commit; nothing is lost -------------------------
+
+
+class Died(BaseException):
+    """The process ending between the commit and the send: no handler returns."""
+
+
+class DlqOutage:
+    """The SQS client, except that sends to the DLQ raise `error` while it is set."""
+
+    def __init__(self, real, error: BaseException | None) -> None:
+        self._real, self.error = real, error
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+    def send_message_batch(self, **kwargs):
+        if self.error is not None and kwargs["QueueUrl"].endswith("/" + DLQ_NAME):
+            raise self.error
+        return self._real.send_message_batch(**kwargs)
+
+
+def scorer_over(client) -> Scorer:
+    queue = TaskQueue(client, queue_name=QUEUE_NAME, dlq_name=DLQ_NAME)
+    return Scorer(deps.store(), queue, load_model(), retry_base_seconds=1, default_max_receive_count=3)
+
+
+def trail_of(db: str, task_id: int) -> list[tuple[str, str | None]]:
+    return execute(db, "SELECT kind, outcome FROM task_events WHERE task_id = %s AND kind <> 'accepted' ORDER BY id",
+                   (task_id,))
+
+
+def test_a_failed_dlq_send_retries_only_its_messages_and_the_redelivery_parks_them(app_env, sqs):
+    gone, gone_item = new_task(app_env, deleted=True)
+    fine, fine_item = new_task(app_env)
+    client = DlqOutage(sqs, ClientError({"Error": {"Code": "ServiceUnavailable"}}, "SendMessageBatch"))
+    parked, garbage = sqs_record(task_body(gone, gone_item)), sqs_record("{garbage")
+    response = scorer_over(client).handle([parked, sqs_record(task_body(fine, fine_item)), garbage])
+
+    # Committed, but not acknowledged: the envelopes are not in the DLQ yet.
+    assert failures(response) == [parked["messageId"], garbage["messageId"]]
+    assert fetch_task(app_env, fine)["status"] == "completed"
+    failed = fetch_task(app_env, gone)
+    assert failed["status"] == "failed" and failed["error_kind"] == "permanent"
+    assert trail_of(app_env, gone) == [("attempt", "failed_permanent")]
+    assert dlq_messages(sqs) == []
+
+    client.error = None
+    again = [sqs_record(r["body"], attempt=2, message_id=r["messageId"]) for r in (parked, garbage)]
+    assert failures(scorer_over(client).handle(again)) == []
+    envelopes = sorted(dlq_messages(sqs), key=lambda e: e["task_id"] or 0)
+    assert [(e["task_id"], e["retry_count"]) for e in envelopes] == [(None, 2), (gone, 2)]
+    assert envelopes[0]["original_message"] == "{garbage"
+    assert envelopes[1]["error"] == failed["error_message"] and envelopes[1]["original_message"] == task_body(gone, gone_item)
+    assert fetch_task(app_env, gone) == failed  # parked, not failed again
+    assert trail_of(app_env, gone) == [("attempt", "failed_permanent"), ("attempt", "failed_permanent"),
+                                       ("dlq_parked", "failed_permanent")]
+
+
+def test_a_death_between_the_commit_and_the_send_is_parked_on_redelivery(app_env, sqs):
+    gone, gone_item = new_task(app_env, deleted=True)
+    client = DlqOutage(sqs, Died("killed after the commit"))
+    record = sqs_record(task_body(gone, gone_item))
+    with pytest.raises(Died):
+        scorer_over(client).handle([record])
+    assert fetch_task(app_env, gone)["status"] == "failed" and dlq_messages(sqs) == []
+
+    # Lambda deleted nothing: the message comes back after its visibility timeout.
+    client.error = None
+    assert failures(scorer_over(client).handle([sqs_record(record["body"], attempt=2, message_id=record["messageId"])])) == []
+    [envelope] = dlq_messages(sqs)
+    assert envelope["task_id"] == gone and envelope["retry_count"] == 2
+    assert trail_of(app_env, gone)[-1] == ("dlq_parked", "failed_permanent")
+
+
+def test_a_permanent_failure_is_parked_once_and_a_later_duplicate_sends_nothing(app_env, sqs):
+    gone, gone_item = new_task(app_env, deleted=True)
+    assert failures(deps.scorer().handle([sqs_record(task_body(gone, gone_item))])) == []
+    assert failures(deps.scorer().handle([sqs_record(task_body(gone, gone_item), attempt=2)])) == []
+    [envelope] = dlq_messages(sqs)
+    assert envelope["task_id"] == gone and envelope["retry_count"] == 1
+    assert trail_of(app_env, gone) == [("attempt", "failed_permanent"), ("dlq_parked", "failed_permanent"),
+                                       ("attempt", "duplicate")]
+
+
+def test_an_unrecorded_park_still_acknowledges_the_message(app_env, sqs, monkeypatch):
+    """The envelope is in the DLQ; only its `dlq_parked` row could not be written."""
+    gone, gone_item = new_task(app_env, deleted=True)
+    scorer = deps.scorer()
+
+    def db_down(cur, rows):
+        raise TransientError("database unavailable (injected)")
+
+    monkeypatch.setattr(deps.store(), "add_events", db_down)
+    assert failures(scorer.handle([sqs_record(task_body(gone, gone_item))])) == []
+    [envelope] = dlq_messages(sqs)
+    assert envelope["task_id"] == gone
+    assert trail_of(app_env, gone) == [("attempt", "failed_permanent")]

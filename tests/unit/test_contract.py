@@ -13,8 +13,8 @@ from jsonschema import Draft202012Validator
 
 from app import app
 from chalicelib import contract, openapi
+from chalicelib.domain import Task, TaskEvent
 from chalicelib.moderation import event_view, task_view
-from chalicelib.storage import Task, TaskEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = {(method, path) for path, methods in app.routes.items() for method in methods}

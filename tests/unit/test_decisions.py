@@ -7,11 +7,14 @@ from chalicelib.decisions import (
     Score,
     backoff_seconds,
     dlq_envelope,
+    parked,
     parse_record,
     plan_batch,
+    trail,
+    unparked,
     whole_batch_failure,
 )
-from chalicelib.storage import Ad, ClaimedTask
+from chalicelib.domain import Ad, ClaimedTask
 from tests.helpers import sqs_record, task_body
 
 AD = Ad(item_id=7, seller_id=1, is_verified_seller=True, name="n", description="d", category=1, images_qty=1)
@@ -155,3 +158,18 @@ def test_a_redriven_envelope_is_read_as_its_original_message():
     # A malformed original stays malformed (and is parked again, unwrapped).
     bad = parse_record(sqs_record(dlq_envelope(parse_record(sqs_record("junk")), "x", "permanent", NOW)))
     assert bad.message is None and bad.original_message == "junk"
+
+
+def test_a_permanent_failure_whose_envelope_was_never_parked_is_parked_on_redelivery():
+    d = parse_record(sqs_record(task_body(1, 7), attempt=2))
+    error = "advertisement 7 not found or deleted"
+    rows = {1: ClaimedTask(1, 7, "failed", "permanent", None, error_message=error, envelope_pending=True)}
+    [dec] = plan([d], rows)
+    assert dec.outcome is Outcome.FAILED_PERMANENT and dec.update is None  # the task stays as it is
+    assert dec.envelope is not None and dec.envelope["error"] == error and dec.envelope["retry_count"] == 2
+    # The dlq_parked row is written only once the DLQ has the envelope.
+    assert [(e.kind, e.outcome) for e in trail([dec], rows, {1})] == [("attempt", "failed_permanent")]
+    assert [(e.kind, e.error) for e in parked([dec], rows)] == [("dlq_parked", error)]
+    # If the DLQ refuses it, the message is retried rather than acknowledged.
+    retry = unparked(dec)
+    assert retry.outcome is Outcome.RETRY and not retry.outcome.acknowledged and retry.envelope is None
