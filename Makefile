@@ -55,13 +55,11 @@ lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports, contracts in py
 clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 	rm -rf .local
 
-# The DLQ tool (ops/dlq.py). Local stack by default, like `make run`; an empty
-# AWS_ENDPOINT_URL (`AWS_ENDPOINT_URL= make dlq`) means real AWS.
+# The DLQ tool (ops/dlq.py). --local: make run's LocalStack and test credentials
+# (toolkit/names.py) unless AWS_ENDPOINT_URL is set; `AWS_ENDPOINT_URL= make dlq` means real AWS.
 .PHONY: dlq
 dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive --all")
-	AWS_ENDPOINT_URL=$${AWS_ENDPOINT_URL-http://127.0.0.1:4566} AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION-us-east-1} \
-	AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID-test} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY-test} \
-	$(PY) -m ops.dlq $(or $(ARGS),list)
+	$(PY) -m ops.dlq --local $(or $(ARGS),list)
 
 .PHONY: bench
 bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS, profiles (ARGS="--quick", "--only cold,batch")

@@ -1,201 +1,119 @@
-"""Look at, redrive and purge the dead-letter queue (`moderation_dlq`).
+"""Look at, redrive and purge the dead-letter queue (README, "Operations").
 
     python -m ops.dlq list [--limit N] [--json]
     python -m ops.dlq show <message-id-prefix | task:ID>
     python -m ops.dlq redrive (--all | --task-id N ... | --message-id ID ...) [--yes]
     python -m ops.dlq purge [--yes]
 
-Common options (before or after the command): --endpoint-url URL, --queue NAME
-(default moderation), --dlq NAME (default moderation_dlq). boto3 reads
-AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and the usual credentials; an empty
-AWS_ENDPOINT_URL counts as unset (real AWS).
-
-The DLQ holds two kinds of messages:
-
-* envelopes the scorer sent for permanent failures,
-  {"original_message", "error", "error_kind", "task_id", "message_id", "timestamp", "retry_count"};
-* raw task messages {"task_id", "item_id", "timestamp"} that SQS moved there
-  after maxReceiveCount transient failures ("exhausted").
-
-Both can be sent back to `moderation` unchanged: the scorer unwraps envelopes
-(a permanently failed task stays failed) and processes exhausted tasks again.
-
-Exit codes: 0 ok, 1 error (or aborted at the prompt), 2 usage (including
-"needs --yes" when there is no terminal to ask on).
+Common options, before or after the command: --endpoint-url, --queue, --dlq (default: the
+queues of infra/resources.json), --local (make run's LocalStack unless AWS_ENDPOINT_URL is set;
+an empty one means AWS). The DLQ holds the scorer's envelopes and raw "exhausted" task messages
+(both read by chalicelib.domain.read_body); either goes back to the main queue unchanged.
+Exit codes: 0 ok, 1 error or aborted, 2 usage (or --yes needed).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
+import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+from chalicelib.domain import read_body
+from chalicelib.queue import SQS_BATCH, chunks
+from toolkit import logs, names
 
-DEFAULT_QUEUE = "moderation"
-DEFAULT_DLQ = "moderation_dlq"
-
-# Peeking hides each message for this long; it is made visible again (timeout
-# 0) as soon as the listing is done, or by SQS itself if we are killed.
-PEEK_VISIBILITY_S = 30
-# Messages being moved one by one stay hidden while they are sent and deleted.
-MOVE_VISIBILITY_S = 120
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+PEEK_VISIBILITY_S = 30  # a peek hides messages this long if we die before making them visible again
+MOVE_VISIBILITY_S = 120  # messages being moved one by one stay hidden meanwhile
 # Long polling asks every SQS server; a short poll may miss messages in a small queue.
 RECEIVE_WAIT_S = 1
-MOVE_TASK_POLL_S = 0.5
-ERROR_WIDTH = 60
-
 EXHAUSTED = "exhausted"
-EXHAUSTED_ERROR = "exhausted retries (see task)"
+# How an endpoint says "I do not implement this action" (moto raises NotImplementedError instead).
+UNSUPPORTED_CODES = frozenset({"UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", "InvalidAction",
+                               "NotImplemented", "UnknownOperationException"})
 
-# How an endpoint says "I do not implement this action". moto (in-process)
-# raises NotImplementedError instead of answering, handled separately.
-UNSUPPORTED_CODES = frozenset(
-    {
-        "UnsupportedOperation",
-        "AWS.SimpleQueueService.UnsupportedOperation",
-        "InvalidAction",
-        "NotImplemented",
-        "UnknownOperationException",
-    }
-)
-MOVE_TASK_DONE = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
-
-
-class UsageError(Exception):
-    """Bad arguments, or a confirmation that cannot be asked for (exit 2)."""
+log = logs.get("dlq")
 
 
 class OpsError(Exception):
-    """Something went wrong; the message says what (exit 1)."""
+    """Something went wrong; the message says what."""
+
+    exit_code = EXIT_ERROR
 
 
-# --------------------------------------------------------------------------
-# Messages
-# --------------------------------------------------------------------------
+class UsageError(OpsError):
+    """Bad arguments, or a confirmation that cannot be asked for."""
 
-
-def _as_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, slots=True)
-class Classified:
-    kind: str
-    task_id: int | None
-    error: str
-    retry_count: int | None
-
-
-def classify(body: str) -> Classified:
-    """What a DLQ body is: a scorer envelope or a raw (exhausted) task message."""
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and "original_message" in data and "error" in data:
-        task_id = _as_int(data.get("task_id"))
-        original = data.get("original_message")
-        if task_id is None and isinstance(original, dict):
-            task_id = _as_int(original.get("task_id"))
-        return Classified(
-            kind=str(data.get("error_kind") or "unknown"),
-            task_id=task_id,
-            error=str(data.get("error")),
-            retry_count=_as_int(data.get("retry_count")),
-        )
-    if isinstance(data, dict) and "task_id" in data:
-        return Classified(EXHAUSTED, _as_int(data.get("task_id")), EXHAUSTED_ERROR, None)
-    # Only SQS redrive puts a non-envelope here; the body was never a valid task.
-    return Classified(EXHAUSTED, None, "exhausted retries (body is not a task message)", None)
-
-
-@dataclass(slots=True)
 class DlqMessage:
     message_id: str
     receipt_handle: str
     body: str
-    attributes: dict[str, str] = field(default_factory=dict)
-    message_attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, str]
+    message_attributes: dict[str, Any]
+    kind: str  # the envelope's error_kind, or "exhausted" for a raw task message
+    task_id: int | None
+    error: str
+    retry_count: int | None  # the attempt the scorer parked it on
+    receive_count: int | None  # the DLQ's ApproximateReceiveCount: each peek (this one too) adds one
+    sent_ms: int
 
     @classmethod
     def from_sqs(cls, raw: dict[str, Any]) -> DlqMessage:
-        return cls(
-            message_id=str(raw["MessageId"]),
-            receipt_handle=str(raw["ReceiptHandle"]),
-            body=str(raw.get("Body", "")),
-            attributes=dict(raw.get("Attributes") or {}),
-            message_attributes=dict(raw.get("MessageAttributes") or {}),
-        )
-
-    @property
-    def info(self) -> Classified:
-        return classify(self.body)
-
-    @property
-    def receive_count(self) -> int | None:
-        """The DLQ's ApproximateReceiveCount. It includes every peek (this one too)."""
-        try:
-            return int(self.attributes["ApproximateReceiveCount"])
-        except (KeyError, ValueError):
-            return None
-
-    @property
-    def sent_ms(self) -> int:
-        try:
-            return int(self.attributes["SentTimestamp"])
-        except (KeyError, ValueError):
-            return 0
+        body, attributes = str(raw.get("Body", "")), dict(raw.get("Attributes") or {})
+        read = read_body(body)
+        if read.envelope is not None:
+            kind, error = str(read.envelope.get("error_kind") or "unknown"), str(read.envelope.get("error"))
+        elif isinstance(read.message, dict) and "task_id" in read.message:
+            kind, error = EXHAUSTED, "exhausted retries (see task)"
+        else:  # only SQS redrive puts a non-envelope here; the body was never a valid task
+            kind, error = EXHAUSTED, "exhausted retries (body is not a task message)"
+        retries = (read.envelope or {}).get("retry_count")
+        receives, sent = attributes.get("ApproximateReceiveCount", ""), attributes.get("SentTimestamp", "")
+        return cls(str(raw["MessageId"]), str(raw["ReceiptHandle"]), body, attributes, dict(raw.get("MessageAttributes") or {}),
+                   kind, read.task_id, error, retries if type(retries) is int else None,
+                   int(receives) if receives.isdigit() else None, int(sent) if sent.isdigit() else 0)
 
     @property
     def sent_at(self) -> str:
-        if not self.sent_ms:
-            return "-"
-        return datetime.fromtimestamp(self.sent_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _utc(self.sent_ms) if self.sent_ms else "-"
 
     def as_json(self) -> dict[str, Any]:
-        info = self.info
-        return {
-            "message_id": self.message_id,
-            "task_id": info.task_id,
-            "kind": info.kind,
-            "error": info.error,
-            "retry_count": info.retry_count,
-            "receive_count": self.receive_count,
-            "sent_at": self.sent_at,
-            "dead_letter_source_arn": self.attributes.get("DeadLetterQueueSourceArn"),
-        }
+        keys = ("message_id", "task_id", "kind", "error", "retry_count", "receive_count", "sent_at")
+        return {**{k: getattr(self, k) for k in keys}, "dead_letter_source_arn": self.attributes.get("DeadLetterQueueSourceArn")}
 
 
-# --------------------------------------------------------------------------
-# The queues
-# --------------------------------------------------------------------------
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _chunks(items: Sequence[Any], size: int = 10) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
 
 
 class Queues:
     """The main queue and its DLQ on one SQS endpoint."""
 
-    def __init__(self, sqs: Any, queue: str = DEFAULT_QUEUE, dlq: str = DEFAULT_DLQ) -> None:
-        self.sqs = sqs
-        self.queue_name = queue
-        self.dlq_name = dlq
+    def __init__(self, sqs: Any, queue: str, dlq: str) -> None:
+        self.sqs, self.queue_name, self.dlq_name = sqs, queue, dlq
         self._urls: dict[str, str] = {}
 
     def url(self, name: str) -> str:
@@ -208,59 +126,35 @@ class Queues:
                 raise
         return self._urls[name]
 
-    @property
-    def dlq_url(self) -> str:
-        return self.url(self.dlq_name)
+    def arn(self, name: str) -> str:
+        return str(self.sqs.get_queue_attributes(QueueUrl=self.url(name), AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
 
-    @property
-    def queue_url(self) -> str:
-        return self.url(self.queue_name)
-
-    def arn(self, url: str) -> str:
-        return str(self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
-
-    def counts(self, url: str) -> tuple[int, int]:
-        """(visible, in flight) messages of a queue, as SQS approximates them."""
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        )["Attributes"]
-        return int(attrs.get("ApproximateNumberOfMessages", 0)), int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+    def counts(self) -> tuple[int, int]:
+        """(visible, in flight) messages of the DLQ, as SQS approximates them."""
+        keys = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attrs = self.sqs.get_queue_attributes(QueueUrl=self.url(self.dlq_name), AttributeNames=keys)["Attributes"]
+        return int(attrs.get(keys[0], 0)), int(attrs.get(keys[1], 0))
 
     def receive(self, visibility: int) -> list[DlqMessage]:
-        resp = self.sqs.receive_message(
-            QueueUrl=self.dlq_url,
-            MaxNumberOfMessages=10,
-            VisibilityTimeout=visibility,
-            WaitTimeSeconds=RECEIVE_WAIT_S,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+        resp = self.sqs.receive_message(QueueUrl=self.url(self.dlq_name), MaxNumberOfMessages=SQS_BATCH,
+                                        VisibilityTimeout=visibility, WaitTimeSeconds=RECEIVE_WAIT_S,
+                                        AttributeNames=["All"], MessageAttributeNames=["All"])
         return [DlqMessage.from_sqs(m) for m in resp.get("Messages", [])]
 
     def release(self, messages: Iterable[DlqMessage]) -> None:
         """Make received messages visible again at once."""
-        items = list(messages)
-        for chunk in _chunks(items):
+        for chunk in chunks(list(messages)):
             entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0} for i, m in enumerate(chunk)]
-            resp = self.sqs.change_message_visibility_batch(QueueUrl=self.dlq_url, Entries=entries)
+            resp = self.sqs.change_message_visibility_batch(QueueUrl=self.url(self.dlq_name), Entries=entries)
             for failed in resp.get("Failed", []):
-                msg = chunk[int(failed["Id"])]
-                print(
-                    f"warning: could not make {msg.message_id} visible again ({failed.get('Code')}); "
-                    f"it reappears by itself within {PEEK_VISIBILITY_S} s",
-                    file=sys.stderr,
-                )
+                log.warning("could not make %s visible again (%s); it reappears by itself within %d s",
+                            chunk[int(failed["Id"])].message_id, failed.get("Code"), PEEK_VISIBILITY_S)
 
-    def peek(self, limit: int | None = None, expected: int | None = None) -> list[DlqMessage]:
-        """Every visible DLQ message (up to `limit`), without consuming any.
-
-        Receives with a short visibility timeout until a receive brings no
-        new message id (or we have as many as SQS counted: `expected`,
-        looked up if not given), then sets the visibility of everything
-        received back to 0.
-        """
-        if expected is None:
-            expected, _ = self.counts(self.dlq_url)
+    def peek(self, limit: int | None = None) -> tuple[list[DlqMessage], int]:
+        """Every visible DLQ message (up to `limit`), oldest first, without consuming any: received
+        until a receive brings nothing new or as many as SQS counted, then all made visible again.
+        Also how many others are in flight (counted first: our own peeks would count afterwards)."""
+        expected, in_flight = self.counts()
         seen: dict[str, DlqMessage] = {}
         try:
             while limit is None or len(seen) < limit:
@@ -272,77 +166,33 @@ class Queues:
                     break
         finally:
             self.release(seen.values())
-        messages = sorted(seen.values(), key=lambda m: (m.sent_ms, m.message_id))
-        return messages[:limit] if limit is not None else messages
+        return sorted(seen.values(), key=lambda m: (m.sent_ms, m.message_id))[:limit], in_flight
 
-    def send_to_main(self, message: DlqMessage) -> None:
-        """Send the body unchanged (and any message attributes) to the main queue."""
-        kwargs: dict[str, Any] = {"QueueUrl": self.queue_url, "MessageBody": message.body}
-        attrs = {
-            name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
-            for name, value in message.message_attributes.items()
-        }
-        if attrs:
-            kwargs["MessageAttributes"] = attrs
-        self.sqs.send_message(**kwargs)
-
-    def delete(self, messages: Sequence[DlqMessage]) -> list[str]:
-        """Delete from the DLQ; return the ids that could not be deleted."""
-        failed: list[str] = []
-        for chunk in _chunks(messages):
-            entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)]
-            resp = self.sqs.delete_message_batch(QueueUrl=self.dlq_url, Entries=entries)
-            failed.extend(chunk[int(f["Id"])].message_id for f in resp.get("Failed", []))
-        return failed
-
-
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
+    def move(self, message: DlqMessage) -> bool:
+        """Send the body unchanged (with its message attributes) to the main queue, then
+        delete it from the DLQ; False if it was sent but could not be deleted."""
+        attrs = {name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+                 for name, value in message.message_attributes.items()}
+        self.sqs.send_message(QueueUrl=self.url(self.queue_name), MessageBody=message.body,
+                              **({"MessageAttributes": attrs} if attrs else {}))
+        entries = [{"Id": "0", "ReceiptHandle": message.receipt_handle}]
+        return not self.sqs.delete_message_batch(QueueUrl=self.url(self.dlq_name), Entries=entries).get("Failed")
 
 
 def is_unsupported(err: BaseException) -> bool:
     """True if the endpoint does not implement the action (LocalStack/moto/old emulators)."""
-    if isinstance(err, NotImplementedError):
-        return True
     if isinstance(err, ClientError):
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return _code(err) in UNSUPPORTED_CODES or status == 501
-    return False
-
-
-# --------------------------------------------------------------------------
-# Output helpers
-# --------------------------------------------------------------------------
-
-
-def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _dash(value: object) -> str:
-    return "-" if value is None else str(value)
+        return _code(err) in UNSUPPORTED_CODES or err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
+    return isinstance(err, NotImplementedError)
 
 
 def print_table(messages: Sequence[DlqMessage]) -> None:
-    header = ("MESSAGE", "TASK", "KIND", "ERROR", "RETRIES", "RECEIVES", "SENT")
-    rows = [header]
-    for m in messages:
-        info = m.info
-        rows.append(
-            (
-                m.message_id[:8],
-                _dash(info.task_id),
-                info.kind,
-                _short(info.error, ERROR_WIDTH),
-                _dash(info.retry_count),
-                _dash(m.receive_count),
-                m.sent_at,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    rows = [("MESSAGE", "TASK", "KIND", "ERROR", "RETRIES", "RECEIVES", "SENT")]
+    rows += [(m.message_id[:8], _dash(m.task_id), m.kind, textwrap.shorten(m.error, 60, placeholder="..."),
+              _dash(m.retry_count), _dash(m.receive_count), m.sent_at) for m in messages]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def confirm(prompt: str, yes: bool, *, expect: str | None = None) -> None:
@@ -351,260 +201,158 @@ def confirm(prompt: str, yes: bool, *, expect: str | None = None) -> None:
         return
     if not sys.stdin.isatty():
         raise UsageError("no terminal to confirm on; re-run with --yes")
-    if expect is None:
-        answer = input(f"{prompt} [y/N] ").strip().lower()
-        ok = answer in ("y", "yes")
-    else:
-        ok = input(f"{prompt}\nType the queue name ({expect}) to confirm: ").strip() == expect
-    if not ok:
+    answer = input(f"{prompt}\nType the queue name ({expect}) to confirm: " if expect else f"{prompt} [y/N] ").strip()
+    if (answer != expect) if expect else (answer.lower() not in ("y", "yes")):
         raise OpsError("aborted, nothing changed")
 
 
-# --------------------------------------------------------------------------
-# Commands
-# --------------------------------------------------------------------------
+def _matching(messages: Sequence[DlqMessage], target: str) -> list[DlqMessage]:
+    """The messages of `task:ID`, or those whose id starts with `target`."""
+    if not target.startswith("task:"):
+        return [m for m in messages if m.message_id.startswith(target)]
+    try:
+        task_id = int(target.removeprefix("task:"))
+    except ValueError as err:
+        raise UsageError(f"not a task id: {target!r} (use task:<integer>)") from err
+    return [m for m in messages if m.task_id == task_id]
 
 
 def cmd_list(q: Queues, args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    # Counted first: afterwards our own just-released peeks could still count as in flight.
-    visible, in_flight = q.counts(q.dlq_url)
-    messages = q.peek(args.limit, expected=visible)
+    messages, in_flight = q.peek(args.limit)
     if args.json:
         for m in messages:
             print(json.dumps(m.as_json(), ensure_ascii=False))
     elif messages:
         print_table(messages)
-    kinds: dict[str, int] = {}
-    for m in messages:
-        kinds[m.info.kind] = kinds.get(m.info.kind, 0) + 1
+    kinds = Counter(m.kind for m in messages)
     summary = f"{len(messages)} message{'s' if len(messages) != 1 else ''} in {q.dlq_name}"
-    if kinds:
-        summary += " (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
-    if args.limit is not None and len(messages) == args.limit:
-        summary += f", limited to {args.limit}"
-    if in_flight:
-        summary += f"; {in_flight} more in flight (received by someone else), not listed"
-    # With --json, stdout holds only JSON lines.
-    print(summary, file=sys.stderr if args.json else sys.stdout)
+    summary += " (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")" if kinds else ""
+    summary += f", limited to {args.limit}" if len(messages) == args.limit else ""
+    summary += f"; {in_flight} more in flight (received by someone else), not listed" if in_flight else ""
+    (log.info if args.json else print)(summary)  # with --json, stdout holds only JSON lines
     return EXIT_OK
-
-
-def _select(messages: Sequence[DlqMessage], target: str) -> list[DlqMessage]:
-    if target.startswith("task:"):
-        try:
-            task_id = int(target.removeprefix("task:"))
-        except ValueError as err:
-            raise UsageError(f"not a task id: {target!r} (use task:<integer>)") from err
-        return [m for m in messages if m.info.task_id == task_id]
-    return [m for m in messages if m.message_id.startswith(target)]
 
 
 def cmd_show(q: Queues, args: argparse.Namespace) -> int:
-    target: str = args.target
-    if not target:
+    if not args.target:
         raise UsageError("give a message id (prefix) or task:<id>")
-    matches = _select(q.peek(), target)
+    matches = _matching(q.peek()[0], args.target)
     if not matches:
-        raise OpsError(f"no message in {q.dlq_name} matches {target!r}")
+        raise OpsError(f"no message in {q.dlq_name} matches {args.target!r}")
     for i, m in enumerate(matches):
-        if i:
-            print()
-        info = m.info
-        print(f"MessageId: {m.message_id}")
-        print(f"Kind: {info.kind}   Task: {_dash(info.task_id)}   Retries: {_dash(info.retry_count)}")
-        print(f"Error: {info.error}")
-        print("Attributes:")
-        for name in sorted(m.attributes):
-            value = m.attributes[name]
-            if name.endswith("Timestamp") and value.isdigit():
-                value += "  (" + datetime.fromtimestamp(int(value) / 1000, UTC).isoformat(timespec="seconds") + ")"
-            print(f"  {name}: {value}")
-        for name, value in sorted(m.message_attributes.items()):
-            print(f"  (message attribute) {name}: {value.get('StringValue', value.get('BinaryValue'))}")
-        print("Body:")
+        print(("\n" if i else "") + f"MessageId: {m.message_id}")
+        print(f"Kind: {m.kind}   Task: {_dash(m.task_id)}   Retries: {_dash(m.retry_count)}\nError: {m.error}\nAttributes:")
+        for name, value in sorted(m.attributes.items()):
+            print(f"  {name}: {value}" + (f"  ({_utc(int(value))})" if name.endswith("Timestamp") and value.isdigit() else ""))
+        for name, attr in sorted(m.message_attributes.items()):
+            print(f"  (message attribute) {name}: {attr.get('StringValue', attr.get('BinaryValue'))}")
         try:
-            print(json.dumps(json.loads(m.body), indent=2, ensure_ascii=False))
+            print("Body:\n" + json.dumps(json.loads(m.body), indent=2, ensure_ascii=False))
         except ValueError:
-            print(m.body)
-    if len(matches) > 1:
-        print(f"\n{len(matches)} messages match {target!r}")
+            print("Body:\n" + m.body)
     return EXIT_OK
 
 
-def _redrive_with_move_task(q: Queues, dlq_arn: str, queue_arn: str) -> int | None:
-    """StartMessageMoveTask + progress; None if the endpoint does not support it.
-
-    The destination is always given: "back to the original source" only
-    works for messages SQS itself moved to the DLQ (they carry
-    DeadLetterQueueSourceArn); the scorer's envelopes were sent to the DLQ
-    directly and have no source, and a task without DestinationArn fails on them.
-    """
+def _move_task(q: Queues) -> int | None:
+    """StartMessageMoveTask + progress; None if the endpoint does not support it. Always with a
+    destination: "back to the source" only works for messages SQS itself moved to the DLQ (they carry
+    DeadLetterQueueSourceArn); the scorer's envelopes have none, and a task without one fails on them."""
+    dlq_arn = q.arn(q.dlq_name)
     try:
-        handle = q.sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=queue_arn)["TaskHandle"]
+        handle = q.sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=q.arn(q.queue_name))["TaskHandle"]
     except (ClientError, NotImplementedError) as err:
         if not is_unsupported(err):
             raise
         print(f"StartMessageMoveTask is not supported by this endpoint ({err}); moving messages one by one")
         return None
     print(f"started message move task {q.dlq_name} -> {q.queue_name}")
+    task: dict[str, Any] = {}
     last = ""
     try:
-        while True:
+        while task.get("Status") not in ("COMPLETED", "FAILED", "CANCELLED"):
+            time.sleep(0.5 if last else 0)
             results = q.sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10).get("Results", [])
             # AWS returns TaskHandle only while the task runs; the newest task comes first.
-            task = next((t for t in results if t.get("TaskHandle") == handle), results[0] if results else {})
-            status = str(task.get("Status", "UNKNOWN"))
-            moved = task.get("ApproximateNumberOfMessagesMoved", 0)
-            total = task.get("ApproximateNumberOfMessagesToMove", "?")
-            line = f"{status.lower()}: moved {moved}/{total}"
-            if line != last:
+            task = next((t for t in results if t.get("TaskHandle") == handle), results[0] if results else {"Status": "?"})
+            moved, total = task.get("ApproximateNumberOfMessagesMoved", 0), task.get("ApproximateNumberOfMessagesToMove", "?")
+            if (line := f"{task['Status'].lower()}: moved {moved}/{total}") != last:
                 print(line, flush=True)
                 last = line
-            if status in MOVE_TASK_DONE:
-                break
-            time.sleep(MOVE_TASK_POLL_S)
     except KeyboardInterrupt:
-        print(
-            "\nstopped watching; the move task keeps running. Follow it with:\n"
-            f"  aws sqs list-message-move-tasks --source-arn {dlq_arn}",
-            file=sys.stderr,
-        )
+        log.warning("stopped watching; the move task goes on: aws sqs list-message-move-tasks --source-arn %s", dlq_arn)
         raise
-    if status == "COMPLETED":
+    if task["Status"] == "COMPLETED":
         print(f"redrive complete: moved {moved} message(s) from {q.dlq_name} to {q.queue_name}")
         return EXIT_OK
-    reason = task.get("FailureReason", "no reason given")
-    print(f"redrive {status}: moved {moved}/{total}; reason: {reason}", file=sys.stderr)
+    log.error("redrive %s: moved %s/%s; reason: %s", task["Status"], moved, total, task.get("FailureReason", "no reason given"))
     return EXIT_ERROR
 
 
-def _redrive_one_by_one(q: Queues, total: int) -> int:
-    """Receive -> send to the main queue -> delete, until the DLQ is empty."""
-    moved = 0
-    failed: dict[str, str] = {}
-    not_deleted: list[str] = []
-    while True:
-        batch = q.receive(MOVE_VISIBILITY_S)
-        todo = [m for m in batch if m.message_id not in failed]
-        q.release([m for m in batch if m.message_id in failed])
-        if not todo:
-            break
-        sent: list[DlqMessage] = []
-        for m in todo:
-            try:
-                q.send_to_main(m)
-            except ClientError as err:
-                failed[m.message_id] = str(err)
-                q.release([m])
-                continue
-            sent.append(m)
-        # Deleted only once the copy is safely in the main queue.
-        not_deleted.extend(q.delete(sent))
-        moved += len(sent)
-        print(f"moved {moved}/{max(total, moved)}", flush=True)
-    print(f"redrive complete: moved {moved} message(s) from {q.dlq_name} to {q.queue_name}")
-    return _report_failures(failed, not_deleted)
-
-
-def _report_failures(failed: dict[str, str], not_deleted: Sequence[str]) -> int:
-    for message_id, error in failed.items():
-        print(f"error: could not send {message_id}: {error} (left in the DLQ)", file=sys.stderr)
-    for message_id in not_deleted:
-        print(f"warning: {message_id} was sent but could not be deleted from the DLQ; it may be redriven twice", file=sys.stderr)
-    return EXIT_ERROR if failed or not_deleted else EXIT_OK
-
-
-def _match_selection(messages: Sequence[DlqMessage], task_ids: Sequence[int], message_ids: Sequence[str]) -> list[DlqMessage]:
-    chosen: dict[str, DlqMessage] = {}
-    problems: list[str] = []
-    for task_id in task_ids:
-        found = [m for m in messages if m.info.task_id == task_id]
-        if not found:
-            problems.append(f"no message for task {task_id}")
-        chosen.update((m.message_id, m) for m in found)
-    for prefix in message_ids:
-        found = [m for m in messages if m.message_id.startswith(prefix)]
-        if not found:
-            problems.append(f"no message with id {prefix!r}")
-        elif len(found) > 1:
-            problems.append(f"message id {prefix!r} is ambiguous: " + ", ".join(m.message_id for m in found))
-        chosen.update((m.message_id, m) for m in found)
-    if problems:
-        raise OpsError("nothing redriven: " + "; ".join(problems))
-    return sorted(chosen.values(), key=lambda m: (m.sent_ms, m.message_id))
-
-
-def _redrive_selected(q: Queues, wanted: set[str]) -> int:
-    remaining = set(wanted)
-    held: dict[str, DlqMessage] = {}
-    moved = 0
-    failed: dict[str, str] = {}
-    not_deleted: list[str] = []
+def _move_one_by_one(q: Queues, wanted: set[str]) -> int:
+    """Receive -> send to the main queue -> delete (only once the copy is there), for the `wanted`
+    message ids. The others stay hidden until the end, so each receive brings new ones."""
+    remaining, held, failed = set(wanted), dict[str, DlqMessage](), dict[str, str]()
     try:
-        while remaining:
-            batch = q.receive(MOVE_VISIBILITY_S)
-            if not [m for m in batch if m.message_id not in held]:
-                break
+        while remaining and (batch := [m for m in q.receive(MOVE_VISIBILITY_S) if m.message_id not in held]):
             for m in batch:
-                if m.message_id not in remaining:
-                    held[m.message_id] = m
-                    continue
-                remaining.discard(m.message_id)
                 try:
-                    q.send_to_main(m)
+                    if m.message_id not in remaining:
+                        held[m.message_id] = m
+                    elif not q.move(m):
+                        log.warning("%s was sent but could not be deleted from the DLQ; it may be redriven twice", m.message_id)
                 except ClientError as err:
-                    failed[m.message_id] = str(err)
-                    held[m.message_id] = m
-                    continue
-                not_deleted.extend(q.delete([m]))
-                moved += 1
-                print(f"moved {moved}/{len(wanted)}: {m.message_id} (task {_dash(m.info.task_id)})", flush=True)
+                    failed[m.message_id], held[m.message_id] = str(err), m
+                if m.message_id in remaining and m.message_id not in held:
+                    remaining.discard(m.message_id)
+                    print(f"moved {len(wanted) - len(remaining)}/{len(wanted)}: {m.message_id} (task {_dash(m.task_id)})")
     finally:
         q.release(held.values())
-    for message_id in sorted(remaining):
-        failed[message_id] = "not received again (in flight elsewhere, or already gone)"
-    print(f"redrive complete: moved {moved} of {len(wanted)} selected message(s) to {q.queue_name}")
-    return _report_failures(failed, not_deleted)
+    failed.update({i: "not received again (in flight elsewhere, or already gone)" for i in remaining - set(failed)})
+    moved = len(wanted) - len(remaining)
+    print(f"redrive complete: moved {moved} of {len(wanted)} selected message(s) from {q.dlq_name} to {q.queue_name}")
+    for message_id, error in failed.items():
+        log.error("could not send %s: %s (left in the DLQ)", message_id, error)
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 def cmd_redrive(q: Queues, args: argparse.Namespace) -> int:
     if args.all:
-        visible, in_flight = q.counts(q.dlq_url)
+        visible, in_flight = q.counts()
         if visible == 0:
-            note = f" ({in_flight} in flight)" if in_flight else ""
-            print(f"nothing to redrive: {q.dlq_name} has no visible messages{note}")
+            print(f"nothing to redrive: {q.dlq_name} has no visible messages ({in_flight} in flight)")
             return EXIT_OK
         confirm(f"Redrive all ~{visible} message(s) from {q.dlq_name} to {q.queue_name}?", args.yes)
-        result = _redrive_with_move_task(q, q.arn(q.dlq_url), q.arn(q.queue_url))
-        return result if result is not None else _redrive_one_by_one(q, visible)
-    selected = _match_selection(q.peek(), args.task_id or [], args.message_id or [])
-    print_table(selected)
+        result = _move_task(q)
+        return result if result is not None else _move_one_by_one(q, {m.message_id for m in q.peek()[0]})
+    messages, chosen, problems = q.peek()[0], set[str](), list[str]()
+    for task_id in args.task_id or []:
+        found = _matching(messages, f"task:{task_id}")
+        problems += [] if found else [f"no message for task {task_id}"]
+        chosen.update(m.message_id for m in found)
+    for prefix in args.message_id or []:
+        found = _matching(messages, prefix)
+        problems += [] if len(found) == 1 else [f"{len(found)} messages with an id starting {prefix!r} (need one)"]
+        chosen.update(m.message_id for m in found)
+    if problems:
+        raise OpsError("nothing redriven: " + "; ".join(problems))
+    print_table(selected := [m for m in messages if m.message_id in chosen])
     confirm(f"Redrive these {len(selected)} message(s) to {q.queue_name}?", args.yes)
-    return _redrive_selected(q, {m.message_id for m in selected})
+    return _move_one_by_one(q, chosen)
 
 
 def cmd_purge(q: Queues, args: argparse.Namespace) -> int:
-    visible, in_flight = q.counts(q.dlq_url)
-    confirm(
-        f"Purge {q.dlq_name}: delete ~{visible + in_flight} message(s) for good?",
-        args.yes,
-        expect=q.dlq_name,
-    )
+    total = sum(q.counts())
+    confirm(f"Purge {q.dlq_name}: delete ~{total} message(s) for good?", args.yes, expect=q.dlq_name)
     try:
-        q.sqs.purge_queue(QueueUrl=q.dlq_url)
+        q.sqs.purge_queue(QueueUrl=q.url(q.dlq_name))
     except ClientError as err:
         if "PurgeQueueInProgress" in _code(err):
             raise OpsError(f"{q.dlq_name} was purged less than 60 s ago; try again in a minute") from err
         raise
-    print(f"purged {q.dlq_name} (~{visible + in_flight} message(s); SQS may take up to 60 s to finish)")
+    print(f"purged {q.dlq_name} (~{total} message(s); SQS may take up to 60 s to finish)")
     return EXIT_OK
-
-
-# --------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -612,14 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     # subcommand's unset option from overwriting one given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--endpoint-url", default=argparse.SUPPRESS, help="SQS endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
-    common.add_argument("--queue", default=argparse.SUPPRESS, help=f"main queue name (default {DEFAULT_QUEUE})")
-    common.add_argument("--dlq", default=argparse.SUPPRESS, help=f"dead-letter queue name (default {DEFAULT_DLQ})")
-
-    parser = argparse.ArgumentParser(
-        prog="python -m ops.dlq",
-        description="Inspect, redrive and purge the moderation dead-letter queue.",
-        parents=[common],
-    )
+    common.add_argument("--queue", default=argparse.SUPPRESS, help=f"main queue name (default {names.queues().main})")
+    common.add_argument("--dlq", default=argparse.SUPPRESS, help=f"dead-letter queue name (default {names.queues().dlq})")
+    common.add_argument("--local", action="store_true", default=argparse.SUPPRESS,
+                        help=f"make run's LocalStack ({names.RUN_ENDPOINT}, test credentials) unless AWS_ENDPOINT_URL is set")
+    parser = argparse.ArgumentParser(prog="python -m ops.dlq", parents=[common],
+                                     description="Inspect, redrive and purge the moderation dead-letter queue.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", parents=[common], help="peek at every message (nothing is consumed)")
@@ -653,24 +399,20 @@ def make_client(endpoint_url: str | None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # exits 2 on usage errors
+    logs.setup()
+    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    endpoint_url = getattr(args, "endpoint_url", None)
+    if getattr(args, "local", False) and endpoint_url is None and "AWS_ENDPOINT_URL" not in os.environ:
+        os.environ.update({k: v for k, v in names.local_aws_env(names.RUN_ENDPOINT).items() if k not in os.environ})
     try:
-        sqs = make_client(getattr(args, "endpoint_url", None))
-        queues = Queues(sqs, getattr(args, "queue", DEFAULT_QUEUE), getattr(args, "dlq", DEFAULT_DLQ))
+        queues = Queues(make_client(endpoint_url), getattr(args, "queue", names.queues().main),
+                        getattr(args, "dlq", names.queues().dlq))
         return int(args.func(queues, args))
-    except UsageError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except OpsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    except (ClientError, BotoCoreError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+    except (OpsError, ClientError, BotoCoreError) as err:
+        log.error("%s", err)
+        return getattr(err, "exit_code", EXIT_ERROR)
     except KeyboardInterrupt:
-        with contextlib.suppress(OSError):
-            print("interrupted", file=sys.stderr)
+        log.error("interrupted")
         return EXIT_ERROR
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -71,11 +72,24 @@ def filled(sqs: Any) -> Any:
 
 
 @pytest.fixture()
+def logged(caplog: pytest.LogCaptureFixture) -> Any:
+    """What the tool logged (toolkit.logs: its errors, and the summary of `list --json`), read once."""
+    caplog.set_level(logging.INFO, logger="dlq")
+
+    def read() -> str:
+        text = caplog.text
+        caplog.clear()
+        return text
+
+    return read
+
+
+@pytest.fixture()
 def no_tty(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
 
 
-def test_list_shows_tasks_and_kinds_and_leaves_messages_visible(filled: Any, capsys: pytest.CaptureFixture[str]):
+def test_list_shows_tasks_and_kinds_and_leaves_messages_visible(filled: Any, capsys: pytest.CaptureFixture[str], logged: Any):
     _, dlq_url = urls(filled)
     assert dlq.main(["list"]) == 0
     out = capsys.readouterr().out
@@ -91,8 +105,7 @@ def test_list_shows_tasks_and_kinds_and_leaves_messages_visible(filled: Any, cap
     assert counts(filled, dlq_url) == (3, 0)
 
     assert dlq.main(["list", "--json"]) == 0
-    captured = capsys.readouterr()
-    records = [json.loads(line) for line in captured.out.splitlines()]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted((r["task_id"] or 0, r["kind"], r["retry_count"]) for r in records) == [
         (0, "permanent", 1),
         (11, "permanent", 1),
@@ -100,7 +113,7 @@ def test_list_shows_tasks_and_kinds_and_leaves_messages_visible(filled: Any, cap
     ]
     # The DLQ's own receive count: one send, then two peeks.
     assert {r["receive_count"] for r in records} == {2}
-    assert "3 messages" in captured.err
+    assert "3 messages" in logged()
     assert counts(filled, dlq_url) == (3, 0)
 
 
@@ -119,7 +132,7 @@ def test_list_limit_and_empty_queue(sqs: Any, capsys: pytest.CaptureFixture[str]
     assert counts(sqs, dlq_url) == (12, 0)
 
 
-def test_show_by_task_and_by_message_id_prefix(filled: Any, capsys: pytest.CaptureFixture[str]):
+def test_show_by_task_and_by_message_id_prefix(filled: Any, capsys: pytest.CaptureFixture[str], logged: Any):
     assert dlq.main(["show", "task:12"]) == 0
     out = capsys.readouterr().out
     assert "Kind: exhausted   Task: 12" in out and "ApproximateReceiveCount:" in out
@@ -132,7 +145,7 @@ def test_show_by_task_and_by_message_id_prefix(filled: Any, capsys: pytest.Captu
     assert f"MessageId: {record['message_id']}" in out and '"original_message": {' in out
 
     assert dlq.main(["show", "task:999"]) == 1
-    assert "no message" in capsys.readouterr().err
+    assert "no message" in logged()
     assert dlq.main(["show", "task:x"]) == 2
 
 
@@ -156,10 +169,10 @@ def test_redrive_envelope_by_message_id_keeps_the_envelope(filled: Any, capsys: 
     assert counts(filled, dlq_url) == (2, 0)
 
 
-def test_redrive_unknown_task_moves_nothing(filled: Any, capsys: pytest.CaptureFixture[str]):
+def test_redrive_unknown_task_moves_nothing(filled: Any, logged: Any):
     main_url, dlq_url = urls(filled)
     assert dlq.main(["redrive", "--task-id", "12", "999", "--yes"]) == 1
-    assert "no message for task 999" in capsys.readouterr().err
+    assert "no message for task 999" in logged()
     assert counts(filled, main_url) == (0, 0) and counts(filled, dlq_url) == (3, 0)
 
 
@@ -218,10 +231,10 @@ def test_redrive_all_on_empty_dlq(sqs: Any, capsys: pytest.CaptureFixture[str]):
     assert "nothing to redrive" in capsys.readouterr().out
 
 
-def test_purge_refuses_without_yes_when_stdin_is_not_a_tty(filled: Any, no_tty: None, capsys: pytest.CaptureFixture[str]):
+def test_purge_refuses_without_yes_when_stdin_is_not_a_tty(filled: Any, no_tty: None, logged: Any):
     _, dlq_url = urls(filled)
     assert dlq.main(["purge"]) == 2
-    assert "--yes" in capsys.readouterr().err
+    assert "--yes" in logged()
     assert counts(filled, dlq_url) == (3, 0)
     # The same for redrive: no terminal, no --yes, nothing moves.
     assert dlq.main(["redrive", "--all"]) == 2
@@ -231,13 +244,13 @@ def test_purge_refuses_without_yes_when_stdin_is_not_a_tty(filled: Any, no_tty: 
 
 
 def test_purge_asks_for_the_queue_name_on_a_terminal(filled: Any, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]):
+                                                     logged: Any):
     _, dlq_url = urls(filled)
     monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
     answers = iter(["moderation", "moderation_dlq"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
     assert dlq.main(["purge"]) == 1  # wrong name: aborted
-    assert "aborted" in capsys.readouterr().err and counts(filled, dlq_url) == (3, 0)
+    assert "aborted" in logged() and counts(filled, dlq_url) == (3, 0)
     assert dlq.main(["purge"]) == 0
     assert counts(filled, dlq_url) == (0, 0)
 
@@ -254,10 +267,10 @@ def test_usage_errors_exit_2(sqs: Any, argv: list[str]):
     assert code == 2
 
 
-def test_common_options_before_or_after_the_command(sqs: Any, capsys: pytest.CaptureFixture[str]):
+def test_common_options_before_or_after_the_command(sqs: Any, capsys: pytest.CaptureFixture[str], logged: Any):
     sqs.create_queue(QueueName="other_dlq")
     assert dlq.main(["--dlq", "other_dlq", "list"]) == 0
     assert dlq.main(["list", "--dlq", "other_dlq"]) == 0
     assert capsys.readouterr().out.splitlines() == ["0 messages in other_dlq"] * 2
     assert dlq.main(["list", "--dlq", "missing"]) == 1
-    assert "'missing' does not exist" in capsys.readouterr().err
+    assert "'missing' does not exist" in logged()
