@@ -7,7 +7,7 @@ for maxReceiveCount, DLQ sends and visibility changes, and a healthy run makes
 none of the last two), so the figures are scorer + PostgreSQL.
 
 "PostgreSQL alone" runs the same claim + write transaction through
-`ModerationStore.score_batch` with a `decide` that marks every claimed task
+`ModerationStore.claim` and `.write`, marking every claimed task
 completed: no parsing, no model, no logging. It is the ceiling the scorer can
 approach at that batch size.
 
