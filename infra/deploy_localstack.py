@@ -40,7 +40,6 @@ deployment.zip), deployed with the same `aws cloudformation package` /
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import hashlib
 import json
@@ -168,7 +167,7 @@ def start_localstack(endpoint: str, data_dir: Path = LOCALSTACK_DATA, *, detach:
     """Start LocalStack with the executor, or return None if something already answers there."""
     if endpoint_answers(endpoint):
         stack = HostLocalStack(data_dir=data_dir, endpoint=endpoint)
-        if stack._pid_from_file() is None:
+        if stack.running() is None:
             say(
                 f"reusing the LocalStack at {endpoint}, which this command did not start: it must be able to run "
                 "Lambda functions (Docker, or host mode with LAMBDA_RUNTIME_EXECUTOR=local-process)"
@@ -179,10 +178,7 @@ def start_localstack(endpoint: str, data_dir: Path = LOCALSTACK_DATA, *, detach:
     stack = HostLocalStack(data_dir=data_dir, endpoint=endpoint)
     ensure_plugins_installed(stack)
     started = time.monotonic()
-    stack.start(extra_env=lambda_executor_env())
-    if detach:
-        # start() stops LocalStack when this process exits; here it must outlive us.
-        atexit.unregister(stack.stop)
+    stack.start(extra_env=lambda_executor_env(), detach=detach)
     say(f"LocalStack ready at {endpoint} in {time.monotonic() - started:.1f} s (log: {stack.log_file})")
     return stack
 
@@ -524,7 +520,7 @@ def _down(args: argparse.Namespace) -> int:
         # Only a LocalStack this command started (its pid file in LOCALSTACK_DATA),
         # never one that merely answers on the port.
         localstack = HostLocalStack(data_dir=LOCALSTACK_DATA, endpoint=endpoint)
-        if localstack._pid_from_file() is not None:
+        if localstack.running() is not None:
             localstack.stop()
             stopped.append(endpoint)
     say(f"LocalStack stopped at {', '.join(stopped)}" if stopped else "no LocalStack started by deploy-localstack was running")

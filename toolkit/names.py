@@ -16,12 +16,14 @@ consume make run's queue.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = ROOT / ".local"  # embedded database, LocalStack state, logs (git-ignored)
+LOCALSTACK_VENV = ROOT / ".venv-localstack"  # LocalStack's own Python 3.13 (git-ignored)
 BUILD_DIR = ROOT / "build"
 MIGRATIONS_DIR = ROOT / "migrations"
 RESOURCES_FILE = ROOT / "infra" / "resources.json"
@@ -93,3 +95,9 @@ def functions() -> tuple[str, ...]:
 def local_aws_env(endpoint_url: str) -> dict[str, str]:
     """The environment a process needs to talk to a local AWS endpoint."""
     return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint_url}
+
+
+def state_dir() -> Path:
+    """Where a local stack keeps its state: LOCAL_STATE_DIR, so a test can run a second
+    stack beside a developer's, else .local/."""
+    return Path(os.environ.get("LOCAL_STATE_DIR") or LOCAL_DIR)
