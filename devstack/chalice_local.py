@@ -1,28 +1,20 @@
 """`chalice local`, with JSON errors where Chalice's server answers HTML or 403.
 
-`make run` serves the API with this instead of the `chalice local` CLI. It
-builds the very server `chalice local --stage local --no-autoreload` builds
-(the project's config for the stage, its environment variables, Chalice's
-LocalGateway: routing, CORS preflights, authorizers, the thread-local current
-request; API keys are not enforced locally, as with the CLI) and changes only
-what happens outside the app's routes:
-
-- a method the server has no handler for at all (TRACE, CONNECT, PROPFIND,
-  garbage): JSON 405 `method_not_allowed` with an `Allow` header, instead of
-  http.server's HTML 501 page;
-- a path no route matches: JSON 404 `not_found`, instead of API Gateway's 403
-  `{"message": "Missing Authentication Token"}`, which Chalice imitates;
-- a known path with a method it lacks: JSON 405 `method_not_allowed` + `Allow`
-  in the project's error format, instead of Chalice's
-  `{"Code": "MethodNotAllowedError", ...}` (and, for HEAD, without the body
-  Chalice writes after a HEAD response);
-- any other request http.server rejects before routing (bad request line,
-  URI or headers too long): JSON with the same status, instead of HTML;
-
-and two server settings: a listen backlog of REQUEST_QUEUE_SIZE instead of
-socketserver's 5, which drops connections when a few dozen clients connect at
-once, and daemon request threads (as Chalice's), so Ctrl-C never waits for a
-client that keeps its connection open.
+`make run` serves the API with this: the very server `chalice local --stage
+local --no-autoreload` builds (the stage's config and environment, Chalice's
+LocalGateway: routing, CORS preflights, authorizers, a thread-local current
+request; API keys not enforced), changed only outside the app's routes:
+- a method no handler exists for (TRACE, PROPFIND, garbage): JSON 405
+  `method_not_allowed` + `Allow`, not http.server's HTML 501 page;
+- a path no route matches: JSON 404 `not_found`, not API Gateway's 403 "Missing
+  Authentication Token", which Chalice imitates;
+- a method a known path lacks: 405 + `Allow` in the project's error format, not
+  Chalice's `{"Code": "MethodNotAllowedError"}` (nor its body after a HEAD);
+- what http.server rejects before routing (bad request line, URI or headers too
+  long): JSON with the same status, not HTML;
+and a listen backlog of REQUEST_QUEUE_SIZE, not socketserver's 5 (which drops
+connections when a few dozen clients connect at once), and daemon request
+threads as Chalice's, so Ctrl-C never waits for a client's open connection.
 
 Run: python -m devstack.chalice_local [--host 127.0.0.1] [--port 8000] [--stage local]
 """
@@ -31,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
+from contextlib import suppress
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -43,7 +35,7 @@ from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, ThreadedHTTPServer
 
-from toolkit.names import ROOT
+from toolkit import logs, names
 
 DEFAULT_STAGE = "local"
 # Pending connections the kernel queues while every accept is busy. Linux caps
@@ -103,11 +95,8 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
             self._send_json_error(HTTPStatus.NOT_FOUND, f"no route for {_echo(self.command)} {_echo(self.path)}")
         elif self.command != "OPTIONS" and self.command not in self._routes[route]:
             self._discard_body()
-            self._send_json_error(
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                f"{_echo(self.command)} is not allowed on {route}",
-                allow=self._allowed(route),
-            )
+            self._send_json_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{_echo(self.command)} is not allowed on {route}",
+                                  allow=self._allowed(route))
         else:
             self._generic_handle()
 
@@ -118,11 +107,8 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
     # -- errors ----------------------------------------------------------------
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's errors (HTML by default) as JSON.
-
-        501 is what it sends for a method without a do_<METHOD>: that is a
-        method this API never allows, so 405 with the methods it does allow.
-        """
+        """http.server's errors (HTML by default) as JSON. Its 501, for a method without a
+        do_<METHOD>, is a method this API never allows: 405 with the methods it does allow."""
         # The request's body (if any) is not read: the connection cannot be reused.
         self.close_connection = True
         # A request line too broken to tell its version leaves http.server
@@ -131,8 +117,7 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
             self.request_version = self.protocol_version
         if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", None):
             route = self._route()
-            where = f" on {route}" if route else ""
-            message = f"{_echo(self.command)} is not allowed{where}"
+            message = f"{_echo(self.command)} is not allowed" + (f" on {route}" if route else "")
             self._send_json_error(HTTPStatus.METHOD_NOT_ALLOWED, message, allow=self._allowed(route))
             return
         try:
@@ -166,15 +151,14 @@ class LocalServer(ThreadedHTTPServer):
     daemon_threads = True
 
 
-def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = ROOT) -> LocalDevServer:
+def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = names.ROOT) -> LocalDevServer:
     """What `chalice local --stage STAGE` builds (chalice.cli.create_local_server), with our handler and server."""
     from chalice.cli import factory
     from chalice.deploy.validate import validate_routes
     from chalice.local import CustomLocalChalice, LocalChalice
 
-    # The CLI's own set-up: app code may look at this, and the factory loads
-    # app.py from the project directory after adding the stage's environment
-    # variables to os.environ.
+    # The CLI's own set-up: app code may look at this, and the factory loads app.py
+    # from the project directory after adding the stage's environment to os.environ.
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
     os.chdir(project_dir)
     cli = factory.CLIFactory(str(project_dir), environ=os.environ)
@@ -190,20 +174,18 @@ def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--host", default=names.HOST)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or names.RUN_API_PORT))
     parser.add_argument("--stage", default=DEFAULT_STAGE)
     args = parser.parse_args(argv)
-    # As `chalice local`: the app's log lines on stdout, as Lambda prints them.
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    logs.setup()  # the app logs with Powertools, to stdout as on Lambda; this is for the libraries
     server = build_server(args.host, args.port, stage=args.stage)
     # serve_forever() runs on this thread, so shutdown() would deadlock:
     # leave it by an exception instead (request threads are daemons).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        with suppress(KeyboardInterrupt):
+            server.serve_forever()
     finally:
         server.server.server_close()
     return 0

@@ -1,16 +1,12 @@
 """Who else consumes the queue: `make run` refuses an endpoint whose queue a Lambda reads.
 
-`make run` plays the event source mapping with its own runner. If the AWS
-endpoint it reuses already has a real event source mapping on the same queue
-(a stack deployed there by `make deploy-localstack`, for instance), that
-mapping's function receives `make run`'s messages too: it scores them
-against its own database, where the tasks do not exist, so `make run`'s
-tasks stay `pending` for good and the messages end up in the DLQ. Two
-stacks must not share a queue; the fix is to stop the other stack or give
-one of them its own endpoint.
-
-An endpoint without a Lambda API (a plain SQS emulator such as ElasticMQ or
-moto's SQS-only server) has no event source mappings: nothing to refuse.
+`make run` plays the event source mapping with its own runner. If the endpoint it
+reuses already has a real mapping on the same queue (a stack deployed there by
+`make deploy-localstack`, say), that mapping's function receives `make run`'s
+messages too and scores them against its own database, where the tasks do not
+exist: they stay `pending` for good and the messages end up in the DLQ. Two
+stacks must not share a queue. An endpoint without a Lambda API (a plain SQS
+emulator) has no mappings: nothing to refuse.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 # Mappings in these states do not poll (AWS's and LocalStack's state names).
 _IDLE_STATES = frozenset({"Disabled", "Disabling", "Deleting"})
-# Lambda services load lazily on LocalStack: the first call may take seconds.
+# Lambda loads lazily on LocalStack: the first call may take seconds.
 _CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2})
 
 
@@ -42,12 +38,6 @@ class Mapping:
     state: str
 
 
-def _function_name(arn: str) -> str:
-    # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
-    parts = arn.split(":")
-    return parts[6] if len(parts) > 6 and parts[5] == "function" else arn
-
-
 def queue_arn(sqs: Any, queue_name: str) -> str | None:
     """The queue's ARN, or None if the endpoint has no such queue (then nothing reads it)."""
     try:
@@ -56,31 +46,26 @@ def queue_arn(sqs: Any, queue_name: str) -> str | None:
         if "NonExistentQueue" in err.response.get("Error", {}).get("Code", ""):
             return None
         raise
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return str(arn)
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
 
 
 def active_mappings(lambda_client: Any, source_arn: str) -> list[Mapping] | None:
     """Event source mappings reading `source_arn` that poll; None if there is no Lambda API here."""
-    found: list[Mapping] = []
     try:
-        for page in lambda_client.get_paginator("list_event_source_mappings").paginate(EventSourceArn=source_arn):
-            for m in page.get("EventSourceMappings", []):
-                state = str(m.get("State") or "Enabled")
-                if state not in _IDLE_STATES:
-                    found.append(Mapping(str(m["UUID"]), _function_name(str(m.get("FunctionArn", "?"))), state))
-    except (ClientError, BotoCoreError):
-        # No Lambda service at this endpoint (unknown operation, 404, service
-        # not enabled): nothing there can consume the queue.
+        pages = lambda_client.get_paginator("list_event_source_mappings").paginate(EventSourceArn=source_arn)
+        mappings = [m for page in pages for m in page.get("EventSourceMappings", [])]
+    except (ClientError, BotoCoreError):  # unknown operation, 404, service not enabled: no consumer here
         return None
-    return found
+    # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+    return [Mapping(str(m["UUID"]), str(m.get("FunctionArn", "?")).split(":function:")[-1].split(":")[0],
+                    str(m.get("State") or "Enabled"))
+            for m in mappings if (m.get("State") or "Enabled") not in _IDLE_STATES]
 
 
 def refusal(endpoint: str, queue_name: str, mappings: list[Mapping]) -> str:
     listed = "\n".join(f"    mapping {m.uuid} -> function {m.function} ({m.state})" for m in mappings)
     return (
-        f"the AWS endpoint {endpoint} already has a Lambda event source mapping on queue {queue_name!r}:\n"
-        f"{listed}\n"
+        f"the AWS endpoint {endpoint} already has a Lambda event source mapping on queue {queue_name!r}:\n{listed}\n"
         "It would consume this stack's messages (scoring them against its own database), and this stack's tasks "
         "would stay pending. Another stack is deployed there, probably by `make deploy-localstack`. Either stop it:\n"
         "    make deploy-localstack-stop\n"
@@ -89,23 +74,16 @@ def refusal(endpoint: str, queue_name: str, mappings: list[Mapping]) -> str:
     )
 
 
-def ensure_no_other_consumer(
-    endpoint: str,
-    queue_name: str,
-    *,
-    client: Callable[[str], Any] | None = None,
-) -> list[Mapping] | None:
+def ensure_no_other_consumer(endpoint: str, queue_name: str, *,
+                             client: Callable[[str], Any] | None = None) -> list[Mapping] | None:
     """Raise QueueConsumedError if a Lambda event source mapping at `endpoint` reads `queue_name`.
 
-    Returns the (empty) list of mappings found, or None if the endpoint has
-    no Lambda API or no such queue. `client` builds a boto3 client by
-    service name (tests pass their own).
+    Returns the (empty) list of mappings found, or None if the endpoint has no Lambda
+    API or no such queue. `client` builds a boto3 client by service name (tests pass theirs).
     """
     make = client or (lambda service: boto3.client(service, endpoint_url=endpoint, config=_CLIENT_CONFIG))
     arn = queue_arn(make("sqs"), queue_name)
-    if arn is None:
-        return None
-    mappings = active_mappings(make("lambda"), arn)
+    mappings = None if arn is None else active_mappings(make("lambda"), arn)
     if mappings:
         raise QueueConsumedError(refusal(endpoint, queue_name, mappings))
     return mappings

@@ -31,10 +31,17 @@ from pathlib import Path
 
 import pytest
 
-from devstack import run as devstack_run
+from devstack.stack import make_run_command, make_run_env, ports_of
 from infra import deploy_localstack as dl
-from tests.e2e.e2e_stack import ROOT, Stack, http, make_run, make_run_command, make_run_env, port_free, ports_of
+from tests.e2e.e2e_stack import Stack, http, make_run
 from tests.helpers import free_port
+from toolkit import names
+from toolkit.names import ROOT
+from toolkit.procs import holder
+
+
+def port_free(port: int) -> bool:
+    return holder(port) is None
 
 pytestmark = pytest.mark.e2e
 
@@ -93,9 +100,9 @@ def wait_terminal(get_result, task_ids: list[int], timeout: float) -> dict[int, 
 
 
 def test_the_defaults_give_each_stack_its_own_endpoint_port_and_state():
-    assert dl.DEFAULT_ENDPOINT != devstack_run.DEFAULT_ENDPOINT
-    assert dl.DEFAULT_PG_PORT != 54329
-    assert dl.LOCALSTACK_DATA != devstack_run.LOCAL / "localstack" and dl.PG_DATA != devstack_run.LOCAL / "pg"
+    assert dl.DEFAULT_ENDPOINT != names.RUN_ENDPOINT
+    assert dl.DEFAULT_PG_PORT != names.RUN_PG_PORT
+    assert dl.LOCALSTACK_DATA != names.state_dir() / "localstack" and dl.PG_DATA != names.state_dir() / "pg"
 
 
 def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deployed,
@@ -138,7 +145,7 @@ def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployed: Deployed):
     api_port, pg_port, _ = ports_of(env)
     try:
         started = time.monotonic()
-        run = subprocess.run(make_run_command(env), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        run = subprocess.run(make_run_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
                              check=False)
         took = time.monotonic() - started
     finally:
