@@ -1,20 +1,9 @@
 """`chalice local`, with JSON errors where Chalice's server answers HTML or 403.
 
-`make run` serves the API with this: the very server `chalice local --stage
-local --no-autoreload` builds (the stage's config and environment, Chalice's
-LocalGateway: routing, CORS preflights, authorizers, a thread-local current
-request; API keys not enforced), changed only outside the app's routes:
-- a method no handler exists for (TRACE, PROPFIND, garbage): JSON 405
-  `method_not_allowed` + `Allow`, not http.server's HTML 501 page;
-- a path no route matches: JSON 404 `not_found`, not API Gateway's 403 "Missing
-  Authentication Token", which Chalice imitates;
-- a method a known path lacks: 405 + `Allow` in the project's error format, not
-  Chalice's `{"Code": "MethodNotAllowedError"}` (nor its body after a HEAD);
-- what http.server rejects before routing (bad request line, URI or headers too
-  long): JSON with the same status, not HTML;
-and a listen backlog of REQUEST_QUEUE_SIZE, not socketserver's 5 (which drops
-connections when a few dozen clients connect at once), and daemon request
-threads as Chalice's, so Ctrl-C never waits for a client's open connection.
+The very server `chalice local --stage local --no-autoreload` builds, changed only
+outside the app's routes (JSON 404 for an unknown path, 405 + `Allow` for a method a
+path lacks or no handler has, JSON for what http.server rejects before routing; see
+README, "Local stack"), with a real listen backlog and daemon request threads.
 
 Run: python -m devstack.chalice_local [--host 127.0.0.1] [--port 8000] [--stage local]
 """
@@ -38,31 +27,21 @@ from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, T
 from toolkit import logs, names
 
 DEFAULT_STAGE = "local"
-# Pending connections the kernel queues while every accept is busy. Linux caps
-# it at net.core.somaxconn (4096 on current kernels).
+# Pending connections the kernel queues while every accept is busy: socketserver's 5
+# drops connections when a few dozen clients arrive at once. Linux caps it at somaxconn.
 REQUEST_QUEUE_SIZE = 1024
 # Paths and methods are echoed in error messages; a fuzzer sends long ones.
 _ECHO_LIMIT = 200
 
 # Statuses http.server itself sends (send_error) -> the error code in the body.
-_ERROR_CODES = {
-    HTTPStatus.BAD_REQUEST: "bad_request",
-    HTTPStatus.NOT_FOUND: "not_found",
-    HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed",
-    HTTPStatus.REQUEST_URI_TOO_LONG: "uri_too_long",
-    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "headers_too_large",
-    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported",
-}
+_ERROR_CODES = {HTTPStatus.BAD_REQUEST: "bad_request", HTTPStatus.NOT_FOUND: "not_found",
+                HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed", HTTPStatus.REQUEST_URI_TOO_LONG: "uri_too_long",
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "headers_too_large",
+                HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported"}
 
 
 def _echo(text: str) -> str:
     return text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "..."
-
-
-def error_body(code: str, message: str) -> bytes:
-    # The app's own error shape (chalicelib/errors.py): code, message, and
-    # detail for clients written against the FastAPI services.
-    return json.dumps({"code": code, "message": message, "detail": message}).encode()
 
 
 class JsonErrorsRequestHandler(ChaliceRequestHandler):
@@ -73,8 +52,6 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         self._routes: dict[str, dict[str, Any]] = app_object.routes
         self._matcher = RouteMatcher(list(app_object.routes))
         super().__init__(request, client_address, server, app_object, config)
-
-    # -- routing -------------------------------------------------------------
 
     def _route(self) -> str | None:
         """The route this path matches, exactly as Chalice's LocalGateway matches it."""
@@ -90,29 +67,25 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
 
     def _routed_handle(self) -> None:
         route = self._route()
+        if route is not None and (self.command == "OPTIONS" or self.command in self._routes[route]):
+            return self._generic_handle()
+        self._parse_payload()  # read what Chalice would have, so a kept-alive connection stays in sync
         if route is None:
-            self._discard_body()
             self._send_json_error(HTTPStatus.NOT_FOUND, f"no route for {_echo(self.command)} {_echo(self.path)}")
-        elif self.command != "OPTIONS" and self.command not in self._routes[route]:
-            self._discard_body()
+        else:
             self._send_json_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{_echo(self.command)} is not allowed on {route}",
                                   allow=self._allowed(route))
-        else:
-            self._generic_handle()
 
     # Chalice binds these to its own _generic_handle at class creation, so
     # overriding that method alone would change nothing.
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _routed_handle
 
-    # -- errors ----------------------------------------------------------------
-
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's errors (HTML by default) as JSON. Its 501, for a method without a
         do_<METHOD>, is a method this API never allows: 405 with the methods it does allow."""
-        # The request's body (if any) is not read: the connection cannot be reused.
-        self.close_connection = True
-        # A request line too broken to tell its version leaves http.server
-        # assuming HTTP/0.9, which gets a bare body: answer with a status line.
+        self.close_connection = True  # the request's body (if any) is not read: no reuse
+        # A request line too broken to tell its version leaves http.server assuming
+        # HTTP/0.9, which gets a bare body: answer with a status line.
         if getattr(self, "request_version", None) == "HTTP/0.9":
             self.request_version = self.protocol_version
         if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", None):
@@ -127,7 +100,8 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         self._send_json_error(status, message or status.phrase)
 
     def _send_json_error(self, status: HTTPStatus, message: str, *, allow: list[str] | None = None) -> None:
-        body = error_body(_ERROR_CODES.get(status, "http_error"), message)
+        # The app's own error shape (chalicelib/errors.py), `detail` for clients of the FastAPI services.
+        body = json.dumps({"code": _ERROR_CODES.get(status, "http_error"), "message": message, "detail": message}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -136,19 +110,14 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        # HEAD gets the headers of the answer, never a body (the next
-        # response on a kept-alive connection would start inside it).
+        # HEAD gets the headers, never a body (a kept-alive connection's next response would start in it).
         if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
-
-    def _discard_body(self) -> None:
-        # Read what Chalice would have read, so a kept-alive connection stays in sync.
-        self._parse_payload()
 
 
 class LocalServer(ThreadedHTTPServer):
     request_queue_size = REQUEST_QUEUE_SIZE
-    daemon_threads = True
+    daemon_threads = True  # as Chalice's: Ctrl-C never waits for a client's open connection
 
 
 def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = names.ROOT) -> LocalDevServer:
@@ -180,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup()  # the app logs with Powertools, to stdout as on Lambda; this is for the libraries
     server = build_server(args.host, args.port, stage=args.stage)
-    # serve_forever() runs on this thread, so shutdown() would deadlock:
-    # leave it by an exception instead (request threads are daemons).
+    # serve_forever() runs on this thread, so shutdown() would deadlock: leave it by an
+    # exception instead (request threads are daemons).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with suppress(KeyboardInterrupt):

@@ -1,16 +1,8 @@
-"""The SQS event source mapping that `chalice local` does not have.
+"""The SQS event source mapping that `chalice local` does not have (README, "Local stack").
 
-Long-polls the queue and invokes the very handler Lambda invokes (`app.score`)
-with a Lambda-shaped SQS event, then deletes only the messages the handler did
-not report in `batchItemFailures` (ReportBatchItemFailures). If the handler
-raises or answers malformed, nothing is deleted: the batch comes back after its
-visibility timeout. It also fires the reconciler (`app.reconcile`) on a timer,
-as EventBridge would.
-
-Like the real mapping (5 concurrent pollers, the template's MaximumConcurrency),
-several poller threads each hand a batch to the handler, so two deliveries of
-one task can overlap here too. The process holds at most one database
-connection per poller plus one for the reconciler: its share of the budget.
+Pollers hand Lambda-shaped batches to the very handler Lambda invokes (`app.score`)
+and delete only what it did not report in `batchItemFailures`; a timer fires the
+reconciler (`app.reconcile`) as EventBridge would.
 
 Run: python -m devstack.runner [--pollers N]   (make run starts it for you)
 """
@@ -102,9 +94,9 @@ class Runner:
         self._next_reconcile = time.monotonic()
 
     def stop(self, *_: Any) -> None:
-        """Ask every poller and the timer to finish; also the SIGINT/SIGTERM handler. Safe there
-        because the main thread never waits on the Event (it sleeps): Event.set() takes a lock
-        that an interrupted Event.wait() on the same thread could be holding."""
+        """Ask the pollers and the timer to finish; also the SIGINT/SIGTERM handler. Safe there:
+        the main thread never waits on the Event (it sleeps), so no interrupted Event.wait()
+        on that thread holds the lock Event.set() takes."""
         self._stopping.set()
 
     def poll_once(self, wait_seconds: int | None = None) -> int:
@@ -204,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     url = sqs.get_queue_url(QueueName=args.queue)["QueueUrl"]
     runner = Runner(sqs, url, chalice_app.score, reconcile=chalice_app.reconcile, batch_size=args.batch_size or batch_size(),
                     reconcile_every_seconds=args.reconcile_every, pollers=args.pollers)
-    signal.signal(signal.SIGTERM, runner.stop)
-    signal.signal(signal.SIGINT, runner.stop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, runner.stop)
     log.info("polling %s with %d pollers (batch size %d; at most %s database connections)", url, runner.pollers,
              runner._batch_size, os.environ["DB_POOL_SIZE"])
     runner.run_forever()

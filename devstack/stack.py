@@ -1,8 +1,7 @@
 """Start `make run` and wait until it is ready: the one way tests, bench and load get a stack.
 
-Each stack gets free ports and a state dir of its own, so it runs beside a
-developer's `make run` (and beside other stacks) without sharing a database,
-an endpoint or a queue.
+Free ports and a state dir of its own: it runs beside a developer's `make run`, and
+beside other stacks, sharing no database, endpoint or queue.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from toolkit import names, procs
 
 AWS_CLI = Path(sys.executable).with_name("aws")  # the virtualenv's
 STOP_TIMEOUT_S = 120.0  # make run stops the runner, the API, LocalStack and PostgreSQL in turn
+_PORT_KEYS = ("PORT", "EMBEDDED_PG_PORT", "AWS_ENDPOINT_URL")  # as ports_of orders them
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def make_run_command(extra_args: Sequence[str] = ()) -> list[str]:
 
 def ports_of(env: Mapping[str, str]) -> list[int]:
     """The ports a `make run` with this environment listens on: API, PostgreSQL, AWS."""
-    return [int(env["PORT"]), int(env["EMBEDDED_PG_PORT"]), int(urlsplit(env["AWS_ENDPOINT_URL"]).port or 0)]
+    return [int(env["PORT"]), int(env["EMBEDDED_PG_PORT"]), urlsplit(env["AWS_ENDPOINT_URL"]).port or 0]
 
 
 @contextmanager
@@ -100,8 +100,10 @@ def make_run(*, log: Path | None = None, extra_env: Mapping[str, str] | None = N
             code: int | None = run.process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             code = None
+        # Its own ports, not an endpoint or a database the caller gave it.
+        ours = [port for key, port in zip(_PORT_KEYS, ports_of(env), strict=True) if key not in (extra_env or {})]
         deadline = time.monotonic() + 10
-        while (left := {p: who for p in ports_of(env) if (who := procs.holder(p))}) and time.monotonic() < deadline:
+        while (left := {p: who for p in ours if (who := procs.holder(p))}) and time.monotonic() < deadline:
             time.sleep(0.5)
         run.kill()  # what is left of it, after the check
         problem = (f"make run exited with {code} after Ctrl-C; ports still held: {left or 'none'}\n"

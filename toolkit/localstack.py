@@ -1,12 +1,10 @@
 """A real LocalStack on the host, without Docker ("host mode").
 
-LocalStack is a Python program; its Docker image only packages it. We install
-``localstack-core`` into a virtualenv of its own, with Python 3.13 (what this
-release targets), because it pins boto3, cryptography and friends to versions
-that would clash with the application's. With Docker, run
-``docker-compose.localstack.yml`` and point ``AWS_ENDPOINT_URL`` at it instead.
+LocalStack is a Python program; its Docker image only packages it. ``localstack-core``
+goes into a virtualenv of its own, with Python 3.13 (what this release targets): it
+pins boto3, cryptography and friends to versions that would clash with the app's.
 
-    python -m toolkit.localstack install | start | stop  [--endpoint URL]
+    python -m toolkit.localstack install | start | stop  [--endpoint URL] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -36,11 +34,9 @@ CONSTRAINTS_FILE = Path(__file__).with_name("localstack-constraints.txt")
 # Only what the project uses; every extra service costs start-up time.
 DEFAULT_SERVICES = "sqs,iam,sts,cloudformation,apigateway,lambda,s3,logs,cloudwatch,secretsmanager,ssm"
 REQUIRED_PYTHON = (3, 13)
-START_TIMEOUT_S = 60.0
-STOP_GRACE_S = 10.0
-# The module LocalStack's own CLI (and its Docker entrypoint) ends up running.
-RUNTIME_MODULE = "localstack.runtime.main"
-# The name and the hash are those of every existing install: changing either reinstalls.
+START_TIMEOUT_S, STOP_GRACE_S = 60.0, 10.0
+RUNTIME_MODULE = "localstack.runtime.main"  # what LocalStack's CLI (and Docker entrypoint) ends up running
+# The stamp's name and hash are those of every existing install: changing either reinstalls.
 _STAMP_NAME = ".devstack-localstack.stamp"
 # What would make the 3.13 interpreter load our 3.11 virtualenv's code.
 _LEAKS = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "__PYVENV_LAUNCHER__")
@@ -56,21 +52,23 @@ class PythonNotFoundError(LocalStackError):
     """No usable Python 3.13 interpreter for LocalStack was found."""
 
 
+def _requirements_hash() -> str:
+    """What the install stamp records: a change in either file forces a reinstall."""
+    return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in (REQUIREMENTS_FILE, CONSTRAINTS_FILE))).hexdigest()
+
+
 def endpoint_answers(endpoint: str, timeout: float = 1.0) -> bool:
-    """True if anything speaks HTTP at `endpoint`, whatever the status: the port is taken
-    (by a LocalStack in Docker, a previous run, or something unrelated)."""
+    """True if anything speaks HTTP at `endpoint`, whatever the status (a LocalStack in Docker,
+    a previous run, something unrelated): reuse it, or start nothing there."""
     if not endpoint.startswith(("http://", "https://")):  # urlopen would read file:// too
         return False
     try:
-        with urllib.request.urlopen(endpoint.rstrip("/") + "/_localstack/health", timeout=timeout):  # noqa: S310
-            return True
+        urllib.request.urlopen(endpoint.rstrip("/") + "/_localstack/health", timeout=timeout).close()  # noqa: S310
     except urllib.error.HTTPError:
-        return True
+        pass  # an answer all the same
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-# --- Finding Python 3.13 -----------------------------------------------------------
+    return True
 
 
 def _python_version(exe: Path | str) -> tuple[int, int] | None:
@@ -84,31 +82,24 @@ def _python_version(exe: Path | str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _version_key(path: Path) -> tuple[int, ...]:
-    # ".../versions/3.13.10/bin/python3.13" sorts above ".../3.13.9/..."
-    return next((tuple(map(int, p.split("."))) for p in path.parts if re.fullmatch(r"\d+(\.\d+)*", p)), ())
-
-
 def _candidate_pythons() -> Iterator[Path]:
+    def newest_first(paths: Iterator[Path]) -> list[Path]:  # .../3.13.10/bin/python3.13 before .../3.13.9/...
+        return sorted(paths, key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.parent.name)], reverse=True)
+
     if on_path := shutil.which("python3.13"):
         yield Path(on_path)
     for pyenv in [*([Path(os.environ["PYENV_ROOT"])] if os.environ.get("PYENV_ROOT") else []), Path.home() / ".pyenv"]:
-        yield from sorted((pyenv / "versions").glob("3.13*/bin/python3.13"), key=_version_key, reverse=True)
-    # `uv python install 3.13`
-    yield from sorted((Path.home() / ".local/share/uv/python").glob("cpython-3.13*/bin/python3.13"), reverse=True)
+        yield from newest_first((pyenv / "versions").glob("3.13*/bin/python3.13"))
+    yield from newest_first((Path.home() / ".local/share/uv/python").glob("cpython-3.13*/bin/python3.13"))  # uv's
 
 
 def find_python313() -> Path:
     """A working Python 3.13: LOCALSTACK_PYTHON (an explicit choice always wins), else python3.13
     on PATH, pyenv's ($PYENV_ROOT, ~/.pyenv), uv's; each is run with --version before it is accepted."""
     if explicit := os.environ.get("LOCALSTACK_PYTHON"):
-        version = _python_version(explicit)
-        if version is None:
-            raise PythonNotFoundError(f"LOCALSTACK_PYTHON={explicit} does not run (`{explicit} --version` failed). "
-                                      "Point it at a working Python 3.13 interpreter.")
-        if version != REQUIRED_PYTHON:
-            raise PythonNotFoundError(f"LOCALSTACK_PYTHON={explicit} is Python {version[0]}.{version[1]}; "
-                                      "LocalStack 2026.3 needs Python 3.13.")
+        if (version := _python_version(explicit)) != REQUIRED_PYTHON:
+            found = f"is Python {version[0]}.{version[1]}" if version else f"does not run (`{explicit} --version` failed)"
+            raise PythonNotFoundError(f"LOCALSTACK_PYTHON={explicit} {found}; LocalStack 2026.3 needs a working Python 3.13.")
         return Path(explicit)
     tried = []
     for candidate in _candidate_pythons():
@@ -120,12 +111,7 @@ def find_python313() -> Path:
         f"(tried: {', '.join(tried) or 'nothing found'}). Do one of:\n"
         "  * install Python 3.13 (your OS packages, `pyenv install 3.13`, or `uv python install 3.13`);\n"
         "  * set LOCALSTACK_PYTHON=/path/to/python3.13;\n"
-        "  * with Docker: `docker compose -f docker-compose.localstack.yml up -d` "
-        f"and set AWS_ENDPOINT_URL={names.RUN_ENDPOINT}."
-    )
-
-
-# --- LocalStack on the host --------------------------------------------------------
+        f"  * with Docker: `docker compose -f docker-compose.localstack.yml up -d`, AWS_ENDPOINT_URL={names.RUN_ENDPOINT}.")
 
 
 class HostLocalStack:
@@ -134,12 +120,11 @@ class HostLocalStack:
     def __init__(self, venv_dir: Path = names.LOCALSTACK_VENV, data_dir: Path = names.LOCAL_DIR / "localstack",
                  endpoint: str = names.RUN_ENDPOINT) -> None:
         # Relative paths are the repository's: tests, scripts and the CLI share one install.
-        self.venv_dir, self.data_dir = names.ROOT / venv_dir, names.ROOT / data_dir
-        self.endpoint = endpoint.rstrip("/")
-        parsed = urllib.parse.urlsplit(self.endpoint)
-        if parsed.scheme != "http" or not parsed.hostname or not parsed.port:
+        self.venv_dir, self.data_dir, self.endpoint = names.ROOT / venv_dir, names.ROOT / data_dir, endpoint.rstrip("/")
+        url = urllib.parse.urlsplit(self.endpoint)
+        if url.scheme != "http" or not url.hostname or not url.port:
             raise LocalStackError(f"endpoint must look like http://HOST:PORT, got {endpoint!r}")
-        self.host, self.port = parsed.hostname, parsed.port
+        self.host, self.port = url.hostname, url.port
         self.python = self.venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
         # Another port gets a folder of its own: a second LocalStack from the same checkout
         # (tests beside `make run`) neither truncates the first one's log nor wipes its temp dir.
@@ -147,44 +132,28 @@ class HostLocalStack:
         self.log_file, self.pid_file = self.run_dir / "localstack.log", self.run_dir / "localstack.pid"
         self._executor: procs.Process | None = None
 
-    # -- install ---------------------------------------------------------------------
-
-    @staticmethod
-    def requirements_hash() -> str:
-        """A change in either file forces a reinstall."""
-        digest = hashlib.sha256()
-        for path in (REQUIREMENTS_FILE, CONSTRAINTS_FILE):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-        return digest.hexdigest()
-
     def is_installed(self) -> bool:
-        try:
-            stamp = (self.venv_dir / _STAMP_NAME).read_text().strip()
-        except OSError:
-            return False
-        return stamp == self.requirements_hash() and self.python.exists()
+        stamp = self.venv_dir / _STAMP_NAME
+        return stamp.exists() and stamp.read_text().strip() == _requirements_hash() and self.python.exists()
 
     def ensure_installed(self) -> None:
-        """Create the virtualenv and install LocalStack unless the stamp says it is done (milliseconds)."""
+        """Create the virtualenv and install LocalStack, unless the stamp says it is done (milliseconds)."""
         if self.is_installed():
             return
         # Two first runs at once (a test run beside `make run`) must not both pip install.
         with fasteners.InterProcessLock(self.data_dir / "install.lock"):
             if self.is_installed():
                 return
-            install_log = self.data_dir / "install.log"
-            # A venv whose interpreter still works is reused (pip applies the difference).
-            if _python_version(self.python) != REQUIRED_PYTHON:
+            install_log, started = self.data_dir / "install.log", time.monotonic()
+            if _python_version(self.python) != REQUIRED_PYTHON:  # else reused: pip applies the difference
                 base = find_python313()
                 log.info("creating %s with %s", self.venv_dir, base)
                 self._run_logged([str(base), "-m", "venv", "--clear", str(self.venv_dir)], install_log)
             log.info("installing LocalStack into %s (about a minute the first time; log: %s)", self.venv_dir, install_log)
-            started = time.monotonic()
             self._run_logged([str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
                               "off", "-r", str(REQUIREMENTS_FILE), "-c", str(CONSTRAINTS_FILE)], install_log)
             # Written last, so an interrupted install is retried next time.
-            (self.venv_dir / _STAMP_NAME).write_text(self.requirements_hash() + "\n")
+            (self.venv_dir / _STAMP_NAME).write_text(_requirements_hash() + "\n")
             log.info("LocalStack installed in %.0f s", time.monotonic() - started)
 
     @staticmethod
@@ -193,37 +162,30 @@ class HostLocalStack:
             out.write(f"\n$ {' '.join(cmd)}\n".encode())
             out.flush()
             env = {k: v for k, v in os.environ.items() if k not in _LEAKS}
-            result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
-        if result.returncode != 0:
-            raise LocalStackError(f"exit code {result.returncode}: {' '.join(cmd)}\n"
-                                  f"--- last lines of {log_path} ---\n{procs.tail(log_path)}")
-
-    # -- run -------------------------------------------------------------------------
+            code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        if code != 0:
+            raise LocalStackError(f"exit code {code}: {' '.join(cmd)}\n--- last lines of {log_path} ---\n{procs.tail(log_path)}")
 
     def environment(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:
         """The environment LocalStack is started with."""
         host_port = f"{self.host}:{self.port}"
         return {
             **{k: v for k, v in os.environ.items() if k not in _LEAKS},
-            "GATEWAY_LISTEN": host_port,
-            # The default (twisted) gateway ignores the host of GATEWAY_LISTEN and binds
-            # 0.0.0.0: an unauthenticated AWS on the LAN. Hypercorn honours it.
-            "GATEWAY_SERVER": "hypercorn",
-            # Path-style queue URLs (http://HOST:PORT/queue/REGION/ACCOUNT/NAME) need no
-            # DNS; the default strategy invents sqs.REGION.localhost.localstack.cloud hosts.
+            # The default (twisted) gateway ignores GATEWAY_LISTEN's host and binds 0.0.0.0:
+            # an unauthenticated AWS on the LAN. Hypercorn honours it.
+            "GATEWAY_LISTEN": host_port, "GATEWAY_SERVER": "hypercorn", "LOCALSTACK_HOST": host_port,
+            # Path-style queue URLs (http://HOST:PORT/queue/REGION/ACCOUNT/NAME) need no DNS;
+            # the default strategy invents sqs.REGION.localhost.localstack.cloud hosts.
             "SQS_ENDPOINT_STRATEGY": "path",
-            "LOCALSTACK_HOST": host_port,
             # Its DNS server needs upstream DNS and port 53: neither offline nor unprivileged.
             "DNS_ADDRESS": "0",
             "SERVICES": DEFAULT_SERVICES,
-            # State, caches and the temp dir, which defaults to the machine-wide
-            # /tmp/localstack (wiped at start-up: two instances would clobber each other).
-            # LOCALSTACK_VOLUME_DIR is read by its Docker CLI only; set for tools that look.
-            "FILESYSTEM_ROOT": str(self.run_dir / "filesystem"),
-            "LOCALSTACK_VOLUME_DIR": str(self.run_dir / "volume"),
+            # State, caches and the temp dir, which defaults to the machine-wide /tmp/localstack
+            # (wiped at start-up: two instances would clobber each other). LOCALSTACK_VOLUME_DIR
+            # is read by its Docker CLI only; set for tools that look.
+            "FILESYSTEM_ROOT": str(self.run_dir / "filesystem"), "LOCALSTACK_VOLUME_DIR": str(self.run_dir / "volume"),
             # No TLS certificate download at start (offline), no telemetry.
-            "SKIP_SSL_CERT_DOWNLOAD": "1",
-            "DISABLE_EVENTS": "1",
+            "SKIP_SSL_CERT_DOWNLOAD": "1", "DISABLE_EVENTS": "1",
             # Per-message SQS metrics go to CloudWatch from background threads; at shutdown
             # botocore retries them against the stopped gateway: ~10 s stops instead of ~1 s.
             "SQS_DISABLE_CLOUDWATCH_METRICS": "1",
@@ -231,19 +193,14 @@ class HostLocalStack:
         }
 
     def start(self, extra_env: dict[str, str] | None = None, *, detach: bool = False) -> None:
-        """Install if needed, start LocalStack and wait until it answers (at most 60 s).
-
-        Refuses an endpoint something already holds. A `detach`ed LocalStack outlives
-        this process; `stop()` (from any process) finds it by its pid file.
-        """
-        if endpoint_answers(self.endpoint):
-            raise LocalStackError(
-                f"something already answers at {self.endpoint}. If it is a LocalStack you started (host or Docker), "
-                f"use it via AWS_ENDPOINT_URL={self.endpoint}; otherwise stop it (`python -m toolkit.localstack stop`) "
-                "or choose another endpoint (--endpoint http://127.0.0.1:PORT).")
+        """Install if needed, start LocalStack and wait until it answers (at most 60 s). Refuses
+        a port something holds. A `detach`ed LocalStack outlives this process; `stop()`, from
+        any process, finds it by its pid file."""
         if who := procs.holder(self.port, self.host):
-            raise LocalStackError(f"port {self.port} on {self.host} is in use by {who}; choose another endpoint "
-                                  "(--endpoint http://127.0.0.1:PORT) or stop that program.")
+            raise LocalStackError(
+                f"{self.endpoint} is taken by {who}. If it is a LocalStack you started (host or Docker), use it via "
+                f"AWS_ENDPOINT_URL={self.endpoint}; otherwise stop it (`python -m toolkit.localstack stop` stops one started "
+                "from here) or choose another endpoint (--endpoint http://127.0.0.1:PORT).")
         self.ensure_installed()
         for sub in ("filesystem", "volume"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -254,7 +211,8 @@ class HostLocalStack:
                                          cwd=self.run_dir, detach=detach)
         except procs.StartError as err:
             raise LocalStackError(f"LocalStack did not come up at {self.endpoint}: {err}") from err
-        self.pid_file.write_text(f"{self._executor.pid}\n")
+        assert self._executor.process is not None
+        self.pid_file.write_text(f"{self._executor.process.pid}\n")
 
     def running(self) -> psutil.Process | None:
         """The LocalStack started from this run dir (by any process), if it runs."""
@@ -278,34 +236,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("install", "start", "stop"))
     parser.add_argument("--endpoint", default=os.environ.get("LOCALSTACK_ENDPOINT", names.RUN_ENDPOINT),
                         help=f"where LocalStack listens (default {names.RUN_ENDPOINT}, env LOCALSTACK_ENDPOINT)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="state and logs (default: <repo>/.local/localstack)")
+    # Typed on the command line, a relative path means relative to the CWD.
+    parser.add_argument("--data-dir", type=lambda path: Path(path).resolve(), default=names.LOCAL_DIR / "localstack",
+                        help="state and logs (default: <repo>/.local/localstack)")
     args = parser.parse_args(argv)
     logs.setup()
-    # Typed on the command line, a relative path means relative to the CWD.
-    stack = HostLocalStack(endpoint=args.endpoint, **({"data_dir": args.data_dir.resolve()} if args.data_dir else {}))
+    stack = HostLocalStack(data_dir=args.data_dir, endpoint=args.endpoint)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if args.command == "install":
             stack.ensure_installed()
-            print(f"LocalStack installed in {stack.venv_dir}")
-        elif args.command == "stop":
-            stack.stop()
-            print("LocalStack stopped")
-        else:
-            # In the foreground until Ctrl-C or SIGTERM; either, even while starting, stops it.
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            try:
-                started = time.monotonic()
-                stack.start()
-                print(f"LocalStack ready at {stack.endpoint} in {time.monotonic() - started:.1f} s (log: {stack.log_file}). "
-                      f"Ctrl-C to stop.\n  export AWS_ENDPOINT_URL={stack.endpoint}", flush=True)
-                return psutil.Process(stack._executor.pid).wait() if stack._executor else 1
-            except (KeyboardInterrupt, SystemExit):
-                return 0
-            finally:
-                stack.stop()
+        elif args.command == "start":  # in the foreground, until Ctrl-C or SIGTERM
+            stack.start()
+            print(f"LocalStack ready (log: {stack.log_file}). Ctrl-C to stop.\n  export AWS_ENDPOINT_URL={stack.endpoint}",
+                  flush=True)
+            if running := stack.running():
+                running.wait()
     except LocalStackError as err:
         log.error("%s", err)
         return 1
+    except (KeyboardInterrupt, SystemExit):  # also while it starts
+        pass
+    finally:
+        if args.command != "install":  # `stop`, or the end of `start`
+            stack.stop()
     return 0
 
 

