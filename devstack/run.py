@@ -117,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     queue = os.environ.get("MODERATION_QUEUE_NAME") or names.queues().main
+    if who := procs.holder(args.port, args.host):  # another make run, most likely: share nothing with it
+        log.error("refusing to start: port %d is taken by %s; stop it, or use another: PORT=<port> make run", args.port, who)
+        return 1
     with ExitStack() as resources:
         try:
             queue_urls = up(resources, queue)
