@@ -57,9 +57,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.names import ROOT
+from infra.policies import XRAY_ACTIONS
+from toolkit import logs, names
 
-DEFAULT_TEMPLATE = ROOT / "build" / "package" / "sam.json"
+log = logs.get("check")
+
+# Where `make package` (infra/package.py) writes the template.
+DEFAULT_TEMPLATE = names.BUILD_DIR / "package" / "sam.json"
 # Most PostgreSQL connections the app may hold when nothing else says so.
 DEFAULT_DB_CONNECTION_BUDGET = 20
 VISIBILITY_FACTOR = 6
@@ -92,7 +96,6 @@ DEFAULT_SQS_BATCH = 10
 LAMBDA_ALARM_METRICS = ("Errors", "Throttles")
 # The application metrics (CloudWatch embedded metric format, Powertools).
 METRICS_NAMESPACE = "AdModeration"
-XRAY_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ def _as_int(value: Any, default: int) -> int | None:
         return None  # an intrinsic: cannot be checked statically
 
 
-def _queue_by_name(resources: dict[str, Any], name: str) -> str | None:
+def queue_by_name(resources: dict[str, Any], name: str) -> str | None:
     for logical_id, res in resources.items():
         if res.get("Type") == "AWS::SQS::Queue" and res.get("Properties", {}).get("QueueName") == name:
             return logical_id
@@ -149,7 +152,7 @@ def _queue_of(value: Any, resources: dict[str, Any]) -> str | None:
     if isinstance(arn, list):
         arn = arn[0]
     if isinstance(arn, str) and ":sqs:" in arn:
-        return _queue_by_name(resources, arn.rsplit(":", 1)[1])
+        return queue_by_name(resources, arn.rsplit(":", 1)[1])
     return None
 
 
@@ -272,7 +275,8 @@ def check_connection_budget(template: dict[str, Any], budget: int) -> Iterator[V
         )
 
 
-def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM policy statement of the template, with where it is."""
     for logical_id, res in template.get("Resources", {}).items():
         props = res.get("Properties", {}) or {}
         rtype = res.get("Type")
@@ -286,8 +290,7 @@ def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
             policies = policies if isinstance(policies, list) else [policies] if policies else []
             docs = [(f"{logical_id}.Policies", p) for p in policies if isinstance(p, dict) and "Statement" in p]
         for where, doc in docs:
-            statements = (doc or {}).get("Statement", [])
-            for i, stmt in enumerate(statements if isinstance(statements, list) else [statements]):
+            for i, stmt in enumerate(_as_list((doc or {}).get("Statement"))):
                 yield f"{where} statement {stmt.get('Sid') or i}", stmt
 
 
@@ -296,7 +299,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def check_iam(template: dict[str, Any]) -> Iterator[Violation]:
-    for where, stmt in _statements(template):
+    for where, stmt in statements(template):
         if stmt.get("Effect", "Allow") != "Allow":
             continue
         if "NotAction" in stmt:
@@ -333,7 +336,7 @@ def check_batching(template: dict[str, Any]) -> Iterator[Violation]:
             )
 
 
-def _functions(template: dict[str, Any]) -> list[str]:
+def functions(template: dict[str, Any]) -> list[str]:
     return [k for k, r in template.get("Resources", {}).items() if r.get("Type") in FUNCTION_TYPES]
 
 
@@ -349,7 +352,7 @@ def check_lambda_alarms(template: dict[str, Any]) -> Iterator[Violation]:
         for r in resources.values()
         if r.get("Type") == "AWS::CloudWatch::Alarm" and (r.get("Properties") or {}).get("Namespace") == "AWS/Lambda"
     ]
-    for logical_id in _functions(template):
+    for logical_id in functions(template):
         props = resources[logical_id].get("Properties", {}) or {}
         for metric in LAMBDA_ALARM_METRICS:
             covered = any(
@@ -424,7 +427,7 @@ def _stage(template: dict[str, Any]) -> str | None:
 
 def check_metrics_env(template: dict[str, Any]) -> Iterator[Violation]:
     stage = _stage(template)
-    for logical_id in _functions(template):
+    for logical_id in functions(template):
         variables = ((_function_props(template, logical_id).get("Environment") or {}).get("Variables")) or {}
         if variables.get("POWERTOOLS_METRICS_NAMESPACE") != METRICS_NAMESPACE:
             yield Violation(
@@ -441,22 +444,19 @@ def check_metrics_env(template: dict[str, Any]) -> Iterator[Violation]:
 
 
 def _role_actions(template: dict[str, Any], role: Any) -> set[str]:
-    res = template.get("Resources", {}).get(_ref_target(role) or "", {})
-    actions: set[str] = set()
-    for pol in (res.get("Properties") or {}).get("Policies") or []:
-        for stmt in _as_list((pol.get("PolicyDocument") or {}).get("Statement")):
-            if stmt.get("Effect", "Allow") == "Allow":
-                actions.update(a for a in _as_list(stmt.get("Action")) if isinstance(a, str))
-    return actions
+    role_id = _ref_target(role) or ""
+    only_role = {"Resources": {role_id: template.get("Resources", {}).get(role_id, {})}}
+    allowed = [stmt for _, stmt in statements(only_role) if stmt.get("Effect", "Allow") == "Allow"]
+    return {a for stmt in allowed for a in _as_list(stmt.get("Action")) if isinstance(a, str)}
 
 
 def check_tracing(template: dict[str, Any]) -> Iterator[Violation]:
-    for logical_id in _functions(template):
+    for logical_id in functions(template):
         props = _function_props(template, logical_id)
         active = props.get("Tracing") == "Active" or (props.get("TracingConfig") or {}).get("Mode") == "Active"
         if not active or "Role" not in props:
             continue  # no tracing, or SAM builds the role (and adds the X-Ray policy itself)
-        missing = XRAY_ACTIONS - _role_actions(template, props["Role"])
+        missing = set(XRAY_ACTIONS) - _role_actions(template, props["Role"])
         if missing:
             yield Violation(
                 "tracing-permissions",
@@ -483,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("template", nargs="?", type=Path, default=DEFAULT_TEMPLATE)
     parser.add_argument("--budget", type=int, default=None, help="DB connection budget (default: template Metadata, else 20)")
     args = parser.parse_args(argv)
+    logs.setup()
     if not args.template.exists():
-        print(f"error: {args.template} does not exist; run `make package` first", file=sys.stderr)
+        log.error("%s does not exist; run `make package` first", args.template)
         return 2
     template = json.loads(args.template.read_text())
     violations = check(template, args.budget)
