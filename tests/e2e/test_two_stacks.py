@@ -33,8 +33,10 @@ import pytest
 
 from devstack import run as devstack_run
 from infra import deploy_localstack as dl
+from tests.e2e.deployed_stack import http_json
 from tests.e2e.e2e_stack import ROOT, Stack, http, make_run, make_run_command, make_run_env, port_free, ports_of
 from tests.helpers import free_port
+from toolkit import names
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +57,7 @@ def deployed() -> Iterator[Deployed]:
     """`make deploy-localstack`, on free ports and its own state dir; `make deploy-localstack-stop` after."""
     state = Path(tempfile.mkdtemp(prefix="moderation-e2e-deploy-"))
     endpoint, pg_port = f"http://127.0.0.1:{free_port()}", free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL", "LOCALSTACK_ENDPOINT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL", "DEPLOY_LOCALSTACK_ENDPOINT")}
     env["LOCAL_STATE_DIR"] = str(state)
     try:
         up = subprocess.run([*deploy_command("up", endpoint, pg_port), "--package-dir", str(state / "package")],
@@ -78,7 +80,7 @@ def deployed() -> Iterator[Deployed]:
 
 
 def post_with_key(deployed: Deployed, path: str) -> tuple[int, dict]:
-    status, body = dl.http_json("POST", deployed.api_url + path, api_key=deployed.api_key)
+    status, body = http_json("POST", deployed.api_url + path, api_key=deployed.api_key)
     return status, body
 
 
@@ -93,8 +95,9 @@ def wait_terminal(get_result, task_ids: list[int], timeout: float) -> dict[int, 
 
 
 def test_the_defaults_give_each_stack_its_own_endpoint_port_and_state():
-    assert dl.DEFAULT_ENDPOINT != devstack_run.DEFAULT_ENDPOINT
-    assert dl.DEFAULT_PG_PORT != 54329
+    args = dl.arguments([])
+    assert args.endpoint != names.RUN_ENDPOINT
+    assert args.pg_port != names.RUN_PG_PORT
     assert dl.LOCALSTACK_DATA != devstack_run.LOCAL / "localstack" and dl.PG_DATA != devstack_run.LOCAL / "pg"
 
 
@@ -118,7 +121,7 @@ def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deploye
 
         def theirs_result(task_id: int) -> dict:
             url = f"{deployed.api_url}/moderation/moderation_result/{task_id}"
-            return dl.http_json("GET", url, api_key=deployed.api_key)[1]  # reads need the key too
+            return http_json("GET", url, api_key=deployed.api_key)[1]  # reads need the key too
 
         assert set(wait_terminal(ours_result, ours, 45).values()) == {"completed"}
         assert set(wait_terminal(theirs_result, theirs, 45).values()) == {"completed"}
@@ -155,7 +158,7 @@ def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployed: Deployed):
     status, body = post_with_key(deployed, "/moderation/async_predict?item_id=5")
     assert status == 202, body
     def result_of(task_id: int) -> dict:
-        return dl.http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{task_id}", api_key=deployed.api_key)[1]
+        return http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{task_id}", api_key=deployed.api_key)[1]
 
     result = wait_terminal(result_of, [body["task_id"]], 45)
     assert result == {body["task_id"]: "completed"}
