@@ -2,49 +2,11 @@
 
     python -m infra.check [build/package/sam.json] [--budget N]
 
-Reads the template `make package` wrote (SAM, before the transform; a
-transformed template with AWS::Lambda::EventSourceMapping resources works
-too) and exits 1 with one line per violation:
-
-  visibility-timeout   a queue consumed by a function has VisibilityTimeout
-                       < 6 x that function's Timeout (AWS's guidance: a batch
-                       still in flight must not become visible again);
-  partial-batch        an SQS event source mapping lacks
-                       FunctionResponseTypes: [ReportBatchItemFailures]
-                       (without it Lambda ignores the handler's
-                       batchItemFailures and deletes or retries whole batches);
-  redrive              a consumed queue has no RedrivePolicy (poison messages
-                       would be retried until they expire);
-  dlq-retention        a DLQ keeps messages for less time than its source
-                       queue (a redriven message keeps its original enqueue
-                       time, so it could expire on arrival);
-  connection-budget    scoring MaximumConcurrency (1 connection per
-                       environment) + ReservedConcurrentExecutions of every
-                       other function that uses the database > the budget,
-                       or one of those numbers is unset (= unbounded);
-  iam-wildcard-action  an IAM statement allows `*`, `service:*` or any other
-                       wildcard action, or uses NotAction;
-  iam-wildcard-resource an IAM statement has Resource "*" for an action that
-                       supports resource-level permissions;
-  batch-size           an SQS event source mapping's BatchSize is outside
-                       1..10000, above 10 without MaximumBatchingWindowInSeconds
-                       >= 1 (Lambda refuses both), or its window is over 300 s;
-  lambda-alarms        a function has no CloudWatch alarm on its AWS/Lambda
-                       Errors or Throttles metric;
-  dashboard            there is no CloudWatch dashboard, or the dashboards
-                       leave out a queue, a function or the app's metrics
-                       (namespace AdModeration);
-  metrics-env          a function lacks STAGE (= the packaged stage, which the
-                       dashboard filters the app's metrics on) or
-                       POWERTOOLS_METRICS_NAMESPACE=AdModeration: its metrics
-                       would be missing from the dashboard;
-  tracing-permissions  a function has Tracing: Active but its role does not
-                       allow xray:PutTraceSegments and xray:PutTelemetryRecords
-                       (Lambda refuses to create or update it).
-
-The connection budget comes from --budget, else the template's
-Metadata.AdModeration.DbConnectionBudget (infra/stages.json via make
-package), else DEFAULT_DB_CONNECTION_BUDGET.
+Reads the template `make package` wrote (SAM before the transform; a transformed template with
+AWS::Lambda::EventSourceMapping resources works too) and exits 1 with one `FAIL [rule] ...` line
+per violation. The rules and why each matters: docs/deploy.md, "Build and check". The connection
+budget comes from --budget, else the template's Metadata.AdModeration.DbConnectionBudget
+(infra/stages.json, via make package), else DEFAULT_DB_CONNECTION_BUDGET.
 """
 
 from __future__ import annotations
@@ -74,18 +36,10 @@ DEFAULT_RETENTION = 345600
 # A function "uses the database" if it gets one of these variables.
 DB_ENV_VARS = ("DATABASE_SECRET_ARN", "DATABASE_URL")
 # Actions that cannot be scoped to a resource: Resource "*" is the only option.
-RESOURCELESS_ACTIONS = frozenset(
-    {
-        "cloudwatch:PutMetricData",
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "ec2:CreateNetworkInterface",
-        "ec2:DescribeNetworkInterfaces",
-        "ec2:DeleteNetworkInterface",
-        "sqs:ListQueues",
-        "secretsmanager:GetRandomPassword",
-    }
-)
+RESOURCELESS_ACTIONS = frozenset({
+    "cloudwatch:PutMetricData", "xray:PutTraceSegments", "xray:PutTelemetryRecords", "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "sqs:ListQueues", "secretsmanager:GetRandomPassword",
+})
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 # SQS event source limits (Lambda's CreateEventSourceMapping).
 SQS_MAX_BATCH = 10000
@@ -238,36 +192,22 @@ def check_connection_budget(template: dict[str, Any], budget: int) -> Iterator[V
     consumers = {m.function: m for m in sqs_mappings(template)}
     parts: list[str] = []
     total = 0
-    for logical_id, res in template.get("Resources", {}).items():
-        if res.get("Type") not in FUNCTION_TYPES:
-            continue
+    for logical_id in functions(template):
         props = _function_props(template, logical_id)
         if not _uses_database(props):
             continue
-        if logical_id in consumers:
-            scaling = consumers[logical_id].properties.get("ScalingConfig") or {}
-            limit = _as_int(scaling.get("MaximumConcurrency"), -1)
-            reserved = _as_int(props.get("ReservedConcurrentExecutions"), -1)
-            bounds = [x for x in (limit, reserved) if x is not None and x >= 0]
-            if not bounds:
-                yield Violation(
-                    "connection-budget",
-                    f"{consumers[logical_id].name}: no ScalingConfig.MaximumConcurrency (nor reserved concurrency on "
-                    f"{logical_id}): SQS could scale it to 1,000 environments = 1,000 connections",
-                )
-                continue
-            n, what = min(bounds), "MaximumConcurrency"
-        else:
-            reserved = _as_int(props.get("ReservedConcurrentExecutions"), -1)
-            if reserved is None or reserved < 0:
-                yield Violation(
-                    "connection-budget",
-                    f"{logical_id} uses the database but has no ReservedConcurrentExecutions: its connections are unbounded",
-                )
-                continue
-            n, what = reserved, "reserved"
-        total += n
-        parts.append(f"{logical_id} {n} ({what})")
+        mapping = consumers.get(logical_id)
+        scaling = (mapping.properties.get("ScalingConfig") or {}) if mapping else {}
+        limits = (_as_int(scaling.get("MaximumConcurrency"), -1), _as_int(props.get("ReservedConcurrentExecutions"), -1))
+        bounds = [x for x in limits if x is not None and x >= 0]
+        if not bounds:
+            yield Violation("connection-budget", (
+                f"{mapping.name}: no ScalingConfig.MaximumConcurrency (nor reserved concurrency on {logical_id}): "
+                "SQS could scale it to 1,000 environments = 1,000 connections") if mapping else (
+                f"{logical_id} uses the database but has no ReservedConcurrentExecutions: its connections are unbounded"))
+            continue
+        total += min(bounds)
+        parts.append(f"{logical_id} {min(bounds)} ({'MaximumConcurrency' if mapping else 'reserved'})")
     if total > budget:
         yield Violation(
             "connection-budget",

@@ -1,27 +1,12 @@
-"""`make enable-partial-batch STAGE=dev`: post-deploy step for `chalice deploy` users.
+"""`make enable-partial-batch STAGE=dev`: the post-deploy step for `chalice deploy` users.
 
-`chalice deploy` creates the scoring function's SQS event source mapping
-without FunctionResponseTypes (aws/chalice#2029), so Lambda would ignore the
-handler's `batchItemFailures`: one failed message would make the whole batch
-come back (or, worse, be deleted). This sets on that mapping what the
-packaged template (`make package`) sets at deploy time:
-
-  - FunctionResponseTypes = [ReportBatchItemFailures]
-  - ScalingConfig.MaximumConcurrency and MaximumBatchingWindowInSeconds from
-    infra/stages.json (the DB connection budget);
-
-and, because the functions' IAM policies allow writing to their own log group
-but not creating it, creates the four log groups with a 30-day retention if
-they are missing. The same in AWS CLI terms:
-
-    UUID=$(aws lambda list-event-source-mappings --function-name ad-moderation-dev-score \\
-           --query 'EventSourceMappings[0].UUID' --output text)
-    aws lambda update-event-source-mapping --uuid "$UUID" \\
-        --function-response-types ReportBatchItemFailures \\
-        --scaling-config MaximumConcurrency=5 --maximum-batching-window-in-seconds 1
-
-Idempotent; re-run it after every `chalice deploy` (a deploy that recreates
-the mapping drops the setting again). Uses the usual AWS credentials/region.
+`chalice deploy` creates the scoring function's SQS event source mapping without
+FunctionResponseTypes (aws/chalice#2029), so Lambda would ignore the handler's
+`batchItemFailures`. This sets on that mapping what the packaged template sets at deploy time
+(ReportBatchItemFailures, and BatchSize, MaximumBatchingWindowInSeconds and
+ScalingConfig.MaximumConcurrency from infra/stages.json), and creates the functions' log groups
+with their retention: their roles may write to them but not create them. Idempotent; re-run it
+after every `chalice deploy`. The same in AWS CLI terms: docs/deploy.md.
 """
 
 from __future__ import annotations

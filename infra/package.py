@@ -2,34 +2,13 @@
 
     python -m infra.package --stage dev [--out build/package]
 
-1. Copies `migrations/*.sql` into `chalicelib/migrations_sql/` (git-ignored):
-   only app.py, chalicelib/ and requirements.txt ship, and the `migrate`
-   function applies the migrations during the deploy.
-2. `chalice package --stage STAGE --merge-template infra/resources.json OUT`
-   (Chalice deep-merges the JSON template into the one it generates).
-3. Post-processes OUT/sam.json, for what neither Chalice nor a static merge
-   template can express:
-   - FunctionName of every function, as `chalice deploy` would name it
-     (`ad-moderation-dev`, `ad-moderation-dev-score`, ...), so the IAM
-     policies can name each function's own log group;
-   - the IAM policy ARNs (written with `*` for region/account in
-     .chalice/policy-*.json, see infra/policies.py) become exact: queues ->
-     `Fn::GetAtt <Queue>.Arn`, the secret -> `Ref DatabaseSecretArn`, log groups ->
-     `Fn::Sub arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:...`;
-   - the scoring event source mapping's per-stage BatchSize, batching window
-     and ScalingConfig (MaximumConcurrency), from infra/stages.json (the one
-     place for them: Chalice would take the batch size from app.py);
-   - X-Ray active tracing on every function and on the API stage when the
-     stage's `tracing` is on (the policies get the X-Ray actions from
-     infra/policies.py, which reads the same flag);
-   - the operator dashboard's body: JSON in resources.json, the string
-     CloudFormation wants here (Fn::Join of the text and the Refs/GetAtts of
-     its ${...} placeholders; ${Stage} = this stage);
-   - the hashes of the SQL files and of deployment.zip on the
-     DatabaseMigrations custom resource, so every new package runs the
-     migrations on deploy;
-   - Metadata.AdModeration: stage and DB connection budget (infra/check.py).
-4. Checks that deployment.zip holds exactly the SQL files of migrations/.
+Copies migrations/*.sql into chalicelib/migrations_sql/ (only app.py, chalicelib/ and
+requirements.txt ship, and the `migrate` function needs the SQL), runs `chalice package
+--merge-template infra/resources.json`, then writes into OUT/sam.json what neither Chalice nor a
+static merge template can express (docs/deploy.md, "Build and check"): function names, exact IAM
+ARNs, the scoring mapping's per-stage settings from infra/stages.json, X-Ray tracing, the
+dashboard body, the hashes that re-run the migrations on every new package, and the stage's DB
+connection budget in Metadata.AdModeration (read by infra/check.py).
 """
 
 from __future__ import annotations

@@ -1,26 +1,18 @@
 """The least-privilege IAM policy of every function, per stage: .chalice/policy-<stage>-<function>.json.
 
-Chalice reads those files (`autogen_policy: false`, `iam_policy_file` per
-function in .chalice/config.json) for both `chalice deploy` and `chalice
-package`. They are generated from the table below so that the 4 functions x 2
-stages stay consistent; the files are committed, and a unit test fails when
-they drift from this table.
+Chalice reads those files (`autogen_policy: false`, `iam_policy_file` per function in
+.chalice/config.json) for both `chalice deploy` and `chalice package`. They are generated from
+SQS_ACTIONS below and committed; a unit test fails when they drift from it.
 
     python -m infra.policies          # rewrite the files
     python -m infra.policies --check  # exit 1 if a file differs
 
-Chalice policy files cannot hold CloudFormation intrinsics, so the ARNs here
-use `*` for the region and the account (never for an action, never a bare
-`"Resource": "*"` for an action that can name its resource). That is what
-`chalice deploy` users get. `make package` (infra/package.py) rewrites each of
-them in the template to the exact ARN: `Fn::Sub` with
-`${AWS::Region}`/`${AWS::AccountId}`, the queue's `Fn::GetAtt`, and the
-`DatabaseSecretArn` parameter.
-
-A stage with `"tracing": true` in infra/stages.json also gets the two X-Ray
-actions Lambda's active tracing needs. They cannot name a resource, so theirs
-is the one `"Resource": "*"`; stages without tracing don't get them at all.
+Chalice policy files cannot hold CloudFormation intrinsics, so their ARNs have `*` for the
+region and the account (never for an action or a whole resource); `make package` makes them
+exact in the template. A stage with `"tracing": true` in infra/stages.json also gets the two
+X-Ray actions, which cannot name a resource (the one `"Resource": "*"`).
 """
+
 
 from __future__ import annotations
 
