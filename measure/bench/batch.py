@@ -47,8 +47,8 @@ class StubQueue:
     def max_receive_count(self, default: int) -> int:
         return default
 
-    def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> None:
-        pass
+    def send_to_dlq(self, envelopes: Sequence[dict[str, Any]]) -> set[int]:
+        return set(range(len(envelopes)))  # every one stored
 
     def change_visibility(self, changes: Sequence[Any]) -> None:
         pass
@@ -172,17 +172,19 @@ def steps() -> int:
 
 
 def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
+    from chalicelib.domain import COMPLETED, BatchWrite, TaskUpdate
+
     from chalicelib.db import Database
     from chalicelib.model import load_model
     from chalicelib.queue import TaskQueue
     from chalicelib.scoring import Scorer
-    from chalicelib.storage import COMPLETED, BatchWrite, ModerationStore, TaskUpdate
-
-    def complete_all(claimed: dict[int, Any], _locked_elsewhere: set[int]) -> BatchWrite:
-        return BatchWrite([TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed], [])
+    from chalicelib.storage import ModerationStore
 
     def postgres_alone(batch: Sequence[int]) -> int:
-        store.score_batch(batch, complete_all, model_version="bench")
+        with store.transaction() as cur:
+            claimed = store.claim(cur, batch).tasks
+            done = [TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed]
+            store.write(cur, BatchWrite(done, []), model_version="bench")
         return 0
 
     def scorer(batch: Sequence[dict[str, Any]]) -> int:
