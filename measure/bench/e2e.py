@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.stack import make_run
+
 from measure.load.run import measure
 from toolkit import names
 from toolkit.seed import DEMO_ADS
@@ -92,8 +93,9 @@ def steps() -> int:
 
 def run(tasks: int, raw_messages: int, out_dir: Path, progress: Any) -> dict[str, Any]:
     progress.set_description_str("e2e: starting make run (PostgreSQL, LocalStack, chalice local, runner)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with make_run(log=out_dir / "make-run.log") as stack:
+    log = out_dir / "make-run.log"  # kept for a post-mortem; the stack's state dir goes
+    log.unlink(missing_ok=True)  # make_run appends: it would find the last run's "ready" line
+    with make_run(log=log) as stack:
         progress.update(1)
         progress.set_description_str(f"e2e: raw SQS, {SENDERS} senders / {RECEIVERS} receivers")
         raw = raw_sqs(stack.endpoint, raw_messages, progress)
