@@ -64,7 +64,7 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 	$(PY) -m ops.dlq $(or $(ARGS),list)
 
 .PHONY: bench
-bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS, profiles (ARGS="--quick", "--only cold,batch")
+bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS (ARGS="--quick", "--only cold,batch")
 	$(PY) -m measure.bench.run $(ARGS)
 
 # Load test (measure/load/): locust, headless, against `make run`'s API unless URL= is given.
