@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from devstack.stack import make_run
-
 from measure.load.run import measure
 from toolkit import names
 from toolkit.seed import DEMO_ADS
