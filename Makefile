@@ -62,7 +62,7 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 	$(PY) -m ops.dlq --local $(or $(ARGS),list)
 
 .PHONY: bench
-bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS, profiles (ARGS="--quick", "--only cold,batch")
+bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS (ARGS="--quick", "--only cold,batch")
 	$(PY) -m measure.bench.run $(ARGS)
 
 # Load test (measure/load/): locust, headless, against `make run`'s API unless URL= is given.
@@ -90,7 +90,7 @@ check-infra: package ## package, then check the template's rules (infra/check.py
 enable-partial-batch: $(STAMP) ## after `chalice deploy --stage STAGE`: ReportBatchItemFailures etc. on the scoring ESM
 	$(PY) -m infra.enable_partial_batch --stage $(STAGE)
 
-# Its own LocalStack (127.0.0.1:4567, LOCALSTACK_ENDPOINT) and Postgres (54330), never make run's
+# Its own LocalStack (127.0.0.1:4567, DEPLOY_LOCALSTACK_ENDPOINT) and Postgres (54330, DEPLOY_PG_PORT), never make run's
 # 4566/54329: the deployed event source mapping would consume make run's queue.
 deploy-localstack: $(STAMP) ## package + deploy the stack to its own LocalStack (:4567, host mode, no Docker) + Postgres
 	$(PY) -m infra.deploy_localstack --stage $(STAGE)

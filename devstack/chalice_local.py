@@ -1,28 +1,9 @@
 """`chalice local`, with JSON errors where Chalice's server answers HTML or 403.
 
-`make run` serves the API with this instead of the `chalice local` CLI. It
-builds the very server `chalice local --stage local --no-autoreload` builds
-(the project's config for the stage, its environment variables, Chalice's
-LocalGateway: routing, CORS preflights, authorizers, the thread-local current
-request; API keys are not enforced locally, as with the CLI) and changes only
-what happens outside the app's routes:
-
-- a method the server has no handler for at all (TRACE, CONNECT, PROPFIND,
-  garbage): JSON 405 `method_not_allowed` with an `Allow` header, instead of
-  http.server's HTML 501 page;
-- a path no route matches: JSON 404 `not_found`, instead of API Gateway's 403
-  `{"message": "Missing Authentication Token"}`, which Chalice imitates;
-- a known path with a method it lacks: JSON 405 `method_not_allowed` + `Allow`
-  in the project's error format, instead of Chalice's
-  `{"Code": "MethodNotAllowedError", ...}` (and, for HEAD, without the body
-  Chalice writes after a HEAD response);
-- any other request http.server rejects before routing (bad request line,
-  URI or headers too long): JSON with the same status, instead of HTML;
-
-and two server settings: a listen backlog of REQUEST_QUEUE_SIZE instead of
-socketserver's 5, which drops connections when a few dozen clients connect at
-once, and daemon request threads (as Chalice's), so Ctrl-C never waits for a
-client that keeps its connection open.
+The very server `chalice local --stage local --no-autoreload` builds, changed only
+outside the app's routes (JSON 404 for an unknown path, 405 + `Allow` for a method a
+path lacks or no handler has, JSON for what http.server rejects before routing; see
+README, "Local stack"), with a real listen backlog and daemon request threads.
 
 Run: python -m devstack.chalice_local [--host 127.0.0.1] [--port 8000] [--stage local]
 """
@@ -31,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
+from contextlib import suppress
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -43,34 +24,24 @@ from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, ThreadedHTTPServer
 
-from toolkit.names import ROOT
+from toolkit import logs, names
 
 DEFAULT_STAGE = "local"
-# Pending connections the kernel queues while every accept is busy. Linux caps
-# it at net.core.somaxconn (4096 on current kernels).
+# Pending connections the kernel queues while every accept is busy: socketserver's 5
+# drops connections when a few dozen clients arrive at once. Linux caps it at somaxconn.
 REQUEST_QUEUE_SIZE = 1024
 # Paths and methods are echoed in error messages; a fuzzer sends long ones.
 _ECHO_LIMIT = 200
 
 # Statuses http.server itself sends (send_error) -> the error code in the body.
-_ERROR_CODES = {
-    HTTPStatus.BAD_REQUEST: "bad_request",
-    HTTPStatus.NOT_FOUND: "not_found",
-    HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed",
-    HTTPStatus.REQUEST_URI_TOO_LONG: "uri_too_long",
-    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "headers_too_large",
-    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported",
-}
+_ERROR_CODES = {HTTPStatus.BAD_REQUEST: "bad_request", HTTPStatus.NOT_FOUND: "not_found",
+                HTTPStatus.METHOD_NOT_ALLOWED: "method_not_allowed", HTTPStatus.REQUEST_URI_TOO_LONG: "uri_too_long",
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "headers_too_large",
+                HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported"}
 
 
 def _echo(text: str) -> str:
     return text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "..."
-
-
-def error_body(code: str, message: str) -> bytes:
-    # The app's own error shape (chalicelib/errors.py): code, message, and
-    # detail for clients written against the FastAPI services.
-    return json.dumps({"code": code, "message": message, "detail": message}).encode()
 
 
 class JsonErrorsRequestHandler(ChaliceRequestHandler):
@@ -81,8 +52,6 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         self._routes: dict[str, dict[str, Any]] = app_object.routes
         self._matcher = RouteMatcher(list(app_object.routes))
         super().__init__(request, client_address, server, app_object, config)
-
-    # -- routing -------------------------------------------------------------
 
     def _route(self) -> str | None:
         """The route this path matches, exactly as Chalice's LocalGateway matches it."""
@@ -98,41 +67,30 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
 
     def _routed_handle(self) -> None:
         route = self._route()
+        if route is not None and (self.command == "OPTIONS" or self.command in self._routes[route]):
+            return self._generic_handle()
+        self._parse_payload()  # read what Chalice would have, so a kept-alive connection stays in sync
         if route is None:
-            self._discard_body()
             self._send_json_error(HTTPStatus.NOT_FOUND, f"no route for {_echo(self.command)} {_echo(self.path)}")
-        elif self.command != "OPTIONS" and self.command not in self._routes[route]:
-            self._discard_body()
-            self._send_json_error(
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                f"{_echo(self.command)} is not allowed on {route}",
-                allow=self._allowed(route),
-            )
         else:
-            self._generic_handle()
+            self._send_json_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{_echo(self.command)} is not allowed on {route}",
+                                  allow=self._allowed(route))
 
     # Chalice binds these to its own _generic_handle at class creation, so
     # overriding that method alone would change nothing.
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _routed_handle
 
-    # -- errors ----------------------------------------------------------------
-
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's errors (HTML by default) as JSON.
-
-        501 is what it sends for a method without a do_<METHOD>: that is a
-        method this API never allows, so 405 with the methods it does allow.
-        """
-        # The request's body (if any) is not read: the connection cannot be reused.
-        self.close_connection = True
-        # A request line too broken to tell its version leaves http.server
-        # assuming HTTP/0.9, which gets a bare body: answer with a status line.
+        """http.server's errors (HTML by default) as JSON. Its 501, for a method without a
+        do_<METHOD>, is a method this API never allows: 405 with the methods it does allow."""
+        self.close_connection = True  # the request's body (if any) is not read: no reuse
+        # A request line too broken to tell its version leaves http.server assuming
+        # HTTP/0.9, which gets a bare body: answer with a status line.
         if getattr(self, "request_version", None) == "HTTP/0.9":
             self.request_version = self.protocol_version
         if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", None):
             route = self._route()
-            where = f" on {route}" if route else ""
-            message = f"{_echo(self.command)} is not allowed{where}"
+            message = f"{_echo(self.command)} is not allowed" + (f" on {route}" if route else "")
             self._send_json_error(HTTPStatus.METHOD_NOT_ALLOWED, message, allow=self._allowed(route))
             return
         try:
@@ -142,7 +100,8 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         self._send_json_error(status, message or status.phrase)
 
     def _send_json_error(self, status: HTTPStatus, message: str, *, allow: list[str] | None = None) -> None:
-        body = error_body(_ERROR_CODES.get(status, "http_error"), message)
+        # The app's own error shape (chalicelib/errors.py), `detail` for clients of the FastAPI services.
+        body = json.dumps({"code": _ERROR_CODES.get(status, "http_error"), "message": message, "detail": message}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -151,30 +110,24 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        # HEAD gets the headers of the answer, never a body (the next
-        # response on a kept-alive connection would start inside it).
+        # HEAD gets the headers, never a body (a kept-alive connection's next response would start in it).
         if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
-
-    def _discard_body(self) -> None:
-        # Read what Chalice would have read, so a kept-alive connection stays in sync.
-        self._parse_payload()
 
 
 class LocalServer(ThreadedHTTPServer):
     request_queue_size = REQUEST_QUEUE_SIZE
-    daemon_threads = True
+    daemon_threads = True  # as Chalice's: Ctrl-C never waits for a client's open connection
 
 
-def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = ROOT) -> LocalDevServer:
+def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = names.ROOT) -> LocalDevServer:
     """What `chalice local --stage STAGE` builds (chalice.cli.create_local_server), with our handler and server."""
     from chalice.cli import factory
     from chalice.deploy.validate import validate_routes
     from chalice.local import CustomLocalChalice, LocalChalice
 
-    # The CLI's own set-up: app code may look at this, and the factory loads
-    # app.py from the project directory after adding the stage's environment
-    # variables to os.environ.
+    # The CLI's own set-up: app code may look at this, and the factory loads app.py
+    # from the project directory after adding the stage's environment to os.environ.
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
     os.chdir(project_dir)
     cli = factory.CLIFactory(str(project_dir), environ=os.environ)
@@ -190,20 +143,18 @@ def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--host", default=names.HOST)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or names.RUN_API_PORT))
     parser.add_argument("--stage", default=DEFAULT_STAGE)
     args = parser.parse_args(argv)
-    # As `chalice local`: the app's log lines on stdout, as Lambda prints them.
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    logs.setup()  # the app logs with Powertools, to stdout as on Lambda; this is for the libraries
     server = build_server(args.host, args.port, stage=args.stage)
-    # serve_forever() runs on this thread, so shutdown() would deadlock:
-    # leave it by an exception instead (request threads are daemons).
+    # serve_forever() runs on this thread, so shutdown() would deadlock: leave it by an
+    # exception instead (request threads are daemons).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        with suppress(KeyboardInterrupt):
+            server.serve_forever()
     finally:
         server.server.server_close()
     return 0

@@ -1,18 +1,8 @@
-"""The SQS event source mapping that `chalice local` does not have.
+"""The SQS event source mapping that `chalice local` does not have (README, "Local stack").
 
-Long-polls the `moderation` queue and invokes the very handler Lambda would
-invoke (`app.score`) with a Lambda-shaped SQS event, then deletes only the
-messages the handler did not report in `batchItemFailures`, like the real
-mapping with ReportBatchItemFailures on. If the handler raises or returns a
-malformed response, nothing is deleted: the whole batch comes back after its
-visibility timeout. It also fires the scheduled reconciler (`app.reconcile`)
-on a timer, as EventBridge would.
-
-Like the real mapping (5 concurrent pollers to start with, and the template's
-MaximumConcurrency of 5), several poller threads each receive and hand a batch
-to the handler, so two deliveries of one task can really overlap here too.
-The process holds at most one database connection per poller plus one for the
-reconciler (DB_POOL_SIZE), its share of the connection budget.
+Pollers hand Lambda-shaped batches to the very handler Lambda invokes (`app.score`)
+and delete only what it did not report in `batchItemFailures`; a timer fires the
+reconciler (`app.reconcile`) as EventBridge would.
 
 Run: python -m devstack.runner [--pollers N]   (make run starts it for you)
 """
@@ -22,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import signal
 import threading
@@ -35,24 +24,20 @@ from typing import Any
 import boto3
 from chalice.local import LambdaContext
 
-log = logging.getLogger("devstack.runner")
+from toolkit import logs, names
 
+log = logs.get("runner")
 Handler = Callable[[dict[str, Any], Any], Any]
 
-# Lambda's SQS event source mapping starts with 5 concurrent pollers.
-DEFAULT_POLLERS = 5
-# Receives wait at most this long, so a stop request is seen within about as
-# long (plus the batch in hand) even though SQS allows 20 s long polls.
+DEFAULT_POLLERS = 5  # what Lambda's SQS event source mapping starts with
+# Receives wait at most this long, so a stop is seen within about as long (plus
+# the batch in hand) although SQS allows 20 s long polls.
 POLL_WAIT_CAP_SECONDS = 2
-# After a receive error: back off before trying again.
-RECEIVE_RETRY_SECONDS = 2.0
-# How often the timer thread looks for a stop request.
-STOP_CHECK_SECONDS = 0.25
-
-
-def connection_budget(pollers: int) -> int:
-    """Database connections the runner may hold: one per poller, one for the reconciler."""
-    return pollers + 1
+RECEIVE_RETRY_SECONDS = 2.0  # back-off after a receive error
+STOP_CHECK_SECONDS = 0.25  # how often the timer thread looks for a stop
+# The attributes Lambda passes on (ReceiveMessage's "All" has more).
+_LAMBDA_ATTRIBUTES = ("ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp",
+                      "MessageGroupId", "MessageDeduplicationId", "SequenceNumber", "AWSTraceHeader")
 
 
 def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -62,29 +47,11 @@ def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
         "body": message["Body"],
-        "attributes": {
-            k: attrs[k]
-            for k in (
-                "ApproximateReceiveCount",
-                "SentTimestamp",
-                "SenderId",
-                "ApproximateFirstReceiveTimestamp",
-                "MessageGroupId",
-                "MessageDeduplicationId",
-                "SequenceNumber",
-                "AWSTraceHeader",
-            )
-            if k in attrs
-        },
+        "attributes": {k: attrs[k] for k in _LAMBDA_ATTRIBUTES if k in attrs},
         # Lambda lower-cases the first letter of each field of a message attribute.
         "messageAttributes": {
-            name: {
-                "stringValue": a.get("StringValue"),
-                "binaryValue": a.get("BinaryValue"),
-                "stringListValues": [],
-                "binaryListValues": [],
-                "dataType": a["DataType"],
-            }
+            name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"), "stringListValues": [],
+                   "binaryListValues": [], "dataType": a["DataType"]}
             for name, a in message.get("MessageAttributes", {}).items()
         },
         "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
@@ -95,89 +62,57 @@ def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[
 
 
 def failed_ids(response: Any, records: Sequence[dict[str, Any]]) -> set[str] | None:
-    """Message ids to keep, per the partial batch response contract.
-
-    None means "treat the whole batch as failed": Lambda does that when an
-    itemIdentifier is missing, empty or not one of the batch's message ids.
-    An empty dict or None response means every message succeeded.
-    """
+    """Message ids to keep, per the partial batch response contract; None keeps the whole
+    batch, as Lambda does when an itemIdentifier is missing, empty or not in the batch.
+    An empty dict or None means every message succeeded."""
     if response is None or response == {}:
         return set()
     if not isinstance(response, dict):
         return None
-    failures = response.get("batchItemFailures")
-    if failures is None:
-        return set()
-    known = {r["messageId"] for r in records}
-    out: set[str] = set()
-    for f in failures:
-        item = f.get("itemIdentifier") if isinstance(f, dict) else None
+    known, keep = {r["messageId"] for r in records}, set()
+    for failure in response.get("batchItemFailures") or []:
+        item = failure.get("itemIdentifier") if isinstance(failure, dict) else None
         if not item or item not in known:
             return None
-        out.add(item)
-    return out
+        keep.add(item)
+    return keep
 
 
 class Runner:
-    def __init__(
-        self,
-        sqs: Any,
-        queue_url: str,
-        handler: Handler,
-        *,
-        reconcile: Handler | None = None,
-        batch_size: int = 10,
-        wait_seconds: int = 20,
-        reconcile_every_seconds: float = 60.0,
-        function_timeout_seconds: int = 30,
-        pollers: int = DEFAULT_POLLERS,
-    ) -> None:
-        self._sqs = sqs
-        self._queue_url = queue_url
-        self._handler = handler
-        self._reconcile = reconcile
-        self._batch_size = min(batch_size, 10)
-        self._wait = wait_seconds
-        self._reconcile_every = reconcile_every_seconds
-        self._timeout_ms = function_timeout_seconds * 1000
+    def __init__(self, sqs: Any, queue_url: str, handler: Handler, *, reconcile: Handler | None = None,
+                 batch_size: int = 10, wait_seconds: int = 20, reconcile_every_seconds: float = 60.0,
+                 function_timeout_seconds: int = 30, pollers: int = DEFAULT_POLLERS) -> None:
         if pollers < 1:
             raise ValueError(f"pollers must be at least 1, got {pollers}")
-        self.pollers = pollers
-        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
-        self._arn = attrs["QueueArn"]
+        self._sqs, self._queue_url, self._handler, self._reconcile = sqs, queue_url, handler, reconcile
+        self._batch_size, self._wait, self.pollers = min(batch_size, 10), wait_seconds, pollers
+        self._reconcile_every, self._timeout_ms = reconcile_every_seconds, function_timeout_seconds * 1000
+        self._arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self._region, self._account = self._arn.split(":")[3:5]
         # An Event, so pollers backing off after an error wake up at once.
         self._stopping = threading.Event()
         self._next_reconcile = time.monotonic()
 
     def stop(self, *_: Any) -> None:
-        """Ask every poller and the timer to finish; also the SIGINT/SIGTERM handler.
-
-        Safe in a signal handler because the main thread never waits on the
-        Event (it sleeps): Event.set() takes a lock that an interrupted
-        Event.wait() on the same thread could be holding.
-        """
+        """Ask the pollers and the timer to finish; also the SIGINT/SIGTERM handler. Safe there:
+        the main thread never waits on the Event (it sleeps), so no interrupted Event.wait()
+        on that thread holds the lock Event.set() takes."""
         self._stopping.set()
 
     def poll_once(self, wait_seconds: int | None = None) -> int:
         """Receive one batch and hand it to the handler; return its size."""
-        resp = self._sqs.receive_message(
-            QueueUrl=self._queue_url,
-            MaxNumberOfMessages=self._batch_size,
-            WaitTimeSeconds=self._wait if wait_seconds is None else wait_seconds,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages = resp.get("Messages", [])
+        messages = self._sqs.receive_message(
+            QueueUrl=self._queue_url, MaxNumberOfMessages=self._batch_size, AttributeNames=["All"],
+            MessageAttributeNames=["All"], WaitTimeSeconds=self._wait if wait_seconds is None else wait_seconds,
+        ).get("Messages", [])
         if messages:
             self.invoke(messages)
         return len(messages)
 
     def invoke(self, messages: Sequence[dict[str, Any]]) -> set[str] | None:
         records = [lambda_record(m, self._arn, self._region) for m in messages]
-        context = LambdaContext("score", 256, max_runtime_ms=self._timeout_ms)
         try:
-            response = self._handler({"Records": records}, context)
+            response = self._handler({"Records": records}, LambdaContext("score", 256, max_runtime_ms=self._timeout_ms))
         except Exception:  # Lambda would report a function error
             log.exception("handler raised; the whole batch of %d returns after its visibility timeout", len(records))
             return None
@@ -187,28 +122,19 @@ class Runner:
             return None
         done = [r for r in records if r["messageId"] not in keep]
         for start in range(0, len(done), 10):
-            chunk = done[start : start + 10]
-            self._sqs.delete_message_batch(
-                QueueUrl=self._queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)],
-            )
+            self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(done[start : start + 10])])
         return keep
 
     def maybe_reconcile(self) -> Any:
-        """Fire the scheduled handler if it is due; return its result (None if not run or failed)."""
+        """Fire the scheduled handler if it is due; its result (None if not run or failed)."""
         if self._reconcile is None or time.monotonic() < self._next_reconcile:
             return None
         self._next_reconcile = time.monotonic() + self._reconcile_every
         event = {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": self._account,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-            "region": self._region,
-            "resources": [f"arn:aws:events:{self._region}:{self._account}:rule/reconcile"],
-            "detail": {},
+            "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": self._account, "time": datetime.now(UTC).isoformat(timespec="seconds"), "region": self._region,
+            "resources": [f"arn:aws:events:{self._region}:{self._account}:rule/reconcile"], "detail": {},
         }
         try:
             result = self._reconcile(event, LambdaContext("reconcile", 256, max_runtime_ms=self._timeout_ms))
@@ -219,11 +145,8 @@ class Runner:
         return result
 
     def _poll_loop(self) -> None:
-        """One poller: receive, invoke, delete, until stopped.
-
-        A batch received just before a stop is still handed to the handler:
-        dropping it would hide its messages for a whole visibility timeout.
-        """
+        # A batch received just before a stop is still handed to the handler:
+        # dropping it would hide its messages for a whole visibility timeout.
         while not self._stopping.is_set():
             try:
                 self.poll_once(wait_seconds=min(self._wait, POLL_WAIT_CAP_SECONDS))
@@ -231,85 +154,52 @@ class Runner:
                 log.exception("receive failed; retrying in %.0f s", RECEIVE_RETRY_SECONDS)
                 self._stopping.wait(RECEIVE_RETRY_SECONDS)
 
-    def start_pollers(self) -> list[threading.Thread]:
-        # Daemon threads: a handler stuck past its timeout must not keep the
-        # process alive after Ctrl-C (its batch comes back after the visibility timeout).
-        threads = [
-            threading.Thread(target=self._poll_loop, name=f"poller-{i + 1}", daemon=True) for i in range(self.pollers)
-        ]
-        for t in threads:
-            t.start()
-        return threads
-
-    def _until_next_reconcile(self) -> float:
-        # Short slices: a stop is noticed within STOP_CHECK_SECONDS; floored
-        # so a zero reconcile interval cannot spin.
-        if self._reconcile is None:
-            return STOP_CHECK_SECONDS
-        return min(STOP_CHECK_SECONDS, max(0.05, self._next_reconcile - time.monotonic()))
-
     def run_forever(self) -> None:
-        """Run the pollers, and the reconciler timer on this thread, until stop()."""
-        threads = self.start_pollers()
+        """The pollers, and the reconciler's timer on this thread, until stop()."""
+        # Daemon threads: a handler stuck past its timeout must not keep the process alive
+        # after Ctrl-C (its batch comes back after the visibility timeout).
+        threads = [threading.Thread(target=self._poll_loop, name=f"poller-{i + 1}", daemon=True) for i in range(self.pollers)]
+        for thread in threads:
+            thread.start()
         while not self._stopping.is_set():
-            # One reconciler run at a time, as with reserved concurrency 1 on AWS.
-            self.maybe_reconcile()
-            time.sleep(self._until_next_reconcile())
-        # A poller finishes the receive (<= POLL_WAIT_CAP_SECONDS) and the batch in hand.
+            self.maybe_reconcile()  # one run at a time, as with reserved concurrency 1 on AWS
+            # Short slices, so a stop is noticed soon; floored so a zero interval cannot spin.
+            time.sleep(STOP_CHECK_SECONDS if self._reconcile is None else
+                       min(STOP_CHECK_SECONDS, max(0.05, self._next_reconcile - time.monotonic())))
+        # A poller finishes its receive (<= POLL_WAIT_CAP_SECONDS) and the batch in hand.
         deadline = time.monotonic() + POLL_WAIT_CAP_SECONDS + self._timeout_ms / 1000
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t.is_alive()]
-        if stuck:
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if stuck := [t.name for t in threads if t.is_alive()]:
             log.warning("pollers still busy at exit (their batches return after the visibility timeout): %s", stuck)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queue", default="moderation")
+    parser.add_argument("--queue", default=names.queues().main)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--reconcile-every", type=float, default=60.0, help="seconds between reconciler runs")
-    parser.add_argument(
-        "--pollers",
-        type=int,
-        default=int(os.environ.get("RUNNER_POLLERS") or DEFAULT_POLLERS),
-        help=f"concurrent pollers, like the event source mapping's (default {DEFAULT_POLLERS}, env RUNNER_POLLERS)",
-    )
+    parser.add_argument("--pollers", type=int, default=int(os.environ.get("RUNNER_POLLERS") or DEFAULT_POLLERS),
+                        help=f"concurrent pollers, as the event source mapping (default {DEFAULT_POLLERS}, env RUNNER_POLLERS)")
     args = parser.parse_args(argv)
     if args.pollers < 1:
         parser.error("--pollers must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(threadName)s %(levelname)s %(message)s")
-    # botocore announces where it found credentials and endpoints, per client, at INFO.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-
-    # Before chalicelib reads its settings (lazily, on the first batch): the
-    # pool is this process's share of the database's connection budget, and
-    # each poller and the reconciler hold at most one connection at a time.
-    os.environ["DB_POOL_SIZE"] = str(connection_budget(args.pollers))
+    logs.setup(verbose=True)  # with the time and the poller of each line
+    # Before chalicelib reads its settings (on the first batch): each poller and the
+    # reconciler hold at most one connection at a time.
+    os.environ["DB_POOL_SIZE"] = str(args.pollers + 1)
 
     import app as chalice_app  # the same module Lambda loads
     from chalicelib.config import batch_size
 
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName=args.queue)["QueueUrl"]
-    runner = Runner(
-        sqs,
-        url,
-        chalice_app.score,
-        reconcile=chalice_app.reconcile,
-        batch_size=args.batch_size or batch_size(),
-        reconcile_every_seconds=args.reconcile_every,
-        pollers=args.pollers,
-    )
-    signal.signal(signal.SIGTERM, runner.stop)
-    signal.signal(signal.SIGINT, runner.stop)
-    log.info(
-        "polling %s with %d pollers (batch size %d; at most %s database connections)",
-        url,
-        runner.pollers,
-        runner._batch_size,
-        os.environ["DB_POOL_SIZE"],
-    )
+    runner = Runner(sqs, url, chalice_app.score, reconcile=chalice_app.reconcile, batch_size=args.batch_size or batch_size(),
+                    reconcile_every_seconds=args.reconcile_every, pollers=args.pollers)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, runner.stop)
+    log.info("polling %s with %d pollers (batch size %d; at most %s database connections)", url, runner.pollers,
+             runner._batch_size, os.environ["DB_POOL_SIZE"])
     runner.run_forever()
     log.info("stopped")
 

@@ -2,49 +2,11 @@
 
     python -m infra.check [build/package/sam.json] [--budget N]
 
-Reads the template `make package` wrote (SAM, before the transform; a
-transformed template with AWS::Lambda::EventSourceMapping resources works
-too) and exits 1 with one line per violation:
-
-  visibility-timeout   a queue consumed by a function has VisibilityTimeout
-                       < 6 x that function's Timeout (AWS's guidance: a batch
-                       still in flight must not become visible again);
-  partial-batch        an SQS event source mapping lacks
-                       FunctionResponseTypes: [ReportBatchItemFailures]
-                       (without it Lambda ignores the handler's
-                       batchItemFailures and deletes or retries whole batches);
-  redrive              a consumed queue has no RedrivePolicy (poison messages
-                       would be retried until they expire);
-  dlq-retention        a DLQ keeps messages for less time than its source
-                       queue (a redriven message keeps its original enqueue
-                       time, so it could expire on arrival);
-  connection-budget    scoring MaximumConcurrency (1 connection per
-                       environment) + ReservedConcurrentExecutions of every
-                       other function that uses the database > the budget,
-                       or one of those numbers is unset (= unbounded);
-  iam-wildcard-action  an IAM statement allows `*`, `service:*` or any other
-                       wildcard action, or uses NotAction;
-  iam-wildcard-resource an IAM statement has Resource "*" for an action that
-                       supports resource-level permissions;
-  batch-size           an SQS event source mapping's BatchSize is outside
-                       1..10000, above 10 without MaximumBatchingWindowInSeconds
-                       >= 1 (Lambda refuses both), or its window is over 300 s;
-  lambda-alarms        a function has no CloudWatch alarm on its AWS/Lambda
-                       Errors or Throttles metric;
-  dashboard            there is no CloudWatch dashboard, or the dashboards
-                       leave out a queue, a function or the app's metrics
-                       (namespace AdModeration);
-  metrics-env          a function lacks STAGE (= the packaged stage, which the
-                       dashboard filters the app's metrics on) or
-                       POWERTOOLS_METRICS_NAMESPACE=AdModeration: its metrics
-                       would be missing from the dashboard;
-  tracing-permissions  a function has Tracing: Active but its role does not
-                       allow xray:PutTraceSegments and xray:PutTelemetryRecords
-                       (Lambda refuses to create or update it).
-
-The connection budget comes from --budget, else the template's
-Metadata.AdModeration.DbConnectionBudget (infra/stages.json via make
-package), else DEFAULT_DB_CONNECTION_BUDGET.
+Reads the template `make package` wrote (SAM before the transform; a transformed template with
+AWS::Lambda::EventSourceMapping resources works too) and exits 1 with one `FAIL [rule] ...` line
+per violation. The rules and why each matters: docs/deploy.md, "Build and check". The connection
+budget comes from --budget, else the template's Metadata.AdModeration.DbConnectionBudget
+(infra/stages.json, via make package), else DEFAULT_DB_CONNECTION_BUDGET.
 """
 
 from __future__ import annotations
@@ -57,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.names import ROOT
+from infra.policies import XRAY_ACTIONS
+from toolkit import logs, names
 
-DEFAULT_TEMPLATE = ROOT / "build" / "package" / "sam.json"
+log = logs.get("check")
+
+# Where `make package` (infra/package.py) writes the template.
+DEFAULT_TEMPLATE = names.BUILD_DIR / "package" / "sam.json"
 # Most PostgreSQL connections the app may hold when nothing else says so.
 DEFAULT_DB_CONNECTION_BUDGET = 20
 VISIBILITY_FACTOR = 6
@@ -70,18 +36,10 @@ DEFAULT_RETENTION = 345600
 # A function "uses the database" if it gets one of these variables.
 DB_ENV_VARS = ("DATABASE_SECRET_ARN", "DATABASE_URL")
 # Actions that cannot be scoped to a resource: Resource "*" is the only option.
-RESOURCELESS_ACTIONS = frozenset(
-    {
-        "cloudwatch:PutMetricData",
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "ec2:CreateNetworkInterface",
-        "ec2:DescribeNetworkInterfaces",
-        "ec2:DeleteNetworkInterface",
-        "sqs:ListQueues",
-        "secretsmanager:GetRandomPassword",
-    }
-)
+RESOURCELESS_ACTIONS = frozenset({
+    "cloudwatch:PutMetricData", "xray:PutTraceSegments", "xray:PutTelemetryRecords", "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "sqs:ListQueues", "secretsmanager:GetRandomPassword",
+})
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 # SQS event source limits (Lambda's CreateEventSourceMapping).
 SQS_MAX_BATCH = 10000
@@ -92,7 +50,6 @@ DEFAULT_SQS_BATCH = 10
 LAMBDA_ALARM_METRICS = ("Errors", "Throttles")
 # The application metrics (CloudWatch embedded metric format, Powertools).
 METRICS_NAMESPACE = "AdModeration"
-XRAY_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
 
 
 @dataclass(frozen=True)
@@ -134,7 +91,7 @@ def _as_int(value: Any, default: int) -> int | None:
         return None  # an intrinsic: cannot be checked statically
 
 
-def _queue_by_name(resources: dict[str, Any], name: str) -> str | None:
+def queue_by_name(resources: dict[str, Any], name: str) -> str | None:
     for logical_id, res in resources.items():
         if res.get("Type") == "AWS::SQS::Queue" and res.get("Properties", {}).get("QueueName") == name:
             return logical_id
@@ -149,7 +106,7 @@ def _queue_of(value: Any, resources: dict[str, Any]) -> str | None:
     if isinstance(arn, list):
         arn = arn[0]
     if isinstance(arn, str) and ":sqs:" in arn:
-        return _queue_by_name(resources, arn.rsplit(":", 1)[1])
+        return queue_by_name(resources, arn.rsplit(":", 1)[1])
     return None
 
 
@@ -235,36 +192,22 @@ def check_connection_budget(template: dict[str, Any], budget: int) -> Iterator[V
     consumers = {m.function: m for m in sqs_mappings(template)}
     parts: list[str] = []
     total = 0
-    for logical_id, res in template.get("Resources", {}).items():
-        if res.get("Type") not in FUNCTION_TYPES:
-            continue
+    for logical_id in functions(template):
         props = _function_props(template, logical_id)
         if not _uses_database(props):
             continue
-        if logical_id in consumers:
-            scaling = consumers[logical_id].properties.get("ScalingConfig") or {}
-            limit = _as_int(scaling.get("MaximumConcurrency"), -1)
-            reserved = _as_int(props.get("ReservedConcurrentExecutions"), -1)
-            bounds = [x for x in (limit, reserved) if x is not None and x >= 0]
-            if not bounds:
-                yield Violation(
-                    "connection-budget",
-                    f"{consumers[logical_id].name}: no ScalingConfig.MaximumConcurrency (nor reserved concurrency on "
-                    f"{logical_id}): SQS could scale it to 1,000 environments = 1,000 connections",
-                )
-                continue
-            n, what = min(bounds), "MaximumConcurrency"
-        else:
-            reserved = _as_int(props.get("ReservedConcurrentExecutions"), -1)
-            if reserved is None or reserved < 0:
-                yield Violation(
-                    "connection-budget",
-                    f"{logical_id} uses the database but has no ReservedConcurrentExecutions: its connections are unbounded",
-                )
-                continue
-            n, what = reserved, "reserved"
-        total += n
-        parts.append(f"{logical_id} {n} ({what})")
+        mapping = consumers.get(logical_id)
+        scaling = (mapping.properties.get("ScalingConfig") or {}) if mapping else {}
+        limits = (_as_int(scaling.get("MaximumConcurrency"), -1), _as_int(props.get("ReservedConcurrentExecutions"), -1))
+        bounds = [x for x in limits if x is not None and x >= 0]
+        if not bounds:
+            yield Violation("connection-budget", (
+                f"{mapping.name}: no ScalingConfig.MaximumConcurrency (nor reserved concurrency on {logical_id}): "
+                "SQS could scale it to 1,000 environments = 1,000 connections") if mapping else (
+                f"{logical_id} uses the database but has no ReservedConcurrentExecutions: its connections are unbounded"))
+            continue
+        total += min(bounds)
+        parts.append(f"{logical_id} {min(bounds)} ({'MaximumConcurrency' if mapping else 'reserved'})")
     if total > budget:
         yield Violation(
             "connection-budget",
@@ -272,7 +215,8 @@ def check_connection_budget(template: dict[str, Any], budget: int) -> Iterator[V
         )
 
 
-def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM policy statement of the template, with where it is."""
     for logical_id, res in template.get("Resources", {}).items():
         props = res.get("Properties", {}) or {}
         rtype = res.get("Type")
@@ -286,8 +230,7 @@ def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
             policies = policies if isinstance(policies, list) else [policies] if policies else []
             docs = [(f"{logical_id}.Policies", p) for p in policies if isinstance(p, dict) and "Statement" in p]
         for where, doc in docs:
-            statements = (doc or {}).get("Statement", [])
-            for i, stmt in enumerate(statements if isinstance(statements, list) else [statements]):
+            for i, stmt in enumerate(_as_list((doc or {}).get("Statement"))):
                 yield f"{where} statement {stmt.get('Sid') or i}", stmt
 
 
@@ -296,7 +239,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def check_iam(template: dict[str, Any]) -> Iterator[Violation]:
-    for where, stmt in _statements(template):
+    for where, stmt in statements(template):
         if stmt.get("Effect", "Allow") != "Allow":
             continue
         if "NotAction" in stmt:
@@ -333,7 +276,7 @@ def check_batching(template: dict[str, Any]) -> Iterator[Violation]:
             )
 
 
-def _functions(template: dict[str, Any]) -> list[str]:
+def functions(template: dict[str, Any]) -> list[str]:
     return [k for k, r in template.get("Resources", {}).items() if r.get("Type") in FUNCTION_TYPES]
 
 
@@ -349,7 +292,7 @@ def check_lambda_alarms(template: dict[str, Any]) -> Iterator[Violation]:
         for r in resources.values()
         if r.get("Type") == "AWS::CloudWatch::Alarm" and (r.get("Properties") or {}).get("Namespace") == "AWS/Lambda"
     ]
-    for logical_id in _functions(template):
+    for logical_id in functions(template):
         props = resources[logical_id].get("Properties", {}) or {}
         for metric in LAMBDA_ALARM_METRICS:
             covered = any(
@@ -424,7 +367,7 @@ def _stage(template: dict[str, Any]) -> str | None:
 
 def check_metrics_env(template: dict[str, Any]) -> Iterator[Violation]:
     stage = _stage(template)
-    for logical_id in _functions(template):
+    for logical_id in functions(template):
         variables = ((_function_props(template, logical_id).get("Environment") or {}).get("Variables")) or {}
         if variables.get("POWERTOOLS_METRICS_NAMESPACE") != METRICS_NAMESPACE:
             yield Violation(
@@ -441,22 +384,19 @@ def check_metrics_env(template: dict[str, Any]) -> Iterator[Violation]:
 
 
 def _role_actions(template: dict[str, Any], role: Any) -> set[str]:
-    res = template.get("Resources", {}).get(_ref_target(role) or "", {})
-    actions: set[str] = set()
-    for pol in (res.get("Properties") or {}).get("Policies") or []:
-        for stmt in _as_list((pol.get("PolicyDocument") or {}).get("Statement")):
-            if stmt.get("Effect", "Allow") == "Allow":
-                actions.update(a for a in _as_list(stmt.get("Action")) if isinstance(a, str))
-    return actions
+    role_id = _ref_target(role) or ""
+    only_role = {"Resources": {role_id: template.get("Resources", {}).get(role_id, {})}}
+    allowed = [stmt for _, stmt in statements(only_role) if stmt.get("Effect", "Allow") == "Allow"]
+    return {a for stmt in allowed for a in _as_list(stmt.get("Action")) if isinstance(a, str)}
 
 
 def check_tracing(template: dict[str, Any]) -> Iterator[Violation]:
-    for logical_id in _functions(template):
+    for logical_id in functions(template):
         props = _function_props(template, logical_id)
         active = props.get("Tracing") == "Active" or (props.get("TracingConfig") or {}).get("Mode") == "Active"
         if not active or "Role" not in props:
             continue  # no tracing, or SAM builds the role (and adds the X-Ray policy itself)
-        missing = XRAY_ACTIONS - _role_actions(template, props["Role"])
+        missing = set(XRAY_ACTIONS) - _role_actions(template, props["Role"])
         if missing:
             yield Violation(
                 "tracing-permissions",
@@ -483,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("template", nargs="?", type=Path, default=DEFAULT_TEMPLATE)
     parser.add_argument("--budget", type=int, default=None, help="DB connection budget (default: template Metadata, else 20)")
     args = parser.parse_args(argv)
+    logs.setup()
     if not args.template.exists():
-        print(f"error: {args.template} does not exist; run `make package` first", file=sys.stderr)
+        log.error("%s does not exist; run `make package` first", args.template)
         return 2
     template = json.loads(args.template.read_text())
     violations = check(template, args.budget)

@@ -1,27 +1,12 @@
-"""`make enable-partial-batch STAGE=dev`: post-deploy step for `chalice deploy` users.
+"""`make enable-partial-batch STAGE=dev`: the post-deploy step for `chalice deploy` users.
 
-`chalice deploy` creates the scoring function's SQS event source mapping
-without FunctionResponseTypes (aws/chalice#2029), so Lambda would ignore the
-handler's `batchItemFailures`: one failed message would make the whole batch
-come back (or, worse, be deleted). This sets on that mapping what the
-packaged template (`make package`) sets at deploy time:
-
-  - FunctionResponseTypes = [ReportBatchItemFailures]
-  - ScalingConfig.MaximumConcurrency and MaximumBatchingWindowInSeconds from
-    infra/stages.json (the DB connection budget);
-
-and, because the functions' IAM policies allow writing to their own log group
-but not creating it, creates the four log groups with a 30-day retention if
-they are missing. The same in AWS CLI terms:
-
-    UUID=$(aws lambda list-event-source-mappings --function-name ad-moderation-dev-score \\
-           --query 'EventSourceMappings[0].UUID' --output text)
-    aws lambda update-event-source-mapping --uuid "$UUID" \\
-        --function-response-types ReportBatchItemFailures \\
-        --scaling-config MaximumConcurrency=5 --maximum-batching-window-in-seconds 1
-
-Idempotent; re-run it after every `chalice deploy` (a deploy that recreates
-the mapping drops the setting again). Uses the usual AWS credentials/region.
+`chalice deploy` creates the scoring function's SQS event source mapping without
+FunctionResponseTypes (aws/chalice#2029), so Lambda would ignore the handler's
+`batchItemFailures`. This sets on that mapping what the packaged template sets at deploy time
+(ReportBatchItemFailures, and BatchSize, MaximumBatchingWindowInSeconds and
+ScalingConfig.MaximumConcurrency from infra/stages.json), and creates the functions' log groups
+with their retention: their roles may write to them but not create them. Idempotent; re-run it
+after every `chalice deploy`. The same in AWS CLI terms: docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -30,8 +15,13 @@ import argparse
 import sys
 from typing import Any
 
+import boto3
+
 from infra.package import stage_settings
-from infra.policies import FUNCTIONS, QUEUE, function_name
+from infra.policies import function_name
+from toolkit import logs, names
+
+log = logs.get("enable-partial-batch")
 
 LOG_RETENTION_DAYS = 30
 
@@ -39,14 +29,15 @@ LOG_RETENTION_DAYS = 30
 def enable(stage: str, lambda_client: Any, logs_client: Any) -> list[str]:
     """Apply the settings; return what was done, one line each."""
     settings = stage_settings(stage)
+    queue = names.queues().main
     score = function_name(stage, "score")
     mappings = [
         m
         for m in lambda_client.list_event_source_mappings(FunctionName=score)["EventSourceMappings"]
-        if m["EventSourceArn"].split(":")[-1] == QUEUE
+        if m["EventSourceArn"].split(":")[-1] == queue
     ]
     if not mappings:
-        raise RuntimeError(f"{score} has no event source mapping on queue {QUEUE!r}: run `chalice deploy --stage {stage}` first")
+        raise RuntimeError(f"{score} has no event source mapping on queue {queue!r}: run `chalice deploy --stage {stage}` first")
     done = []
     for m in mappings:
         lambda_client.update_event_source_mapping(
@@ -57,11 +48,11 @@ def enable(stage: str, lambda_client: Any, logs_client: Any) -> list[str]:
             MaximumBatchingWindowInSeconds=int(settings["scoring_batching_window_seconds"]),
         )
         done.append(
-            f"{m['UUID']} ({score} <- {QUEUE}): ReportBatchItemFailures, BatchSize={settings['scoring_batch_size']}, "
+            f"{m['UUID']} ({score} <- {queue}): ReportBatchItemFailures, BatchSize={settings['scoring_batch_size']}, "
             f"MaximumConcurrency={settings['scoring_max_concurrency']}, "
             f"MaximumBatchingWindowInSeconds={settings['scoring_batching_window_seconds']}"
         )
-    for fn in FUNCTIONS:
+    for fn in names.functions():
         group = f"/aws/lambda/{function_name(stage, fn)}"
         existing = logs_client.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
         if not any(g["logGroupName"] == group for g in existing):
@@ -75,13 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.enable_partial_batch", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default="dev")
     args = parser.parse_args(argv)
-    import boto3
-
+    logs.setup()
     try:
         for line in enable(args.stage, boto3.client("lambda"), boto3.client("logs")):
             print(line)
-    except Exception as err:  # noqa: BLE001 - a CLI: print, exit 1
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - a CLI: say what failed, exit 1
+        log.error("%s", err)
         return 1
     return 0
 

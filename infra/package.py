@@ -2,34 +2,13 @@
 
     python -m infra.package --stage dev [--out build/package]
 
-1. Copies `migrations/*.sql` into `chalicelib/migrations_sql/` (git-ignored):
-   only app.py, chalicelib/ and requirements.txt ship, and the `migrate`
-   function applies the migrations during the deploy.
-2. `chalice package --stage STAGE --merge-template infra/resources.json OUT`
-   (Chalice deep-merges the JSON template into the one it generates).
-3. Post-processes OUT/sam.json, for what neither Chalice nor a static merge
-   template can express:
-   - FunctionName of every function, as `chalice deploy` would name it
-     (`ad-moderation-dev`, `ad-moderation-dev-score`, ...), so the IAM
-     policies can name each function's own log group;
-   - the IAM policy ARNs (written with `*` for region/account in
-     .chalice/policy-*.json, see infra/policies.py) become exact: queues ->
-     `Fn::GetAtt <Queue>.Arn`, the secret -> `Ref DatabaseSecretArn`, log groups ->
-     `Fn::Sub arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:...`;
-   - the scoring event source mapping's per-stage BatchSize, batching window
-     and ScalingConfig (MaximumConcurrency), from infra/stages.json (the one
-     place for them: Chalice would take the batch size from app.py);
-   - X-Ray active tracing on every function and on the API stage when the
-     stage's `tracing` is on (the policies get the X-Ray actions from
-     infra/policies.py, which reads the same flag);
-   - the operator dashboard's body: JSON in resources.json, the string
-     CloudFormation wants here (Fn::Join of the text and the Refs/GetAtts of
-     its ${...} placeholders; ${Stage} = this stage);
-   - the hashes of the SQL files and of deployment.zip on the
-     DatabaseMigrations custom resource, so every new package runs the
-     migrations on deploy;
-   - Metadata.AdModeration: stage and DB connection budget (infra/check.py).
-4. Checks that deployment.zip holds exactly the SQL files of migrations/.
+Copies migrations/*.sql into chalicelib/migrations_sql/ (only app.py, chalicelib/ and
+requirements.txt ship, and the `migrate` function needs the SQL), runs `chalice package
+--merge-template infra/resources.json`, then writes into OUT/sam.json what neither Chalice nor a
+static merge template can express (docs/deploy.md, "Build and check"): function names, exact IAM
+ARNs, the scoring mapping's per-stage settings from infra/stages.json, X-Ray tracing, the
+dashboard body, the hashes that re-run the migrations on every new package, and the stage's DB
+connection budget in Metadata.AdModeration (read by infra/check.py).
 """
 
 from __future__ import annotations
@@ -47,22 +26,21 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from infra.policies import APP_NAME, STAGES_FILE, function_name, stage_table
-from toolkit.names import ROOT
+from chalice.utils import to_cfn_resource_name
 
-MIGRATIONS = ROOT / "migrations"
-SHIPPED_MIGRATIONS = ROOT / "chalicelib" / "migrations_sql"
-MERGE_TEMPLATE = ROOT / "infra" / "resources.json"
+from chalicelib.deploy_migrations import MIGRATIONS_DIR as SHIPPED_MIGRATIONS
+from chalicelib.deploy_migrations import migrations_hash
+from infra import check
+from infra.policies import function_name, stage_table
+from toolkit import logs, names
+
+log = logs.get("package")
+
 CHALICE = Path(sys.executable).parent / "chalice"
-DEFAULT_OUT = ROOT / "build" / "package"
-TEMPLATE_NAME = "sam.json"
+DEFAULT_OUT = check.DEFAULT_TEMPLATE.parent
+TEMPLATE_NAME = check.DEFAULT_TEMPLATE.name
 ZIP_NAME = "deployment.zip"
-
-# Chalice's logical ids for the functions of app.py, and their config names.
-FUNCTIONS = {"APIHandler": "api_handler", "Score": "score", "Reconcile": "reconcile", "Migrate": "migrate"}
-SCORING_FUNCTION = "Score"
-SCORING_EVENT = "ScoreSqsEventSource"
-REST_API = "RestAPI"
+REST_API = "RestAPI"  # Chalice's logical id of the API
 SECRET_PARAMETER = "DatabaseSecretArn"  # noqa: S105 - a parameter name, not a secret
 
 
@@ -70,18 +48,24 @@ class PackageError(RuntimeError):
     pass
 
 
+def logical_id(function: str) -> str:
+    """Chalice's logical id of a function of .chalice/config.json (as chalice/package.py names it)."""
+    return "APIHandler" if function == "api_handler" else to_cfn_resource_name(function)
+
+
 def stage_settings(stage: str) -> dict[str, Any]:
     stages = stage_table()
     if stage not in stages:
-        raise PackageError(f"stage {stage!r} has no entry in {STAGES_FILE.relative_to(ROOT)} (known: {', '.join(stages)})")
+        raise PackageError(f"stage {stage!r} has no entry in {names.STAGES_FILE.relative_to(names.ROOT)} "
+                           f"(known: {', '.join(stages)})")
     return dict(stages[stage])
 
 
 def sync_migrations() -> list[str]:
     """Mirror migrations/*.sql into chalicelib/migrations_sql/; return the file names."""
-    sources = sorted(MIGRATIONS.glob("*.sql"))
+    sources = sorted(names.MIGRATIONS_DIR.glob("*.sql"))
     if not sources:
-        raise PackageError(f"no SQL files in {MIGRATIONS}")
+        raise PackageError(f"no SQL files in {names.MIGRATIONS_DIR}")
     SHIPPED_MIGRATIONS.mkdir(exist_ok=True)
     wanted = {p.name for p in sources}
     for stale in SHIPPED_MIGRATIONS.iterdir():
@@ -101,58 +85,38 @@ def run_chalice_package(stage: str, out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
     # Chalice wants a region even though the template only uses ${AWS::Region}.
-    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    cmd = [str(CHALICE), "package", "--stage", stage, "--merge-template", str(MERGE_TEMPLATE), str(out)]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    env = {"AWS_DEFAULT_REGION": names.REGION, **os.environ}
+    cmd = [str(CHALICE), "package", "--stage", stage, "--merge-template", str(names.RESOURCES_FILE), str(out)]
+    result = subprocess.run(cmd, cwd=names.ROOT, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise PackageError(f"`{' '.join(cmd)}` failed:\n{result.stdout}{result.stderr}")
 
 
-def _exact_arn(arn: str, template: dict[str, Any]) -> Any:
+def _exact_arn(arn: str, resources: dict[str, Any]) -> Any:
     """The template expression for a policy ARN written with `*` region/account."""
-    prefix = "arn:aws:"
-    if not arn.startswith(prefix):
+    if not arn.startswith("arn:aws:"):
         return arn
-    service, region, account, rest = arn[len(prefix) :].split(":", 3)
+    service, region, account, rest = arn.removeprefix("arn:aws:").split(":", 3)
     if (region, account) != ("*", "*"):
         return arn
     if service == "sqs":
-        for logical_id, res in template["Resources"].items():
-            if res.get("Type") == "AWS::SQS::Queue" and res["Properties"].get("QueueName") == rest:
-                return {"Fn::GetAtt": [logical_id, "Arn"]}
-        raise PackageError(f"policy names queue {rest!r}, which the template does not define")
+        queue = check.queue_by_name(resources, rest)
+        if queue is None:
+            raise PackageError(f"policy names queue {rest!r}, which the template does not define")
+        return {"Fn::GetAtt": [queue, "Arn"]}
     if service == "secretsmanager":
         return {"Ref": SECRET_PARAMETER}
     return {"Fn::Sub": f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{rest}"}
 
 
-def _queue_name(queue: Any) -> str:
-    arn = queue.get("Fn::Sub") if isinstance(queue, dict) else queue
-    if not isinstance(arn, str) or ":sqs:" not in arn:
-        raise PackageError(f"unexpected Queue of the scoring event source: {queue!r}")
-    return arn.rsplit(":", 1)[1]
-
-
 def render_policies(template: dict[str, Any]) -> None:
-    for res in template["Resources"].values():
-        if res.get("Type") != "AWS::IAM::Role":
-            continue
-        for pol in res["Properties"].get("Policies", []):
-            for stmt in pol["PolicyDocument"]["Statement"]:
-                resources = stmt.get("Resource")
-                if isinstance(resources, str):
-                    stmt["Resource"] = _exact_arn(resources, template)
-                elif isinstance(resources, list):
-                    stmt["Resource"] = [_exact_arn(r, template) if isinstance(r, str) else r for r in resources]
-
-
-def enable_tracing(resources: dict[str, Any]) -> None:
-    """X-Ray active tracing: Lambda records a segment per invocation, API Gateway one per request."""
-    for logical_id in FUNCTIONS:
-        resources[logical_id]["Properties"]["Tracing"] = "Active"
-    resources[REST_API]["Properties"]["TracingEnabled"] = True
+    for _, stmt in check.statements(template):
+        resource = stmt.get("Resource")
+        if isinstance(resource, str):
+            stmt["Resource"] = _exact_arn(resource, template["Resources"])
+        elif isinstance(resource, list):
+            stmt["Resource"] = [_exact_arn(r, template["Resources"]) if isinstance(r, str) else r for r in resource]
 
 
 # ${Name} or ${Name.Attribute} in a dashboard body: a resource or pseudo parameter
@@ -204,44 +168,41 @@ def render_dashboards(resources: dict[str, Any], stage: str) -> None:
             res["Properties"]["DashboardBody"] = _dashboard_join(text, stage, resources)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def post_process(template: dict[str, Any], stage: str, settings: dict[str, Any], zip_path: Path) -> None:
-    from chalicelib.deploy_migrations import migrations_hash
-
     resources = template["Resources"]
-    for logical_id, name in FUNCTIONS.items():
-        if logical_id not in resources:
-            raise PackageError(f"Chalice generated no {logical_id} function: did app.py change?")
-        resources[logical_id]["Properties"]["FunctionName"] = function_name(stage, name)
+    for function in names.functions():
+        if logical_id(function) not in resources:
+            raise PackageError(f"Chalice generated no {logical_id(function)} function: did app.py change?")
+        resources[logical_id(function)]["Properties"]["FunctionName"] = function_name(stage, function)
     render_policies(template)
 
-    event = resources[SCORING_FUNCTION]["Properties"]["Events"][SCORING_EVENT]["Properties"]
-    # Chalice names the queue with Fn::Sub (no dependency on the queue
-    # resource, so CloudFormation could create the mapping first). A GetAtt
-    # orders them; it is set here because a merge template's intrinsic would
-    # be deep-merged INTO Chalice's dict, giving {"Fn::Sub": .., "Fn::GetAtt": ..}.
-    event["Queue"] = _exact_arn(f"arn:aws:sqs:*:*:{_queue_name(event['Queue'])}", template)
+    # The scoring function's event (the one SQS event source of app.py). Chalice names the queue
+    # with Fn::Sub (no dependency on the queue resource, so CloudFormation could create the
+    # mapping first). A GetAtt orders them; it is set here because a merge template's intrinsic
+    # would be deep-merged INTO Chalice's dict, giving {"Fn::Sub": .., "Fn::GetAtt": ..}.
+    [scoring] = check.sqs_mappings(template)
+    if scoring.queue is None:
+        raise PackageError(f"{scoring.name} consumes a queue the template does not define")
+    event = scoring.properties
+    event["Queue"] = {"Fn::GetAtt": [scoring.queue, "Arn"]}
     event["BatchSize"] = int(settings["scoring_batch_size"])
     event["MaximumBatchingWindowInSeconds"] = int(settings["scoring_batching_window_seconds"])
     event["ScalingConfig"] = {"MaximumConcurrency": int(settings["scoring_max_concurrency"])}
     if settings.get("tracing"):
-        enable_tracing(resources)
+        # X-Ray active tracing: Lambda records a segment per invocation, API Gateway one per request.
+        for function in check.functions(template):
+            resources[function]["Properties"]["Tracing"] = "Active"
+        resources[REST_API]["Properties"]["TracingEnabled"] = True
     render_dashboards(resources, stage)
 
     props = resources["DatabaseMigrations"]["Properties"]
     props["MigrationsHash"] = migrations_hash(SHIPPED_MIGRATIONS)
-    props["PackageHash"] = sha256_file(zip_path)
+    with open(zip_path, "rb") as zipped:
+        props["PackageHash"] = hashlib.file_digest(zipped, "sha256").hexdigest()
 
     template.setdefault("Metadata", {})["AdModeration"] = {
         "Stage": stage,
-        "App": APP_NAME,
+        "App": names.APP_NAME,
         "DbConnectionBudget": int(settings["db_connection_budget"]),
         "Comment": "DbConnectionBudget: most PostgreSQL connections this stage may hold "
         "(infra/stages.json, checked by infra/check.py)",
@@ -256,7 +217,7 @@ def verify_zip(zip_path: Path, expected: list[str]) -> None:
     if sorted(shipped) != expected:
         raise PackageError(f"{zip_path} ships migrations {sorted(shipped)}, expected {expected}")
     for name, data in shipped.items():
-        if data != (MIGRATIONS / name).read_bytes():
+        if data != (names.MIGRATIONS_DIR / name).read_bytes():
             raise PackageError(f"{zip_path}: chalicelib/migrations_sql/{name} differs from migrations/{name}")
 
 
@@ -282,6 +243,7 @@ def package(stage: str, out: Path = DEFAULT_OUT) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logs.setup()
     parser = argparse.ArgumentParser(prog="python -m infra.package", description="Build the deployable template + zip.")
     parser.add_argument("--stage", default="dev")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -289,13 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = package(args.stage, args.out.resolve())
     except PackageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        log.error("%s", err)
         return 1
     print(
-        f"packaged stage {info['stage']} in {info['seconds']:.1f} s:\n"
-        f"  {info['template'].relative_to(ROOT) if info['template'].is_relative_to(ROOT) else info['template']}\n"
-        f"  {info['zip'].relative_to(ROOT) if info['zip'].is_relative_to(ROOT) else info['zip']}"
-        f"  {info['zip_bytes'] / 1e6:.1f} MB (limit 50 MB zipped / 250 MB unzipped)\n"
+        f"packaged stage {info['stage']} in {info['seconds']:.1f} s:\n  {info['template']}\n"
+        f"  {info['zip']}  {info['zip_bytes'] / 1e6:.1f} MB (limit 50 MB zipped / 250 MB unzipped)\n"
         f"  migrations shipped: {', '.join(info['migrations'])}"
     )
     return 0

@@ -1,26 +1,18 @@
 """The least-privilege IAM policy of every function, per stage: .chalice/policy-<stage>-<function>.json.
 
-Chalice reads those files (`autogen_policy: false`, `iam_policy_file` per
-function in .chalice/config.json) for both `chalice deploy` and `chalice
-package`. They are generated from the table below so that the 4 functions x 2
-stages stay consistent; the files are committed, and a unit test fails when
-they drift from this table.
+Chalice reads those files (`autogen_policy: false`, `iam_policy_file` per function in
+.chalice/config.json) for both `chalice deploy` and `chalice package`. They are generated from
+SQS_ACTIONS below and committed; a unit test fails when they drift from it.
 
     python -m infra.policies          # rewrite the files
     python -m infra.policies --check  # exit 1 if a file differs
 
-Chalice policy files cannot hold CloudFormation intrinsics, so the ARNs here
-use `*` for the region and the account (never for an action, never a bare
-`"Resource": "*"` for an action that can name its resource). That is what
-`chalice deploy` users get. `make package` (infra/package.py) rewrites each of
-them in the template to the exact ARN: `Fn::Sub` with
-`${AWS::Region}`/`${AWS::AccountId}`, the queue's `Fn::GetAtt`, and the
-`DatabaseSecretArn` parameter.
-
-A stage with `"tracing": true` in infra/stages.json also gets the two X-Ray
-actions Lambda's active tracing needs. They cannot name a resource, so theirs
-is the one `"Resource": "*"`; stages without tracing don't get them at all.
+Chalice policy files cannot hold CloudFormation intrinsics, so their ARNs have `*` for the
+region and the account (never for an action or a whole resource); `make package` makes them
+exact in the template. A stage with `"tracing": true` in infra/stages.json also gets the two
+X-Ray actions, which cannot name a resource (the one `"Resource": "*"`).
 """
+
 
 from __future__ import annotations
 
@@ -30,18 +22,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from toolkit.names import ROOT
+from toolkit import logs, names
 
-CHALICE_DIR = ROOT / ".chalice"
-STAGES_FILE = ROOT / "infra" / "stages.json"
-APP_NAME = "ad-moderation"
-STAGES = ("dev", "prod")
-QUEUE = "moderation"
-DLQ = "moderation_dlq"
+log = logs.get("policies")
 
-# What each function calls (see chalicelib/queue.py). The scoring function's
-# role is also what Lambda's event source mapping polls with, hence
-# Receive/Delete/GetQueueAttributes on the main queue.
+QUEUE, DLQ = names.queues().main, names.queues().dlq
+
+# What each function calls (see chalicelib/queue.py); every function of .chalice/config.json
+# needs an entry. The scoring function's role is also what Lambda's event source mapping polls
+# with, hence Receive/Delete/GetQueueAttributes on the main queue.
 SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
     # submit -> SendMessageBatch; /health -> GetQueueAttributes on both queues
     "api_handler": {
@@ -50,13 +39,8 @@ SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
     },
     # event source mapping + backoff (ChangeMessageVisibilityBatch) + envelopes to the DLQ
     "score": {
-        QUEUE: [
-            "sqs:ChangeMessageVisibility",
-            "sqs:DeleteMessage",
-            "sqs:GetQueueAttributes",
-            "sqs:GetQueueUrl",
-            "sqs:ReceiveMessage",
-        ],
+        QUEUE: ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage"],
         DLQ: ["sqs:GetQueueUrl", "sqs:SendMessage"],
     },
     # re-sends tasks whose send was lost
@@ -64,7 +48,6 @@ SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
     # only the database
     "migrate": {},
 }
-FUNCTIONS = tuple(SQS_ACTIONS)
 # What Lambda's active tracing sends the function's segments with
 # (AWSXRayDaemonWriteAccess minus the sampling reads, which only the SDK uses).
 XRAY_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
@@ -72,7 +55,11 @@ XRAY_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
 
 def stage_table() -> dict[str, dict[str, Any]]:
     """infra/stages.json without its `_comment` keys: the per-stage deployment settings."""
-    return {k: v for k, v in json.loads(STAGES_FILE.read_text()).items() if not k.startswith("_")}
+    return {k: v for k, v in json.loads(names.STAGES_FILE.read_text()).items() if not k.startswith("_")}
+
+
+# The deployable stages (.chalice/config.json also has `local`, for chalice local).
+STAGES = tuple(stage_table())
 
 
 def tracing_enabled(stage: str) -> bool:
@@ -81,16 +68,16 @@ def tracing_enabled(stage: str) -> bool:
 
 def function_name(stage: str, function: str) -> str:
     """The Lambda function name, as `chalice deploy` names it (infra/package.py uses the same)."""
-    return f"{APP_NAME}-{stage}" if function == "api_handler" else f"{APP_NAME}-{stage}-{function}"
+    return f"{names.APP_NAME}-{stage}" if function == "api_handler" else f"{names.APP_NAME}-{stage}-{function}"
 
 
 def secret_name(stage: str) -> str:
     """Name of the Secrets Manager secret that holds the database URL."""
-    return f"{APP_NAME}/{stage}/database"
+    return f"{names.APP_NAME}/{stage}/database"
 
 
 def policy_file(stage: str, function: str) -> Path:
-    return CHALICE_DIR / f"policy-{stage}-{function}.json"
+    return names.CHALICE_DIR / f"policy-{stage}-{function}.json"
 
 
 def policy(stage: str, function: str) -> dict[str, Any]:
@@ -126,24 +113,23 @@ def render(stage: str, function: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logs.setup()
     parser = argparse.ArgumentParser(prog="python -m infra.policies", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed file differs")
     args = parser.parse_args(argv)
     stale = []
     for stage in STAGES:
-        for function in FUNCTIONS:
-            path = policy_file(stage, function)
-            text = render(stage, function)
-            current = path.read_text() if path.exists() else None
-            if current == text:
+        for function in names.functions():
+            path, text = policy_file(stage, function), render(stage, function)
+            if path.exists() and path.read_text() == text:
                 continue
             if args.check:
-                stale.append(path.relative_to(ROOT))
+                stale.append(str(path.relative_to(names.ROOT)))
             else:
                 path.write_text(text)
-                print(f"wrote {path.relative_to(ROOT)}")
+                log.info("wrote %s", path.relative_to(names.ROOT))
     if stale:
-        print("out of date (run `python -m infra.policies`): " + ", ".join(map(str, stale)), file=sys.stderr)
+        log.error("out of date (run `python -m infra.policies`): %s", ", ".join(stale))
         return 1
     return 0
 

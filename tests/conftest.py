@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 
 from tests.helpers import free_port
-from toolkit.names import LOCAL_CREDENTIALS
+from toolkit.names import LOCAL_CREDENTIALS, REGION
 
 # Local credentials only; no test ever talks to AWS.
 for _k, _v in LOCAL_CREDENTIALS.items():
@@ -80,7 +80,7 @@ def sqs() -> Iterator[object]:
 
     saved = os.environ.pop("AWS_ENDPOINT_URL", None)
     with mock_aws():
-        client = boto3.client("sqs", region_name="us-east-1")
+        client = boto3.client("sqs", region_name=REGION)
         ensure_queues(client)
         yield client
     if saved is not None:

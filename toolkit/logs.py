@@ -18,8 +18,8 @@ _VERBOSE_FORMAT = "%(asctime)s %(name)s %(threadName)s %(levelname)s %(message)s
 def setup(*, verbose: bool = False, level: int = logging.INFO) -> None:
     """Configure the root logger once per process; later calls are no-ops."""
     logging.basicConfig(stream=sys.stderr, level=level, format=_VERBOSE_FORMAT if verbose else _FORMAT)
-    # botocore logs a line per client at INFO ("Found credentials ..."): noise here.
-    for noisy in ("botocore", "boto3", "urllib3"):
+    # Libraries' INFO lines (botocore's "Found credentials ...", yoyo's every migration step): noise here.
+    for noisy in ("botocore", "boto3", "urllib3", "yoyo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

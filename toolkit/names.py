@@ -1,27 +1,26 @@
-"""Every name the tooling shares, defined once: paths, ports, endpoints,
-local credentials, queues and functions.
+"""Every name the tooling shares, defined once: paths, ports, endpoints, local
+credentials, queues and functions.
 
-Queue names are read from infra/resources.json (the template CloudFormation
-applies) and function names from .chalice/config.json, so neither is typed
-in Python; the shipped app's own defaults live in chalicelib/config.py, and a
-test checks the two agree and that no second literal copy appears anywhere
-(tests/unit/test_names.py).
-
-Two local stacks can run side by side and must never share a queue: `make
-run` uses the RUN_* ports, `make deploy-localstack` the DEPLOY_* ones. A
-deployed event source mapping on make run's LocalStack would otherwise
+Queue names come from infra/resources.json (the template CloudFormation applies),
+function names from .chalice/config.json; the shipped app's own defaults live in
+chalicelib/config.py. tests/unit/test_names.py checks the two agree and finds any
+second literal copy. `make run` uses the RUN_* ports, `make deploy-localstack` the
+DEPLOY_* ones: a deployed event source mapping on make run's LocalStack would
 consume make run's queue.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = ROOT / ".local"  # embedded database, LocalStack state, logs (git-ignored)
+LOCALSTACK_VENV = ROOT / ".venv-localstack"  # LocalStack's own Python 3.13 (git-ignored)
 BUILD_DIR = ROOT / "build"
 MIGRATIONS_DIR = ROOT / "migrations"
 RESOURCES_FILE = ROOT / "infra" / "resources.json"
@@ -43,11 +42,7 @@ DATABASE = "moderation"
 PG_SUPERUSER = "postgres"
 REGION = "us-east-1"
 # LocalStack accepts any credentials; these are the conventional ones. Never real.
-LOCAL_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": REGION,
-}
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION}
 # The account id LocalStack and moto report.
 LOCAL_ACCOUNT_ID = "000000000000"
 
@@ -72,15 +67,19 @@ class Queues:
 
 
 @cache
-def queues() -> Queues:
-    """The queue names of infra/resources.json: the main queue is the one
-    with a RedrivePolicy, the DLQ its target."""
+def queue_resources() -> dict[str, dict[str, Any]]:
+    """Logical id -> Properties of every AWS::SQS::Queue of infra/resources.json, DLQs first."""
     resources = json.loads(RESOURCES_FILE.read_text())["Resources"]
-    sqs = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::SQS::Queue"}
-    [(main_id, main)] = [(k, p) for k, p in sqs.items() if "RedrivePolicy" in p]
-    dlq_id = main["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
-    assert dlq_id != main_id
-    return Queues(main=main["QueueName"], dlq=sqs[dlq_id]["QueueName"])
+    queues = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::SQS::Queue"}
+    return dict(sorted(queues.items(), key=lambda kv: "RedrivePolicy" in kv[1]))
+
+
+@cache
+def queues() -> Queues:
+    """The queue names: the main queue is the one with a RedrivePolicy, the DLQ its target."""
+    sqs = queue_resources()
+    [main] = [p for p in sqs.values() if "RedrivePolicy" in p]
+    return Queues(main=main["QueueName"], dlq=sqs[main["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]]["QueueName"])
 
 
 @cache
@@ -93,3 +92,9 @@ def functions() -> tuple[str, ...]:
 def local_aws_env(endpoint_url: str) -> dict[str, str]:
     """The environment a process needs to talk to a local AWS endpoint."""
     return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint_url}
+
+
+def state_dir() -> Path:
+    """Where a local stack keeps its state: LOCAL_STATE_DIR, so a test can run a second
+    stack beside a developer's, else .local/."""
+    return Path(os.environ.get("LOCAL_STATE_DIR") or LOCAL_DIR)

@@ -57,12 +57,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from chalicelib.features import AdFeatures
+from chalicelib.model import ARTIFACT_FORMAT, DEFAULT_MODEL_PATH
 from training.dataset import GeneratedAd, generate_ads
 
-ARTIFACT_FORMAT = 1
 DEFAULT_N = 6000
 DEFAULT_SEED = 42
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "chalicelib" / "artifacts" / "model.json"
 
 # Everything that shapes the model besides the data. Recorded in the artifact and hashed.
 PARAMS: dict[str, Any] = {
@@ -226,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of generated ads")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="dataset and split seed")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="artifact path")
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH, help="artifact path")
     args = parser.parse_args(argv)
 
     pipeline, heldout = fit(args.n, args.seed)

@@ -2,6 +2,6 @@
 
 - locustfile.py: the simulated clients (run by locust, in its own process:
   locust monkeypatches the standard library with gevent);
-- run.py: starts locust, then drains every submitted task over HTTP, reports;
+- run.py: starts locust, reports;
 - report.py: the figures (pure functions, no locust import).
 """

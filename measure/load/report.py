@@ -1,22 +1,22 @@
 """The figures of a load run, from what the clients recorded: pure functions.
 
 Kept free of locust (which monkeypatches the standard library with gevent on
-import) so that run.py and the tests can use it in an ordinary process.
+import) so that run.py, the bench and the tests can use it in an ordinary process.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from toolkit import stats
+
 TERMINAL = ("completed", "failed")
 # Request kinds, in report order: the load phase (each client's first request,
-# then submits and polls), then the drain's polls.
-KINDS = ("connect", "submit", "poll", "drain")
+# then submits and polls), then the polls once every submit is answered.
 KIND_LABELS = {
     "connect": "GET  /health (each client's first: connects)",
     "submit": "POST /moderation/async_predict",
@@ -30,9 +30,7 @@ MAX_ERROR_EXAMPLES = 20
 def parse_items(spec: str) -> list[int]:
     """Item ids from "1-300", "7" or "1-20,25,40-45"."""
     ids: list[int] = []
-    for part in spec.replace(" ", "").split(","):
-        if not part:
-            continue
+    for part in filter(None, spec.replace(" ", "").split(",")):
         low, sep, high = part.partition("-")
         try:
             first, last = int(low), int(high) if sep else int(low)
@@ -46,25 +44,9 @@ def parse_items(spec: str) -> list[int]:
     return ids
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile: a value that was really observed."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def latency_summary(values: Sequence[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
-    return {
-        "count": len(values),
-        "p50_ms": round(percentile(values, 50), 1),
-        "p95_ms": round(percentile(values, 95), 1),
-        "p99_ms": round(percentile(values, 99), 1),
-        "max_ms": round(max(values), 1),
-    }
+def latency(values: Sequence[float]) -> dict[str, float | None]:
+    """count, then min_ms, p50_ms, p95_ms, p99_ms, max_ms (0.1 ms)."""
+    return {k if k == "count" else f"{k}_ms": v for k, v in stats.summary(values, ndigits=1).items()}
 
 
 @dataclass(frozen=True)
@@ -76,21 +58,17 @@ class Sample:
     ms: float
     start: float  # epoch seconds
 
-    @property
-    def end(self) -> float:
-        return self.start + self.ms / 1000
-
 
 @dataclass
 class Recording:
-    """Everything the clients saw: the load phase (locust), then the drain."""
+    """Everything the clients saw (the JSON locustfile.Recorder writes)."""
 
     submits_planned: int
     submits_sent: int = 0
     samples: list[Sample] = field(default_factory=list)
     # Responses >= 500 and requests without a response: kind, status, detail.
     errors: list[dict[str, Any]] = field(default_factory=list)
-    # Accepted task id -> its latest result body (None: never read yet).
+    # Accepted task id -> its latest result body (None: never read).
     tasks: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     # 202 answers without a task id: the API broke its contract.
     bad_bodies: int = 0
@@ -98,18 +76,15 @@ class Recording:
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> Recording:
-        """The JSON the locustfile writes (see locustfile.Recorder.dump)."""
         return cls(
             submits_planned=int(raw["submits_planned"]),
             submits_sent=int(raw["submits_sent"]),
             samples=[Sample(str(k), int(s), float(ms), float(t)) for k, s, ms, t in raw["samples"]],
             errors=list(raw["errors"]),
             tasks={int(k): v for k, v in raw["tasks"].items()},
-            bad_bodies=int(raw.get("bad_bodies", 0)),
+            bad_bodies=int(raw["bad_bodies"]),
+            drain_seconds=float(raw["drain_seconds"]),
         )
-
-    def not_terminal(self) -> list[int]:
-        return sorted(t for t, body in self.tasks.items() if not is_terminal(body))
 
 
 def is_terminal(body: dict[str, Any] | None) -> bool:
@@ -129,20 +104,13 @@ def task_figures(tasks: dict[int, dict[str, Any] | None]) -> dict[str, Any]:
     Both ends come from the server (created_at at insert, processed_at at the
     verdict), so client clocks and polling intervals do not enter the figures.
     """
-    outcomes = Counter(body.get("status") if body else None for body in tasks.values())
-    latencies, created, processed = [], [], []
-    for body in tasks.values():
-        if not is_terminal(body):
-            continue
-        assert body is not None  # for mypy: is_terminal checked it
-        start, end = _timestamp(body.get("created_at")), _timestamp(body.get("processed_at"))
-        if start:
-            created.append(start)
-        if end:
-            processed.append(end)
-        if start and end and body["status"] == "completed":
-            latencies.append((end - start).total_seconds() * 1000)
-    not_terminal = sorted(t for t, body in tasks.items() if not is_terminal(body))
+    done = {t: body for t, body in tasks.items() if body is not None and is_terminal(body)}
+    created = [c for body in done.values() if (c := _timestamp(body.get("created_at")))]
+    processed = [p for body in done.values() if (p := _timestamp(body.get("processed_at")))]
+    latencies = [(end - start).total_seconds() * 1000 for body in done.values() if body["status"] == "completed"
+                 and (start := _timestamp(body.get("created_at"))) and (end := _timestamp(body.get("processed_at")))]
+    not_terminal = sorted(set(tasks) - set(done))
+    outcomes = Counter(body["status"] for body in done.values())
     all_done = bool(tasks) and not not_terminal and len(created) == len(processed) == len(tasks)
     span = (max(processed) - min(created)).total_seconds() if all_done else None
     return {
@@ -151,36 +119,10 @@ def task_figures(tasks: dict[int, dict[str, Any] | None]) -> dict[str, Any]:
         "failed": outcomes["failed"],
         "not_terminal": len(not_terminal),
         "not_terminal_ids": not_terminal[:50],
-        "submit_to_completed": latency_summary(latencies),
+        "submit_to_completed": latency(latencies),
         # None unless every accepted task is terminal: a partial figure would flatter.
         "first_submit_to_last_terminal_s": round(span, 3) if span is not None else None,
         "tasks_per_s": round(len(tasks) / span, 1) if span else None,
-    }
-
-
-def request_figures(samples: Iterable[Sample]) -> dict[str, Any]:
-    by_kind: dict[str, list[Sample]] = {k: [] for k in KINDS}
-    for s in samples:
-        by_kind.setdefault(s.kind, []).append(s)
-    per_kind = {}
-    for kind, group in by_kind.items():
-        figures: dict[str, Any] = latency_summary([s.ms for s in group])
-        figures["statuses"] = _status_counts(group)
-        per_kind[kind] = figures
-    load = [s for kind, group in by_kind.items() if kind != "drain" for s in group]
-    load_span = (max(s.end for s in load) - min(s.start for s in load)) if load else 0.0
-    everything = [s for group in by_kind.values() for s in group]
-    return {
-        "load_phase": {
-            "requests": len(load),
-            "duration_s": round(load_span, 3),
-            "req_per_s": round(len(load) / load_span, 1) if load_span else None,
-        },
-        "requests_total": len(everything),
-        "by_kind": per_kind,
-        "status_counts": _status_counts(everything),
-        "responses_5xx": sum(1 for s in everything if s.status >= 500),
-        "no_response": sum(1 for s in everything if s.status == 0),
     }
 
 
@@ -189,25 +131,36 @@ def _status_counts(samples: Iterable[Sample]) -> dict[str, int]:
     return {("no response" if code == 0 else str(code)): n for code, n in sorted(counts.items())}
 
 
+def request_figures(samples: Sequence[Sample]) -> dict[str, Any]:
+    by_kind = {kind: [s for s in samples if s.kind == kind] for kind in [*KIND_LABELS, *{s.kind for s in samples}]}
+    load = [s for s in samples if s.kind != "drain"]
+    span = (max(s.start + s.ms / 1000 for s in load) - min(s.start for s in load)) if load else 0.0
+    return {
+        "load_phase": {"requests": len(load), "duration_s": round(span, 3),
+                       "req_per_s": round(len(load) / span, 1) if span else None},
+        "requests_total": len(samples),
+        "by_kind": {kind: {**latency([s.ms for s in group]), "statuses": _status_counts(group)}
+                    for kind, group in by_kind.items()},
+        "status_counts": _status_counts(samples),
+        "responses_5xx": sum(1 for s in samples if s.status >= 500),
+        "no_response": sum(1 for s in samples if s.status == 0),
+    }
+
+
 def summarise(rec: Recording, config: dict[str, Any]) -> dict[str, Any]:
     """The results document (build/load/results.json); "ok" is the exit status."""
     requests = request_figures(rec.samples)
     tasks = task_figures(rec.tasks)
-    requests["load_phase"]["submits_planned"] = rec.submits_planned
-    requests["load_phase"]["submits_sent"] = rec.submits_sent
-    problems = []
-    if requests["responses_5xx"]:
-        problems.append(f"{requests['responses_5xx']} responses >= 500")
-    if requests["no_response"]:
-        problems.append(f"{requests['no_response']} requests got no response (connection error or timeout)")
-    if tasks["not_terminal"]:
-        problems.append(f"{tasks['not_terminal']} accepted tasks did not reach completed/failed")
-    if rec.submits_sent < rec.submits_planned:
-        problems.append(f"only {rec.submits_sent} of {rec.submits_planned} submits were sent (time limit)")
-    if not tasks["accepted"]:
-        problems.append("no submit was accepted (wrong URL, item ids or API key?)")
-    if rec.bad_bodies:
-        problems.append(f"{rec.bad_bodies} submits answered 202 without a task_id")
+    requests["load_phase"].update(submits_planned=rec.submits_planned, submits_sent=rec.submits_sent)
+    problems = [text for count, text in [
+        (requests["responses_5xx"], f"{requests['responses_5xx']} responses >= 500"),
+        (requests["no_response"], f"{requests['no_response']} requests got no response (connection error or timeout)"),
+        (tasks["not_terminal"], f"{tasks['not_terminal']} accepted tasks did not reach completed/failed"),
+        (rec.submits_sent < rec.submits_planned,
+         f"only {rec.submits_sent} of {rec.submits_planned} submits were sent (time limit)"),
+        (not tasks["accepted"], "no submit was accepted (wrong URL, item ids or API key?)"),
+        (rec.bad_bodies, f"{rec.bad_bodies} submits answered 202 without a task_id"),
+    ] if count]
     return {
         "ok": not problems,
         "problems": problems,
@@ -219,36 +172,34 @@ def summarise(rec: Recording, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ms(value: Any) -> str:
-    return "      -" if value is None else f"{value:7.1f}"
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def format_report(results: dict[str, Any]) -> str:
     """The human-readable report; the same figures as the JSON."""
-    load, tasks = results["load_phase"], results["tasks"]
-    cfg = results["config"]
+    load, tasks, cfg, drain = results["load_phase"], results["tasks"], results["config"], results["drain_phase"]
     lines = [
         "",
         f"load test: {cfg['users']} clients, {load['submits_sent']}/{load['submits_planned']} submits, "
         f"items {cfg['items']}, against {cfg['url']}",
         f"load phase   {load['requests']} requests in {load['duration_s']:.1f} s = {load['req_per_s'] or 0:.1f} req/s; "
-        f"drain {results['drain_phase']['requests']} polls in "
-        f"{results['drain_phase']['duration_s']:.1f} s",
+        f"drain {drain['requests']} polls in {drain['duration_s']:.1f} s",
         "",
         f"  {'request':50} {'count':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses",
     ]
     for kind, fig in results["by_kind"].items():
         statuses = ", ".join(f"{code}: {n}" for code, n in fig["statuses"].items()) or "-"
-        lines.append(f"  {KIND_LABELS.get(kind, kind):50} {fig['count']:6d} {_ms(fig['p50_ms']):>8} "
-                     f"{_ms(fig['p95_ms']):>8} {_ms(fig['p99_ms']):>8} {_ms(fig['max_ms']):>8}  {statuses}")
+        figures = "".join(f" {_ms(fig[k]):>8}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
+        lines.append(f"  {KIND_LABELS.get(kind, kind):50} {fig['count']:6d}{figures}  {statuses}")
     lines.append("  status counts: " + ", ".join(f"{code}: {n}" for code, n in results["status_counts"].items()))
     lat = tasks["submit_to_completed"]
     lines += [
         "",
         f"tasks        accepted {tasks['accepted']}, completed {tasks['completed']}, failed {tasks['failed']}, "
         f"not terminal {tasks['not_terminal']}",
-        f"submit -> completed (server created_at -> processed_at): p50 {_ms(lat['p50_ms']).strip()} ms, "
-        f"p95 {_ms(lat['p95_ms']).strip()} ms, p99 {_ms(lat['p99_ms']).strip()} ms, max {_ms(lat['max_ms']).strip()} ms",
+        "submit -> completed (server created_at -> processed_at): "
+        + ", ".join(f"{k} {_ms(lat[f'{k}_ms'])} ms" for k in ("p50", "p95", "p99", "max")),
     ]
     if tasks["tasks_per_s"] is not None:
         lines.append(f"end to end   {tasks['tasks_per_s']:.1f} tasks/s ({tasks['accepted']} accepted tasks, first submit "
@@ -257,8 +208,7 @@ def format_report(results: dict[str, Any]) -> str:
         why = "no task was accepted" if not tasks["accepted"] else "not every accepted task is terminal"
         lines.append(f"end to end   - tasks/s ({why})")
     lines += _loud_errors(results)
-    lines.append("")
-    lines.append("OK" if results["ok"] else "FAILED: " + "; ".join(results["problems"]))
+    lines += ["", "OK" if results["ok"] else "FAILED: " + "; ".join(results["problems"])]
     return "\n".join(lines)
 
 
@@ -269,9 +219,8 @@ def _loud_errors(results: dict[str, Any]) -> list[str]:
         return []
     codes = {c: n for c, n in results["status_counts"].items() if c == "no response" or int(c) >= 500}
     lines = ["", "!" * 100, f"!!! {bad} REQUESTS FAILED ON THE SERVER SIDE: " + ", ".join(f"{c}: {n}" for c, n in codes.items())]
-    for err in results["server_errors"][:10]:
-        lines.append(f"!!!   {err['kind']} -> {err['status'] or 'no response'}: {str(err['detail'])[:200]}")
+    lines += [f"!!!   {e['kind']} -> {e['status'] or 'no response'}: {str(e['detail'])[:200]}"
+              for e in results["server_errors"][:10]]
     if len(results["server_errors"]) > 10:
         lines.append(f"!!!   ... (up to {MAX_ERROR_EXAMPLES} examples in the JSON results)")
-    lines.append("!" * 100)
-    return lines
+    return [*lines, "!" * 100]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from e2e.test_deployed import Deployed, deployed  # noqa: F401 - the fixture
 
 from tests.contract.contract_fuzz import run
+from tests.e2e.test_deployed import Deployed, deployed  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
 # API Gateway's usage plan allows 20 requests/s (burst 40); stay under it.

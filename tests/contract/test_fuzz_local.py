@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e.e2e_stack import Stack, make_run
 
 from tests.contract.contract_fuzz import CHALICE_LOCAL, run
+from tests.e2e.e2e_stack import Stack, make_run
 
 pytestmark = pytest.mark.e2e
 

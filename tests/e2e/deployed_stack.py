@@ -12,7 +12,8 @@ and test_load.py.
 
 from __future__ import annotations
 
-import sys
+import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +22,22 @@ from typing import Any
 
 import psycopg2
 import pytest
+import urllib3
 
 from infra import deploy_localstack as dl
 from tests.helpers import free_port
+from toolkit import names
+
+
+def http_json(method: str, url: str, *, api_key: str | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """Status and JSON body (or text) of one request, with the x-api-key header if given."""
+    headers = {"Content-Type": "application/json", **({"x-api-key": api_key} if api_key else {})}
+    body = b"" if method == "POST" else None
+    resp = urllib3.request(method, url, body=body, headers=headers, timeout=timeout, retries=False)
+    try:
+        return resp.status, json.loads(resp.data or b"null")
+    except ValueError:
+        return resp.status, resp.data.decode(errors="replace")
 
 
 @dataclass
@@ -33,14 +47,14 @@ class Deployed:
     database_url: str
 
     def client(self, service: str) -> Any:
-        return dl.boto(self.endpoint, service)
+        return dl.client(self.endpoint, service)
 
     def post(self, path: str, *, api_key: str | None = None) -> tuple[int, Any]:
-        return dl.http_json("POST", self.d.api_url + path, api_key=api_key)
+        return http_json("POST", self.d.api_url + path, api_key=api_key)
 
     def get(self, path: str, *, api_key: str | None = "") -> tuple[int, Any]:
         """A read, with the deployment's API key unless api_key says otherwise (None: no key)."""
-        return dl.http_json("GET", self.d.api_url + path, api_key=self.d.api_key if api_key == "" else api_key)
+        return http_json("GET", self.d.api_url + path, api_key=self.d.api_key if api_key == "" else api_key)
 
     def sql(self, query: str, params: Any = None) -> list[tuple]:
         conn = psycopg2.connect(self.database_url)
@@ -62,17 +76,17 @@ def deployed_stack(tmp_path_factory: pytest.TempPathFactory, *, n_ads: int = 20,
 
     timings = {} if timings is None else timings
     base = tmp_path_factory.mktemp("deployed")
-    endpoint = f"http://127.0.0.1:{free_port()}"
+    endpoint = names.endpoint(free_port())
     pg = EmbeddedPostgres(base / "pg", port=free_port())
     stack = HostLocalStack(data_dir=base / "localstack", endpoint=endpoint)
     t0 = time.monotonic()
     database_url = pg.start()
     try:
-        dl.ensure_plugins_installed(stack)
+        dl.ensure_executor_installed(stack)
         t1 = time.monotonic()
-        stack.start(extra_env=dl.lambda_executor_env(sys.executable))
+        stack.start(extra_env=dl.executor_env())
         timings["localstack_start_s"] = time.monotonic() - t1
-        d = dl.deploy(endpoint=endpoint, database_url=database_url, package_dir=base / "package", log=lambda _m: None)
+        d = dl.deploy(endpoint=endpoint, database_url=database_url, package_dir=base / "package")
         timings.update({f"{k}_s": v for k, v in d.timings.items()})
         assert seed_demo_data(database_url, n_ads=n_ads) == n_ads
         timings["fixture_total_s"] = time.monotonic() - t0
@@ -80,6 +94,24 @@ def deployed_stack(tmp_path_factory: pytest.TempPathFactory, *, n_ads: int = 20,
     finally:
         stack.stop()
         pg.stop()
+
+
+_REPORT = re.compile(r"REPORT RequestId: \S+\s+Duration: ([\d.]+) ms.*?(?:Init Duration: ([\d.]+) ms)?\s*$")
+
+
+def cold_starts(deployed: Deployed) -> dict[str, list[dict[str, float]]]:
+    """Per function: the invocations that had an Init Duration (cold starts), from the REPORT lines in CloudWatch Logs."""
+    logs = deployed.client("logs")
+    out: dict[str, list[dict[str, float]]] = {}
+    for fn in names.functions():
+        group = f"/aws/lambda/{deployed.d.function_name(fn)}"
+        try:
+            events = logs.filter_log_events(logGroupName=group, filterPattern="REPORT")["events"]
+        except logs.exceptions.ResourceNotFoundException:  # never invoked
+            events = []
+        matches = [_REPORT.search(e["message"].strip()) for e in events]
+        out[fn] = [{"init_ms": float(m.group(2)), "duration_ms": float(m.group(1))} for m in matches if m and m.group(2)]
+    return out
 
 
 def poll_result(deployed: Deployed, task_id: int, timeout: float = 30) -> dict:

@@ -27,8 +27,8 @@ def test_database_outage(tmp_path_factory):
     env = {"RETRY_BASE_SECONDS": "2", "STUCK_AFTER_SECONDS": "45", "RESEND_GRACE_SECONDS": "5",
            "DB_CONNECT_TIMEOUT_SECONDS": "1"}
     with make_run(tmp_path_factory, env) as stack:
-        pg = EmbeddedPostgres(stack.pg_data, port=stack.pg_port)
-        db_url = pg.url
+        pg = EmbeddedPostgres(stack.state_dir / "pg", port=int(stack.env["EMBEDDED_PG_PORT"]))
+        db_url = stack.database_url
         accepted: list[int] = []
         refused: list[tuple[int, dict]] = []
         stop = threading.Event()

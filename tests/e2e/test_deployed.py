@@ -8,16 +8,18 @@ running as local processes against an embedded PostgreSQL:
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import pytest
 
-from infra import deploy_localstack as dl
-from tests.e2e.deployed_stack import Deployed, deployed_stack, poll_result
+from tests.e2e.deployed_stack import Deployed, cold_starts, deployed_stack, poll_result
+from toolkit import names
 
 pytestmark = pytest.mark.e2e
 TIMINGS: dict[str, Any] = {}
@@ -45,19 +47,19 @@ def test_the_stack_is_the_packaged_topology(deployed: Deployed):
     assert "DATABASE_URL" not in env and deployed.database_url not in json.dumps(env)
     # ReservedConcurrentExecutions is in the template (infra/check.py counts it)
     # but LocalStack 2026.3's CloudFormation provider does not apply it.
-    # The migrations ran inside the deploy, through the custom resource.
-    assert dl.migrations_via_custom_resource(deployed.endpoint, deployed.d.stack_name)
+    # The migrations ran during the deploy (the `migrate` function; LocalStack Community skips
+    # the custom resource that calls it on AWS).
     applied = {r[0] for r in deployed.sql("SELECT migration_id FROM _yoyo_migration")}
-    assert applied == {p.stem for p in (dl.ROOT / "migrations").glob("*.sql")}
+    assert applied == {p.stem for p in names.MIGRATIONS_DIR.glob("*.sql")}
     groups = deployed.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/ad-moderation-dev")["logGroups"]
     # RetentionInDays (30) is in the template; LocalStack 2026.3 creates the groups without it.
-    assert {g["logGroupName"] for g in groups} == {f"/aws/lambda/{deployed.d.function_name(f)}" for f in dl.FUNCTIONS}
+    assert {g["logGroupName"] for g in groups} == {f"/aws/lambda/{deployed.d.function_name(f)}" for f in names.functions()}
     alarms = deployed.client("cloudwatch").describe_alarms()["MetricAlarms"]
     assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"} <= {a["MetricName"] for a in alarms}
     # Errors and Throttles of every function (infra/resources.json).
     lambda_alarms = {(a["MetricName"], d["Value"]) for a in alarms for d in a.get("Dimensions", [])
                      if d["Name"] == "FunctionName"}
-    assert {(m, deployed.d.function_name(f)) for f in dl.FUNCTIONS for m in ("Errors", "Throttles")} <= lambda_alarms
+    assert {(m, deployed.d.function_name(f)) for f in names.functions() for m in ("Errors", "Throttles")} <= lambda_alarms
 
 
 def test_submit_with_the_api_key_and_poll_until_completed(deployed: Deployed):
@@ -153,6 +155,52 @@ def test_enable_partial_batch_restores_what_chalice_deploy_leaves_out(deployed: 
     assert {g.get("retentionInDays") for g in groups} == {30}
 
 
+FUNCTIONS_PY = """
+import time
+
+def boom(event, context):
+    raise ValueError("boom: " + str(event.get("why")))
+
+def slow(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"slept": event.get("sleep", 0), "remaining_ms": context.get_remaining_time_in_millis()}
+"""
+
+
+def test_the_local_executor_fails_and_times_out_as_lambda_does(deployed: Deployed):
+    """What an SQS-triggered function relies on beyond the happy path (infra/localstack_executor):
+    an exception or an import error is a FunctionError with AWS's error document, a hung handler
+    is stopped at its timeout, and the next invocation gets a fresh environment."""
+    lam = deployed.client("lambda")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    role = deployed.client("iam").create_role(RoleName="executor-test", AssumeRolePolicyDocument=json.dumps(trust))
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("fns.py", FUNCTIONS_PY)
+
+    for name, handler, timeout in (("boom", "fns.boom", 10), ("missing", "nosuchmodule.handler", 10), ("slow", "fns.slow", 2)):
+        lam.create_function(FunctionName=f"executor-{name}", Runtime="python3.11", Role=role["Role"]["Arn"],
+                            Handler=handler, Code={"ZipFile": code.getvalue()}, Timeout=timeout)
+        lam.get_waiter("function_active_v2").wait(FunctionName=f"executor-{name}", WaiterConfig={"Delay": 1})
+
+    def invoke(name: str, event: dict[str, Any]) -> tuple[str | None, dict[str, Any], float]:
+        started = time.monotonic()
+        out = lam.invoke(FunctionName=f"executor-{name}", Payload=json.dumps(event).encode())
+        return out.get("FunctionError"), json.loads(out["Payload"].read()), time.monotonic() - started
+
+    error, body, _ = invoke("boom", {"why": "testing"})
+    assert (error, body["errorType"], body["errorMessage"]) == ("Unhandled", "ValueError", "boom: testing")
+    assert body["stackTrace"]
+    error, body, _ = invoke("missing", {})
+    assert (error, body["errorType"]) == ("Unhandled", "Runtime.ImportModuleError")
+    error, body, took = invoke("slow", {"sleep": 30})
+    assert error == "Unhandled" and "Task timed out after 2.00 seconds" in body["errorMessage"]
+    assert took < 6
+    error, body, _ = invoke("slow", {"sleep": 0})  # a fresh environment: the hung one was killed
+    assert error is None and body["slept"] == 0 and 0 < body["remaining_ms"] <= 2000
+
+
 def test_cold_starts_are_recorded(deployed: Deployed, capsys: pytest.CaptureFixture[str]):
     # The schedule fires once a minute; invoke the reconciler once so it is measured too.
     scheduled = {"version": "0", "id": "e2e", "detail-type": "Scheduled Event", "source": "aws.events",
@@ -166,11 +214,11 @@ def test_cold_starts_are_recorded(deployed: Deployed, capsys: pytest.CaptureFixt
     assert set(payload) == {"resent", "unreceived", "failed_stuck"}
     deadline = time.monotonic() + 10  # logs reach CloudWatch shortly after the response
     while True:
-        starts = dl.cold_starts(deployed.endpoint, "dev")
+        starts = cold_starts(deployed)
         if all(starts.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    for fn in dl.FUNCTIONS:
+    for fn in names.functions():
         assert starts[fn], f"no cold start logged for {fn}"
     TIMINGS["cold_start_init_ms"] = {fn: [s["init_ms"] for s in v] for fn, v in starts.items()}
     TIMINGS["cold_start_first_invoke_ms"] = {fn: v[0]["duration_ms"] for fn, v in starts.items() if v}

@@ -29,7 +29,6 @@ import pytest
 from tests.e2e.deployed_stack import deployed_stack
 from tests.e2e.e2e_stack import make_run
 from tests.helpers import execute, http_server, install_verdict_audit
-from toolkit.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +88,7 @@ def show(label: str, results: dict[str, Any], capsys: pytest.CaptureFixture[str]
 
 def test_load_on_make_run(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     with make_run(tmp_path_factory) as stack:
-        database_url = EmbeddedPostgres(stack.pg_data, port=stack.pg_port).url
+        database_url = stack.database_url
         install_verdict_audit(database_url)
         results = run_load(stack.api, tmp_path / "results.json", items="1-300")
         check_results(results, database_url)

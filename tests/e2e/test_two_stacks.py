@@ -31,10 +31,18 @@ from pathlib import Path
 
 import pytest
 
-from devstack import run as devstack_run
+from devstack.stack import make_run_command, make_run_env, ports_of
 from infra import deploy_localstack as dl
-from tests.e2e.e2e_stack import ROOT, Stack, http, make_run, make_run_command, make_run_env, port_free, ports_of
+from tests.e2e.deployed_stack import http_json
+from tests.e2e.e2e_stack import Stack, http, make_run
 from tests.helpers import free_port
+from toolkit import names
+from toolkit.names import ROOT
+from toolkit.procs import holder
+
+
+def port_free(port: int) -> bool:
+    return holder(port) is None
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +63,7 @@ def deployed() -> Iterator[Deployed]:
     """`make deploy-localstack`, on free ports and its own state dir; `make deploy-localstack-stop` after."""
     state = Path(tempfile.mkdtemp(prefix="moderation-e2e-deploy-"))
     endpoint, pg_port = f"http://127.0.0.1:{free_port()}", free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL", "LOCALSTACK_ENDPOINT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL", "DEPLOY_LOCALSTACK_ENDPOINT")}
     env["LOCAL_STATE_DIR"] = str(state)
     try:
         up = subprocess.run([*deploy_command("up", endpoint, pg_port), "--package-dir", str(state / "package")],
@@ -78,7 +86,7 @@ def deployed() -> Iterator[Deployed]:
 
 
 def post_with_key(deployed: Deployed, path: str) -> tuple[int, dict]:
-    status, body = dl.http_json("POST", deployed.api_url + path, api_key=deployed.api_key)
+    status, body = http_json("POST", deployed.api_url + path, api_key=deployed.api_key)
     return status, body
 
 
@@ -93,9 +101,10 @@ def wait_terminal(get_result, task_ids: list[int], timeout: float) -> dict[int, 
 
 
 def test_the_defaults_give_each_stack_its_own_endpoint_port_and_state():
-    assert dl.DEFAULT_ENDPOINT != devstack_run.DEFAULT_ENDPOINT
-    assert dl.DEFAULT_PG_PORT != 54329
-    assert dl.LOCALSTACK_DATA != devstack_run.LOCAL / "localstack" and dl.PG_DATA != devstack_run.LOCAL / "pg"
+    args = dl.arguments([])
+    assert args.endpoint != names.RUN_ENDPOINT
+    assert args.pg_port != names.RUN_PG_PORT
+    assert dl.LOCALSTACK_DATA != names.state_dir() / "localstack" and dl.PG_DATA != names.state_dir() / "pg"
 
 
 def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deployed,
@@ -118,7 +127,7 @@ def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deploye
 
         def theirs_result(task_id: int) -> dict:
             url = f"{deployed.api_url}/moderation/moderation_result/{task_id}"
-            return dl.http_json("GET", url, api_key=deployed.api_key)[1]  # reads need the key too
+            return http_json("GET", url, api_key=deployed.api_key)[1]  # reads need the key too
 
         assert set(wait_terminal(ours_result, ours, 45).values()) == {"completed"}
         assert set(wait_terminal(theirs_result, theirs, 45).values()) == {"completed"}
@@ -138,7 +147,7 @@ def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployed: Deployed):
     api_port, pg_port, _ = ports_of(env)
     try:
         started = time.monotonic()
-        run = subprocess.run(make_run_command(env), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        run = subprocess.run(make_run_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
                              check=False)
         took = time.monotonic() - started
     finally:
@@ -155,7 +164,7 @@ def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployed: Deployed):
     status, body = post_with_key(deployed, "/moderation/async_predict?item_id=5")
     assert status == 202, body
     def result_of(task_id: int) -> dict:
-        return dl.http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{task_id}", api_key=deployed.api_key)[1]
+        return http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{task_id}", api_key=deployed.api_key)[1]
 
     result = wait_terminal(result_of, [body["task_id"]], 45)
     assert result == {body["task_id"]: "completed"}

@@ -20,20 +20,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from toolkit.localstack import (
-    REPO_ROOT,
-    HostLocalStack,
-    PythonNotFoundError,
-    endpoint_answers,
-    find_python313,
-)
+from toolkit.localstack import HostLocalStack, PythonNotFoundError, endpoint_answers, find_python313
+from toolkit.names import ROOT as REPO_ROOT
 from toolkit.postgres import EmbeddedPostgres, PortInUseError
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from toolkit.procs import free_port as _free_port
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from infra import check, policies
 from infra.check import DEFAULT_DB_CONNECTION_BUDGET, RESOURCELESS_ACTIONS
+from toolkit import names
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
@@ -24,7 +25,7 @@ def test_committed_policy_files_match_infra_policies():
 def test_every_function_of_a_deployable_stage_has_its_own_least_privilege_policy(stage: str):
     assert CONFIG["autogen_policy"] is False
     functions = CONFIG["stages"][stage]["lambda_functions"]
-    assert set(functions) == set(policies.FUNCTIONS) == set(CONFIG["lambda_functions"])
+    assert set(functions) == set(names.functions()) == set(CONFIG["lambda_functions"])
     for fn, settings in functions.items():
         doc = json.loads((ROOT / ".chalice" / settings["iam_policy_file"]).read_text())
         for stmt in doc["Statement"]:
@@ -45,7 +46,7 @@ def test_every_function_of_a_deployable_stage_has_its_own_least_privilege_policy
 def test_xray_actions_only_where_the_stage_traces(stage: str):
     tracing = STAGES[stage]["tracing"]
     assert isinstance(tracing, bool)
-    for fn in policies.FUNCTIONS:
+    for fn in names.functions():
         doc = json.loads(policies.policy_file(stage, fn).read_text())
         xray = [s for s in doc["Statement"] if any(a.startswith("xray:") for a in s["Action"])]
         if tracing:
@@ -61,7 +62,7 @@ def test_every_function_tags_its_metrics_with_its_stage(stage: str):
     env = CONFIG["stages"][stage]["environment_variables"]
     assert env["STAGE"] == stage
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == check.METRICS_NAMESPACE
-    assert env["POWERTOOLS_SERVICE_NAME"] == policies.APP_NAME
+    assert env["POWERTOOLS_SERVICE_NAME"] == names.APP_NAME
     for fn, settings in CONFIG["stages"][stage]["lambda_functions"].items():  # no function overrides them
         assert not {"STAGE", "POWERTOOLS_METRICS_NAMESPACE"} & set(settings.get("environment_variables", {})), fn
 

@@ -1,27 +1,27 @@
-"""Runtime side of LocalStack's Lambda executor protocol, for the local-process executor.
+"""Runtime side of LocalStack's Lambda executor protocol (README.md), for the local-process executor.
 
-Stands in for LocalStack's Go "init" binary (plus the AWS Python runtime client) and runs with the
-Python of the function's runtime. Standard library only; Python 3.8+.
+Stands in for LocalStack's Go "init" binary plus the AWS Python runtime client, under the
+functions' interpreter (LOCALSTACK_LAMBDA_PYTHON); standard library only. Two processes per
+execution environment:
 
-Two processes per execution environment:
-
-* supervisor (this script, default mode): HTTP server on 127.0.0.1 (ephemeral port) taking
-  ``POST /invoke`` from LocalStack, collecting logs, enforcing the function timeout, calling back
-  LocalStack's executor endpoint (``LOCALSTACK_RUNTIME_ENDPOINT``):
-    POST {endpoint}/status/{runtime_id}/ready        body {"port": N}
-    POST {endpoint}/status/{runtime_id}/error        body init error JSON
-    POST {endpoint}/invocations/{request_id}/logs     body {"logs": "..."}
-    POST {endpoint}/invocations/{request_id}/response body: handler result JSON
-    POST {endpoint}/invocations/{request_id}/error    body {"errorMessage", "errorType", ...}
-* worker (``--worker``): imports the handler (init phase) and runs one invocation at a time,
-  talking to the supervisor over two pipes (JSON lines). Its stdout/stderr are the function logs.
-  On timeout the supervisor kills the worker's process group; the next invoke starts a new worker
-  (a fresh init, as Lambda does after a timeout).
+* supervisor (default mode): serves ``POST /invoke`` from LocalStack on 127.0.0.1 (ephemeral
+  port), collects logs, enforces the function timeout, and calls LocalStack's executor endpoint
+  (``LOCALSTACK_RUNTIME_ENDPOINT``) back: ``status/<id>/ready`` or ``/error`` at start,
+  ``invocations/<request id>/logs`` then ``/response`` or ``/error`` per invocation;
+* worker (``--worker``): imports the handler (init) and runs one invocation at a time, talking to
+  the supervisor over two pipes (JSON lines); its stdout/stderr are the function's logs. On a
+  timeout the supervisor kills the worker's process group and the next invoke starts a new one
+  (a fresh init, as Lambda does).
 """
 
+
+from __future__ import annotations
+
 import codecs
+import contextlib
 import datetime
 import decimal
+import importlib
 import json
 import logging
 import math
@@ -36,24 +36,25 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, NoReturn
 
 SENTINEL = b"\x00\x1eLSEXEC-END\x1e\x00"
 RUNTIME_FILE = os.path.abspath(__file__)
-RUNTIME_DIR = os.path.dirname(RUNTIME_FILE)
+HOST = "127.0.0.1"
 LOG_BUFFER_CAP = 8 * 1024 * 1024  # per invocation, logs beyond that are truncated (head dropped)
 ECHO_CAP = 16 * 1024 * 1024  # copy of function output in the runtime's own output (LocalStack log file)
 
-
-def _utc_now_str():
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+Handler = Callable[[Any, "LambdaContext"], Any]
 
 
-def _parent_watchdog(on_orphaned):
+def _parent_watchdog(on_orphaned: Callable[[], object]) -> None:
     """Exit when our parent goes away (LocalStack or the supervisor killed without cleanup)."""
     parent = os.getppid()
 
-    def watch():
+    def watch() -> None:
         while True:
             time.sleep(0.5)
             if os.getppid() != parent:
@@ -66,15 +67,15 @@ def _parent_watchdog(on_orphaned):
 # worker
 # ================================================================================================
 class FaultError(Exception):
-    def __init__(self, error_type, message, stack=None):
+    def __init__(self, error_type: str, message: str, stack: list[str] | None = None) -> None:
         super().__init__(message)
-        self.payload = {"errorMessage": message, "errorType": error_type, "stackTrace": stack or []}
+        self.payload: dict[str, Any] = {"errorMessage": message, "errorType": error_type, "stackTrace": stack or []}
 
 
 class LambdaContext:
     """Mirrors awslambdaric's LambdaContext attributes."""
 
-    def __init__(self, request_id, invoked_function_arn, deadline_ms, trace_id):
+    def __init__(self, request_id: str, invoked_function_arn: str | None, deadline_ms: int, trace_id: str | None) -> None:
         self.aws_request_id = request_id
         self.invoked_function_arn = invoked_function_arn
         self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
@@ -89,35 +90,27 @@ class LambdaContext:
         self.xray_trace_id = trace_id
         self._deadline_ms = deadline_ms
 
-    def get_remaining_time_in_millis(self):
+    def get_remaining_time_in_millis(self) -> int:
         return max(0, int(self._deadline_ms - time.time() * 1000))
 
-    def log(self, msg):
+    def log(self, msg: object) -> None:
         sys.stdout.write(str(msg))
-
-    def __repr__(self):
-        return (
-            f"LambdaContext([aws_request_id={self.aws_request_id},log_group_name={self.log_group_name},log_stream_name={self.log_stream_name},"
-            f"function_name={self.function_name},memory_limit_in_mb={self.memory_limit_in_mb},function_version={self.function_version},"
-            f"invoked_function_arn={self.invoked_function_arn}])"
-        )
 
 
 _CURRENT_REQUEST_ID = [""]
 
 
 class _RequestIdFilter(logging.Filter):
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         record.aws_request_id = _CURRENT_REQUEST_ID[0]
         return True
 
 
-def _setup_logging():
+def _setup_logging() -> None:
     """Root logger handler in the AWS Python runtime's format (level left at WARNING)."""
     handler = logging.StreamHandler(sys.stdout)
     formatter = logging.Formatter(
-        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
-        "%Y-%m-%dT%H:%M:%S",
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s", "%Y-%m-%dT%H:%M:%S"
     )
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
@@ -125,13 +118,13 @@ def _setup_logging():
     logging.getLogger().addHandler(handler)
 
 
-def _user_stack(tb):
+def _user_stack(tb: TracebackType | None) -> list[str]:
     frames = [f for f in traceback.extract_tb(tb) if os.path.abspath(f.filename) != RUNTIME_FILE]
     return traceback.format_list(frames)
 
 
-def _error_payload(exc, request_id=None):
-    payload = {
+def _error_payload(exc: BaseException, request_id: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,
         "stackTrace": _user_stack(exc.__traceback__),
@@ -141,148 +134,124 @@ def _error_payload(exc, request_id=None):
     return payload
 
 
-def _log_error(payload):
-    lines = ["[ERROR] %s: %s" % (payload.get("errorType"), payload.get("errorMessage"))]
+def _error_text(payload: dict[str, Any]) -> str:
+    """An error as the AWS runtime logs it."""
+    lines = [f"[ERROR] {payload.get('errorType')}: {payload.get('errorMessage')}"]
     if payload.get("stackTrace"):
         lines.append("Traceback (most recent call last):")
         lines.extend(s.rstrip("\n") for s in payload["stackTrace"])
-    sys.stdout.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-def _load_handler(handler_name):
+def _load_handler(handler_name: str) -> Handler:
     """Same rules and error types as the AWS Python runtime (awslambdaric)."""
-    import importlib
-
     try:
         modname, fname = handler_name.rsplit(".", 1)
     except ValueError as e:
-        raise FaultError(
-            "Runtime.MalformedHandlerName", "Bad handler '%s': %s" % (handler_name, e)
-        )
+        raise FaultError("Runtime.MalformedHandlerName", f"Bad handler '{handler_name}': {e}") from None
+    if modname.split(".")[0] in sys.builtin_module_names:
+        raise FaultError("Runtime.BuiltInModuleConflict", f"Cannot use built-in module {modname} as a handler module")
     try:
-        if modname.split(".")[0] in sys.builtin_module_names:
-            raise FaultError(
-                "Runtime.BuiltInModuleConflict",
-                "Cannot use built-in module %s as a handler module" % modname,
-            )
         module = importlib.import_module(modname.replace("/", "."))
     except ImportError as e:
-        raise FaultError(
-            "Runtime.ImportModuleError", "Unable to import module '%s': %s" % (modname, e)
-        )
+        raise FaultError("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}") from None
     except SyntaxError as e:
-        trace = ['  File "%s" Line %s\n    %s' % (e.filename, e.lineno, e.text)]
-        raise FaultError(
-            "Runtime.UserCodeSyntaxError", "Syntax error in module '%s': %s" % (modname, e), trace
-        )
+        trace = [f'  File "{e.filename}" Line {e.lineno}\n    {e.text}']
+        raise FaultError("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}", trace) from None
     try:
-        return getattr(module, fname)
+        handler: Handler = getattr(module, fname)
     except AttributeError:
-        fault = FaultError(
-            "Runtime.HandlerNotFound", "Handler '%s' missing on module '%s'" % (fname, modname)
-        )
+        fault = FaultError("Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'")
 
-        def fault_handler(event, context):  # reported at invoke time, like AWS
-            raise fault
+        def fault_handler(event: Any, context: LambdaContext) -> NoReturn:  # reported at invoke time, like AWS
+            raise fault from None
 
         return fault_handler
+    return handler
 
 
-def _json_default(obj):
+def _json_default(obj: object) -> int | float:
     if isinstance(obj, decimal.Decimal):
         return int(obj) if obj == obj.to_integral_value() else float(obj)
-    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _end_of_output():
+def _end_of_output() -> None:
     """Mark the end of an invocation's output in the log stream (stdout and stderr share a pipe)."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):  # a handler may have closed or replaced it
             stream.flush()
-        except Exception:
-            pass
     os.write(1, SENTINEL)
 
 
-def worker_main():
+def _invoke(handler: Handler, msg: dict[str, Any]) -> tuple[bool, str]:
+    """Run one invocation; (is_error, body)."""
+    request_id = msg["invoke-id"]
+    context = LambdaContext(request_id, msg.get("invoked-function-arn"), msg["deadline_ms"], msg.get("trace-id"))
+    try:
+        raw = msg.get("payload") or ""
+        try:
+            event = json.loads(raw) if raw.strip() else {}
+        except ValueError as e:
+            raise FaultError("Runtime.UnmarshalError", f"Unable to unmarshal input: {e}") from None
+        result = handler(event, context)
+        if isinstance(result, bytes | bytearray):
+            return False, bytes(result).decode("utf-8", errors="replace")
+        try:
+            return False, json.dumps(result, default=_json_default)
+        except (TypeError, ValueError) as e:
+            raise FaultError("Runtime.MarshalError", f"Unable to marshal response: {e}") from None
+    except FaultError as e:
+        error = dict(e.payload, requestId=request_id)
+    except Exception as e:  # noqa: BLE001 - the handler's error is the invocation's result
+        error = _error_payload(e, request_id)
+    sys.stdout.write(_error_text(error))
+    return True, json.dumps(error)
+
+
+def worker_main() -> None:
     cmd_fd = int(os.environ.pop("_LSEXEC_CMD_FD"))
     res_fd = int(os.environ.pop("_LSEXEC_RES_FD"))
-    layer_paths = [p for p in os.environ.pop("_LSEXEC_LAYER_PATHS", "").split(os.pathsep) if p]
-    for key in [k for k in os.environ if k.startswith("_LSEXEC_")]:
-        del os.environ[key]
 
-    def orphaned():
+    def orphaned() -> None:
         try:
             os.killpg(os.getpgid(0), signal.SIGKILL)
         finally:
             os._exit(1)
 
     _parent_watchdog(orphaned)
-
     results = os.fdopen(res_fd, "w", encoding="utf-8")
     commands = os.fdopen(cmd_fd, "r", encoding="utf-8")
 
-    def send(msg):
+    def send(msg: dict[str, Any]) -> None:
         results.write(json.dumps(msg) + "\n")
         results.flush()
 
-    # sys.path like Lambda: task root first, then layers; never this runtime's own directory
-    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != RUNTIME_DIR]
-    sys.path[0:0] = [task_root] + layer_paths
-    os.chdir(task_root)
     _setup_logging()
 
     init_start = time.time()
     try:
         handler = _load_handler(os.environ.get("_HANDLER", ""))
     except FaultError as e:
-        payload = e.payload
-    except Exception as e:
-        payload = _error_payload(e)
+        init_error: dict[str, Any] | None = e.payload
+    except Exception as e:  # noqa: BLE001 - any error of the handler's module is an init error
+        init_error = _error_payload(e)
     else:
-        payload = None
+        init_error = None
     init_ms = (time.time() - init_start) * 1000
-    if payload is not None:
-        _log_error(payload)
+    if init_error is not None:
+        sys.stdout.write(_error_text(init_error))
         _end_of_output()
-        send({"type": "init_error", "error": payload, "init_ms": init_ms})
+        send({"type": "init_error", "error": init_error, "init_ms": init_ms})
         sys.exit(1)
     _end_of_output()
     send({"type": "ready", "init_ms": init_ms})
 
     for line in commands:
         msg = json.loads(line)
-        request_id = msg["invoke-id"]
-        _CURRENT_REQUEST_ID[0] = request_id
+        _CURRENT_REQUEST_ID[0] = msg["invoke-id"]
         os.environ["_X_AMZN_TRACE_ID"] = msg.get("trace-id") or ""
-        context = LambdaContext(
-            request_id, msg.get("invoked-function-arn"), msg["deadline_ms"], msg.get("trace-id")
-        )
-        is_error = False
-        try:
-            raw = msg.get("payload") or ""
-            try:
-                event = json.loads(raw) if raw.strip() else {}
-            except ValueError as e:
-                raise FaultError("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % e)
-            result = handler(event, context)
-            try:
-                body = result if isinstance(result, (bytes, bytearray)) else json.dumps(
-                    result, default=_json_default
-                )
-                if isinstance(body, (bytes, bytearray)):
-                    body = bytes(body).decode("utf-8", errors="replace")
-            except (TypeError, ValueError) as e:
-                raise FaultError("Runtime.MarshalError", "Unable to marshal response: %s" % e)
-        except FaultError as e:
-            is_error, error = True, dict(e.payload, requestId=request_id)
-            _log_error(error)
-        except Exception as e:
-            is_error, error = True, _error_payload(e, request_id)
-            _log_error(error)
-        if is_error:
-            body = json.dumps(error)
+        is_error, body = _invoke(handler, msg)
         _end_of_output()
         send({"type": "result", "is_error": is_error, "body": body})
         _CURRENT_REQUEST_ID[0] = ""
@@ -294,13 +263,13 @@ def worker_main():
 class LogCollector:
     """Function output since the last drain (like the Go init's LogCollector), echoed to stdout."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.parts = []
+        self.parts: list[str] = []
         self.size = 0
         self.echoed = 0
 
-    def put(self, text):
+    def put(self, text: str) -> None:
         if not text:
             return
         with self.lock:
@@ -310,15 +279,13 @@ class LogCollector:
                 self.size -= len(self.parts.pop(0))
             if self.echoed < ECHO_CAP:
                 self.echoed += len(text)
-                try:
+                with contextlib.suppress(OSError, ValueError):  # our own stdout gone: logs still collected
                     sys.stdout.write(text)
                     if self.echoed >= ECHO_CAP:
                         sys.stdout.write("\n[local-process runtime: further output not echoed]\n")
                     sys.stdout.flush()
-                except Exception:
-                    pass
 
-    def drain(self):
+    def drain(self) -> str:
         with self.lock:
             text, self.parts, self.size = "".join(self.parts), [], 0
         return text
@@ -329,15 +296,17 @@ class WorkerExited(Exception):
 
 
 class Worker:
-    def __init__(self, logs):
+    def __init__(self, logs: LogCollector) -> None:
         cmd_r, cmd_w = os.pipe()
         res_r, res_w = os.pipe()
-        env = dict(os.environ)
-        env["_LSEXEC_CMD_FD"] = str(cmd_r)
-        env["_LSEXEC_RES_FD"] = str(res_w)
+        env = {**os.environ, "_LSEXEC_CMD_FD": str(cmd_r), "_LSEXEC_RES_FD": str(res_w)}
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The handler's import path, as on Lambda: the task root first (-P: never this runtime's
+        # own directory). The worker runs there: the supervisor's working directory is the code.
+        task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [task_root, os.environ.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, RUNTIME_FILE, "--worker"],
+            [sys.executable, "-P", RUNTIME_FILE, "--worker"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -355,7 +324,8 @@ class Worker:
         self.pump = threading.Thread(target=self._pump_output, name="worker-output", daemon=True)
         self.pump.start()
 
-    def _pump_output(self):
+    def _pump_output(self) -> None:
+        assert self.proc.stdout is not None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         fd = self.proc.stdout.fileno()
         buf = b""
@@ -368,10 +338,7 @@ class Worker:
             if not data:
                 break
             buf += data
-            while True:
-                idx = buf.find(SENTINEL)
-                if idx < 0:
-                    break
+            while (idx := buf.find(SENTINEL)) >= 0:
                 self.logs.put(decoder.decode(buf[:idx]))
                 buf = buf[idx + len(SENTINEL) :]
                 self.output_marks.release()
@@ -381,17 +348,17 @@ class Worker:
         self.logs.put(decoder.decode(buf, final=True))
         self.output_marks.release()
 
-    def wait_output_mark(self, timeout=2.0):
+    def wait_output_mark(self, timeout: float = 2.0) -> None:
         self.output_marks.acquire(timeout=timeout)
 
-    def send(self, msg):
+    def send(self, msg: dict[str, Any]) -> None:
         try:
             self.commands.write(json.dumps(msg) + "\n")
             self.commands.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            raise WorkerExited()
+        except (OSError, ValueError):
+            raise WorkerExited from None
 
-    def read(self, deadline):
+    def read(self, deadline: float | None) -> dict[str, Any] | None:
         """Next message from the worker; None on timeout (deadline None = wait forever)."""
         while b"\n" not in self.res_buf:
             timeout = None if deadline is None else max(0.0, deadline - time.time())
@@ -400,188 +367,146 @@ class Worker:
                 return None
             chunk = os.read(self.res_fd, 1 << 20)
             if not chunk:
-                raise WorkerExited()
+                raise WorkerExited
             self.res_buf += chunk
         line, self.res_buf = self.res_buf.split(b"\n", 1)
-        return json.loads(line.decode("utf-8"))
+        message: dict[str, Any] = json.loads(line.decode("utf-8"))
+        return message
 
-    def max_memory_mb(self):
+    def max_memory_mb(self) -> int:
         try:
-            with open("/proc/%d/status" % self.proc.pid) as f:
+            with open(f"/proc/{self.proc.pid}/status") as f:
                 for line in f:
                     if line.startswith("VmHWM:"):
-                        return int(math.ceil(int(line.split()[1]) / 1024.0))
+                        return math.ceil(int(line.split()[1]) / 1024.0)
         except (OSError, ValueError, IndexError):
-            pass
+            pass  # no /proc (macOS), or the worker is gone: report 0
         return 0
 
-    def alive(self):
-        return self.proc.poll() is None
-
-    def kill(self):
-        try:
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
         self.pump.join(timeout=1)  # collect what the worker printed before it was killed
-        for closer in (self.commands.close, lambda: os.close(self.res_fd)):
-            try:
-                closer()
-            except Exception:
-                pass
+        with contextlib.suppress(OSError):
+            self.commands.close()
+        with contextlib.suppress(OSError):
+            os.close(self.res_fd)
 
-
-def _code_fingerprint(root):
-    newest, count = 0.0, 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for name in filenames:
-            try:
-                newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime)
-                count += 1
-            except OSError:
-                pass
-    return newest, count
+    def exit_error(self) -> dict[str, Any]:
+        """After WorkerExited: wait for the process, collect its last output, describe the exit."""
+        code = self.proc.wait()
+        self.wait_output_mark()
+        return {"errorType": "Runtime.ExitError", "errorMessage": f"Runtime exited with error: exit status {code}"}
 
 
 class Supervisor:
-    def __init__(self):
+    def __init__(self) -> None:
         self.endpoint = os.environ["LOCALSTACK_RUNTIME_ENDPOINT"].rstrip("/")
         self.runtime_id = os.environ["LOCALSTACK_RUNTIME_ID"]
-        self.host = os.environ.get("_LSEXEC_HOST", "127.0.0.1")
         self.timeout = int(float(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT") or 3))
         self.memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         self.version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        self.hot_reload = os.environ.get("_LSEXEC_HOT_RELOAD") == "1"
-        self.task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
-        self.fingerprint = None
         self.logs = LogCollector()
-        self.worker = None
-        self.pending_init_ms = None
-        self.invocations = queue.Queue()
+        self.worker: Worker | None = None
+        self.pending_init_ms: float | None = None
+        self.invocations: queue.Queue[dict[str, Any]] = queue.Queue()
+        # LocalStack is on this machine: never through a proxy of the environment.
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    # --- callbacks to LocalStack -------------------------------------------------------------
-    def post(self, path, body):
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        url = self.endpoint + path
+    # --- callbacks to LocalStack ---------------------------------------------------------------
+    def post(self, path: str, body: str) -> bool:
+        url = self.endpoint + path  # http://<LocalStack's gateway>/_localstack_lambda/<id>
         for attempt in range(5):
-            request = urllib.request.Request(
-                url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            request = urllib.request.Request(  # noqa: S310 - LocalStack's http:// endpoint, from LocalStack
+                url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
             )
             try:
                 with self.opener.open(request, timeout=30) as response:
                     response.read()
                 return True
             except urllib.error.HTTPError as e:
-                self.diag("callback %s answered HTTP %s" % (path, e.code))
+                self.diag(f"callback {path} answered HTTP {e.code}")
                 return False
-            except (urllib.error.URLError, OSError) as e:
-                self.diag("callback %s failed (%s), retrying" % (path, e))
+            except OSError as e:  # URLError included
+                self.diag(f"callback {path} failed ({e}), retrying")
                 time.sleep(0.2 * (attempt + 1))
         return False
 
     @staticmethod
-    def diag(message):
-        sys.stdout.write("[local-process runtime] %s\n" % message)
+    def diag(message: str) -> None:
+        sys.stdout.write(f"[local-process runtime] {message}\n")
         sys.stdout.flush()
 
     # --- worker management ---------------------------------------------------------------------
-    def start_worker(self, deadline):
-        """Start a worker and wait for its init. Returns None when ready, else an error payload
-        (dict), or the string "timeout"."""
+    def start_worker(self, deadline: float | None) -> dict[str, Any] | str | None:
+        """Start a worker and wait for its init: None when ready, else an error payload, or "timeout"."""
         spawned = time.time()
         worker = Worker(self.logs)
-        if self.hot_reload:
-            self.fingerprint = _code_fingerprint(self.task_root)
         try:
             msg = worker.read(deadline)
         except WorkerExited:
-            code = worker.proc.wait()
-            worker.wait_output_mark()
+            exited = worker.exit_error()
             worker.kill()
-            return {
-                "errorType": "Runtime.ExitError",
-                "errorMessage": "Runtime exited with error: exit status %s" % code,
-            }
+            return exited
         if msg is None:
             worker.kill()
             return "timeout"
         worker.wait_output_mark()
         if msg.get("type") != "ready":
             worker.kill()
-            return msg.get("error") or {"errorMessage": "init failed", "errorType": "Runtime.Unknown"}
+            error: dict[str, Any] = msg.get("error") or {"errorMessage": "init failed", "errorType": "Runtime.Unknown"}
+            return error
         self.worker = worker
         # interpreter start + handler import, reported once as "Init Duration"
         self.pending_init_ms = (time.time() - spawned) * 1000
         return None
 
-    def discard_worker(self):
+    def discard_worker(self) -> None:
         if self.worker is not None:
             self.worker.kill()
             self.worker = None
 
-    def shutdown(self, *_):
+    def shutdown(self, *_: object) -> NoReturn:
         self.discard_worker()
         os._exit(0)
 
     # --- invocation ----------------------------------------------------------------------------
-    def run_invocations(self):
+    def run_invocations(self) -> None:
         while True:
             request = self.invocations.get()
             try:
                 self.handle(request)
-            except Exception:
+            except Exception:  # noqa: BLE001 - report it as the invocation's error, serve the next one
                 self.diag("internal error:\n" + traceback.format_exc())
-                request_id = request.get("invoke-id", "")
-                self.post(
-                    "/invocations/%s/error" % request_id,
-                    json.dumps(
-                        {
-                            "errorType": "Runtime.LocalProcessExecutorError",
-                            "errorMessage": traceback.format_exc(),
-                        }
-                    ),
-                )
+                error = {"errorType": "Runtime.LocalProcessExecutorError", "errorMessage": traceback.format_exc()}
+                self.post(f"/invocations/{request.get('invoke-id', '')}/error", json.dumps(error))
 
-    def handle(self, request):
+    def handle(self, request: dict[str, Any]) -> None:
         request_id = request["invoke-id"]
         start = time.time()
         deadline = start + self.timeout
-        self.logs.put("START RequestId: %s Version: %s\n" % (request_id, self.version))
+        self.logs.put(f"START RequestId: {request_id} Version: {self.version}\n")
         is_error, body, max_memory = True, None, 0
 
-        if self.hot_reload and self.worker is not None:
-            if _code_fingerprint(self.task_root) != self.fingerprint:
-                self.discard_worker()
-        if self.worker is None or not self.worker.alive():
+        if self.worker is None or self.worker.proc.poll() is not None:  # none yet, or it exited
             self.discard_worker()
             init_error = self.start_worker(deadline)
             if init_error == "timeout":
                 body = self.timed_out(request_id)
-            elif init_error is not None:
+            elif isinstance(init_error, dict):
                 if init_error.get("errorType") == "Runtime.ExitError":
-                    _log_supervisor_error(self.logs, init_error)
+                    self.logs.put(_error_text(init_error))
                 body = json.dumps(dict(init_error, requestId=request_id))
 
-        if body is None:
+        if body is None and self.worker is not None:
             worker = self.worker
-            message = dict(request, deadline_ms=int(deadline * 1000))
             try:
-                worker.send(message)
+                worker.send(dict(request, deadline_ms=int(deadline * 1000)))
                 result = worker.read(deadline)
             except WorkerExited:
-                code = worker.proc.wait()
-                worker.wait_output_mark()
-                text = "RequestId: %s Error: Runtime exited with error: exit status %s" % (
-                    request_id,
-                    code,
-                )
+                text = f"RequestId: {request_id} Error: {worker.exit_error()['errorMessage']}"
                 self.logs.put(text + "\nRuntime.ExitError\n")
                 body = json.dumps({"errorType": "Runtime.ExitError", "errorMessage": text})
                 self.discard_worker()
@@ -595,31 +520,27 @@ class Supervisor:
 
         duration_ms = (time.time() - start) * 1000
         report = (
-            "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\t"
-            "Memory Size: %s MB\tMax Memory Used: %d MB"
-            % (request_id, duration_ms, max(1, math.ceil(duration_ms)), self.memory, max_memory)
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {math.ceil(duration_ms) or 1} ms\t"
+            f"Memory Size: {self.memory} MB\tMax Memory Used: {max_memory} MB"
         )
         if self.pending_init_ms is not None:
-            report += "\tInit Duration: %.2f ms" % self.pending_init_ms
+            report += f"\tInit Duration: {self.pending_init_ms:.2f} ms"
             self.pending_init_ms = None
-        self.logs.put("END RequestId: %s\n%s\t\n" % (request_id, report))
-        self.post("/invocations/%s/logs" % request_id, json.dumps({"logs": self.logs.drain()}))
+        self.logs.put(f"END RequestId: {request_id}\n{report}\t\n")
+        self.post(f"/invocations/{request_id}/logs", json.dumps({"logs": self.logs.drain()}))
         outcome = "error" if is_error else "response"
-        self.post("/invocations/%s/%s" % (request_id, outcome), body if body is not None else "null")
+        self.post(f"/invocations/{request_id}/{outcome}", body if body is not None else "null")
 
-    def timed_out(self, request_id):
+    def timed_out(self, request_id: str) -> str:
         """Kill the worker (its whole process group); the next invoke starts a fresh one."""
         self.discard_worker()
-        message = "%s %s Task timed out after %d.00 seconds" % (
-            _utc_now_str(),
-            request_id,
-            self.timeout,
-        )
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = f"{now} {request_id} Task timed out after {self.timeout}.00 seconds"
         self.logs.put(message + "\n")
         return json.dumps({"errorMessage": message})
 
     # --- startup -------------------------------------------------------------------------------
-    def main(self):
+    def main(self) -> None:
         signal.signal(signal.SIGTERM, self.shutdown)
         signal.signal(signal.SIGINT, self.shutdown)
         _parent_watchdog(self.shutdown)
@@ -628,7 +549,7 @@ class Supervisor:
         class InvokeHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self):
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 if self.path.rstrip("/") != "/invoke":
@@ -643,40 +564,30 @@ class Supervisor:
                 supervisor.invocations.put(request)
                 self._reply(200, b"OK")
 
-            def do_GET(self):
-                self._reply(200, b"OK")
-
-            def _reply(self, status, body):
+            def _reply(self, status: int, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer((self.host, 0), InvokeHandler)
+        server = ThreadingHTTPServer((HOST, 0), InvokeHandler)
         server.daemon_threads = True
         port = server.server_address[1]
         threading.Thread(target=server.serve_forever, name="invoke-server", daemon=True).start()
 
         init_error = self.start_worker(None)  # LocalStack enforces the environment startup timeout
-        if init_error is not None:
-            if init_error == "timeout":  # not reachable without deadline, kept for safety
-                init_error = {"errorMessage": "init timed out", "errorType": "Runtime.InitTimeout"}
+        if isinstance(init_error, dict):
             if init_error.get("errorType") == "Runtime.ExitError":
-                _log_supervisor_error(self.logs, init_error)
-            self.post("/status/%s/error" % self.runtime_id, json.dumps(init_error))
+                self.logs.put(_error_text(init_error))
+            self.post(f"/status/{self.runtime_id}/error", json.dumps(init_error))
             # LocalStack stops the environment after a startup error; exit in any case
             time.sleep(1)
             self.shutdown()
-        self.post("/status/%s/ready" % self.runtime_id, json.dumps({"port": port}))
+        self.post(f"/status/{self.runtime_id}/ready", json.dumps({"port": port}))
         self.run_invocations()
-
-
-def _log_supervisor_error(logs, payload):
-    text = "[ERROR] %s: %s\n" % (payload.get("errorType"), payload.get("errorMessage"))
-    logs.put(text)
 
 
 if __name__ == "__main__":
