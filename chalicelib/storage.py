@@ -185,9 +185,13 @@ class ModerationStore:
             cur.execute("SET LOCAL synchronous_commit = off")
             cur.execute(
                 """
-                WITH marked AS (
-                    UPDATE moderation_results SET enqueued_at = now(), updated_at = now()
-                    WHERE id = ANY(%(ids)s) RETURNING id, request_id
+                WITH locked AS (
+                    -- Rows locked in id order, as the scorer's claim locks them:
+                    -- two transactions that lock in one order cannot deadlock.
+                    SELECT id FROM moderation_results WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
+                ), marked AS (
+                    UPDATE moderation_results m SET enqueued_at = now(), updated_at = now()
+                    FROM locked WHERE m.id = locked.id RETURNING m.id, m.request_id
                 )
                 INSERT INTO task_events (task_id, kind, message_id, request_id)
                 SELECT m.id, %(kind)s, s.message_id, m.request_id
