@@ -26,6 +26,21 @@ STUCK = "stuck"
 # The SQS message attribute carrying the API request id; the scorer reads it back.
 REQUEST_ID_ATTRIBUTE = "request_id"
 
+# What a verdict tells the marketplace to do (moderation_results.decision). `block`
+# is exactly `is_violation`; `review` is the optional band below it, for people.
+ALLOW = "allow"
+REVIEW = "review"
+BLOCK = "block"
+
+
+def decide(probability: float, threshold: float, review_threshold: float | None = None) -> str:
+    """block at or above the threshold, review at or above the review threshold, else allow."""
+    if probability >= threshold:
+        return BLOCK
+    if review_threshold is not None and probability >= review_threshold:
+        return REVIEW
+    return ALLOW
+
 
 @dataclass(frozen=True, slots=True)
 class Ad:
@@ -58,6 +73,7 @@ class Task:
     started_at: datetime | None
     processed_at: datetime | None
     request_id: str | None
+    decision: str | None = None  # null for tasks scored before migration V20
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +150,7 @@ class TaskUpdate:
     probability: float | None = None
     error_message: str | None = None
     error_kind: str | None = None
+    decision: str | None = None  # ALLOW | REVIEW | BLOCK, with a verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +164,19 @@ class EventRow:
     error: str | None = None
     message_id: str | None = None
     request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowVerdict:
+    """How the shadow version judged a task the live one completed (shadow_verdicts)."""
+
+    task_id: int
+    shadow_version: str
+    live_version: str
+    live_probability: float
+    shadow_probability: float
+    live_decision: str
+    shadow_decision: str
 
 
 @dataclass(frozen=True, slots=True)

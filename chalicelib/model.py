@@ -9,6 +9,13 @@ starts), so this module re-implements the fitted pipeline from
 
 ``tests/unit/test_model.py`` checks that the probabilities match scikit-learn's
 within 1e-9, so any change to the training pipeline must be mirrored here.
+
+An artifact carries its decision thresholds, chosen at training time from the
+precision/recall trade-off (training/thresholds.py): `threshold` (block:
+`is_violation`) and, optionally, `review_threshold` below it. Its numeric
+features may say how they were scaled (`{"mean", "scale"}`; a passthrough is
+mean 0, scale 1), so a converted notebook pipeline (training/convert.py) is
+served by the same code.
 """
 
 from __future__ import annotations
@@ -23,10 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chalicelib.domain import decide
 from chalicelib.features import AdFeatures
 
 ARTIFACT_FORMAT = 1
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "artifacts" / "model.json"
+
+# Scored by every version before it serves (chalicelib.serving): a clear
+# violation and a clean ad. The publisher records what they scored
+# (chalicelib.registry); a runtime that scores them differently reads the
+# artifact differently, and refuses it.
+PROBE_ADS = (
+    AdFeatures(False, 0, 1, "iPhone 15 реплика", "Только предоплата, пишите в telegram @seller"),
+    AdFeatures(True, 6, 7, "Диван угловой", "Состояние отличное, самовывоз. Торг уместен."),
+)
+# How far a probe may drift from the published score: float summation order only.
+PROBE_TOLERANCE = 1e-9
 
 
 def _sigmoid(z: float) -> float:
@@ -52,6 +71,9 @@ class Model:
     images_scale: float
     images_coef: float
     intercept: float
+    review_threshold: float | None = None
+    verified_mean: float = 0.0  # a passthrough 0/1 column unless the artifact says otherwise
+    verified_scale: float = 1.0
 
     @classmethod
     def from_artifact(cls, artifact: dict[str, Any]) -> Model:
@@ -61,9 +83,14 @@ class Model:
         if text["norm"] != "l2":
             raise ValueError(f"unsupported tf-idf norm {text['norm']!r}")
         low, high = text["ngram_range"]
+        threshold, review = float(artifact["threshold"]), artifact.get("review_threshold")
+        if not 0.0 < threshold <= 1.0 or (review is not None and not 0.0 <= float(review) < threshold):
+            raise ValueError(f"thresholds out of order: review {review!r}, block {threshold!r}")
+        verified = artifact.get("is_verified_seller", {"mean": 0.0, "scale": 1.0})
         return cls(
             version=artifact["version"],
-            threshold=float(artifact["threshold"]),
+            threshold=threshold,
+            review_threshold=None if review is None else float(review),
             token_re=re.compile(text["token_pattern"]),  # sklearn also uses the stdlib re module
             lowercase=bool(text["lowercase"]),
             ngram_range=(int(low), int(high)),
@@ -75,6 +102,8 @@ class Model:
             images_scale=float(artifact["images_qty"]["scale"]),
             images_coef=float(coef["images_qty"]),
             intercept=float(artifact["intercept"]),
+            verified_mean=float(verified["mean"]),
+            verified_scale=float(verified["scale"]),
         )
 
     def _ngrams(self, text: str) -> list[str]:
@@ -104,7 +133,7 @@ class Model:
         parts = self._text_terms(ad.name + " " + ad.description)
         # An unseen category gets no one-hot column, like OneHotEncoder(handle_unknown="ignore").
         parts.append(self.category_coef.get(ad.category, 0.0))
-        parts.append(float(ad.is_verified_seller) * self.verified_coef)
+        parts.append((float(ad.is_verified_seller) - self.verified_mean) / self.verified_scale * self.verified_coef)
         parts.append((ad.images_qty - self.images_mean) / self.images_scale * self.images_coef)
         parts.append(self.intercept)
         return math.fsum(parts)
@@ -118,10 +147,31 @@ class Model:
         p = self.predict_proba([ad])[0]
         return p >= self.threshold, p
 
+    def decide(self, probability: float) -> str:
+        """allow | review | block (chalicelib.domain.decide) at this version's thresholds."""
+        return decide(probability, self.threshold, self.review_threshold)
+
+    def check_probe(self, expected: Sequence[float] | None = None) -> None:
+        """Raise ValueError unless the probe ads score as finite probabilities (and,
+        when the publisher recorded them, as it scored them)."""
+        scores = self.predict_proba(PROBE_ADS)
+        if not all(0.0 <= p <= 1.0 for p in scores):  # NaN fails this too
+            raise ValueError(f"probe ads scored {scores}: not probabilities")
+        if expected is not None:
+            if len(expected) != len(scores):
+                raise ValueError(f"{len(expected)} published probe scores for {len(scores)} probe ads")
+            worst = max(abs(a - float(e)) for a, e in zip(scores, expected, strict=True))
+            if worst > PROBE_TOLERANCE:
+                raise ValueError(f"probe ads scored {scores}, published as {list(expected)} (off by {worst:.2g})")
+
+
+def loads(data: bytes | str) -> Model:
+    """A model from the bytes of an artifact (a registry version, the packaged file)."""
+    return Model.from_artifact(json.loads(data))
+
 
 def _load(path: Path) -> Model:
-    with path.open(encoding="utf-8") as f:
-        return Model.from_artifact(json.load(f))
+    return loads(path.read_bytes())
 
 
 @functools.lru_cache(maxsize=1)

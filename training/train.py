@@ -1,10 +1,15 @@
 """Fit the ad-moderation model and export it for the pure-Python runtime.
 
-    python -m training.train [--n 6000] [--seed 42] [--out chalicelib/artifacts/model.json]
+    python -m training.train [--n 6000] [--seed 42] [--target-precision 0.95] [--review-recall 0.9]
+                             [--out chalicelib/artifacts/model.json] [--plot build/train/precision_recall.png]
 
 Generates ``n`` ads with ``training.dataset.generate_ads(n, seed)``, holds out 25 %
-(stratified, seeded), fits a scikit-learn pipeline, prints held-out metrics and
-writes a JSON artifact that ``chalicelib.model`` evaluates without scikit-learn.
+(stratified, seeded), fits a scikit-learn pipeline, chooses the decision
+thresholds from the held-out precision/recall trade-off (training/thresholds.py:
+chosen on one half of the held-out ads, reported on the other), prints them and
+the held-out metrics, draws the precision/recall curve with the chosen thresholds
+(a PNG under build/, never in chalicelib/) and writes a JSON artifact that
+``chalicelib.model`` evaluates without scikit-learn.
 
 Pipeline (the feature order is the order of the coefficients in the artifact):
   1. text: TfidfVectorizer on ``name + " " + description`` (lowercase, pinned token
@@ -19,9 +24,10 @@ machine (no timestamps). The vocabulary is limited with ``min_df`` rather than
 ``max_features`` because the latter breaks ties between equally frequent terms
 with numpy's unstable argsort, whose order can differ between CPUs.
 
-``version`` hashes what determines the model: the parameters below, the sklearn
-version, a fingerprint of the generated data, the vocabulary and the category
-list. The fitted floats are left out on purpose: they follow from those inputs,
+``version`` hashes what determines the model: the parameters below (the
+threshold targets included), the sklearn version, a fingerprint of the generated
+data, the vocabulary and the category list. The fitted floats (and the
+thresholds, which follow from them) are left out on purpose: they follow from those inputs,
 but their last bits may differ between CPUs/BLAS builds, which would make the
 version (and the stale-artifact test) platform-dependent. The parity test compares
 probabilities, which covers the floats.
@@ -45,23 +51,20 @@ import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from chalicelib.features import AdFeatures
 from chalicelib.model import ARTIFACT_FORMAT, DEFAULT_MODEL_PATH
+from training import convert, thresholds
 from training.dataset import GeneratedAd, generate_ads
 
 DEFAULT_N = 6000
 DEFAULT_SEED = 42
+DEFAULT_TARGET_PRECISION = 0.95
+DEFAULT_REVIEW_RECALL = 0.8
+PLOT_PATH = Path("build") / "train" / "precision_recall.png"  # relative to the working directory (make: the repo)
 
 # Everything that shapes the model besides the data. Recorded in the artifact and hashed.
 PARAMS: dict[str, Any] = {
@@ -82,7 +85,8 @@ PARAMS: dict[str, Any] = {
     # other CPUs land on the same coefficients up to rounding noise.
     "logistic_regression": {"C": 10.0, "solver": "lbfgs", "tol": 1e-10, "max_iter": 5000, "random_state": 0},
     "test_size": 0.25,
-    "threshold": 0.5,
+    # training/thresholds.py: block at this precision; review down to this recall (None: no review band).
+    "thresholds": {"target_precision": DEFAULT_TARGET_PRECISION, "review_recall": DEFAULT_REVIEW_RECALL},
 }
 
 # Column indices of the matrix built by ads_to_matrix.
@@ -121,31 +125,50 @@ def build_pipeline() -> Pipeline:
     return Pipeline([("features", features), ("model", LogisticRegression(**PARAMS["logistic_regression"]))])
 
 
-def fit(n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> tuple[Pipeline, list[GeneratedAd]]:
-    """Fit on a seeded stratified 75 % of generate_ads(n, seed); return the pipeline and the held-out ads."""
+def split(n: int, seed: int) -> tuple[list[GeneratedAd], list[GeneratedAd]]:
+    """(training, held-out): a seeded stratified 75 / 25 % of generate_ads(n, seed)."""
     ads = generate_ads(n, seed)
     train, heldout = train_test_split(
         ads, test_size=PARAMS["test_size"], stratify=[ad.is_violation for ad in ads], random_state=seed
     )
+    return list(train), list(heldout)
+
+
+def fit(n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> tuple[Pipeline, list[GeneratedAd]]:
+    """Fit on the training split of generate_ads(n, seed); return the pipeline and the held-out ads."""
+    train, heldout = split(n, seed)
     pipeline = build_pipeline()
     pipeline.fit(ads_to_matrix([ad.features() for ad in train]), np.array([int(ad.is_violation) for ad in train]))
     return pipeline, heldout
 
 
-def evaluate(pipeline: Pipeline, ads: Sequence[GeneratedAd]) -> dict[str, float]:
-    y = np.array([int(ad.is_violation) for ad in ads])
-    proba = pipeline.predict_proba(ads_to_matrix([ad.features() for ad in ads]))[:, 1]
-    predicted = (proba >= PARAMS["threshold"]).astype(int)
-    metrics = {
-        "roc_auc": roc_auc_score(y, proba),
-        "precision": precision_score(y, predicted, zero_division=0),
-        "recall": recall_score(y, predicted, zero_division=0),
-        "f1": f1_score(y, predicted, zero_division=0),
-        "accuracy": accuracy_score(y, predicted),
-        "violation_rate": float(y.mean()),
-    }
-    # Rounded so the artifact does not churn on last-bit float differences.
-    return {name: round(float(value), 4) for name, value in metrics.items()} | {"size": len(ads)}
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Thresholds chosen on the calibration half of the held-out ads, metrics on its test half."""
+
+    choice: thresholds.Choice
+    metrics: dict[str, Any]
+    calibration: tuple[list[int], list[float]]  # labels, probabilities
+    test: tuple[list[int], list[float]]
+
+    def plot(self, path: Path, title: str) -> Path:
+        return thresholds.plot(self.calibration, self.test, self.choice, path, title)
+
+
+def evaluate(predict_proba: Any, heldout: Sequence[GeneratedAd], seed: int, target_precision: float,
+             review_recall: float | None) -> Evaluation:
+    """Choose the thresholds and measure the model at them. `predict_proba`: ads -> probabilities."""
+    calibration, test = thresholds.split(heldout, [ad.is_violation for ad in heldout], seed)
+    halves = []
+    for ads in (calibration, test):
+        halves.append(([int(ad.is_violation) for ad in ads], [float(p) for p in predict_proba([ad.features() for ad in ads])]))
+    choice = thresholds.choose(*halves[0], target_precision, review_recall)
+    return Evaluation(choice, thresholds.metrics(*halves[1], choice.threshold, choice.review_threshold), halves[0], halves[1])
+
+
+def sklearn_proba(pipeline: Pipeline) -> Any:
+    """ads -> probabilities of a violation, from a pipeline over ads_to_matrix's columns."""
+    return lambda ads: pipeline.predict_proba(ads_to_matrix(ads))[:, 1]
 
 
 def _canonical(value: Any) -> bytes:
@@ -156,20 +179,14 @@ def dataset_fingerprint(ads: Sequence[GeneratedAd]) -> str:
     return hashlib.sha256(_canonical([dataclasses.astuple(ad) for ad in ads])).hexdigest()
 
 
-def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, seed: int) -> dict[str, Any]:
+def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, seed: int,
+                   evaluation: Evaluation | None = None) -> dict[str, Any]:
     """Everything chalicelib.model needs, plus metadata. Deterministic for a given fit."""
-    features: ColumnTransformer = pipeline.named_steps["features"]
-    tfidf: TfidfVectorizer = features.named_transformers_["text"]
-    onehot: OneHotEncoder = features.named_transformers_["category"]
-    scaler: StandardScaler = features.named_transformers_["images_qty"]
-    lr: LogisticRegression = pipeline.named_steps["model"]
-
-    vocabulary = [str(term) for term in tfidf.get_feature_names_out()]  # column order
-    categories = [int(c) for c in onehot.categories_[0]]
-    coef = [float(c) for c in lr.coef_[0]]
-    n_text, n_cat = len(vocabulary), len(categories)
-    if len(coef) != n_text + n_cat + 2:
-        raise AssertionError(f"unexpected feature layout: {len(coef)} coefficients")
+    if evaluation is None:
+        targets = PARAMS["thresholds"]
+        evaluation = evaluate(sklearn_proba(pipeline), heldout, seed, targets["target_precision"], targets["review_recall"])
+    fields = convert.parts(pipeline)  # what the runtime computes with; refuses a pipeline it cannot serve
+    vocabulary, categories = fields["text"]["vocabulary"], fields["categories"]
 
     all_ads = generate_ads(n, seed)
     training = {
@@ -177,7 +194,8 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
         "seed": seed,
         "dataset_sha256": dataset_fingerprint(all_ads),
         "dataset_violation_rate": round(sum(ad.is_violation for ad in all_ads) / n, 4),
-        "params": PARAMS,
+        "params": PARAMS | {"thresholds": {"target_precision": evaluation.choice.target_precision,
+                                           "review_recall": evaluation.choice.review_recall}},
     }
     hashed = {
         "format": ARTIFACT_FORMAT,
@@ -186,32 +204,15 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
         "vocabulary": vocabulary,
         "categories": categories,
     }
-    text = PARAMS["text"]
     return {
         "format": ARTIFACT_FORMAT,
         "version": "lr-" + hashlib.sha256(_canonical(hashed)).hexdigest()[:12],
-        "threshold": PARAMS["threshold"],
-        "text": {
-            "lowercase": text["lowercase"],
-            "token_pattern": text["token_pattern"],
-            "ngram_range": text["ngram_range"],
-            "sublinear_tf": text["sublinear_tf"],
-            "norm": text["norm"],
-            "vocabulary": vocabulary,
-            "idf": [float(v) for v in tfidf.idf_],
-        },
-        "categories": categories,
-        "images_qty": {"mean": float(scaler.mean_[0]), "scale": float(scaler.scale_[0])},
-        "feature_order": ["text", "category", "is_verified_seller", "images_qty"],
-        "coef": {
-            "text": coef[:n_text],
-            "category": coef[n_text:n_text + n_cat],
-            "is_verified_seller": coef[n_text + n_cat],
-            "images_qty": coef[n_text + n_cat + 1],
-        },
-        "intercept": float(lr.intercept_[0]),
+        "threshold": evaluation.choice.threshold,
+        "review_threshold": evaluation.choice.review_threshold,
+        "threshold_selection": evaluation.choice.as_json(),
+        **fields,
         "training": training,
-        "metrics": {"heldout": evaluate(pipeline, heldout)},
+        "metrics": {"heldout": evaluation.metrics},
         "library_versions": {
             "python": platform.python_version(),
             "sklearn": sklearn.__version__,
@@ -221,21 +222,65 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
     }
 
 
+def review_recall_arg(value: str) -> float | None:
+    """--review-recall: a recall in (0, 1], or 0 / none for no review band."""
+    if value.lower() in ("", "0", "none", "off"):
+        return None
+    recall = float(value)
+    if not 0 < recall <= 1:
+        raise argparse.ArgumentTypeError(f"a recall between 0 and 1, or none: {value!r}")
+    return recall
+
+
+def add_threshold_args(parser: argparse.ArgumentParser) -> None:
+    """The threshold options of `make train` and `make model-publish`."""
+    parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION,
+                        help="block at the lowest probability with at least this held-out precision")
+    parser.add_argument("--review-recall", type=review_recall_arg, default=DEFAULT_REVIEW_RECALL,
+                        help="review band down to the probability that still catches this share of violations "
+                             "(0 or none: no review band)")
+    parser.add_argument("--plot", type=Path, default=PLOT_PATH, help="precision/recall curve PNG")
+
+
+def train(n: int, seed: int, target_precision: float, review_recall: float | None) -> tuple[dict[str, Any], Evaluation]:
+    """Fit and export with these targets: (artifact, evaluation)."""
+    pipeline, heldout = fit(n, seed)
+    evaluation = evaluate(sklearn_proba(pipeline), heldout, seed, target_precision, review_recall)
+    return build_artifact(pipeline, heldout, n, seed, evaluation), evaluation
+
+
+def report(artifact: dict[str, Any]) -> str:
+    """The thresholds and the held-out metrics, as `make train` and `make model-publish` print them."""
+    m, sel = artifact["metrics"]["heldout"], artifact.get("threshold_selection") or {}
+    review = artifact.get("review_threshold")
+    lines = [f"thresholds (chosen on the held-out calibration half for precision >= {sel.get('target_precision')}"
+             + (f", review down to recall {sel.get('review_recall')}" if review is not None else "") + "):",
+             f"  block  p >= {artifact['threshold']}" + (f"\n  review {review} <= p < {artifact['threshold']}"
+                                                        if review is not None else "  (no review band)"),
+             f"held-out test half ({m['size']} ads, violation rate {m['violation_rate']:.2%}):"]
+    for name in ("roc_auc", "precision", "recall", "f1", "accuracy", "block_rate", "review_rate", "review_or_block_recall"):
+        if name in m:
+            lines.append(f"  {name:<22} {m[name]:.4f}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of generated ads")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="dataset and split seed")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH, help="artifact path")
+    add_threshold_args(parser)
     args = parser.parse_args(argv)
 
-    pipeline, heldout = fit(args.n, args.seed)
-    artifact = build_artifact(pipeline, heldout, args.n, args.seed)
-    metrics = artifact["metrics"]["heldout"]
+    try:
+        artifact, evaluation = train(args.n, args.seed, args.target_precision, args.review_recall)
+    except thresholds.ThresholdError as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 1
     print(f"dataset: n={args.n} seed={args.seed} violation rate={artifact['training']['dataset_violation_rate']:.2%}")
-    print(f"held-out ({metrics['size']} ads, violation rate {metrics['violation_rate']:.2%}), "
-          f"threshold {artifact['threshold']}:")
-    for name in ("roc_auc", "precision", "recall", "f1", "accuracy"):
-        print(f"  {name:<9} {metrics[name]:.4f}")
+    print(report(artifact))
+    plot = evaluation.plot(args.plot, f"{artifact['version']}: precision/recall and the chosen thresholds")
+    print(f"wrote {plot}")
 
     text = json.dumps(artifact, ensure_ascii=False, indent=1) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)

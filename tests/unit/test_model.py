@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.features import AdFeatures
-from chalicelib.model import DEFAULT_MODEL_PATH, Model, load_model
+from chalicelib.model import DEFAULT_MODEL_PATH, PROBE_ADS, Model, load_model
 from training import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,4 +99,35 @@ def test_unknown_category_scores_without_one_hot() -> None:
 def test_default_model_is_cached() -> None:
     assert load_model() is load_model()
     assert load_model().version.startswith("lr-")
-    assert load_model().threshold == 0.5
+
+
+def test_thresholds_come_from_the_heldout_trade_off(artifact: dict, refit) -> None:
+    _, heldout, fresh = refit
+    model = load_model()
+    selection = artifact["threshold_selection"]
+    assert (model.threshold, model.review_threshold) == (artifact["threshold"], artifact["review_threshold"])
+    assert 0 < model.review_threshold < model.threshold < 1
+    # Re-chosen from the refit, they are the committed ones; the calibration half meets the target...
+    assert (fresh["threshold"], fresh["review_threshold"]) == pytest.approx((model.threshold, model.review_threshold), abs=1e-6)
+    assert selection["calibration"]["precision"] >= selection["target_precision"]
+    # ... and the reported metrics are the other (test) half's, at that threshold.
+    metrics = artifact["metrics"]["heldout"]
+    assert metrics["size"] == len(heldout) // 2 and metrics["precision"] > 0.9
+
+
+def test_decisions_follow_the_thresholds() -> None:
+    model = load_model()
+    assert model.review_threshold is not None
+    assert model.decide(model.threshold) == "block"
+    assert model.decide(model.review_threshold) == "review"
+    assert model.decide((model.review_threshold + model.threshold) / 2) == "review"
+    assert model.decide(model.review_threshold - 1e-9) == "allow"
+
+
+def test_probe_ads_check_the_published_scores() -> None:
+    model = load_model()
+    scores = model.predict_proba(PROBE_ADS)
+    model.check_probe(scores)
+    model.check_probe()
+    with pytest.raises(ValueError, match="published as"):
+        model.check_probe([scores[0] + 1e-6, scores[1]])
