@@ -71,6 +71,10 @@ class Settings:
     unreceived_after_seconds: int
     # Idempotency-Keys are kept at least this long, then purged by the reconciler.
     idempotency_key_ttl_seconds: int
+    # The model registry's bucket (chalicelib/registry.py); None: the packaged model serves.
+    model_bucket: str | None = None
+    # How often, at most, a function asks whether a model alias moved.
+    model_alias_check_seconds: int = 60
 
 
 @lru_cache(maxsize=1)
@@ -100,4 +104,6 @@ def get_settings() -> Settings:
         stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
         unreceived_after_seconds=_int("UNRECEIVED_AFTER_SECONDS", 5 * 60),
         idempotency_key_ttl_seconds=_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60),
+        model_bucket=env.get("MODEL_BUCKET") or None,
+        model_alias_check_seconds=_int("MODEL_ALIAS_CHECK_SECONDS", 60),
     )

@@ -60,6 +60,11 @@ ErrorKind = Literal["permanent", "transient", "stuck"]
 # task_events.kind (migrations/V3__task_events.sql).
 EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck"]
 Probability = Annotated[float, Field(ge=0, le=1)]
+# What to do with the ad (chalicelib/domain.py decide): `block` is exactly is_violation;
+# `review`, only from a model with a review band, is the band just below its threshold.
+Decision = Literal["allow", "review", "block"]
+DECISION_HELP = ("allow | review | block: block is is_violation; review (a model with a review band) means "
+                 "probability just below the threshold: send the ad to a person")
 # ISO 8601 as the API has always written them (`+00:00`, not pydantic's `Z`).
 Timestamp = Annotated[
     datetime,
@@ -118,6 +123,7 @@ class Prediction(Contract):
     is_violation: bool
     probability: Probability
     model_version: str
+    decision: Decision = Field(description=DECISION_HELP)
 
 
 class Accepted(Contract):
@@ -136,6 +142,8 @@ class TaskResult(Contract):
     error_message: str | None = Field(description="why the task failed; null unless failed")
     item_id: Id
     model_version: str | None
+    decision: Decision | None = Field(description=DECISION_HELP + "; null until completed (and for tasks "
+                                      "scored before decisions existed)")
     attempts: int = Field(ge=0, description="highest SQS receive count seen")
     error_kind: ErrorKind | None = Field(
         description="permanent: retrying cannot help; transient: retries exhausted (a redrive from the DLQ scores it "

@@ -24,6 +24,7 @@ from chalicelib.domain import (
     ClaimedTask,
     EventRow,
     TaskUpdate,
+    decide,
     read_body,
 )
 
@@ -192,8 +193,11 @@ def plan_batch(
     threshold: float,
     max_receive_count: int,
     now_iso: str,
+    review_threshold: float | None = None,
 ) -> list[Decision]:
-    """Decide every delivery's fate. One decision per delivery, in order."""
+    """Decide every delivery's fate. One decision per delivery, in order. A
+    verdict blocks at `threshold` (is_violation) and, with a `review_threshold`,
+    sends the band below it to review (chalicelib.domain.decide)."""
     decisions: list[Decision] = []
     handled: set[int] = set()
 
@@ -246,7 +250,8 @@ def plan_batch(
             decisions.append(permanent(d, f"invalid features: {score.invalid}", task=True))
         elif score.probability is not None:
             p = score.probability
-            update = TaskUpdate(tid, COMPLETED, d.attempt, is_violation=p >= threshold, probability=p)
+            update = TaskUpdate(tid, COMPLETED, d.attempt, is_violation=p >= threshold, probability=p,
+                                decision=decide(p, threshold, review_threshold))
             decisions.append(Decision(d, Outcome.COMPLETED, update=update))
         else:
             decisions.append(transient(d, score.crashed or "scoring failed", max_receive_count))

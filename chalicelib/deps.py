@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chalicelib.queue import TaskQueue
     from chalicelib.reconcile import Reconciler
     from chalicelib.scoring import Scorer
+    from chalicelib.serving import Followed, Pinned
     from chalicelib.storage import ModerationStore
 
 T = TypeVar("T")
@@ -112,24 +113,37 @@ def queue() -> TaskQueue:
     )
 
 
+def models(function: str, *, shadow: bool) -> Followed | Pinned:
+    """The models `function` serves: the registry's aliases when MODEL_BUCKET is
+    set (the scorer also follows `shadow`), else the packaged artifact."""
+    from chalicelib.model import load_model
+    from chalicelib.serving import Followed, Pinned
+
+    s = get_settings()
+    if s.model_bucket is None:
+        return Pinned(load_model())
+    from chalicelib.registry import ObjectReader
+
+    return Followed(ObjectReader(s.model_bucket), load_model, function=function,
+                    check_seconds=s.model_alias_check_seconds, shadow=shadow)
+
+
 @_once
 def service() -> ModerationService:
-    from chalicelib.model import load_model
     from chalicelib.moderation import ModerationService
 
-    return ModerationService(store(), queue(), load_model())
+    return ModerationService(store(), queue(), models("api_handler", shadow=False))
 
 
 @_once
 def scorer() -> Scorer:
-    from chalicelib.model import load_model
     from chalicelib.scoring import Scorer
 
     s = get_settings()
     return Scorer(
         store(),
         queue(),
-        load_model(),
+        models("score", shadow=True),
         retry_base_seconds=s.retry_base_seconds,
         default_max_receive_count=s.default_max_receive_count,
     )

@@ -29,6 +29,11 @@ RETRIED = "TasksRetried"
 SENT_TO_DLQ = "TasksSentToDLQ"
 RESENT = "TasksResent"
 BATCH_SIZE = "BatchSize"
+# A function could not adopt what a model alias names (chalicelib/serving.py): alarmed.
+MODEL_REFUSED = "ModelRefused"
+# Shadow scoring (chalicelib/scoring.py): verdicts recorded, and batches whose shadow failed.
+SHADOW_SCORED = "ShadowScored"
+SHADOW_FAILED = "ShadowFailed"
 # Milliseconds
 SCORING_LATENCY = "ScoringLatency"
 SUBMIT_TO_COMPLETED = "SubmitToCompletedLatency"

@@ -6,7 +6,7 @@ Each returns plain JSON-ready dicts; errors are domain errors (chalicelib.errors
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chalicelib import metrics
 from chalicelib.domain import PendingTask, Task, TaskEvent
@@ -14,23 +14,28 @@ from chalicelib.errors import AdNotFound, IdempotencyKeyMismatch, ModerationErro
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
+from chalicelib.serving import Model, Models, as_models, decision
 from chalicelib.storage import ModerationStore
-
-if TYPE_CHECKING:
-    from chalicelib.scoring import Model
 
 ACCEPTED_MESSAGE = "Moderation request accepted"
 
 
 class ModerationService:
-    def __init__(self, store: ModerationStore, queue: TaskQueue, model: Model) -> None:
+    def __init__(self, store: ModerationStore, queue: TaskQueue, model: Model | Models) -> None:
         self._store = store
         self._queue = queue
-        self._model = model
+        self._models = as_models(model)
+
+    @property
+    def model(self) -> Model:
+        """The version serving now (the registry's `live` alias, else the packaged one)."""
+        return self._models.snapshot().live
 
     def predict(self, features: AdFeatures) -> dict[str, Any]:
-        p = self._model.predict_proba([features])[0]
-        return {"is_violation": p >= self._model.threshold, "probability": p, "model_version": self._model.version}
+        model = self.model  # one version for the whole answer
+        p = model.predict_proba([features])[0]
+        return {"is_violation": p >= model.threshold, "probability": p, "model_version": model.version,
+                "decision": decision(model, p)}
 
     def simple_predict(self, item_id: int) -> dict[str, Any]:
         ad = self._store.get_ad(item_id)
@@ -154,7 +159,7 @@ class ModerationService:
             checks["queue"] = {"ok": True, "depth": self._queue.depths()}
         except TransientError as exc:
             checks["queue"] = {"ok": False, "error": exc.message}
-        checks["model"] = {"ok": True, "version": self._model.version}
+        checks["model"] = {"ok": True, "version": self.model.version}
         down = [name for name, c in checks.items() if not c["ok"]]
         body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "checks": checks}
         if down:
@@ -176,6 +181,7 @@ def task_view(task: Task) -> dict[str, Any]:
         "error_message": task.error_message,
         "item_id": task.item_id,
         "model_version": task.model_version,
+        "decision": task.decision,
         "attempts": task.attempts,
         # Diagnostics: why it failed, what the last retry hit, when it started.
         "error_kind": task.error_kind,

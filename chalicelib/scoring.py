@@ -22,6 +22,14 @@ before the `dlq_parked` row (or two deliveries of one task racing in that
 window) gives a second envelope with the same task_id, which ops recognise
 by task_id (`make dlq`).
 
+The model: one `Snapshot` of the versions the registry's aliases name
+(chalicelib.serving) per batch, so every verdict of a batch comes from one
+version. When a `shadow` version is set, the batch's completed tasks are
+scored again with it after the commit and its verdicts recorded in
+shadow_verdicts (make model-compare): in a transaction of its own, so nothing
+the shadow does (a crash, a slow or failed insert) can fail, retry or delay a
+task's verdict; a failure is logged and counted (ShadowFailed).
+
 Powertools' BatchProcessor is per record; scoring here is set-based (one
 query, one model call, one write per batch), so the batch response is built
 directly in the format Lambda expects: {"batchItemFailures": [...]}.
@@ -32,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from chalicelib import metrics
 from chalicelib.decisions import (
@@ -48,22 +56,13 @@ from chalicelib.decisions import (
     unparked,
     whole_batch_failure,
 )
-from chalicelib.domain import PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow
+from chalicelib.domain import COMPLETED, PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow, ShadowVerdict
 from chalicelib.errors import ModerationError
 from chalicelib.features import AdFeatures, InvalidFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
+from chalicelib.serving import Model, Models, Snapshot, as_models, decision
 from chalicelib.storage import ModerationStore
-
-
-class Model(Protocol):
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def threshold(self) -> float: ...
-
-    def predict_proba(self, ads: Sequence[AdFeatures]) -> list[float]: ...
 
 
 class Scorer:
@@ -71,14 +70,14 @@ class Scorer:
         self,
         store: ModerationStore,
         queue: TaskQueue,
-        model: Model,
+        model: Model | Models,
         *,
         retry_base_seconds: int,
         default_max_receive_count: int,
     ) -> None:
         self._store = store
         self._queue = queue
-        self._model = model
+        self._models = as_models(model)
         self._retry_base = retry_base_seconds
         self._default_max_receive = default_max_receive_count
 
@@ -87,8 +86,10 @@ class Scorer:
         deliveries = [parse_record(r) for r in records]
         max_receive = self._queue.max_receive_count(self._default_max_receive)
         ages: dict[int, float] = {}
+        shadowed: int | None = None
         try:
-            decisions, claimed, ages = self._claim_decide_write(deliveries, max_receive)  # committed
+            models = self._models.snapshot()
+            decisions, claimed, ages, scored = self._claim_decide_write(deliveries, max_receive, models.live)  # committed
         except Exception as exc:  # noqa: BLE001 - whole-batch failure: nothing was written
             error = exc.message if isinstance(exc, ModerationError) else f"{type(exc).__name__}: {exc}"
             logger.exception("batch failed as a whole; retrying every message", extra={"error": error})
@@ -96,9 +97,11 @@ class Scorer:
             self._fail_exhausted(decisions)
         else:
             decisions = self._send_envelopes(decisions, claimed)  # after the commit
+            if models.shadow is not None:
+                shadowed = self._shadow(models, decisions, scored)
         self._back_off(decisions)
         _log_outcomes(decisions)
-        _emit_metrics(decisions, ages, (time.perf_counter() - started) * 1000)
+        _emit_metrics(decisions, ages, (time.perf_counter() - started) * 1000, shadowed)
         return {
             "batchItemFailures": [
                 {"itemIdentifier": d.delivery.message_id} for d in decisions if not d.outcome.acknowledged
@@ -106,22 +109,25 @@ class Scorer:
         }
 
     def _claim_decide_write(
-        self, deliveries: list[Delivery], max_receive: int
-    ) -> tuple[list[Decision], dict[int, ClaimedTask], dict[int, float]]:
+        self, deliveries: list[Delivery], max_receive: int, model: Model
+    ) -> tuple[list[Decision], dict[int, ClaimedTask], dict[int, float], dict[int, AdFeatures]]:
         """Claim, score, decide and write in one transaction, committed on return.
 
-        Returns the decisions, the claimed tasks and submit->completed seconds
-        of the tasks this batch completed (for the latency metric).
+        Returns the decisions, the claimed tasks, submit->completed seconds
+        of the tasks this batch completed (for the latency metric) and the
+        features of the ads it scored (for the shadow).
         """
         task_ids = [d.message.task_id for d in deliveries if d.message is not None]
         with self._store.transaction() as cur:
             claim = self._store.claim(cur, task_ids)
+            scores, scored = self._score(claim.tasks, model)
             decisions = plan_batch(
                 deliveries,
                 claim.tasks,
                 claim.locked_elsewhere,
-                self._score(claim.tasks),
-                threshold=self._model.threshold,
+                scores,
+                threshold=model.threshold,
+                review_threshold=getattr(model, "review_threshold", None),
                 max_receive_count=max_receive,
                 now_iso=utc_now_iso(),
             )
@@ -129,8 +135,33 @@ class Scorer:
                 updates=[d.update for d in decisions if d.update is not None],
                 events=trail(decisions, claim.tasks, set(claim.tasks) | claim.locked_elsewhere),
             )
-            ages = self._store.write(cur, write, model_version=self._model.version)
-        return decisions, claim.tasks, ages
+            ages = self._store.write(cur, write, model_version=model.version)
+        return decisions, claim.tasks, ages, scored
+
+    def _shadow(self, models: Snapshot, decisions: Sequence[Decision], scored: Mapping[int, AdFeatures]) -> int:
+        """Score the batch's completed tasks with the shadow version and record its
+        verdicts; -1 if that failed (logged, never raised: the tasks are done)."""
+        live, shadow = models.live, models.shadow
+        assert shadow is not None
+        done = [d.update for d in decisions if d.update is not None and d.update.status == COMPLETED]
+        done = [u for u in done if u.task_id in scored and u.probability is not None]
+        if not done:
+            return 0
+        try:
+            probabilities = shadow.predict_proba([scored[u.task_id] for u in done])
+            rows = [
+                ShadowVerdict(u.task_id, shadow.version, live.version, u.probability or 0.0, p, u.decision or "",
+                              decision(shadow, p))
+                for u, p in zip(done, probabilities, strict=True)
+            ]
+            with self._store.transaction() as cur:
+                self._store.add_shadow_verdicts(cur, rows)
+        except Exception as exc:  # noqa: BLE001 - the shadow must never fail a task
+            error = exc.message if isinstance(exc, ModerationError) else f"{type(exc).__name__}: {exc}"
+            logger.warning("shadow scoring failed; the live verdicts stand",
+                           extra={"shadow": shadow.version, "task_ids": [u.task_id for u in done], "error": error})
+            return -1
+        return len(rows)
 
     def _send_envelopes(self, decisions: list[Decision], claimed: Mapping[int, ClaimedTask]) -> list[Decision]:
         """After the commit: send the envelopes, then record them as parked.
@@ -164,7 +195,8 @@ class Scorer:
                 error = exc.message
         logger.warning("envelopes parked but not recorded", extra={"task_ids": [r.task_id for r in rows], "error": error})
 
-    def _score(self, claimed: Mapping[int, ClaimedTask]) -> dict[int, Score]:
+    @staticmethod
+    def _score(claimed: Mapping[int, ClaimedTask], model: Model) -> tuple[dict[int, Score], dict[int, AdFeatures]]:
         scores: dict[int, Score] = {}
         valid: dict[int, AdFeatures] = {}
         for task in claimed.values():
@@ -175,17 +207,17 @@ class Scorer:
             except InvalidFeatures as exc:
                 scores[task.task_id] = Score(invalid=str(exc))
         if not valid:
-            return scores
+            return scores, valid
         try:
-            probabilities = self._model.predict_proba(list(valid.values()))
+            probabilities = model.predict_proba(list(valid.values()))
             scores.update({tid: Score(probability=p) for tid, p in zip(valid, probabilities, strict=True)})
         except Exception:  # noqa: BLE001 - isolate the ad that breaks the model
             for tid, features in valid.items():
                 try:
-                    scores[tid] = Score(probability=self._model.predict_proba([features])[0])
+                    scores[tid] = Score(probability=model.predict_proba([features])[0])
                 except Exception as exc:  # noqa: BLE001 - an unexpected error is transient
                     scores[tid] = Score(crashed=f"{type(exc).__name__}: {exc}")
-        return scores
+        return scores, valid
 
     def _fail_exhausted(self, decisions: list[Decision]) -> None:
         """Last attempt of a whole-batch failure: fail the tasks if the DB lets us.
@@ -264,8 +296,10 @@ def _log_outcome(d: Decision, log: Callable[..., None]) -> None:
     )
 
 
-def _emit_metrics(decisions: Sequence[Decision], ages: Mapping[int, float], elapsed_ms: float) -> None:
-    """One EMF document per batch (chalicelib.metrics)."""
+def _emit_metrics(decisions: Sequence[Decision], ages: Mapping[int, float], elapsed_ms: float,
+                  shadowed: int | None = None) -> None:
+    """One EMF document per batch (chalicelib.metrics). `shadowed`: verdicts the
+    shadow recorded, -1 if it failed, None without a shadow."""
     outcomes = [d.outcome for d in decisions]
     metrics.emit(
         "score",
@@ -274,6 +308,8 @@ def _emit_metrics(decisions: Sequence[Decision], ages: Mapping[int, float], elap
             metrics.COMPLETED: outcomes.count(Outcome.COMPLETED),
             metrics.RETRIED: outcomes.count(Outcome.RETRY),
             metrics.SENT_TO_DLQ: outcomes.count(Outcome.FAILED_PERMANENT) + outcomes.count(Outcome.EXHAUSTED),
+            metrics.SHADOW_SCORED: max(shadowed or 0, 0),
+            metrics.SHADOW_FAILED: int(shadowed == -1),
         },
         milliseconds={
             metrics.SCORING_LATENCY: [elapsed_ms],

@@ -13,6 +13,7 @@ duplicate delivery can never overwrite a finished result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -28,6 +29,7 @@ from chalicelib.domain import (
     EventRow,
     KeyedTask,
     PendingTask,
+    ShadowVerdict,
     Task,
     TaskEvent,
 )
@@ -45,7 +47,7 @@ _CLAIMABLE = "(m.status IN ('pending', 'processing') OR (m.status = 'failed' AND
 _TASK_COLUMNS = """
     id AS task_id, item_id, status, is_violation, probability, model_version,
     error_message, error_kind, attempts, last_error, created_at, enqueued_at,
-    started_at, processed_at, request_id
+    started_at, processed_at, request_id, decision
 """
 
 _AD_SELECT = """
@@ -334,6 +336,7 @@ class ModerationStore:
                     status        = v.status,
                     is_violation  = v.is_violation,
                     probability   = v.probability,
+                    decision      = v.decision,
                     model_version = CASE WHEN v.status = 'completed' THEN %(model_version)s ELSE m.model_version END,
                     error_message = CASE WHEN v.status = 'failed' THEN v.error_message ELSE NULL END,
                     error_kind    = v.error_kind,
@@ -343,8 +346,8 @@ class ModerationStore:
                     processed_at  = CASE WHEN v.status IN ('completed', 'failed') THEN now() ELSE NULL END,
                     updated_at    = now()
                 FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(attempts)s::int[], %(violations)s::boolean[],
-                            %(probabilities)s::float8[], %(errors)s::text[], %(kinds)s::text[])
-                     AS v(id, status, attempt, is_violation, probability, error_message, error_kind)
+                            %(probabilities)s::float8[], %(errors)s::text[], %(kinds)s::text[], %(decisions)s::text[])
+                     AS v(id, status, attempt, is_violation, probability, error_message, error_kind, decision)
                 WHERE m.id = v.id AND """
             + _CLAIMABLE
             + """
@@ -365,10 +368,44 @@ class ModerationStore:
                 "probabilities": [u.probability for u in updates],
                 "errors": [u.error_message for u in updates],
                 "kinds": [u.error_kind for u in updates],
+                "decisions": [u.decision for u in updates],
                 **_event_params(events),
             },
         )
         return {int(r["id"]): float(r["age"]) for r in cur.fetchall()}
+
+    @staticmethod
+    def add_shadow_verdicts(cur: Cursor, verdicts: Sequence[ShadowVerdict]) -> None:
+        """Record the shadow's verdicts (one statement). Advisory data, so no WAL
+        flush is waited for; a redelivered task keeps its first shadow verdict."""
+        if not verdicts:
+            return
+        cur.execute("SET LOCAL synchronous_commit = off")
+        cur.execute(
+            """
+            INSERT INTO shadow_verdicts (task_id, shadow_version, live_version, live_probability, shadow_probability,
+                                         live_decision, shadow_decision)
+            SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[], %s::text[])
+            ON CONFLICT (task_id, shadow_version) DO NOTHING
+            """,
+            tuple(list(column) for column in zip(*(dataclasses.astuple(v) for v in verdicts), strict=True)),
+        )
+
+    def shadow_verdicts(self, limit: int, shadow_version: str | None = None) -> list[ShadowVerdict]:
+        """The latest `limit` shadow verdicts (of one shadow version, else of the
+        latest one), newest first (make model-compare)."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                SELECT task_id, shadow_version, live_version, live_probability, shadow_probability,
+                       live_decision, shadow_decision
+                FROM shadow_verdicts
+                WHERE shadow_version = COALESCE(%s, (SELECT shadow_version FROM shadow_verdicts ORDER BY scored_at DESC LIMIT 1))
+                ORDER BY scored_at DESC, task_id DESC LIMIT %s
+                """,
+                (shadow_version, limit),
+            )
+            return [ShadowVerdict(**r) for r in cur.fetchall()]
 
     @staticmethod
     def add_events(cur: Cursor, events: Sequence[EventRow]) -> None:

@@ -126,9 +126,8 @@ def test_transient_failure_is_retried_then_succeeds(app_env, sqs, monkeypatch):
             raise RuntimeError("model hiccup")
         return real(ads)
 
-    scorer = Scorer(deps.store(), deps.queue(), model, retry_base_seconds=1, default_max_receive_count=3)
-    monkeypatch.setattr(scorer, "_model", type("M", (), {"version": model.version, "threshold": model.threshold,
-                                                        "predict_proba": staticmethod(flaky)})())
+    flaky_model = type("M", (), {"version": model.version, "threshold": model.threshold, "predict_proba": staticmethod(flaky)})()
+    scorer = Scorer(deps.store(), deps.queue(), flaky_model, retry_base_seconds=1, default_max_receive_count=3)
     record = sqs_record(task_body(task_id, item_id), attempt=1)
     assert failures(scorer.handle([record])) == [record["messageId"]]
     row = fetch_task(app_env, task_id)

@@ -20,7 +20,7 @@ class CrashingModel:
     """Transient failure on every call: an unexpected exception while scoring."""
 
     def __init__(self) -> None:
-        real = deps.service()._model  # the real model's identity, for the write
+        real = deps.service().model  # the serving model's identity, for the write
         self.version, self.threshold = real.version, real.threshold
 
     def predict_proba(self, ads: Any) -> list[float]:
