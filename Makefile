@@ -44,8 +44,10 @@ test-integration: $(STAMP) ## integration tests (embedded Postgres + moto/LocalS
 test-e2e: $(STAMP) localstack ## end-to-end tests against the running stack
 	$(PY) -m pytest tests/e2e
 
-train: $(STAMP) ## retrain the model and rewrite chalicelib/artifacts/model.json
-	$(PY) -m training.train
+# Thresholds (training/thresholds.py): block at TARGET_PRECISION, review down to REVIEW_RECALL (none: no band).
+TRAIN_ARGS = $(if $(TARGET_PRECISION),--target-precision $(TARGET_PRECISION)) $(if $(REVIEW_RECALL),--review-recall $(REVIEW_RECALL))
+train: $(STAMP) ## retrain, rewrite chalicelib/artifacts/model.json (TARGET_PRECISION=0.95 REVIEW_RECALL=0.8)
+	$(PY) -m training.train $(TRAIN_ARGS)
 
 lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports, contracts in pyproject.toml)
 	$(VENV)/bin/ruff check .
@@ -60,6 +62,25 @@ clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 .PHONY: dlq
 dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive --all")
 	$(PY) -m ops.dlq --local $(or $(ARGS),list)
+
+# The model registry (ops/models.py). --local: make run's LocalStack, bucket, database and API
+# (AWS_ENDPOINT_URL, EMBEDDED_PG_PORT, PORT as for make run); BUCKET= or STACK= (a deployed stack's
+# ModelBucketName output) pick another registry; `AWS_ENDPOINT_URL= ... STACK=...` means AWS.
+.PHONY: model-publish model-list model-promote model-rollback model-unset model-compare
+MODELS = $(PY) -m ops.models --local $(if $(BUCKET),--bucket '$(BUCKET)') $(if $(STACK),--stack '$(STACK)')
+model-publish: $(STAMP) ## train (or ARTIFACT=model.json|pipeline.pkl) and publish a version (TARGET_PRECISION= REVIEW_RECALL= PROMOTE=)
+	$(MODELS) publish $(if $(ARTIFACT),--artifact '$(ARTIFACT)') $(TRAIN_ARGS) $(if $(SEED),--seed $(SEED)) \
+		$(if $(PROMOTE),--promote $(PROMOTE)) $(if $(NOTE),--note '$(NOTE)')
+model-list: $(STAMP) ## the registry: versions, metrics, thresholds, aliases, what the API serves
+	$(MODELS) list
+model-promote: $(STAMP) ## point ALIAS (default live) at VERSION=...
+	$(MODELS) promote '$(VERSION)' --alias $(or $(ALIAS),live)
+model-rollback: $(STAMP) ## ALIAS (default live) back to the version it named before its last promotion
+	$(MODELS) rollback --alias $(or $(ALIAS),live)
+model-unset: $(STAMP) ## remove ALIAS (e.g. ALIAS=shadow: stop shadow scoring)
+	$(MODELS) unset '$(ALIAS)'
+model-compare: $(STAMP) ## shadow against live over the latest N=500 tasks: a table and build/models/compare-*.png
+	$(MODELS) compare $(if $(N),--n $(N))
 
 .PHONY: bench
 bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS (ARGS="--quick", "--only cold,batch")

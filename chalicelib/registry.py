@@ -260,6 +260,20 @@ class Registry:
 
     # -- versions
 
+    def publish_artifact(self, data: bytes, *, source: str, by: str, **extra: Any) -> tuple[Published, dict[str, Any]]:
+        """Publish the bytes of a runtime artifact: it must load and score the probe
+        ads, whose scores are recorded for the functions to check. (Published, metadata)."""
+        from chalicelib.model import PROBE_ADS, loads
+
+        try:
+            model = loads(data)
+            probe = model.predict_proba(PROBE_ADS)
+            model.check_probe()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"not a runtime artifact this code can serve: {type(exc).__name__}: {exc}") from exc
+        metadata = describe(json.loads(data), data, probe, source=source, by=by, **extra)
+        return self.publish(data, metadata), metadata
+
     def publish(self, artifact: bytes, metadata: Mapping[str, Any]) -> Published:
         """Store a new immutable version. Publishing the same bytes again is a no-op;
         other bytes under an existing version are refused."""
@@ -365,6 +379,26 @@ class Registry:
             if found:
                 records.append(dict(json.loads(found[0])))
         return records
+
+
+def bootstrap(registry: Registry, packaged: bytes, by: str) -> tuple[AliasEntry | None, Published | None]:
+    """make run: the bucket, and in an empty registry the packaged artifact as its
+    first version, live. Returns (live alias, what was published or None)."""
+    registry.ensure_bucket()
+    aliases, _ = registry.aliases()
+    if aliases or registry.versions():
+        return aliases.get(LIVE), None
+    published, _ = registry.publish_artifact(packaged, source="packaged (chalicelib/artifacts/model.json)", by=by)
+    _, live = registry.promote(LIVE, published.version, by)
+    return live, published
+
+
+def publisher() -> str:
+    """Who publishes or promotes (the tooling): user@host, unless MODEL_PUBLISHER says."""
+    import getpass
+    import socket
+
+    return os.environ.get("MODEL_PUBLISHER") or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def describe(artifact: Mapping[str, Any], data: bytes, probe: Sequence[float], *, source: str, by: str,

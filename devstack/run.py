@@ -6,6 +6,7 @@ Every step is idempotent; Ctrl-C stops everything this command started, and noth
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -17,6 +18,8 @@ from typing import Any
 import boto3
 
 from chalicelib.migrate import apply_migrations
+from chalicelib.model import DEFAULT_MODEL_PATH
+from chalicelib.registry import Registry, bootstrap, publisher
 from devstack.consumers import QueueConsumedError, ensure_no_other_consumer
 from toolkit import logs, names, procs
 from toolkit.localstack import HostLocalStack, endpoint_answers
@@ -62,6 +65,7 @@ def up(resources: ExitStack, queue: str) -> dict[str, str]:
 
     queue_urls = ensure_queues(boto3.client("sqs"))
     log.info("queues: %s", ", ".join(f"{n} -> {u}" for n, u in queue_urls.items()))
+    model_registry()
     applied = apply_migrations(database_url)
     log.info("migrations: %s", "applied " + ", ".join(applied) if applied else "up to date")
     n = seed_demo_data(database_url)
@@ -69,11 +73,36 @@ def up(resources: ExitStack, queue: str) -> dict[str, str]:
     return queue_urls
 
 
+def model_registry() -> None:
+    """The registry's bucket in this LocalStack, with the packaged model as its first
+    live version if it is empty; MODEL_BUCKET for the functions. `MODEL_BUCKET=` (set,
+    empty) runs without a registry: the packaged model serves."""
+    bucket = os.environ.setdefault("MODEL_BUCKET", names.MODEL_BUCKET)
+    if not bucket:
+        log.info("model: the packaged %s (MODEL_BUCKET is empty: no registry)", DEFAULT_MODEL_PATH.name)
+        return
+    packaged = DEFAULT_MODEL_PATH.read_bytes()
+    live, published = bootstrap(Registry(boto3.client("s3"), bucket), packaged, f"make run ({publisher()})")
+    if published is not None:
+        log.info("model registry: s3://%s created; the packaged model %s published and live", bucket, published.version)
+        return
+    log.info("model registry: s3://%s, live %s", bucket, live.version if live else "unset (the packaged model serves)")
+    packaged_version = json.loads(packaged)["version"]
+    if live is not None and live.version != packaged_version:
+        log.info("  (the packaged model is %s; to serve it: make model-publish ARTIFACT=%s PROMOTE=live)",
+                 packaged_version, DEFAULT_MODEL_PATH.relative_to(names.ROOT))
+
+
 def banner(api: str, queue_urls: dict[str, str]) -> str:
     """The user's guide: every line copy-pasteable into another terminal."""
     queue, dlq = (queue_urls.get(n, f"<{n} url>") for n in (names.queues().main, names.queues().dlq))
     aws = f"aws --endpoint-url {os.environ['AWS_ENDPOINT_URL']}"
     key, secret = (names.LOCAL_CREDENTIALS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    # The model commands find this stack by these (their defaults are make run's usual ones).
+    where = {"AWS_ENDPOINT_URL": (os.environ["AWS_ENDPOINT_URL"], names.RUN_ENDPOINT),
+             "EMBEDDED_PG_PORT": (os.environ.get("EMBEDDED_PG_PORT", ""), ""),
+             "PORT": (api.rsplit(":", 1)[-1], str(names.RUN_API_PORT)), "MODEL_BUCKET": (os.environ.get("MODEL_BUCKET", ""), names.MODEL_BUCKET)}
+    exports = " ".join(f"{k}={v}" for k, (v, default) in where.items() if v != default)
     return f"""
 ad-moderation is up.
   API        {api}   (chalice local server, stage "local")
@@ -94,6 +123,9 @@ Queues (AWS CLI; credentials {key}/{secret}, region {names.REGION}):
   {aws} sqs get-queue-attributes --queue-url {dlq} --attribute-names All
   {aws} sqs receive-message --queue-url {dlq} --max-number-of-messages 10 --visibility-timeout 0
   {aws} sqs get-queue-attributes --queue-url {queue} --attribute-names ApproximateNumberOfMessages ApproximateNumberOfMessagesNotVisible
+
+Models (registry {f"s3://{os.environ['MODEL_BUCKET']}" if os.environ.get("MODEL_BUCKET") else "off: the packaged model"}{f"; in that terminal first: export {exports}" if exports else ""}):
+  make model-list; make model-publish; make model-promote VERSION=<version> [ALIAS=shadow]; make model-rollback; make model-compare
 
 Ctrl-C stops everything started here.
 """

@@ -98,3 +98,9 @@ def state_dir() -> Path:
     """Where a local stack keeps its state: LOCAL_STATE_DIR, so a test can run a second
     stack beside a developer's, else .local/."""
     return Path(os.environ.get("LOCAL_STATE_DIR") or LOCAL_DIR)
+
+
+# --- the model registry (h-model: chalicelib/registry.py, ops/models.py, devstack/run.py) ---
+# The bucket make run creates in its LocalStack (a deployed stack creates its own:
+# its ModelBucketName output). `MODEL_BUCKET=` (empty) runs make run without a registry.
+MODEL_BUCKET = "ad-moderation-models"

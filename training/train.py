@@ -222,6 +222,39 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
     }
 
 
+def from_pipeline(pipeline: Any, *, source: str, source_sha256: str, target_precision: float,
+                  review_recall: float | None, data_fingerprint: str | None = None) -> tuple[dict[str, Any], Evaluation]:
+    """The artifact of a pipeline fitted elsewhere (a data scientist's notebook):
+    converted (training/convert.py), checked against the pipeline's own
+    probabilities, thresholds chosen and metrics measured on this project's
+    held-out ads (their data is not ours to know: `data_fingerprint`, if given,
+    is recorded as the training data's)."""
+    fields = convert.parts(pipeline)
+    _, heldout = split(DEFAULT_N, DEFAULT_SEED)
+    probability = lambda ads: pipeline.predict_proba(convert.pipeline_input(pipeline, ads))[:, 1]  # noqa: E731
+    evaluation = evaluate(probability, heldout, DEFAULT_SEED, target_precision, review_recall)
+    thresholds_ = {"threshold": evaluation.choice.threshold, "review_threshold": evaluation.choice.review_threshold}
+    artifact = {"format": ARTIFACT_FORMAT, "version": convert.content_version(fields | thresholds_), **thresholds_,
+                "threshold_selection": evaluation.choice.as_json(), **fields}
+    from chalicelib.model import Model
+
+    worst = convert.verify(pipeline, Model.from_artifact(artifact), [ad.features() for ad in heldout])
+    sklearn_version = getattr(pipeline, "_sklearn_version", sklearn.__version__)
+    artifact |= {
+        "training": {"source": source, "source_sha256": source_sha256, "dataset_sha256": data_fingerprint,
+                     "evaluated_on": f"generate_ads({DEFAULT_N}, {DEFAULT_SEED}) held-out split",
+                     "conversion_max_abs_diff": worst},
+        "metrics": {"heldout": evaluation.metrics},
+        "library_versions": {"sklearn": sklearn_version, "python": platform.python_version()},
+    }
+    return artifact, evaluation
+
+
+def render(artifact: dict[str, Any]) -> bytes:
+    """An artifact's bytes, as `make train` writes them and the registry stores them."""
+    return (json.dumps(artifact, ensure_ascii=False, indent=1) + "\n").encode()
+
+
 def review_recall_arg(value: str) -> float | None:
     """--review-recall: a recall in (0, 1], or 0 / none for no review band."""
     if value.lower() in ("", "0", "none", "off"):
@@ -282,10 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot = evaluation.plot(args.plot, f"{artifact['version']}: precision/recall and the chosen thresholds")
     print(f"wrote {plot}")
 
-    text = json.dumps(artifact, ensure_ascii=False, indent=1) + "\n"
+    data = render(artifact)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out} ({len(text.encode()) / 1024:.1f} KB, {len(artifact['text']['vocabulary'])} terms), "
+    args.out.write_bytes(data)
+    print(f"wrote {args.out} ({len(data) / 1024:.1f} KB, {len(artifact['text']['vocabulary'])} terms), "
           f"version {artifact['version']}")
     return 0
 
