@@ -362,10 +362,12 @@ class Registry:
 
     def _audit(self, alias: str, before: AliasEntry | None, after: AliasEntry | None, action: str,
                by: str | None = None) -> None:
-        at = utc_now()
-        record = {"at": at, "alias": alias, "action": action, "by": by or (after.promoted_by if after else None),
+        now = datetime.now(UTC)
+        record = {"at": now.isoformat(timespec="seconds"), "alias": alias, "action": action,
+                  "by": by or (after.promoted_by if after else None),
                   "from": before.version if before else None, "to": after.version if after else None}
-        key = f"{AUDIT_PREFIX}{at}-{alias}-{sha256(json.dumps(record).encode())[:8]}.json"
+        # Microseconds in the key: records list in the order they were written.
+        key = f"{AUDIT_PREFIX}{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{alias}-{sha256(json.dumps(record).encode())[:8]}.json"
         self._put(key, (json.dumps(record) + "\n").encode())
 
     def audit(self, limit: int = 20) -> list[dict[str, Any]]:

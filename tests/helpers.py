@@ -89,7 +89,7 @@ def fetch_task(url: str, task_id: int) -> dict:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT id, item_id, status, is_violation, probability, model_version, error_message, error_kind, "
-            "attempts, last_error, enqueued_at, processed_at FROM moderation_results WHERE id = %s",
+            "attempts, last_error, enqueued_at, processed_at, decision FROM moderation_results WHERE id = %s",
             (task_id,),
         )
         row = cur.fetchone()

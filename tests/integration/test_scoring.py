@@ -53,7 +53,8 @@ def test_a_batch_is_scored_and_written_with_the_model_version(app_env, sqs):
         row = fetch_task(app_env, task_id)
         assert row["status"] == "completed"
         assert 0.0 <= row["probability"] <= 1.0
-        assert row["is_violation"] == (row["probability"] >= 0.5)
+        assert row["is_violation"] == (row["probability"] >= load_model().threshold)
+        assert row["decision"] == load_model().decide(row["probability"])
         assert row["model_version"] == load_model().version
         assert row["attempts"] == 1 and row["processed_at"] is not None
     assert dlq_messages(sqs) == []

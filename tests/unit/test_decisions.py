@@ -62,7 +62,20 @@ def test_success_completes_with_verdict():
     [dec] = plan([d], claimed(), scores={1: Score(probability=0.8)})
     assert dec.outcome is Outcome.COMPLETED and dec.outcome.acknowledged
     assert dec.update is not None and dec.update.is_violation is True and dec.update.probability == 0.8
+    assert dec.update.decision == "block"
     assert dec.envelope is None
+
+
+def test_a_review_band_below_the_threshold_sends_borderline_ads_to_people():
+    deliveries = [parse_record(sqs_record(task_body(t, 7))) for t in (1, 2, 3)]
+    tasks = {t: ClaimedTask(t, 7, "pending", None, AD) for t in (1, 2, 3)}
+    scores = {1: Score(probability=0.95), 2: Score(probability=0.4), 3: Score(probability=0.05)}
+    banded = plan_batch(deliveries, tasks, set(), scores, threshold=0.9, review_threshold=0.3, max_receive_count=3,
+                        now_iso=NOW)
+    assert [(d.update.is_violation, d.update.decision) for d in banded if d.update] == [
+        (True, "block"), (False, "review"), (False, "allow")]
+    plain = plan_batch(deliveries, tasks, set(), scores, threshold=0.9, max_receive_count=3, now_iso=NOW)
+    assert [d.update.decision for d in plain if d.update] == ["block", "allow", "allow"]
 
 
 def test_permanent_failures_fail_the_task_and_make_an_envelope():
