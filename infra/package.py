@@ -98,6 +98,9 @@ def _exact_arn(arn: str, resources: dict[str, Any]) -> Any:
     if not arn.startswith("arn:aws:"):
         return arn
     service, region, account, rest = arn.removeprefix("arn:aws:").split(":", 3)
+    bucket, _, key = rest.partition("/")
+    if service == "s3" and resources.get(bucket, {}).get("Type") == "AWS::S3::Bucket":  # a bucket by logical id
+        return {"Fn::Sub": f"${{{bucket}.Arn}}" + (f"/{key}" if key else "")}
     if (region, account) != ("*", "*"):
         return arn
     if service == "sqs":
@@ -194,6 +197,11 @@ def post_process(template: dict[str, Any], stage: str, settings: dict[str, Any],
             resources[function]["Properties"]["Tracing"] = "Active"
         resources[REST_API]["Properties"]["TracingEnabled"] = True
     render_dashboards(resources, stage)
+    for res in resources.values():  # alarms on the app's metrics name the stage they are for
+        if res.get("Type") == "AWS::CloudWatch::Alarm":
+            for dimension in res["Properties"].get("Dimensions", []):
+                if dimension.get("Value") == "${" + STAGE_PLACEHOLDER + "}":
+                    dimension["Value"] = stage
 
     props = resources["DatabaseMigrations"]["Properties"]
     props["MigrationsHash"] = migrations_hash(SHIPPED_MIGRATIONS)

@@ -48,6 +48,13 @@ SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
     # only the database
     "migrate": {},
 }
+# The model registry (chalicelib/registry.py): the functions that score read aliases.json
+# and the versions, nothing else, and write nothing (the tooling publishes and promotes).
+# ListBucket only so that a missing key is a 404 (an empty registry), not a 403.
+# `ModelBucket` is the template's logical id: `make package` makes the ARN exact
+# (infra/package.py); it is no valid bucket name, so it can match no real bucket.
+MODEL_BUCKET = "ModelBucket"
+S3_READERS = ("api_handler", "score")
 # What Lambda's active tracing sends the function's segments with
 # (AWSXRayDaemonWriteAccess minus the sampling reads, which only the SDK uses).
 XRAY_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
@@ -102,6 +109,13 @@ def policy(stage: str, function: str) -> dict[str, Any]:
         statements.append(
             {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": f"arn:aws:sqs:*:*:{queue}"}
         )
+    if function in S3_READERS:
+        statements += [
+            {"Sid": sid, "Effect": "Allow", "Action": [action], "Resource": f"arn:aws:s3:::{MODEL_BUCKET}{key}"}
+            for sid, action, key in (("ModelAliases", "s3:GetObject", "/aliases.json"),
+                                     ("ModelVersions", "s3:GetObject", "/versions/*"),
+                                     ("ModelRegistryList", "s3:ListBucket", ""))
+        ]
     if tracing_enabled(stage):
         # Lambda refuses Tracing: Active on a function whose role lacks these.
         statements.append({"Sid": "XRayTracing", "Effect": "Allow", "Action": XRAY_ACTIONS, "Resource": "*"})

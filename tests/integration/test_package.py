@@ -189,6 +189,33 @@ def render_gateway_template(template: str) -> Any:
     return json.loads(template)
 
 
+def test_the_model_registry_bucket_is_read_only_to_the_functions_that_score(packaged: dict[str, Any]):
+    resources = packaged["sam"]["Resources"]
+    bucket = resources["ModelBucket"]
+    assert bucket["Type"] == "AWS::S3::Bucket" and bucket["DeletionPolicy"] == "Retain"
+    assert bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+    for fn in ("APIHandler", "Score"):
+        assert resources[fn]["Properties"]["Environment"]["Variables"]["MODEL_BUCKET"] == {"Ref": "ModelBucket"}
+    s3 = {role: [st for st in statements if any(a.startswith("s3:") for a in st["Action"])]
+          for role, statements in ((r, [st for p in res["Properties"].get("Policies", [])
+                                         for st in p["PolicyDocument"]["Statement"]])
+                                   for r, res in resources.items() if res["Type"] == "AWS::IAM::Role")}
+    for role, statements in s3.items():
+        readers = role in ("ApiHandlerRole", "ScoreRole")
+        assert [(st["Action"], st["Resource"]) for st in statements] == ([
+            (["s3:GetObject"], {"Fn::Sub": "${ModelBucket.Arn}/aliases.json"}),
+            (["s3:GetObject"], {"Fn::Sub": "${ModelBucket.Arn}/versions/*"}),
+            (["s3:ListBucket"], {"Fn::Sub": "${ModelBucket.Arn}"}),
+        ] if readers else []), role
+    for alarm, function in (("ScoreModelRefusedAlarm", "score"), ("APIHandlerModelRefusedAlarm", "api_handler")):
+        props = resources[alarm]["Properties"]
+        assert (props["Namespace"], props["MetricName"]) == ("AdModeration", "ModelRefused")
+        assert {d["Name"]: d["Value"] for d in props["Dimensions"]} == {
+            "function": function, "service": "ad-moderation", "stage": "dev"}
+    assert packaged["sam"]["Outputs"]["ModelBucketName"]["Value"] == {"Ref": "ModelBucket"}
+
+
 def test_api_gateway_errors_are_json_like_the_apps(packaged: dict[str, Any]):
     """Unknown route: 404 not_found (not 403 "Missing Authentication Token"); no key: 403 forbidden."""
     swagger = sam_transform(packaged["sam"])["Resources"]["RestAPI"]["Properties"]["Body"]
