@@ -19,10 +19,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
-from chalicelib import metrics
 from chalicelib.domain import decide
 from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
@@ -49,8 +47,9 @@ def decision(model: Model, probability: float) -> str:
     return decide(probability, model.threshold, getattr(model, "review_threshold", None))
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
+    """The versions to score one batch (or answer one request) with."""
+
     live: Model
     shadow: Model | None = None
 
@@ -182,6 +181,8 @@ class Followed:
             self._snapshot = Snapshot(self._fallback())
         logger.error(what, extra={"model_version": version, "error": error, "serving": self._snapshot.live.version,
                                   "bucket": self._reader.bucket})
+        from chalicelib import metrics  # only here: the happy path of a cold start does without Powertools Metrics
+
         metrics.emit(self._function, {metrics.MODEL_REFUSED: 1})
 
 

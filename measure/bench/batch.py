@@ -10,11 +10,18 @@ in production (INFO), to /dev/null.
 "PostgreSQL alone" runs the same claim + write transaction through the store
 with every claimed task marked completed: no parsing, no model, no logging.
 It is the ceiling the scorer can approach at that batch size.
+
+"scorer + shadow" is the scorer with a `shadow` version set (chalicelib/scoring.py):
+every completed task is scored again by another version (the packaged model with
+other thresholds: the same work as any version of its size) and its verdict
+written to shadow_verdicts after the commit. Its rate against the scorer's, at
+batch 100, is what shadow scoring costs (target: keep at least 0.6 of it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -38,6 +45,7 @@ MIN_BATCHES = 10
 # Each batch size is measured this many times, interleaved with the others.
 ROUNDS = 3
 TARGET_RATIOS = {10: 6.0, 100: 14.0}
+TARGET_SHADOW_KEEPS = 0.6  # scorer + shadow / scorer, at batch 100
 T = TypeVar("T")
 
 
@@ -177,6 +185,7 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     from chalicelib.model import load_model
     from chalicelib.queue import TaskQueue
     from chalicelib.scoring import Scorer
+    from chalicelib.serving import Pinned
     from chalicelib.storage import ModerationStore
 
     def postgres_alone(batch: Sequence[int]) -> int:
@@ -189,6 +198,9 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     def scorer(batch: Sequence[dict[str, Any]]) -> int:
         return len(score.handle(batch)["batchItemFailures"])
 
+    def scorer_shadow(batch: Sequence[dict[str, Any]]) -> int:
+        return len(shadowed.handle(batch)["batchItemFailures"])
+
     progress.set_description_str("scorer: starting PostgreSQL")
     with database() as url, stdout_to_devnull():
         settings = dict(_sql(url, "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
@@ -196,15 +208,19 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
         store = ModerationStore(Database(url))
         # cast: the stub has exactly the methods Scorer calls on a TaskQueue.
         score = Scorer(store, cast(TaskQueue, StubQueue()), load_model(), retry_base_seconds=5, default_max_receive_count=3)
+        shadow = dataclasses.replace(load_model(), version="bench-shadow", threshold=0.9, review_threshold=None)
+        shadowed = Scorer(store, cast(TaskQueue, StubQueue()), Pinned(load_model(), shadow), retry_base_seconds=5,
+                          default_max_receive_count=3)
         progress.update(1)
         series: dict[str, tuple[Callable[[list[tuple[int, int]]], list[Any]], Callable[[Any], int]]] = {
-            "scorer": (sqs_records, scorer), "postgres_alone": (lambda ts: [t for t, _ in ts], postgres_alone)}
+            "scorer": (sqs_records, scorer), "scorer_shadow": (sqs_records, scorer_shadow),
+            "postgres_alone": (lambda ts: [t for t, _ in ts], postgres_alone)}
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         # Rounds over every size and series, interleaved: a noisy neighbour on the
         # machine then hits batch 1 and batch 100 alike instead of skewing their ratio.
         for r in range(ROUNDS):
             for size in BATCH_SIZES:
-                progress.set_description_str(f"scorer and PostgreSQL alone: batch {size}, round {r + 1}/{ROUNDS}")
+                progress.set_description_str(f"scorer, + shadow, PostgreSQL alone: batch {size}, round {r + 1}/{ROUNDS}")
                 for name, (batches_of, handle) in series.items():
                     runs.setdefault((name, size), []).append(
                         _timed(url, size, messages // ROUNDS, budget_s / ROUNDS, batches_of, handle))
@@ -213,9 +229,12 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     for sizes in rows.values():
         for row in sizes:
             row["ratio_to_batch1"] = row["msg_per_s"] / sizes[0]["msg_per_s"]
+    for plain, shadowed_row in zip(rows["scorer"], rows["scorer_shadow"], strict=True):
+        shadowed_row["keeps_of_scorer"] = shadowed_row["msg_per_s"] / plain["msg_per_s"]
     return {
         "database": "embedded PostgreSQL, " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
         "sqs": "stubbed: max_receive_count, send_to_dlq, change_visibility are in-process no-ops",
         **rows,
         "targets": {str(k): v for k, v in TARGET_RATIOS.items()},
+        "target_shadow_keeps": TARGET_SHADOW_KEEPS,
     }

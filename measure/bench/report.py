@@ -44,26 +44,39 @@ def cold_lines(r: dict[str, Any]) -> list[str]:
         rows.append([f["name"], f["module"], _ms(total["p50"]), _ms(total["min"]), _ms(total["max"]),
                      f"{f['speedup_vs_sklearn']:.1f}x", _verdict(ok),
                      " + ".join(f"{k.split('_')[-1]} {v:.0f}" for k, v in parts.items())])
+    for f in r.get("registry", []):
+        total, parts = f["total_ms"], f["parts_p50_ms"]
+        rows.append([f["name"], f["module"], _ms(total["p50"]), _ms(total["min"]), _ms(total["max"]),
+                     f"{f['speedup_vs_sklearn']:.1f}x", _verdict(total["p50"] <= t["median_ms"]),
+                     " + ".join(f"{k.split('_')[-1]} {v:.0f}" for k, v in parts.items())])
     s = r["sklearn"]["total_ms"]
     rows.append(["sklearn (the old way)", "import sklearn + pickle.load", _ms(s["p50"]), _ms(s["min"]), _ms(s["max"]),
                  "1.0x", "", ""])
     out += _table(["function", "module", "median", "min", "max", "vs sklearn", "target", "median parts (ms)"], rows,
                   align="llrrrrll")
-    return [*out, f"  {r['note']}"]
+    out.append(f"  {r['note']}")
+    if "registry_note" in r:
+        out.append(f"  + registry: {r['registry_note']}")
+    return out
 
 
 def batch_lines(r: dict[str, Any]) -> list[str]:
     out = [f"2. SCORER THROUGHPUT by batch size: Scorer.handle on {r['database']}; SQS {r['sqs']}"]
     rows = []
-    for sc, pg in zip(r["scorer"], r["postgres_alone"], strict=True):
+    keep_target = r.get("target_shadow_keeps", 0.6)
+    for sc, sh, pg in zip(r["scorer"], r["scorer_shadow"], r["postgres_alone"], strict=True):
         target = r["targets"].get(str(sc["batch"]))
         verdict = f">= {target:.0f}x {_verdict(sc['ratio_to_batch1'] >= target)}" if target else ""
+        keeps = f"{sh['keeps_of_scorer']:.2f}" + (f" (>= {keep_target} {_verdict(sh['keeps_of_scorer'] >= keep_target)})"
+                                                  if sc["batch"] == 100 else "")
         lat = sc["ms_per_batch"]
         rows.append([str(sc["batch"]), _rate(sc["msg_per_s"]), f"{sc['ratio_to_batch1']:.1f}x", verdict,
-                     f"{lat['p50']:.1f} / {lat['p95']:.1f}", _rate(pg["msg_per_s"]), f"{pg['ratio_to_batch1']:.1f}x",
-                     f"{sc['messages']} / {sc['completed']}"])
-    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "ms/batch p50/p95", "PG alone msg/s", "x b1",
-                   "msgs / completed"], rows)
+                     f"{lat['p50']:.1f} / {lat['p95']:.1f}", _rate(sh["msg_per_s"]), keeps, _rate(pg["msg_per_s"]),
+                     f"{pg['ratio_to_batch1']:.1f}x", f"{sc['messages']} / {sc['completed']}"])
+    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "ms/batch p50/p95", "+ shadow msg/s", "keeps",
+                   "PG alone msg/s", "x b1", "msgs / completed"], rows)
+    out.append("  + shadow: the scorer with a shadow version set (every task scored twice, the shadow's verdicts "
+               "written after the commit); keeps = its rate / the scorer's")
     out.append("  PG alone: the same claim + write transaction through the store, every task completed: no parsing, "
                "no model, no logging (the ceiling)")
     return out
@@ -153,10 +166,12 @@ def _bars(ax: Any, xs: list[float], heights: list[float], fmt: Callable[[float],
 
 
 def _chart_cold(ax: Any, r: dict[str, Any]) -> None:
-    rows = [(f["name"], f["total_ms"]["p50"]) for f in r["functions"]] + [("sklearn\nunpickle", r["sklearn"]["total_ms"]["p50"])]
+    registry = [(f["name"].replace(" + ", "\n+ "), f["total_ms"]["p50"]) for f in r.get("registry", [])]
+    rows = ([(f["name"], f["total_ms"]["p50"]) for f in r["functions"]] + registry
+            + [("sklearn\nunpickle", r["sklearn"]["total_ms"]["p50"])])
     _bars(ax, list(range(len(rows))), [ms for _, ms in rows], lambda v: f"{v:.0f} ms",
-          color=["tab:blue"] * (len(rows) - 1) + ["tab:grey"])
-    ax.set_xticks(range(len(rows)), [name for name, _ in rows])
+          color=["tab:blue"] * len(r["functions"]) + ["tab:cyan"] * len(registry) + ["tab:grey"])
+    ax.set_xticks(range(len(rows)), [name for name, _ in rows], fontsize=7)
     ax.axhline(r["targets"]["median_ms"], color="tab:red", linestyle="--", label=f"target {r['targets']['median_ms']:.0f} ms")
     ax.set_ylabel("ms (median)")
     ax.set_title("Cold start per function: import app + module + model")
@@ -166,9 +181,10 @@ def _chart_cold(ax: Any, r: dict[str, Any]) -> None:
 def _chart_batch(ax: Any, r: dict[str, Any]) -> None:
     sizes = [row["batch"] for row in r["scorer"]]
     for i, (label, key, color) in enumerate((("scorer (Scorer.handle)", "scorer", "tab:blue"),
+                                             ("scorer + shadow", "scorer_shadow", "tab:cyan"),
                                              ("PostgreSQL alone", "postgres_alone", "tab:orange"))):
-        _bars(ax, [j + (i - 0.5) * 0.4 for j in range(len(sizes))], [row["msg_per_s"] for row in r[key]],
-              lambda v: f"{v:,.0f}", width=0.4, label=label, color=color)
+        _bars(ax, [j + (i - 1) * 0.27 for j in range(len(sizes))], [row["msg_per_s"] for row in r[key]],
+              lambda v: f"{v:,.0f}", width=0.27, label=label, color=color)
     ax.set_yscale("log")
     ax.set_xticks(range(len(sizes)), [f"batch {row['batch']}\nscorer {row['ratio_to_batch1']:.1f}x batch 1"
                                       for row in r["scorer"]])
