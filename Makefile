@@ -74,10 +74,12 @@ model-publish: $(STAMP) ## train (or ARTIFACT=model.json|pipeline.pkl) and publi
 model-list: $(STAMP) ## the registry: versions, metrics, thresholds, aliases, what the API serves
 	$(MODELS) list
 model-promote: $(STAMP) ## point ALIAS (default live) at VERSION=...
+	$(if $(VERSION),,$(error VERSION= is required: make model-list shows the versions))
 	$(MODELS) promote '$(VERSION)' --alias $(or $(ALIAS),live)
 model-rollback: $(STAMP) ## ALIAS (default live) back to the version it named before its last promotion
 	$(MODELS) rollback --alias $(or $(ALIAS),live)
 model-unset: $(STAMP) ## remove ALIAS (e.g. ALIAS=shadow: stop shadow scoring)
+	$(if $(ALIAS),,$(error ALIAS= is required))
 	$(MODELS) unset '$(ALIAS)'
 model-compare: $(STAMP) ## shadow against live over the latest N=500 tasks: a table and build/models/compare-*.png
 	$(MODELS) compare $(if $(N),--n $(N))

@@ -124,7 +124,12 @@ def build_artifact(args: argparse.Namespace) -> tuple[bytes, str, dict[str, Any]
 
 
 def cmd_publish(registry: Registry, args: argparse.Namespace) -> int:
-    data, source, extra = build_artifact(args)
+    from training.thresholds import ThresholdError
+
+    try:
+        data, source, extra = build_artifact(args)
+    except ThresholdError as err:
+        raise OpsError(str(err)) from err
     if args.note:
         extra["note"] = args.note
     published, meta = registry.publish_artifact(data, source=source, by=args.by, **extra)

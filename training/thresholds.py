@@ -8,7 +8,8 @@ it is scored on reports an optimistic precision).
 - block threshold (`threshold`, what `is_violation` means): the lowest
   probability at which precision on the calibration half is at least
   `target_precision`, i.e. the most violations caught while at most
-  1 - target_precision of the blocked ads are honest ones;
+  1 - target_precision of the blocked ads are honest ones (among cuts that
+  flag at least MIN_FLAGGED ads: a precision spike on a handful is noise);
 - review threshold (optional): the highest probability at which recall is at
   least `review_recall`, when that is below the block threshold; ads between
   the two go to people (`decision: "review"`) instead of being blocked.
@@ -27,6 +28,9 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_curve, pr
 from sklearn.model_selection import train_test_split
 
 T = TypeVar("T")
+# A cut that flags fewer calibration ads than this is not considered: the precision of a
+# handful of ads is noise (one more honest seller among 10 moves it by 10 points).
+MIN_FLAGGED = 50
 
 
 class ThresholdError(ValueError):
@@ -57,13 +61,18 @@ def _floor(value: float) -> float:
     return math.floor(value * 1e6) / 1e6
 
 
-def choose(y: Sequence[int], proba: Sequence[float], target_precision: float, review_recall: float | None) -> Choice:
+def choose(y: Sequence[int], proba: Sequence[float], target_precision: float, review_recall: float | None,
+           min_flagged: int = MIN_FLAGGED) -> Choice:
     precision, recall, cuts = precision_recall_curve(np.asarray(y), np.asarray(proba))
     precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    meets = np.flatnonzero(precision >= target_precision)
+    flagged = np.array([(np.asarray(proba) >= cut).sum() for cut in cuts])
+    supported = flagged >= min_flagged
+    meets = np.flatnonzero((precision >= target_precision) & supported)
     if not len(meets):
-        raise ThresholdError(f"no threshold reaches precision {target_precision} on the calibration ads "
-                             f"(best {precision.max():.3f}); lower TARGET_PRECISION")
+        best = int(np.argmax(np.where(supported, precision, -1.0)))
+        raise ThresholdError(f"no threshold flagging at least {min_flagged} calibration ads reaches precision "
+                             f"{target_precision} (best {precision[best]:.3f}, at p >= {cuts[best]:.4f}); "
+                             "lower TARGET_PRECISION")
     block = int(meets[0])  # cuts ascend: the first that meets it keeps the most recall
     threshold = _floor(float(cuts[block]))
     review = None

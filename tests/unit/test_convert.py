@@ -94,11 +94,15 @@ def test_a_notebook_pipeline_becomes_a_publishable_artifact() -> None:
 def test_thresholds_meet_the_precision_target_with_the_most_recall() -> None:
     y = [0, 0, 0, 1, 0, 1, 1, 1, 1, 1]
     p = [0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    choice = thresholds.choose(y, p, target_precision=0.99, review_recall=0.9)
+    choice = thresholds.choose(y, p, target_precision=0.99, review_recall=0.9, min_flagged=1)
     assert choice.threshold == 0.5  # the lowest cut with no false positive above it
     assert choice.review_threshold == 0.35  # the highest cut that still catches 90 % of violations
-    assert thresholds.choose(y, p, 0.99, None).review_threshold is None
-    with pytest.raises(thresholds.ThresholdError, match="no threshold reaches precision"):
-        thresholds.choose([1, 0], [0.2, 0.9], 0.99, None)
+    assert thresholds.choose(y, p, 0.99, None, min_flagged=1).review_threshold is None
+    with pytest.raises(thresholds.ThresholdError, match="no threshold flagging at least 1 calibration ads"):
+        thresholds.choose([1, 0], [0.2, 0.9], 0.99, None, min_flagged=1)
+    # A precision met only by a few top ads is noise: such cuts are not considered.
+    assert thresholds.choose(y, p, 0.99, None, min_flagged=5).threshold == 0.5
+    with pytest.raises(thresholds.ThresholdError, match=r"best 0.857, at p >= 0.3500"):
+        thresholds.choose(y, p, 0.99, None, min_flagged=6)
     m = thresholds.metrics(y, p, choice.threshold, choice.review_threshold)
     assert (m["precision"], m["recall"], m["review_rate"]) == (1.0, round(5 / 6, 4), 0.2)
