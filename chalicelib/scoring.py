@@ -97,7 +97,7 @@ class Scorer:
             self._fail_exhausted(decisions)
         else:
             decisions = self._send_envelopes(decisions, claimed)  # after the commit
-            if models.shadow is not None:
+            if models.shadow is not None and models.shadow.version != models.live.version:  # not against itself
                 shadowed = self._shadow(models, decisions, scored)
         self._back_off(decisions)
         _log_outcomes(decisions)
