@@ -363,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, key, value)
     if args.local:
         use_local_defaults()
-        args.api = args.api or names.endpoint(int(os.environ.get("PORT") or names.RUN_API_PORT))
+        if not (args.bucket or args.stack):  # make run's registry: ask its API too
+            args.api = args.api or names.endpoint(int(os.environ.get("PORT") or names.RUN_API_PORT))
     args.by = args.by or publisher()
     try:
         if args.command == "compare":
