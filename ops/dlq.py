@@ -7,7 +7,8 @@
 
 Common options, before or after the command: --endpoint-url, --queue, --dlq (default: the
 queues of infra/resources.json), --local (make run's LocalStack, or the local endpoint
-AWS_ENDPOINT_URL names, with LocalStack's credentials unless set; an empty AWS_ENDPOINT_URL means AWS). The DLQ holds the scorer's envelopes and raw "exhausted" task messages
+AWS_ENDPOINT_URL names, with LocalStack's credentials unless set; an empty AWS_ENDPOINT_URL means
+AWS). The DLQ holds the scorer's envelopes and raw "exhausted" task messages
 (both read by chalicelib.domain.read_body); either goes back to the main queue unchanged.
 Exit codes: 0 ok, 1 error or aborted, 2 usage (or --yes needed).
 """
