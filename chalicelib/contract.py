@@ -288,7 +288,7 @@ BAD_BODY = _error("`invalid_body`: the body is not JSON, not an object, or a fie
 TOO_LARGE = _error("`payload_too_large`: the body is over MAX_BODY_BYTES (16 KiB)")
 UNSUPPORTED = _error("`unsupported_media_type`: the body is not `application/json`")
 UNAVAILABLE = Reply("`dependency_unavailable`: PostgreSQL is down; nothing was stored", Error, headers=_RETRY_AFTER)
-AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it was deleted")
+AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it is closed")
 TASK_NOT_FOUND = _error("`task_not_found`: no such task")
 
 TAG_MODERATION = "moderation"

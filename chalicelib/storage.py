@@ -66,7 +66,7 @@ class ModerationStore:
 
     def get_ad(self, item_id: int) -> Ad | None:
         with self._db.transaction() as cur:
-            cur.execute(_AD_SELECT + " WHERE a.id = %s AND NOT a.is_deleted", (item_id,))
+            cur.execute(_AD_SELECT + " WHERE a.id = %s AND NOT a.is_closed", (item_id,))
             row = cur.fetchone()
         return Ad(**row) if row else None
 
@@ -98,7 +98,7 @@ class ModerationStore:
             cur.execute(
                 """
                 WITH ad AS (
-                    SELECT id FROM advertisements WHERE id = %(item_id)s AND NOT is_deleted
+                    SELECT id FROM advertisements WHERE id = %(item_id)s AND NOT is_closed
                 ), claimed AS (
                     INSERT INTO idempotency_keys (key, item_id, task_id)
                     SELECT %(key)s, id, nextval(pg_get_serial_sequence('moderation_results', 'id')) FROM ad
@@ -143,7 +143,7 @@ class ModerationStore:
                 WITH live AS (
                     SELECT r.item_id, r.pos
                     FROM unnest(%(item_ids)s::bigint[]) WITH ORDINALITY AS r(item_id, pos)
-                    JOIN advertisements a ON a.id = r.item_id AND NOT a.is_deleted
+                    JOIN advertisements a ON a.id = r.item_id AND NOT a.is_closed
                     ORDER BY r.pos
                 ), numbered AS (
                     SELECT item_id, pos, nextval(pg_get_serial_sequence('moderation_results', 'id')) AS task_id FROM live
@@ -299,7 +299,7 @@ class ModerationStore:
                            SELECT 1 FROM task_events e WHERE e.task_id = m.id AND e.kind = 'dlq_parked'),
                        a.id, a.seller_id, u.is_verified, a.name, a.description, a.category, a.images_qty
                 FROM moderation_results m
-                LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_deleted
+                LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_closed
                 LEFT JOIN users u ON u.id = a.seller_id
                 WHERE m.id = ANY(%s)
                 ORDER BY m.id
