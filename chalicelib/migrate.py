@@ -87,7 +87,17 @@ class StandIn:
 LEGACY_RESULTS = {
     "id": BIGINT, "item_id": BIGINT, "status": TEXT, "is_violation": BOOLEAN, "probability": FLOAT,
     "error_message": TEXT, "created_at": TIMESTAMP, "processed_at": TIMESTAMP,
-}  # fmt: skip
+}
+
+# Rows V2's constraints (and the API's contract) could not hold: (SQL counting them, what is wrong).
+_RESULTS = "SELECT count(*) FROM moderation_results WHERE "
+RESULT_CHECKS = (
+    (_RESULTS + "status NOT IN ('pending', 'processing', 'completed', 'failed')", "a status other than pending, processing, "
+     "completed, failed"),
+    (_RESULTS + "status = 'completed' AND (is_violation IS NULL OR probability IS NULL)", "status completed and no verdict"),
+    (_RESULTS + "probability < 0 OR probability > 1", "a probability outside [0, 1]"),
+    (_RESULTS + "item_id IS NULL OR item_id < 1 OR created_at IS NULL", "no positive item_id, or no created_at"),
+)
 
 STAND_INS = {
     s.migration: s
@@ -102,7 +112,7 @@ STAND_INS = {
                     "id": INTEGER, "seller_id": INTEGER, "name": TEXT, "description": TEXT, "category": INTEGER,
                     "images_qty": INTEGER, "is_closed": BOOLEAN,
                 },
-            },  # fmt: skip
+            },
             checks=(("SELECT count(*) FROM advertisements WHERE images_qty < 0", "a negative images_qty"),),
             pgmigrate=SEED_002_RELEASE,
         ),
@@ -111,16 +121,7 @@ STAND_INS = {
             "an older service's moderation_results (seeds 000, 001, 002)",
             "V2__moderation_results.legacy.sql",
             {"moderation_results": LEGACY_RESULTS},
-            checks=(
-                ("SELECT count(*) FROM moderation_results WHERE status NOT IN ('pending', 'processing', 'completed', 'failed')",
-                 "a status other than pending, processing, completed, failed"),
-                ("SELECT count(*) FROM moderation_results WHERE status = 'completed' AND (is_violation IS NULL OR probability IS NULL)",
-                 "status completed without is_violation and probability"),
-                ("SELECT count(*) FROM moderation_results WHERE probability < 0 OR probability > 1",
-                 "a probability outside [0, 1]"),
-                ("SELECT count(*) FROM moderation_results WHERE item_id IS NULL OR item_id < 1 OR created_at IS NULL",
-                 "no positive item_id, or no created_at"),
-            ),  # fmt: skip
+            checks=RESULT_CHECKS,
         ),
     )
 }
@@ -166,7 +167,7 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
             backend.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             with backend.lock():
                 pending = {m.id for m in backend.to_apply(migrations)}  # creates yoyo's ledger if missing
-                done = []
+                done: list[str] = []
                 for step in steps:
                     if step.migration not in pending:  # applied meanwhile by an older copy of this code
                         continue
@@ -285,8 +286,8 @@ def _mismatch(cur: Any, found: _Found, stand_in: StandIn, tables: list[str]) -> 
                 why.append(f"{table}.{column} is {columns[column]}, expected {' or '.join(sorted(shape[column]))}")
         if "id" in columns and table not in found.serial:
             why.append(f"{table}.id has no sequence (not a SERIAL)")
-    if stand_in.pgmigrate is not None and found.pgmigrate != stand_in.pgmigrate:
-        at = ", ".join(map(str, found.pgmigrate)) if found.pgmigrate else "none"
+    if stand_in.pgmigrate is not None and found.pgmigrate is not None and found.pgmigrate != stand_in.pgmigrate:
+        at = ", ".join(map(str, found.pgmigrate)) or "none"
         why.append(
             f"its pgmigrate ledger ({PGMIGRATE_LEDGER}) records versions {at}, not the last release's "
             f"{', '.join(map(str, stand_in.pgmigrate))}: bring it to that release with its own migrations first"

@@ -23,7 +23,8 @@ BEGIN
 END $$;
 
 -- Give a table the names a fresh ad-moderation table has (<table>_pkey,
--- <table>_<column>_fkey, <table>_id_seq; seed 002 renamed its tables, not their keys
+-- <table>_<column>_fkey, <table>_<column>_not_null (PostgreSQL 18 names NOT NULL
+-- constraints), <table>_id_seq; seed 002 renamed its tables, not their constraints
 -- and sequences) so later migrations can name them, make its id sequence 64-bit
 -- (a SERIAL's stops at 2^31 - 1), and move the sequence past the highest id kept,
 -- so new ids continue after the old ones even if rows were inserted with explicit ids.
@@ -32,15 +33,16 @@ DECLARE
     t text := (SELECT relname FROM pg_class WHERE oid = tbl);
     seq regclass := pg_get_serial_sequence(tbl::text, 'id')::regclass;
     top bigint;
+    wanted text;
     r record;
 BEGIN
     FOR r IN SELECT c.conname, c.contype, a.attname FROM pg_constraint c
              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-             WHERE c.conrelid = tbl AND c.contype IN ('p', 'f') LOOP
-        IF r.contype = 'p' AND r.conname <> t || '_pkey' THEN
-            EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', tbl, r.conname, t || '_pkey');
-        ELSIF r.contype = 'f' AND r.conname <> t || '_' || r.attname || '_fkey' THEN
-            EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', tbl, r.conname, t || '_' || r.attname || '_fkey');
+             WHERE c.conrelid = tbl AND c.contype IN ('p', 'f', 'n') LOOP
+        wanted := CASE r.contype WHEN 'p' THEN t || '_pkey' WHEN 'f' THEN t || '_' || r.attname || '_fkey'
+                                 ELSE t || '_' || r.attname || '_not_null' END;
+        IF r.conname <> wanted THEN
+            EXECUTE format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', tbl, r.conname, wanted);
         END IF;
     END LOOP;
     EXECUTE format('ALTER SEQUENCE %s AS bigint', seq);
