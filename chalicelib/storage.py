@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any
 
 import psycopg2.errors
@@ -28,6 +29,7 @@ from chalicelib.domain import (
     EventRow,
     KeyedTask,
     PendingTask,
+    Purged,
     Task,
     TaskEvent,
 )
@@ -59,8 +61,20 @@ class ModerationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def ping(self) -> None:
-        self._db.ping()
+    def oldest_unfinished_seconds(self) -> float | None:
+        """Age of the oldest pending or processing task; None when there is none.
+
+        The health check's one query (it also proves the database answers): the
+        first entry of moderation_results_unfinished_idx, so it costs the same
+        on a table of millions and stays cheap for a database that is struggling.
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                "SELECT extract(epoch FROM now() - min(created_at))::float8 AS age FROM moderation_results "
+                "WHERE status IN ('pending', 'processing')"
+            )
+            row = cur.fetchone()
+        return None if row is None or row["age"] is None else float(row["age"])
 
     # --- ads -----------------------------------------------------------------
 
@@ -69,6 +83,12 @@ class ModerationStore:
             cur.execute(_AD_SELECT + " WHERE a.id = %s AND NOT a.is_closed", (item_id,))
             row = cur.fetchone()
         return Ad(**row) if row else None
+
+    def close_ad(self, item_id: int) -> bool:
+        """Close an open ad; False when there is no such ad or it is already closed."""
+        with self._db.transaction() as cur:
+            cur.execute("UPDATE advertisements SET is_closed = TRUE WHERE id = %s AND NOT is_closed RETURNING id", (item_id,))
+            return cur.fetchone() is not None
 
     # --- tasks: API side -------------------------------------------------------
 
@@ -447,6 +467,58 @@ class ModerationStore:
                 {"reason": reason, "secs": older_than_seconds},
             )
             return {int(r["id"]): r["request_id"] for r in cur.fetchall()}
+
+
+    # --- retention (the reconciler) ------------------------------------------------
+
+    def retention_bounds(self, older_than_days: int) -> tuple[datetime, int] | None:
+        """The purge's cutoff (database time) and the highest task id it looks at:
+        just below the first task created after the cutoff, since ids grow with
+        created_at. None when there are no tasks.
+
+        The walk along the primary key stops there, so no index on created_at is
+        needed (every submit would pay to maintain one for a sweep a minute).
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                WITH c AS (SELECT now() - make_interval(days => %s) AS cutoff)
+                SELECT c.cutoff, coalesce((SELECT min(id) - 1 FROM moderation_results WHERE created_at >= c.cutoff),
+                                          (SELECT max(id) FROM moderation_results)) AS up_to
+                FROM c
+                """,
+                (older_than_days,),
+            )
+            row = cur.fetchone()
+        return None if row is None or row["up_to"] is None else (row["cutoff"], int(row["up_to"]))
+
+    def purge_finished(self, cutoff: datetime, after_id: int, up_to_id: int, limit: int) -> Purged:
+        """Delete up to `limit` tasks created and finished before `cutoff` (ids in
+        (after_id, up_to_id], lowest first) and their trails, in one short
+        transaction. Rows another transaction holds (a redriven task being
+        scored) are skipped, never waited for. Unfinished tasks are never touched.
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                WITH doomed AS (
+                    SELECT id FROM moderation_results
+                    WHERE id > %(after)s AND id <= %(up_to)s AND status IN ('completed', 'failed')
+                      AND created_at < %(cutoff)s AND coalesce(processed_at, created_at) < %(cutoff)s
+                    ORDER BY id LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                ), events AS (
+                    DELETE FROM task_events WHERE task_id IN (SELECT id FROM doomed) RETURNING 1
+                ), tasks AS (
+                    DELETE FROM moderation_results WHERE id IN (SELECT id FROM doomed) RETURNING 1
+                )
+                SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT count(*) FROM events) AS events,
+                       (SELECT max(id) FROM doomed) AS last_id
+                """,
+                {"after": after_id, "up_to": up_to_id, "cutoff": cutoff, "limit": limit},
+            )
+            row = cur.fetchone()
+        return Purged(int(row["tasks"]), int(row["events"]), row["last_id"])
 
 
 def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:
