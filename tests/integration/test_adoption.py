@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg2
 import pytest
 from chalice.test import Client
 
@@ -31,23 +30,8 @@ STUCK = "accepted by the older moderation service but not finished before the mo
 NO_REASON = "failed in the older moderation service, which recorded no reason"
 
 
-@pytest.fixture()
-def empty_db(pg_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A new empty database, dropped afterwards."""
-    name = "adopt_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
-    admin = psycopg2.connect(pg_server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        cur.execute(f"CREATE DATABASE {name}")
-    url = pg_server.rsplit("/", 1)[0] + "/" + name
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
-
-
 def seeded(url: str, seed: str) -> str:
+    """Build a seed's database (tests/fixtures/seeds/seed_<seed>.sql) in the empty database `url`."""
     execute(url, (SEEDS / f"seed_{seed}.sql").read_text())
     return url
 
