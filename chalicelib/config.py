@@ -82,8 +82,8 @@ class Settings:
     # this, or the DLQ holds more messages than that (README, "Health").
     pipeline_max_age_seconds: int
     pipeline_max_dlq_depth: int
-    # Reconciler: finished tasks (and their trails) older than this many days are
-    # deleted; 0 keeps everything.
+    # Reconciler: finished tasks (and their trails) created and last changed more
+    # than this many days ago are deleted; 0 keeps everything.
     retention_days: int
 
 

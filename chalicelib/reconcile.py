@@ -110,7 +110,7 @@ class Reconciler:
         )
 
     def purge(self) -> tuple[int, int]:
-        """Retention: delete finished tasks created and finished more than
+        """Retention: delete finished tasks created and last changed more than
         `retention_days` ago, and their trails; (tasks, trail rows) deleted."""
         started = time.monotonic()
         bounds = self._store.retention_bounds(self._retention_days)

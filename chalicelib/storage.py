@@ -493,10 +493,13 @@ class ModerationStore:
         return None if row is None or row["up_to"] is None else (row["cutoff"], int(row["up_to"]))
 
     def purge_finished(self, cutoff: datetime, after_id: int, up_to_id: int, limit: int) -> Purged:
-        """Delete up to `limit` tasks created and finished before `cutoff` (ids in
-        (after_id, up_to_id], lowest first) and their trails, in one short
-        transaction. Rows another transaction holds (a redriven task being
-        scored) are skipped, never waited for. Unfinished tasks are never touched.
+        """Delete up to `limit` finished tasks created and last changed before
+        `cutoff` (ids in (after_id, up_to_id], lowest first) and their trails, in
+        one short transaction. Last changed: a task failed as stuck yesterday is
+        kept, and so is the history adopted from an older service (its rows
+        changed at the move). Rows another transaction holds (a redriven task
+        being scored) are skipped, never waited for. Unfinished tasks are never
+        touched.
         """
         with self._db.transaction() as cur:
             cur.execute(
@@ -504,7 +507,7 @@ class ModerationStore:
                 WITH doomed AS (
                     SELECT id FROM moderation_results
                     WHERE id > %(after)s AND id <= %(up_to)s AND status IN ('completed', 'failed')
-                      AND created_at < %(cutoff)s AND coalesce(processed_at, created_at) < %(cutoff)s
+                      AND created_at < %(cutoff)s AND updated_at < %(cutoff)s
                     ORDER BY id LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED
                 ), events AS (

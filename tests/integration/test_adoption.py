@@ -192,6 +192,17 @@ def test_new_task_ids_continue_after_the_old_ones_and_past_int4(empty_db: str, s
                    (highest,)) == [(0,)]
 
 
+def test_the_adopted_history_is_kept_for_the_retention_after_the_move(empty_db: str, client_for) -> None:
+    """The fixtures' tasks are older than 30 days; retention counts from their last
+    change, which was the move, so clients can read them for RETENTION_DAYS more."""
+    url = seeded(empty_db, "002")
+    apply_migrations(url)
+    with client_for(url):
+        assert deps.reconciler().purge() == (0, 0)
+        execute(url, "UPDATE moderation_results SET updated_at = updated_at - interval '31 days'")
+        assert deps.reconciler().purge() == (395, 0)  # no trail: the old service kept none
+
+
 def test_seed_002s_closed_ads_stay_closed(empty_db: str, client_for) -> None:
     url = seeded(empty_db, "002")
     first = "SELECT min(id) FROM advertisements WHERE is_closed = %s"

@@ -25,14 +25,16 @@ SUBMITTERS = 4
 
 
 def add_tasks(db: str, n: int, *, created: str, processed: str | None = None, status: str = "completed") -> None:
-    """n finished tasks (two trail rows each) created `created` ago, finished `processed` ago (default: then)."""
+    """n finished tasks (two trail rows each) created `created` ago, finished (and last changed) `processed`
+    ago (default: then)."""
     completed = status == "completed"
     execute(db, """
         WITH t AS (
             INSERT INTO moderation_results (item_id, status, is_violation, probability, model_version, error_message,
-                                            created_at, processed_at)
+                                            created_at, processed_at, updated_at)
             SELECT 1 + g %% 300, %(status)s, %(verdict)s, %(probability)s, %(version)s, %(error)s,
-                   now() - %(created)s::interval + g * interval '1 ms', now() - %(processed)s::interval + g * interval '1 ms'
+                   now() - %(created)s::interval + g * interval '1 ms', now() - %(processed)s::interval + g * interval '1 ms',
+                   now() - %(processed)s::interval + g * interval '1 ms'
             FROM generate_series(1, %(n)s) AS g
             RETURNING id, status
         ), a AS (INSERT INTO task_events (task_id, kind) SELECT id, 'accepted' FROM t)
@@ -109,7 +111,7 @@ def test_purging_100k_old_tasks_keeps_submits_answering(app_env, monkeypatch, ca
         SELECT CASE WHEN id = ANY(%s) THEN 'new'
                     WHEN status = 'processing' THEN 'old_unfinished'
                     WHEN created_at > now() - interval '30 days' THEN 'young'
-                    WHEN processed_at > now() - interval '30 days' THEN 'finished_recently' ELSE 'old' END, count(*)
+                    WHEN updated_at > now() - interval '30 days' THEN 'finished_recently' ELSE 'old' END, count(*)
         FROM moderation_results GROUP BY 1""", (new_ids,)))
     assert left == {"new": len(new_ids), "old_unfinished": len(keep["old_unfinished"]), "young": 500, "finished_recently": 50}
     flat = sorted(x * 1000 for ms in latencies for x in ms)
