@@ -12,8 +12,8 @@ run changes nothing; a database it cannot adopt is refused before any change.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -228,41 +228,26 @@ def test_an_unknown_database_is_refused_before_any_change(empty_db: str) -> None
         status(empty_db)
 
 
-def test_rows_it_cannot_take_are_refused_before_any_change(empty_db: str) -> None:
-    url = seeded(empty_db, "000_001")
-    execute(url, "UPDATE moderation_results SET status = 'queued' WHERE id IN (1, 2)")
+@pytest.mark.parametrize(
+    ("seed", "damage", "refusal"),
+    [("000_001", "UPDATE moderation_results SET status = 'queued' WHERE id IN (1, 2)",
+      r"2 row\(s\) with a status other than pending"),
+     ("002", "DELETE FROM schema_version WHERE version = 5", r"records versions 1, 2, 4, not the last release's 1, 2, 4, 5")],
+    ids=["rows it cannot take", "seed 002 before its last release"],
+)
+def test_a_seed_it_cannot_take_is_refused_before_any_change(empty_db: str, seed: str, damage: str, refusal: str) -> None:
+    url = seeded(empty_db, seed)
+    execute(url, damage)
     before = snapshot(url)
-    with pytest.raises(SchemaNotRecognised, match=r"2 row\(s\) with a status other than pending"):
-        apply_migrations(url)
-    assert snapshot(url) == before
-
-
-def test_seed_002_before_its_last_release_is_refused(empty_db: str) -> None:
-    url = seeded(empty_db, "002")
-    execute(url, "DELETE FROM schema_version WHERE version = 5")
-    before = snapshot(url)
-    with pytest.raises(SchemaNotRecognised, match=r"records versions 1, 2, 4, not the last release's 1, 2, 4, 5"):
+    with pytest.raises(SchemaNotRecognised, match=refusal):
         apply_migrations(url)
     assert snapshot(url) == before
 
 
 def test_concurrent_runs_adopt_once(empty_db: str) -> None:
     url = seeded(empty_db, "002")
-    results: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(apply_migrations(url))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    with ThreadPoolExecutor(3) as pool:  # an error in any run is raised here
+        results = list(pool.map(lambda _: apply_migrations(url), range(3)))
     assert sorted(len(r) for r in results) == [0, 0, 5]
     assert execute(url, "SELECT count(*) FROM _yoyo_migration") == [(5,)]
 
