@@ -37,6 +37,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 from yoyo import get_backend, read_migrations
+from yoyo.exceptions import LockTimeout
 from yoyo.migrations import Migration, topological_sort
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -184,6 +185,10 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
                         before = f"; applied before it, and kept: {', '.join(done)}" if done else ""
                         raise MigrationError(f"{step} failed and was rolled back{before}: {_first_line(exc)}") from exc
                     done.append(str(step))
+        except LockTimeout as exc:
+            raise MigrationError(
+                f"{exc}. With no other migration running, a run that died left its row: DELETE FROM yoyo_lock;"
+            ) from exc
         finally:
             backend.connection.close()
     return done
@@ -207,11 +212,11 @@ def creates(migration: Migration) -> list[str]:
 
 
 def _plan(conn: psycopg2.extensions.connection, migrations: Sequence[Migration]) -> Status:
-    ours = {table: m.id for m in migrations for table in creates(m)}
+    ours = sorted({table for m in migrations for table in creates(m)})
     conn.set_session(readonly=True, autocommit=False)
     try:
         with conn.cursor() as cur:
-            found = _inspect(cur, list(ours))
+            found = _inspect(cur, ours)
             applied = set(found.applied)
             steps, problems = [], []
             for m in topological_sort([m for m in migrations if m.id not in applied]):
