@@ -468,7 +468,6 @@ class ModerationStore:
             )
             return {int(r["id"]): r["request_id"] for r in cur.fetchall()}
 
-
     # --- retention (the reconciler) ------------------------------------------------
 
     def retention_bounds(self, older_than_days: int) -> tuple[datetime, int] | None:
