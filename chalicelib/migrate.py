@@ -50,9 +50,11 @@ ADVISORY_LOCK = 7_162_636_971_633_761  # any constant: "ad-moderation migrations
 LOCK_WAIT_SECONDS = 30.0
 LOCK_TIMEOUT = "10s"
 
-INTEGER, BIGINT, BOOLEAN, TEXT = frozenset({"integer"}), frozenset({"integer", "bigint"}), frozenset({"boolean"}), frozenset(
-    {"text", "character varying"}
-)
+# The column types (information_schema's names) a stand-in converts.
+INT4 = frozenset({"integer"})
+INT4_OR_8 = frozenset({"integer", "bigint"})
+BOOLEAN = frozenset({"boolean"})
+TEXT = frozenset({"text", "character varying"})
 FLOAT = frozenset({"double precision", "real"})
 TIMESTAMP = frozenset({"timestamp without time zone", "timestamp with time zone"})
 
@@ -86,16 +88,17 @@ class StandIn:
 
 
 LEGACY_RESULTS = {
-    "id": BIGINT, "item_id": BIGINT, "status": TEXT, "is_violation": BOOLEAN, "probability": FLOAT,
+    "id": INT4_OR_8, "item_id": INT4_OR_8, "status": TEXT, "is_violation": BOOLEAN, "probability": FLOAT,
     "error_message": TEXT, "created_at": TIMESTAMP, "processed_at": TIMESTAMP,
 }
 
 # Rows V2's constraints (and the API's contract) could not hold: (SQL counting them, what is wrong).
 _RESULTS = "SELECT count(*) FROM moderation_results WHERE "
 RESULT_CHECKS = (
-    (_RESULTS + "status NOT IN ('pending', 'processing', 'completed', 'failed')", "a status other than pending, processing, "
-     "completed, failed"),
-    (_RESULTS + "status = 'completed' AND (is_violation IS NULL OR probability IS NULL)", "status completed and no verdict"),
+    (_RESULTS + "status NOT IN ('pending', 'processing', 'completed', 'failed')",
+     "a status other than pending, processing, completed, failed"),
+    (_RESULTS + "status = 'completed' AND (is_violation IS NULL OR probability IS NULL)",
+     "status completed and no verdict"),
     (_RESULTS + "probability < 0 OR probability > 1", "a probability outside [0, 1]"),
     (_RESULTS + "item_id IS NULL OR item_id < 1 OR created_at IS NULL", "no positive item_id, or no created_at"),
 )
@@ -108,10 +111,10 @@ STAND_INS = {
             "seed 002's users and advertisements",
             "V1__users_and_advertisements.seed_002.sql",
             {
-                "users": {"id": INTEGER, "is_verified_seller": BOOLEAN},
+                "users": {"id": INT4, "is_verified_seller": BOOLEAN},
                 "advertisements": {
-                    "id": INTEGER, "seller_id": INTEGER, "name": TEXT, "description": TEXT, "category": INTEGER,
-                    "images_qty": INTEGER, "is_closed": BOOLEAN,
+                    "id": INT4, "seller_id": INT4, "name": TEXT, "description": TEXT, "category": INT4,
+                    "images_qty": INT4, "is_closed": BOOLEAN,
                 },
             },
             checks=(("SELECT count(*) FROM advertisements WHERE images_qty < 0", "a negative images_qty"),),
