@@ -55,6 +55,12 @@ lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports, contracts in py
 clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 	rm -rf .local
 
+# Migrations (ops/migrate.py): DATABASE_URL, else make run's embedded PostgreSQL (never started here).
+# Adopts an older service's database, or stops before changing anything (README, "Migrations").
+.PHONY: migrate
+migrate: $(STAMP) ## apply pending migrations to DATABASE_URL (ARGS=--status: list applied/pending, change nothing)
+	$(PY) -m ops.migrate $(ARGS)
+
 # The DLQ tool (ops/dlq.py). --local: make run's LocalStack and test credentials
 # (toolkit/names.py) unless AWS_ENDPOINT_URL is set; `AWS_ENDPOINT_URL= make dlq` means real AWS.
 .PHONY: dlq

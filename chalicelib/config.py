@@ -38,6 +38,13 @@ def _int(name: str, default: int) -> int:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
+def _non_negative(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 0:
+        raise ConfigurationError(f"environment variable {name} must be 0 or more, got {value}")
+    return value
+
+
 def batch_size() -> int:
     return _int("SCORING_BATCH_SIZE", DEFAULT_BATCH_SIZE)
 
@@ -71,6 +78,13 @@ class Settings:
     unreceived_after_seconds: int
     # Idempotency-Keys are kept at least this long, then purged by the reconciler.
     idempotency_key_ttl_seconds: int
+    # GET /health/pipeline: degraded when the oldest unfinished task is older than
+    # this, or the DLQ holds more messages than that (README, "Health").
+    pipeline_max_age_seconds: int
+    pipeline_max_dlq_depth: int
+    # Reconciler: finished tasks (and their trails) created and last changed more
+    # than this many days ago are deleted; 0 keeps everything.
+    retention_days: int
 
 
 @lru_cache(maxsize=1)
@@ -100,4 +114,7 @@ def get_settings() -> Settings:
         stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
         unreceived_after_seconds=_int("UNRECEIVED_AFTER_SECONDS", 5 * 60),
         idempotency_key_ttl_seconds=_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60),
+        pipeline_max_age_seconds=_int("PIPELINE_MAX_AGE_SECONDS", 600),
+        pipeline_max_dlq_depth=_int("PIPELINE_MAX_DLQ_DEPTH", 0),
+        retention_days=_non_negative("RETENTION_DAYS", 30),
     )

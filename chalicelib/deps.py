@@ -117,7 +117,10 @@ def service() -> ModerationService:
     from chalicelib.model import load_model
     from chalicelib.moderation import ModerationService
 
-    return ModerationService(store(), queue(), load_model())
+    s = get_settings()
+    return ModerationService(
+        store(), queue(), load_model(), max_age_seconds=s.pipeline_max_age_seconds, max_dlq_depth=s.pipeline_max_dlq_depth
+    )
 
 
 @_once
@@ -147,6 +150,7 @@ def reconciler() -> Reconciler:
         stuck_after_seconds=s.stuck_after_seconds,
         unreceived_after_seconds=s.unreceived_after_seconds,
         idempotency_key_ttl_seconds=s.idempotency_key_ttl_seconds,
+        retention_days=s.retention_days,
     )
 
 

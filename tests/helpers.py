@@ -70,15 +70,15 @@ def insert_ad(
     category: int = 1,
     images_qty: int = 3,
     verified: bool = True,
-    deleted: bool = False,
+    closed: bool = False,
 ) -> int:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO users (name, is_verified) VALUES ('seller', %s) RETURNING id", (verified,))
         seller = cur.fetchone()[0]
         cur.execute(
-            "INSERT INTO advertisements (seller_id, name, description, category, images_qty, is_deleted) "
+            "INSERT INTO advertisements (seller_id, name, description, category, images_qty, is_closed) "
             "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (seller, name, description, category, images_qty, deleted),
+            (seller, name, description, category, images_qty, closed),
         )
         item_id = int(cur.fetchone()[0])
     conn.close()

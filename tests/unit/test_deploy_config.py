@@ -104,7 +104,7 @@ def test_stage_settings_fit_the_connection_budget(stage: str):
 
 # Open for probes and humans; everything else (writes and reads: task ids are
 # sequential) needs the API key on the deployed API.
-OPEN_ROUTES = {"/health", "/openapi.json", "/docs"}
+OPEN_ROUTES = {"/health", "/health/pipeline", "/openapi.json", "/docs"}
 
 
 def test_every_route_but_health_and_docs_needs_an_api_key():
