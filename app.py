@@ -14,7 +14,11 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import Request
 
-from chalicelib.config import QUEUE_NAME, batch_size
+from chalicelib.config import QUEUE_NAME, batch_size, check_at_init
+
+# On Lambda: no database configured (or TLS required without its CA bundle) fails
+# the function's init with a message naming what is missing, not its first request.
+check_at_init()
 
 app = Chalice(app_name="ad-moderation")
 
