@@ -12,8 +12,6 @@ error.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import select
 import socket
 import ssl
@@ -24,64 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from chalicelib import config, deps
 from chalicelib.errors import TransientError
+from tests.helpers import Ca, pem
 
 # PostgreSQL's negotiation requests (protocol.html, "SSL Session Encryption").
 SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-@dataclass
-class Ca:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-    @classmethod
-    def new(cls, name: str) -> Ca:
-        key = _key()
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, cert)
-
-    def issue(self, *, dns: list[str], ips: list[str]) -> tuple[bytes, bytes]:
-        """A server certificate for these names, and its key, as PEM."""
-        key = _key()
-        now = datetime.datetime.now(datetime.UTC)
-        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        cert = (
-            x509.CertificateBuilder().subject_name(_name(dns[0] if dns else ips[0])).issuer_name(self.cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        return _pem(cert), key_pem
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -167,8 +114,8 @@ def tls_server(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cert, key = ca.issue(dns=["db.test.invalid"], ips=["127.0.0.1"])
     (root / "server.crt").write_bytes(cert)
     (root / "server.key").write_bytes(key)
-    (root / "ca.pem").write_bytes(_pem(ca.cert))
-    (root / "other-ca.pem").write_bytes(_pem(other.cert))
+    (root / "ca.pem").write_bytes(pem(ca.cert))
+    (root / "other-ca.pem").write_bytes(pem(other.cert))
     host_port = pg_server.split("@", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
     proxy = PostgresTlsProxy((host, int(port)), root / "server.crt", root / "server.key")
