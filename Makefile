@@ -71,7 +71,7 @@ bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS (ARGS=
 	$(PY) -m measure.bench.run $(ARGS)
 
 # Load test (measure/load/): locust, headless, against `make run`'s API unless URL= is given.
-# The deployed API needs its key: make load URL=<api url> API_KEY=<key> ITEMS=1-20.
+# The deployed API needs its key: make load URL=<api url> API_KEY=<key> ITEMS=1-20 (make run's is read from its state dir).
 # The key reaches the tool through the environment, so make does not echo it.
 .PHONY: load
 load: export LOAD_API_KEY := $(or $(API_KEY),$(LOAD_API_KEY))
@@ -115,3 +115,9 @@ deploy-localstack-stop: $(STAMP) ## stop the LocalStack and Postgres that deploy
 
 policies: $(STAMP) ## regenerate the IAM policy files .chalice/policy-*.json (infra/policies.py)
 	$(PY) -m infra.policies
+
+# One API key per client (ops/api_keys.py). --local: make deploy-localstack's LocalStack unless
+# AWS_ENDPOINT_URL is set (`AWS_ENDPOINT_URL= make api-key ...` means AWS); ARGS="--make-run ..." for make run's keys.
+.PHONY: api-key
+api-key: $(STAMP) ## keys per client: ARGS="create <client> [--rate R --burst B --quota N --period DAY]", "list", "revoke <client>"
+	$(PY) -m ops.api_keys --local --stage $(STAGE) $(or $(ARGS),list)

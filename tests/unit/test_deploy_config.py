@@ -136,29 +136,3 @@ def test_every_route_but_health_and_docs_needs_an_api_key():
         for method, entry in methods.items():
             is_open = path in OPEN_ROUTES or path.startswith("/docs/")
             assert bool(entry.api_key_required) is not is_open, (method, path)
-
-
-def test_chalice_local_ignores_api_keys(monkeypatch: pytest.MonkeyPatch):
-    """`chalice local` (make run) has no API Gateway: a POST without x-api-key is served."""
-    from chalice.config import Config
-    from chalice.local import LocalGateway
-
-    from app import app
-    from chalicelib import deps
-
-    monkeypatch.setenv("DATABASE_URL", "postgresql://unused@127.0.0.1:1/none")
-    deps.reset()
-    ad = {"seller_id": 1, "is_verified_seller": True, "item_id": 1, "name": "Bike", "description": "Almost new",
-          "category": 2, "images_qty": 4}
-    body = json.dumps(ad).encode()
-    gateway = LocalGateway(app, Config(chalice_stage="local"))
-    try:
-        resp = gateway.handle_request(
-            method="POST",
-            path="/moderation/predict",
-            headers={"content-type": "application/json", "content-length": str(len(body)), "host": "127.0.0.1:8000"},
-            body=body,
-        )
-    finally:
-        deps.reset()
-    assert resp["statusCode"] == 200, resp
