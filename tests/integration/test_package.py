@@ -377,3 +377,36 @@ def test_a_prod_package_refuses_a_ca_bundle_that_is_not_one(tmp_path: Path, monk
     monkeypatch.setenv("DB_CA_BUNDLE", str(not_pem))
     with pytest.raises(PackageError, match=r"not a PEM CA bundle|no CA certificate"):
         package("prod", tmp_path / "prod")
+
+
+# The LocalStack service that creates each kind of resource the deploy makes.
+SERVICE_OF_TYPE = {"AWS::SQS::": "sqs", "AWS::Lambda::": "lambda", "AWS::IAM::": "iam", "AWS::Logs::": "logs",
+                   "AWS::CloudWatch::": "cloudwatch", "AWS::ApiGateway::": "apigateway", "AWS::Events::": "events",
+                   "AWS::EC2::": "ec2", "Custom::": "lambda"}
+
+
+def test_the_docker_compose_localstack_covers_everything_the_deploy_creates(packaged: dict[str, Any]):
+    """docker-compose.localstack.yml and what `make deploy-localstack` uses (the services it starts LocalStack
+    with, and those of every resource of the stack it deploys there) cannot drift apart."""
+    import yaml
+
+    from infra.deploy_localstack import executor_env
+
+    compose = yaml.safe_load((ROOT / "docker-compose.localstack.yml").read_text())
+    localstack = compose["services"]["localstack"]
+    env = localstack["environment"]
+    # dev, as deploy-localstack deploys it: no VPC parameters, so no HasVpc resources.
+    created = {r["Type"] for r in sam_transform(packaged["sam"])["Resources"].values() if r.get("Condition") != "HasVpc"}
+    unmapped = {t for t in created if not any(t.startswith(prefix) for prefix in SERVICE_OF_TYPE)}
+    assert not unmapped, f"which LocalStack service creates {unmapped}? add it to SERVICE_OF_TYPE"
+    needed = {s for t in created for prefix, s in SERVICE_OF_TYPE.items() if t.startswith(prefix)}
+    needed |= set(executor_env()["SERVICES"].split(","))
+    assert "events" in needed  # the reconciler's schedule
+    assert needed <= set(env["SERVICES"].split(",")), f"add {needed - set(env['SERVICES'].split(','))} to SERVICES"
+    # Lambda containers on the compose network, where PostgreSQL is `postgres`.
+    assert env["LAMBDA_DOCKER_NETWORK"] == compose["networks"]["default"]["name"]
+    assert "postgres" in compose["services"]
+    # A pinned image (the last one before LocalStack's auth-token change), or the token passed through.
+    name, _, tag = localstack["image"].partition(":")
+    assert name == "localstack/localstack" and tag and tag != "latest"
+    assert env["LOCALSTACK_AUTH_TOKEN"] == "${LOCALSTACK_AUTH_TOKEN:-}"
