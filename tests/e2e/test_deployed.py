@@ -158,9 +158,18 @@ def test_the_stage_writes_json_access_logs_to_its_own_log_group(deployed: Deploy
     assert [g["logGroupName"] for g in groups] == [group]
 
 
-def test_a_function_without_its_database_fails_its_init_naming_what_is_missing(deployed: Deployed):
+SCHEDULED_EVENT = {"version": "0", "id": "e2e", "detail-type": "Scheduled Event", "source": "aws.events",
+                   "account": "000000000000", "time": "2026-11-23T12:00:00Z", "region": "us-east-1",
+                   "resources": ["arn:aws:events:us-east-1:000000000000:rule/e2e"], "detail": {}}
+
+
+@pytest.mark.parametrize(("function", "event"), [("reconcile", SCHEDULED_EVENT), ("migrate", {})])
+def test_a_function_without_its_database_fails_naming_what_is_missing(deployed: Deployed, function: str,
+                                                                       event: dict[str, Any]):
+    """reconcile (like the API and the scorer) fails its init; migrate fails in its handler, which
+    always answers CloudFormation's custom resource (a failed init would answer nothing)."""
     lam = deployed.client("lambda")
-    name = deployed.d.function_name("migrate")
+    name = deployed.d.function_name(function)
     env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
 
     def configure(variables: dict[str, str]) -> None:
@@ -169,13 +178,13 @@ def test_a_function_without_its_database_fails_its_init_naming_what_is_missing(d
 
     configure({k: v for k, v in env.items() if k != "DATABASE_SECRET_ARN"})
     try:
-        out = lam.invoke(FunctionName=name, Payload=b"{}")
+        out = lam.invoke(FunctionName=name, Payload=json.dumps(event).encode())
         body = out["Payload"].read().decode()
         assert out.get("FunctionError"), body
         assert "ConfigurationError" in body and "DATABASE_URL" in body and "DATABASE_SECRET_ARN" in body, body
     finally:
         configure(env)
-    assert "FunctionError" not in lam.invoke(FunctionName=name, Payload=b"{}")
+    assert "FunctionError" not in lam.invoke(FunctionName=name, Payload=json.dumps(event).encode())
 
 
 def test_poison_and_busy_messages_in_one_batch_through_the_real_mapping(deployed: Deployed):
@@ -296,11 +305,8 @@ def test_the_local_executor_fails_and_times_out_as_lambda_does(deployed: Deploye
 
 def test_cold_starts_are_recorded(deployed: Deployed, capsys: pytest.CaptureFixture[str]):
     # The schedule fires once a minute; invoke the reconciler once so it is measured too.
-    scheduled = {"version": "0", "id": "e2e", "detail-type": "Scheduled Event", "source": "aws.events",
-                 "account": "000000000000", "time": "2026-11-23T12:00:00Z", "region": "us-east-1",
-                 "resources": ["arn:aws:events:us-east-1:000000000000:rule/e2e"], "detail": {}}
     out = deployed.client("lambda").invoke(
-        FunctionName=deployed.d.function_name("reconcile"), Payload=json.dumps(scheduled).encode()
+        FunctionName=deployed.d.function_name("reconcile"), Payload=json.dumps(SCHEDULED_EVENT).encode()
     )
     payload = json.loads(out["Payload"].read())
     assert "FunctionError" not in out, payload

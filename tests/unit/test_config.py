@@ -84,6 +84,14 @@ def test_a_deployed_function_requiring_tls_without_its_ca_bundle_fails_at_init()
     assert result.returncode != 0 and "DB_SSL_ROOT_CERT" in result.stderr, result.stderr
 
 
+def test_the_custom_resources_function_fails_in_its_handler_which_answers_cloudformation() -> None:
+    """A failed init sends CloudFormation nothing (the stack would wait an hour); migrate's handler answers FAILED."""
+    result = _import_app({"AWS_LAMBDA_FUNCTION_NAME": "ad-moderation-dev-migrate", "_HANDLER": "app.migrate"})
+    assert result.returncode == 0, result.stderr
+    result = _import_app({"AWS_LAMBDA_FUNCTION_NAME": "ad-moderation-dev-score", "_HANDLER": "app.score"})
+    assert result.returncode != 0 and "DATABASE_SECRET_ARN" in result.stderr
+
+
 def test_init_reads_only_the_environment() -> None:
     """With its settings, a function's init succeeds without reaching the secret or the database
     (nothing answers at the endpoint: any call would fail the import)."""
