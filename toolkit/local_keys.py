@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import string
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -36,8 +37,9 @@ class LocalKey:
 
 
 def new_value() -> str:
-    """40 characters from the URL-safe alphabet, like API Gateway's generated keys (20-128)."""
-    return secrets.token_urlsafe(30)
+    """40 letters and digits, like the keys API Gateway generates (alphanumeric, 20-128)."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(40))
 
 
 class LocalKeys:
