@@ -35,23 +35,15 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ops.dlq import EXIT_ERROR, EXIT_OK, EXIT_USAGE, OpsError, UsageError, confirm
 from toolkit import logs, names
 from toolkit.local_keys import LocalKeys
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STACK_CLIENT = "client"  # the key the stack itself creates (ClientApiKey, named <stack>-client)
 PERIODS = ("DAY", "WEEK", "MONTH")
 
 log = logs.get("api-key")
-
-
-class OpsError(Exception):
-    exit_code = EXIT_ERROR
-
-
-class UsageError(OpsError):
-    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +85,15 @@ class ClientKey:
     managed_by_stack: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    client: str
+    key: str  # the value: printed once
+    key_id: str
+    plan: str
+    limits: str
+
+
 def check_client_name(client: str) -> str:
     if not CLIENT_NAME.match(client):
         raise UsageError(f"client name {client!r}: use 1-63 lower-case letters, digits and '-', starting with a letter or digit")
@@ -114,6 +115,8 @@ class StackKeys:
             raise OpsError(f"stack {stack_name} has no output {', '.join(missing)}: deploy the current template first")
         self.api_id, self.stack_key_id = outputs["RestAPIId"], outputs["ApiKeyId"]
         self.shared_plan = self.apigw.get_usage_plan(usagePlanId=outputs["UsagePlanId"])
+        self.where = f"stack {stack_name}"
+        self.hint = "the plan's limits apply to each of its keys alone; on AWS a new key may take a few seconds to work"
 
     def key_name(self, client: str) -> str:
         return f"{self.stack}-{client}"
@@ -147,8 +150,8 @@ class StackKeys:
                                      managed_by_stack=key["id"] == self.stack_key_id))
         return sorted(out, key=lambda k: (not k.managed_by_stack, k.client))
 
-    def create(self, client: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A new key for the client in the stack's plan, or in a plan of its own with these limits: (key, plan)."""
+    def create(self, client: str, limits: Limits) -> Created:
+        """A new key for the client in the stack's plan, or in a plan of its own with these limits."""
         if client == STACK_CLIENT:
             raise OpsError(f"{self.key_name(client)} is the stack's own key (ClientApiKey): pick another client name")
         if (existing := self.find(client)) is not None:
@@ -163,7 +166,7 @@ class StackKeys:
         except (ClientError, BotoCoreError):
             self._delete_quietly(key["id"])  # no key without a plan (it would admit nobody, confusingly)
             raise
-        return key, plan
+        return Created(client, key["value"], key["id"], plan["name"], Limits.of_plan(plan).text())
 
     def _create_own_plan(self, client: str, limits: Limits) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -177,7 +180,8 @@ class StackKeys:
             kwargs["quota"] = {"limit": limits.quota, "period": limits.period or "DAY"}
         return dict(self.apigw.create_usage_plan(**kwargs))
 
-    def revoke(self, client: str) -> dict[str, Any]:
+    def revoke(self, client: str) -> str:
+        """Out of its plan(s), then deleted (with the client's own plan); the key id."""
         key = self.find(client)
         if key is None:
             raise OpsError(f"client {client!r} has no key in stack {self.stack}")
@@ -191,7 +195,7 @@ class StackKeys:
             if plan.get("name") == self.own_plan_name(client):
                 self._delete_plan(plan)
         self.apigw.delete_api_key(apiKey=key["id"])
-        return dict(key)
+        return str(key["id"])
 
     def _delete_plan(self, plan: dict[str, Any]) -> None:
         # API Gateway deletes only a plan without API stages.
@@ -208,13 +212,31 @@ class StackKeys:
             log.warning("could not delete the half-made key %s: %s", key_id, err)
 
 
-def confirm(question: str, assume_yes: bool) -> None:
-    if assume_yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"{question} needs a confirmation: run it in a terminal, or add --yes")
-    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
-        raise OpsError("aborted")
+class MakeRunKeys:
+    """make run's keys (toolkit/local_keys.py), behind the same three operations."""
+
+    def __init__(self) -> None:
+        self.keys = LocalKeys()
+        self.where = "make run"
+        self.hint = f"make run's server reads {self.keys.path} on every change"
+
+    def create(self, client: str, limits: Limits) -> Created:
+        if limits.given():
+            raise UsageError("make run enforces keys, not quotas or throttles: give limits to a deployed stack's keys")
+        try:
+            key = self.keys.create(client)
+        except KeyError as err:
+            raise OpsError(str(err.args[0])) from None
+        return Created(client, key.value, key.id, "make run", "none")
+
+    def list(self) -> list[ClientKey]:
+        return [ClientKey(k.client, k.id, True, "make run", "none", k.created) for k in self.keys.keys().values()]
+
+    def revoke(self, client: str) -> str:
+        try:
+            return self.keys.revoke(client).id
+        except KeyError as err:
+            raise OpsError(str(err.args[0])) from None
 
 
 def print_table(rows: list[ClientKey]) -> None:
@@ -226,26 +248,25 @@ def print_table(rows: list[ClientKey]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def run_stack(args: argparse.Namespace) -> int:
+def stack_keys(args: argparse.Namespace) -> StackKeys:
     endpoint = getattr(args, "endpoint_url", None)
     if args.local and endpoint is None and "AWS_ENDPOINT_URL" not in os.environ:
         endpoint = names.DEPLOY_ENDPOINT
         os.environ.update({k: v for k, v in names.LOCAL_CREDENTIALS.items() if k not in os.environ})
     endpoint = endpoint if endpoint is not None else os.environ.get("AWS_ENDPOINT_URL")
-    stack_name = args.stack_name or f"{names.APP_NAME}-{args.stage}"
     # An empty AWS_ENDPOINT_URL means AWS itself, not "endpoint ''".
     apigw, cfn = (boto3.client(s, endpoint_url=endpoint or None) for s in ("apigateway", "cloudformation"))
-    keys = StackKeys(apigw, cfn, stack_name)
+    return StackKeys(apigw, cfn, args.stack_name or f"{names.APP_NAME}-{args.stage}")
+
+
+def execute(args: argparse.Namespace, keys: StackKeys | MakeRunKeys) -> int:
     if args.command == "create":
-        limits = Limits(args.rate, args.burst, args.quota, args.period)
-        key, plan = keys.create(check_client_name(args.client), limits)
+        created = keys.create(check_client_name(args.client), Limits(args.rate, args.burst, args.quota, args.period))
         if args.json:
-            print(json.dumps({"client": args.client, "key_id": key["id"], "key": key["value"], "plan": plan["name"],
-                              "limits": Limits.of_plan(plan).text()}))
+            print(json.dumps(asdict(created)))
         else:
-            print(f"client   {args.client}\nkey      {key['value']}\nkey id   {key['id']}\n"
-                  f"plan     {plan['name']}: {Limits.of_plan(plan).text()} (each key its own)\n"
-                  f"send it as the x-api-key header; on AWS a new key may take a few seconds to work")
+            print(f"client   {created.client}\nkey      {created.key}\nkey id   {created.key_id}\n"
+                  f"plan     {created.plan}: {created.limits}\nsend it as the x-api-key header; {keys.hint}")
     elif args.command == "list":
         rows = keys.list()
         if args.json:
@@ -255,40 +276,8 @@ def run_stack(args: argparse.Namespace) -> int:
             print_table(rows)
     else:
         client = check_client_name(args.client)
-        confirm(f"revoke the key of client {client} in stack {stack_name} (its requests get 403 from then on)?", args.yes)
-        key = keys.revoke(client)
-        print(f"revoked: client {client}, key id {key['id']} (deleted)")
-    return EXIT_OK
-
-
-def run_make_run(args: argparse.Namespace) -> int:
-    local = LocalKeys()
-    if args.command == "create":
-        if Limits(args.rate, args.burst, args.quota, args.period).given():
-            raise UsageError("make run enforces keys, not quotas or throttles: give limits to a deployed stack's keys")
-        try:
-            key = local.create(check_client_name(args.client))
-        except KeyError as err:
-            raise OpsError(str(err.args[0])) from None
-        if args.json:
-            print(json.dumps({"client": key.client, "key_id": key.id, "key": key.value, "file": str(local.path)}))
-        else:
-            print(f"client   {key.client}\nkey      {key.value}\nkey id   {key.id}\nfile     {local.path} (make run's keys)")
-    elif args.command == "list":
-        rows = [ClientKey(k.client, k.id, True, "make run", "none", k.created) for k in local.keys().values()]
-        if args.json:
-            for row in rows:
-                print(json.dumps(asdict(row)))
-        else:
-            print_table(rows)
-    else:
-        client = check_client_name(args.client)
-        confirm(f"revoke make run's key of client {client}?", args.yes)
-        try:
-            key = local.revoke(client)
-        except KeyError as err:
-            raise OpsError(str(err.args[0])) from None
-        print(f"revoked: client {client}, key id {key.id}")
+        confirm(f"revoke the key of client {client} in {keys.where} (its requests get 403 from then on)?", args.yes)
+        print(f"revoked: client {client}, key id {keys.revoke(client)} (deleted)")
     return EXIT_OK
 
 
@@ -330,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_USAGE
     try:
-        return run_make_run(args) if args.make_run else run_stack(args)
+        return execute(args, MakeRunKeys() if args.make_run else stack_keys(args))
     except OpsError as err:
         log.error("%s", err)
         return err.exit_code
