@@ -128,7 +128,8 @@ def ship_ca_bundle(stage: str, settings: dict[str, Any]) -> str | None:
     try:
         data = _fetch(source)
     except (OSError, urllib3.exceptions.HTTPError) as err:
-        raise PackageError(f"could not read the CA bundle {source}: {err}") from err
+        raise PackageError(f"could not read the CA bundle {source}: {err}\n(without a network: download it elsewhere "
+                           "and give its path, DB_CA_BUNDLE=<path>)") from err
     with tempfile.TemporaryDirectory() as tmp:  # a bundle ssl cannot load would fail every connection at run time
         candidate = Path(tmp) / "bundle.pem"
         candidate.write_bytes(data)
