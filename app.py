@@ -14,7 +14,12 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import Request
 
-from chalicelib.config import QUEUE_NAME, batch_size
+from chalicelib.config import QUEUE_NAME, batch_size, check_at_init
+
+# On Lambda: no database configured (or TLS required without its CA bundle) fails
+# the function's init with a message naming what is missing, not its first request.
+# Not `migrate`'s: its handler reports the same error to CloudFormation as FAILED.
+check_at_init(except_handler="app.migrate")
 
 app = Chalice(app_name="ad-moderation")
 

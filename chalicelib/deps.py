@@ -77,6 +77,7 @@ def database() -> Database:
         statement_timeout_ms=s.db_statement_timeout_ms,
         pool_size=s.db_pool_size,
         acquire_timeout_seconds=s.db_acquire_timeout_seconds,
+        ssl_root_cert=s.db_ssl_root_cert if s.db_require_tls else None,
     )
 
 

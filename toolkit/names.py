@@ -98,3 +98,8 @@ def state_dir() -> Path:
     """Where a local stack keeps its state: LOCAL_STATE_DIR, so a test can run a second
     stack beside a developer's, else .local/."""
     return Path(os.environ.get("LOCAL_STATE_DIR") or LOCAL_DIR)
+
+
+# --- infra (issue 14): the security scanners and the local API keys ---
+CHECKOV_VENV = ROOT / ".venv-checkov"  # checkov's own virtualenv (git-ignored): it pins an older boto3
+SKIPPED_CHECKS_FILE = ROOT / "infra" / "skipped-checks.md"  # every check turned off, with the reason
