@@ -2,12 +2,15 @@
 # Everything is installed by these rules into git-ignored folders:
 #   .venv            app + dev tools (Python 3.11+)
 #   .venv-localstack LocalStack in host mode (Python 3.13; created on first use)
+#   .venv-checkov    checkov for make check-infra (its pins would downgrade the app's boto3)
 #   .local/          embedded PostgreSQL data, LocalStack state, logs
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test test-unit test-integration test-e2e train lint typecheck bench localstack clean
@@ -32,7 +35,7 @@ localstack: $(STAMP) ## install LocalStack (host mode) into .venv-localstack
 run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops it)
 	$(PY) -m devstack.run
 
-test: $(STAMP) localstack ## run every test: unit, integration, end-to-end
+test: $(STAMP) localstack checkov ## run every test: unit, integration, end-to-end
 	$(PY) -m pytest
 
 test-unit: $(STAMP) ## unit tests only (no servers)
@@ -49,13 +52,21 @@ TRAIN_ARGS = $(if $(TARGET_PRECISION),--target-precision $(TARGET_PRECISION)) $(
 train: $(STAMP) ## retrain, rewrite chalicelib/artifacts/model.json (TARGET_PRECISION=0.95 REVIEW_RECALL=0.8)
 	$(PY) -m training.train $(TRAIN_ARGS)
 
-lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports, contracts in pyproject.toml)
+lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports) + bandit on the shipped code
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	# Skips, each with its reason: infra/skipped-checks.md (a unit test keeps pyproject.toml to it).
+	$(VENV)/bin/bandit -c pyproject.toml --quiet -r app.py chalicelib
 
 clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 	rm -rf .local
+
+# Migrations (ops/migrate.py): DATABASE_URL, else make run's embedded PostgreSQL (never started here).
+# Adopts an older service's database, or stops before changing anything (README, "Migrations").
+.PHONY: migrate
+migrate: $(STAMP) ## apply pending migrations to DATABASE_URL (ARGS=--status: list applied/pending, change nothing)
+	$(PY) -m ops.migrate $(ARGS)
 
 # The DLQ tool (ops/dlq.py). --local: make run's LocalStack and test credentials
 # (toolkit/names.py) unless AWS_ENDPOINT_URL is set; `AWS_ENDPOINT_URL= make dlq` means real AWS.
@@ -89,7 +100,7 @@ bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS (ARGS=
 	$(PY) -m measure.bench.run $(ARGS)
 
 # Load test (measure/load/): locust, headless, against `make run`'s API unless URL= is given.
-# The deployed API needs its key: make load URL=<api url> API_KEY=<key> ITEMS=1-20.
+# The deployed API needs its key: make load URL=<api url> API_KEY=<key> ITEMS=1-20 (make run's is read from its state dir).
 # The key reaches the tool through the environment, so make does not echo it.
 .PHONY: load
 load: export LOAD_API_KEY := $(or $(API_KEY),$(LOAD_API_KEY))
@@ -106,9 +117,19 @@ STAGE ?= dev
 package: $(STAMP) ## build build/package/sam.json + deployment.zip for STAGE (default dev)
 	$(PY) -m infra.package --stage $(STAGE)
 
-check-infra: package ## package, then check the template's rules (infra/check.py) and cfn-lint it
+check-infra: package $(CHECKOV_STAMP) ## package STAGE, then check it: infra/check.py's rules, cfn-lint, checkov
 	$(PY) -m infra.check build/package/sam.json
 	$(VENV)/bin/cfn-lint build/package/sam.json
+	$(PY) -m infra.check --checkov build/package/sam.json
+
+# checkov in a virtualenv of its own, pinned with everything it resolved to (infra/checkov-*.txt).
+$(CHECKOV_STAMP): infra/checkov-requirements.txt infra/checkov-constraints.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r infra/checkov-requirements.txt -c infra/checkov-constraints.txt
+	@touch $@
+
+.PHONY: checkov
+checkov: $(CHECKOV_STAMP) ## install checkov (pinned) into .venv-checkov
 
 enable-partial-batch: $(STAMP) ## after `chalice deploy --stage STAGE`: ReportBatchItemFailures etc. on the scoring ESM
 	$(PY) -m infra.enable_partial_batch --stage $(STAGE)
@@ -123,3 +144,9 @@ deploy-localstack-stop: $(STAMP) ## stop the LocalStack and Postgres that deploy
 
 policies: $(STAMP) ## regenerate the IAM policy files .chalice/policy-*.json (infra/policies.py)
 	$(PY) -m infra.policies
+
+# One API key per client (ops/api_keys.py). --local: make deploy-localstack's LocalStack unless
+# AWS_ENDPOINT_URL is set (`AWS_ENDPOINT_URL= make api-key ...` means AWS); ARGS="--make-run ..." for make run's keys.
+.PHONY: api-key
+api-key: $(STAMP) ## keys per client: ARGS="create <client> [--rate R --burst B --quota N --period DAY]", "list", "revoke <client>"
+	$(PY) -m ops.api_keys --local --stage $(STAGE) $(or $(ARGS),list)

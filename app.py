@@ -14,7 +14,12 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import Request
 
-from chalicelib.config import QUEUE_NAME, batch_size
+from chalicelib.config import QUEUE_NAME, batch_size, check_at_init
+
+# On Lambda: no database configured (or TLS required without its CA bundle) fails
+# the function's init with a message naming what is missing, not its first request.
+# Not `migrate`'s: its handler reports the same error to CloudFormation as FAILED.
+check_at_init(except_handler="app.migrate")
 
 app = Chalice(app_name="ad-moderation")
 
@@ -62,6 +67,12 @@ def async_predict_batch() -> Any:
     return api().submit_batch(_request(), app.lambda_context)
 
 
+# Seed 002's route: the ad is closed, and new moderation of it is 404.
+@app.route("/moderation/close", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def close() -> Any:
+    return api().close(_request())
+
+
 # Reads need the API key too: task ids are sequential, so an open read route
 # would let anyone enumerate every verdict. /health stays open for probes.
 @app.route("/moderation/moderation_result/{task_id}", methods=["GET"], api_key_required=True)
@@ -78,6 +89,12 @@ def moderation_events(task_id: str) -> Any:
 @app.route("/health", methods=["GET"])
 def health() -> Any:
     return api().health(_request())
+
+
+# The pipeline's view (README, "Health"): 503 when tasks are not being completed.
+@app.route("/health/pipeline", methods=["GET"])
+def pipeline_health() -> Any:
+    return api().pipeline_health(_request())
 
 
 # The contract (chalicelib/contract.py) as OpenAPI 3.1, and Swagger UI over it.
@@ -125,7 +142,12 @@ def reconcile(event: Any) -> dict[str, Any]:
     from chalicelib import deps
 
     report = deps.reconciler().run()
-    return {"resent": len(report.resent), "unreceived": len(report.unreceived), "failed_stuck": len(report.failed_stuck)}
+    return {
+        "resent": len(report.resent),
+        "unreceived": len(report.unreceived),
+        "failed_stuck": len(report.failed_stuck),
+        "purged": report.purged,
+    }
 
 
 # Runs the SQL migrations; a CloudFormation custom resource calls it on every

@@ -18,7 +18,16 @@ from chalice.app import Request
 
 from chalicelib import deps
 from chalicelib.config import get_settings
-from chalicelib.contract import REPLAYED_HEADER, Accepted, BatchAccepted, Health, Prediction, TaskEvents, TaskResult
+from chalicelib.contract import (
+    REPLAYED_HEADER,
+    Accepted,
+    BatchAccepted,
+    Closed,
+    Health,
+    Prediction,
+    TaskEvents,
+    TaskResult,
+)
 from chalicelib.errors import NotFound
 from chalicelib.http import RETRY_AFTER_SECONDS, contract_error, handle_errors, json_response, reply
 from chalicelib.requests import idempotency_key, parse_ad, parse_batch, parse_id, query_id, require_json
@@ -41,6 +50,11 @@ def predict(request: Request) -> Response:
 @handle_errors
 def simple_predict(request: Request) -> Response:
     return reply(Prediction, deps.service().simple_predict(query_id(request.query_params, "item_id")))
+
+
+@handle_errors
+def close(request: Request) -> Response:
+    return reply(Closed, deps.service().close(query_id(request.query_params, "item_id")))
 
 
 def request_id(request: Request, lambda_context: Any) -> str | None:
@@ -80,10 +94,22 @@ def events(request: Request, task_id: str) -> Response:
 
 @handle_errors
 def health(request: Request) -> Response:
-    ok, body = deps.service().health()
-    if ok:
-        return reply(Health, body)
-    return reply(Health, body, 503, {"Retry-After": RETRY_AFTER_SECONDS})
+    """For load balancers: 503 only when the API cannot work. A stalled
+    pipeline is 200 with status `degraded`: restarting or removing a healthy
+    API instance would not make the scorer run."""
+    body = deps.service().health()
+    return _health_reply(body, body["status"] == "unavailable")
+
+
+@handle_errors
+def pipeline_health(request: Request) -> Response:
+    """For uptime probes and alerting: 503 unless tasks are being completed."""
+    body = deps.service().health()
+    return _health_reply(body, body["status"] != "ok")
+
+
+def _health_reply(body: dict[str, Any], failing: bool) -> Response:
+    return reply(Health, body, 503, {"Retry-After": RETRY_AFTER_SECONDS}) if failing else reply(Health, body)
 
 
 # --- the contract, for people and tools ------------------------------------------

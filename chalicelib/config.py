@@ -1,4 +1,4 @@
-"""Settings from the environment, read once per process (never at import time).
+"""Settings from the environment, read once per process (at import time only on Lambda: check_at_init).
 
 Every value but the database has a default; on AWS the stage config in
 `.chalice/config.json` sets them, locally `make run` does. The database has
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 # The queues, as infra/resources.json names them (a test checks they agree).
 # app.py needs the main queue's name at import time for the event source.
@@ -22,6 +23,9 @@ DLQ_NAME = "moderation_dlq"
 # Batch size is fixed when Chalice builds the event source mapping, so it is
 # read by app.py at import time; it has a default, so importing never fails.
 DEFAULT_BATCH_SIZE = 10
+# Relative paths in the settings (the CA bundle `make package` ships in the zip)
+# are relative to the package root: /var/task on Lambda, the repository locally.
+APP_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConfigurationError(ValueError):
@@ -38,8 +42,31 @@ def _int(name: str, default: int) -> int:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
+def _non_negative(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 0:
+        raise ConfigurationError(f"environment variable {name} must be 0 or more, got {value}")
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"environment variable {name} must be true or false, got {raw!r}")
+
+
 def batch_size() -> int:
     return _int("SCORING_BATCH_SIZE", DEFAULT_BATCH_SIZE)
+
+
+def in_lambda() -> bool:
+    """Running in an AWS Lambda execution environment (the runtime sets this)."""
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +98,37 @@ class Settings:
     unreceived_after_seconds: int
     # Idempotency-Keys are kept at least this long, then purged by the reconciler.
     idempotency_key_ttl_seconds: int
+    # GET /health/pipeline: degraded when the oldest unfinished task is older than
+    # this, or the DLQ holds more messages than that (README, "Health").
+    pipeline_max_age_seconds: int
+    pipeline_max_dlq_depth: int
+    # Reconciler: finished tasks (and their trails) created and last changed more
+    # than this many days ago are deleted; 0 keeps everything.
+    retention_days: int
     # The model registry's bucket (chalicelib/registry.py); None: the packaged model serves.
     model_bucket: str | None = None
     # How often, at most, a function asks whether a model alias moved.
     model_alias_check_seconds: int = 60
+    # TLS to PostgreSQL with the server's certificate verified against this CA
+    # bundle (sslmode=verify-full); on in prod. Off: the URL decides (libpq's
+    # default `prefer` encrypts if the server offers it, verifies nothing).
+    db_require_tls: bool = False
+    db_ssl_root_cert: Path | None = None
+
+
+def _tls_settings() -> tuple[bool, Path | None]:
+    """DB_REQUIRE_TLS and DB_SSL_ROOT_CERT; with TLS required, the CA bundle must be a readable file."""
+    require = _bool("DB_REQUIRE_TLS", False)
+    raw = os.environ.get("DB_SSL_ROOT_CERT") or ""
+    root_cert = APP_ROOT / raw if raw else None
+    if require and (root_cert is None or not root_cert.is_file()):
+        found = f"{raw!r} ({root_cert} is not a file)" if raw else "nothing"
+        raise ConfigurationError(
+            "DB_REQUIRE_TLS is on, so PostgreSQL is reached only over TLS with its certificate verified "
+            f"(sslmode=verify-full): DB_SSL_ROOT_CERT must name the CA bundle shipped with the package, got {found}; "
+            "`make package` ships it (docs/deploy.md, \"TLS to the database\")"
+        )
+    return require, root_cert
 
 
 @lru_cache(maxsize=1)
@@ -86,6 +140,7 @@ def get_settings() -> Settings:
             "no database configured: set DATABASE_URL (a postgresql:// URL) or DATABASE_SECRET_ARN "
             "(a Secrets Manager secret holding it); `make run` sets DATABASE_URL"
         )
+    require_tls, root_cert = _tls_settings()
     return Settings(
         database_url=database_url,
         database_secret_arn=secret_arn,
@@ -104,6 +159,24 @@ def get_settings() -> Settings:
         stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
         unreceived_after_seconds=_int("UNRECEIVED_AFTER_SECONDS", 5 * 60),
         idempotency_key_ttl_seconds=_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60),
+        pipeline_max_age_seconds=_int("PIPELINE_MAX_AGE_SECONDS", 600),
+        pipeline_max_dlq_depth=_int("PIPELINE_MAX_DLQ_DEPTH", 0),
+        retention_days=_non_negative("RETENTION_DAYS", 30),
+        db_require_tls=require_tls,
+        db_ssl_root_cert=root_cert,
         model_bucket=env.get("MODEL_BUCKET") or None,
         model_alias_check_seconds=_int("MODEL_ALIAS_CHECK_SECONDS", 60),
     )
+
+
+def check_at_init(*, except_handler: str | None = None) -> None:
+    """On Lambda, read the settings while the function initialises: a function deployed without
+    its database (or its CA bundle) fails its init with the message, on every cold start, instead
+    of failing its first requests. Only environment variables and one stat: no I/O worth a cold
+    start. Elsewhere (tests, `chalice local`) importing app.py never needs a database.
+
+    `except_handler` (as Lambda's `_HANDLER` names it) is left to fail in its handler instead:
+    the custom resource's function, whose handler always answers CloudFormation (a failed init
+    answers nothing, and the stack would wait an hour)."""
+    if in_lambda() and os.environ.get("_HANDLER") != except_handler:
+        get_settings()

@@ -132,6 +132,11 @@ class Accepted(Contract):
     message: str = Field(examples=["Moderation request accepted"])
 
 
+class Closed(Contract):
+    item_id: Id
+    status: Literal["closed"]
+
+
 class TaskResult(Contract):
     """GET .../moderation_result/{task_id}: the seeds' fields first, then ours."""
 
@@ -195,8 +200,9 @@ class BatchAccepted(Contract):
 class DependencyCheck(Contract):
     ok: bool
     error: str | None = None
-    depth: dict[str, int] | None = Field(default=None, description="visible messages per queue")
+    depth: dict[str, int] | None = Field(default=None, description="visible messages in the dead-letter queue")
     version: str | None = Field(default=None, description="model version")
+    probability: Probability | None = Field(default=None, description="the model's score of the fixed probe ad")
 
 
 class HealthChecks(Contract):
@@ -205,11 +211,26 @@ class HealthChecks(Contract):
     model: DependencyCheck
 
 
+class PipelineCheck(Contract):
+    ok: bool = Field(description="tasks are being completed: both bounds hold")
+    oldest_unfinished_seconds: float | None = Field(
+        description="age of the oldest pending or processing task; null when there is none or the database is down"
+    )
+    max_unfinished_seconds: int = Field(description="PIPELINE_MAX_AGE_SECONDS")
+    dlq_depth: int | None = Field(description="visible messages in the dead-letter queue; null when SQS is down")
+    max_dlq_depth: int = Field(description="PIPELINE_MAX_DLQ_DEPTH")
+    reasons: list[str] = Field(description="why the pipeline is not ok, one sentence each")
+
+
 class Health(Contract):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="unavailable: a dependency is down; degraded: the API works but tasks are not being completed in time "
+        "or the dead-letter queue holds messages"
+    )
     checks: HealthChecks
-    code: str | None = Field(default=None, description="dependency_unavailable when something is down")
-    message: str | None = Field(default=None, description="names what is down")
+    pipeline: PipelineCheck
+    code: str | None = Field(default=None, description="dependency_unavailable or pipeline_degraded")
+    message: str | None = Field(default=None, description="names what is down, or why the pipeline is degraded")
 
 
 class FieldError(Contract):
@@ -296,7 +317,7 @@ BAD_BODY = _error("`invalid_body`: the body is not JSON, not an object, or a fie
 TOO_LARGE = _error("`payload_too_large`: the body is over MAX_BODY_BYTES (16 KiB)")
 UNSUPPORTED = _error("`unsupported_media_type`: the body is not `application/json`")
 UNAVAILABLE = Reply("`dependency_unavailable`: PostgreSQL is down; nothing was stored", Error, headers=_RETRY_AFTER)
-AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it was deleted")
+AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it is closed")
 TASK_NOT_FOUND = _error("`task_not_found`: no such task")
 
 TAG_MODERATION = "moderation"
@@ -369,6 +390,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
         body=BatchRequest,
     ),
+    ("POST", "/moderation/close"): Operation(
+        "close",
+        "Close an ad: it is not moderated any more",
+        TAG_MODERATION,
+        {
+            200: Reply("Closed", Closed),
+            400: BAD_PARAMETER,
+            404: _error("`ad_not_found`: no such ad, or it is already closed"),
+            503: UNAVAILABLE,
+        },
+        description="The course project's (seed 002) route. New moderation of a closed ad is 404 `ad_not_found`, "
+        "and a task already queued for it ends `failed` (`error_kind` permanent). Nothing is cached per ad, so "
+        "closing drops nothing else.",
+        params=(ITEM_ID,),
+    ),
     ("GET", "/moderation/moderation_result/{task_id}"): Operation(
         "moderation_result",
         "A task's state and verdict",
@@ -394,13 +430,29 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/health"): Operation(
         "health",
-        "Checks the database, the queues (with depths) and the model",
+        "For load balancers: is the API able to work (database, SQS, the model scoring a probe ad)",
         TAG_SERVICE,
         {
-            200: Reply("Everything is up", Health),
+            200: Reply("The API works: `status` ok, or degraded when the pipeline is behind (see /health/pipeline)",
+                       Health),
             503: Reply("Something is down: `code` is dependency_unavailable, `message` names it", (Health, Error),
                        headers=_RETRY_AFTER),
         },
+        description="One query, one SQS call, one model score. A stalled scorer does not make this 503: taking a "
+        "working API out of rotation would not help it.",
+    ),
+    ("GET", "/health/pipeline"): Operation(
+        "pipeline_health",
+        "For uptime probes: are tasks being completed (oldest unfinished task, DLQ depth)",
+        TAG_SERVICE,
+        {
+            200: Reply("Tasks are being completed", Health),
+            503: Reply("`code` pipeline_degraded (`pipeline.reasons` says why) or dependency_unavailable",
+                       (Health, Error), headers=_RETRY_AFTER),
+        },
+        description="The same checks as /health, judged by the pipeline: 503 when the oldest pending or processing "
+        "task is older than PIPELINE_MAX_AGE_SECONDS (600), or the dead-letter queue holds more than "
+        "PIPELINE_MAX_DLQ_DEPTH (0) messages, or a dependency is down.",
     ),
     ("GET", "/openapi.json"): Operation(
         "openapi",

@@ -14,6 +14,11 @@ connection budget (`DB_POOL_SIZE`):
 
 A broken connection is dropped and rebuilt on next use. Driver errors become
 domain errors here and nowhere else.
+
+With `ssl_root_cert` (prod: DB_REQUIRE_TLS), every connection is TLS with the
+server's certificate and host name verified against that CA bundle
+(sslmode=verify-full), whatever the URL says: a server without TLS, or with a
+certificate the bundle does not vouch for, is refused, never talked to.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeAlias
 
 import psycopg2
@@ -64,6 +70,7 @@ class Database:
         pool_size: int = 1,
         acquire_timeout_seconds: float = 5.0,
         application_name: str = "ad-moderation",
+        ssl_root_cert: Path | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
@@ -87,6 +94,9 @@ class Database:
             keepalives_interval=5,
             keepalives_count=3,
         )
+        if ssl_root_cert is not None:
+            # Keyword arguments win over the URL's own sslmode/sslrootcert (psycopg2.extensions.make_dsn).
+            self._connect_kwargs.update(sslmode="verify-full", sslrootcert=str(ssl_root_cert))
         # Not psycopg2.pool: it keeps at most `minconn` idle connections and
         # closes the rest on return (minconn=0 reconnects every transaction),
         # and it opens `minconn` connections eagerly at construction. Here:

@@ -243,7 +243,7 @@ def plan_batch(
             )
             continue
         if task.ad is None:
-            decisions.append(permanent(d, f"advertisement {task.item_id} not found or deleted", task=True))
+            decisions.append(permanent(d, f"advertisement {task.item_id} not found or closed", task=True))
             continue
         score = scores.get(tid, Score(crashed="task was not scored"))
         if score.invalid is not None:

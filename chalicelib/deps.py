@@ -78,6 +78,7 @@ def database() -> Database:
         statement_timeout_ms=s.db_statement_timeout_ms,
         pool_size=s.db_pool_size,
         acquire_timeout_seconds=s.db_acquire_timeout_seconds,
+        ssl_root_cert=s.db_ssl_root_cert if s.db_require_tls else None,
     )
 
 
@@ -132,7 +133,9 @@ def models(function: str, *, shadow: bool) -> Followed | Pinned:
 def service() -> ModerationService:
     from chalicelib.moderation import ModerationService
 
-    return ModerationService(store(), queue(), models("api_handler", shadow=False))
+    s = get_settings()
+    return ModerationService(store(), queue(), models("api_handler", shadow=False),
+                             max_age_seconds=s.pipeline_max_age_seconds, max_dlq_depth=s.pipeline_max_dlq_depth)
 
 
 @_once
@@ -161,6 +164,7 @@ def reconciler() -> Reconciler:
         stuck_after_seconds=s.stuck_after_seconds,
         unreceived_after_seconds=s.unreceived_after_seconds,
         idempotency_key_ttl_seconds=s.idempotency_key_ttl_seconds,
+        retention_days=s.retention_days,
     )
 
 

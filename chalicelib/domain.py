@@ -99,6 +99,15 @@ class PendingTask:
 
 
 @dataclass(frozen=True, slots=True)
+class Purged:
+    """What one retention batch deleted (ModerationStore.purge_finished)."""
+
+    tasks: int
+    events: int
+    last_id: int | None  # the highest task id deleted; None: nothing was
+
+
+@dataclass(frozen=True, slots=True)
 class KeyedTask:
     """What an Idempotency-Key resolved to (ModerationStore.create_task_once)."""
 

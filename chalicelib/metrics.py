@@ -28,6 +28,8 @@ FAILED = "TasksFailed"  # + dimension error_kind
 RETRIED = "TasksRetried"
 SENT_TO_DLQ = "TasksSentToDLQ"
 RESENT = "TasksResent"
+PURGED = "TasksPurged"  # retention: finished tasks deleted, and their trail rows
+EVENTS_PURGED = "TaskEventsPurged"
 BATCH_SIZE = "BatchSize"
 # A function could not adopt what a model alias names (chalicelib/serving.py): alarmed.
 MODEL_REFUSED = "ModelRefused"

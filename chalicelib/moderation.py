@@ -1,4 +1,4 @@
-"""The API's use cases: score now, submit a task, read a task, health.
+"""The API's use cases: score now, submit a task, read a task, close an ad, health.
 
 Each returns plain JSON-ready dicts; errors are domain errors (chalicelib.errors).
 """
@@ -20,11 +20,23 @@ from chalicelib.storage import ModerationStore
 ACCEPTED_MESSAGE = "Moderation request accepted"
 
 
+# Scored by every health check: proves the loaded model answers, not only that it loaded.
+PROBE_AD = AdFeatures(
+    is_verified_seller=True, images_qty=4, category=3, name="Велосипед горный", description="Хорошее состояние, самовывоз"
+)
+
+
 class ModerationService:
-    def __init__(self, store: ModerationStore, queue: TaskQueue, model: Model | Models) -> None:
+    def __init__(
+        self, store: ModerationStore, queue: TaskQueue, model: Model | Models, *, max_age_seconds: int = 600,
+        max_dlq_depth: int = 0
+    ) -> None:
         self._store = store
         self._queue = queue
         self._models = as_models(model)
+        # The pipeline's bounds (GET /health/pipeline; PIPELINE_MAX_AGE_SECONDS, PIPELINE_MAX_DLQ_DEPTH).
+        self._max_age = max_age_seconds
+        self._max_dlq = max_dlq_depth
 
     @property
     def model(self) -> Model:
@@ -42,6 +54,16 @@ class ModerationService:
         if ad is None:
             raise AdNotFound(f"advertisement {item_id} not found")
         return self.predict(ad.features())
+
+    def close(self, item_id: int) -> dict[str, Any]:
+        """Close an ad (seed 002's POST /moderation/close): new moderation of it is
+        404 from now on, and a task already queued for it fails permanently when
+        the scorer reaches it. Nothing is cached per ad, so nothing else to drop.
+        404 when there is no open ad with this id, as seed 002 answered."""
+        if not self._store.close_ad(item_id):
+            raise AdNotFound(f"advertisement {item_id} not found or already closed")
+        logger.info("ad closed", extra={"item_id": item_id})
+        return {"item_id": item_id, "status": "closed"}
 
     def submit(self, item_id: int, *, request_id: str | None = None) -> dict[str, Any]:
         """Store a pending task, then enqueue it.
@@ -148,23 +170,74 @@ class ModerationService:
             raise TaskNotFound(f"task {task_id} not found")
         return {"task_id": task_id, "events": [event_view(e) for e in events]}
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
+    def health(self) -> dict[str, Any]:
+        """The service's health, for GET /health and GET /health/pipeline.
+
+        One query (the oldest unfinished task's age, which also proves the
+        database answers), one GetQueueAttributes (the DLQ's depth, which also
+        proves SQS answers) and one score of PROBE_AD: cheap enough to poll, and
+        never what overloads a sick database. `status` is `unavailable` when the
+        API cannot work (a dependency down), `degraded` when it can but tasks are
+        not being completed in time or the DLQ holds messages (`pipeline.reasons`).
+        """
         checks: dict[str, Any] = {}
+        age, dlq = None, None
         try:
-            self._store.ping()
+            age = self._store.oldest_unfinished_seconds()
             checks["database"] = {"ok": True}
         except TransientError as exc:
             checks["database"] = {"ok": False, "error": exc.message}
         try:
-            checks["queue"] = {"ok": True, "depth": self._queue.depths()}
+            dlq = self._queue.dlq_depth()
+            checks["queue"] = {"ok": True, "depth": {self._queue.dlq_name: dlq}}
         except TransientError as exc:
             checks["queue"] = {"ok": False, "error": exc.message}
-        checks["model"] = {"ok": True, "version": self.model.version}
+        checks["model"] = self._probe_model()
         down = [name for name, c in checks.items() if not c["ok"]]
-        body: dict[str, Any] = {"status": "ok" if not down else "unavailable", "checks": checks}
+        reasons = self._pipeline_reasons(age, dlq, down)
+        body: dict[str, Any] = {
+            "status": "unavailable" if down else "degraded" if reasons else "ok",
+            "checks": checks,
+            "pipeline": {
+                "ok": not reasons,
+                "oldest_unfinished_seconds": age,
+                "max_unfinished_seconds": self._max_age,
+                "dlq_depth": dlq,
+                "max_dlq_depth": self._max_dlq,
+                "reasons": reasons,
+            },
+        }
         if down:
             body.update(code="dependency_unavailable", message=f"down: {', '.join(down)}")
-        return not down, body
+        elif reasons:
+            body.update(code="pipeline_degraded", message="; ".join(reasons))
+        return body
+
+    def _probe_model(self) -> dict[str, Any]:
+        """Score the fixed probe ad: the model is ok if it answers a probability in [0, 1]."""
+        model = self.model
+        version = model.version
+        try:
+            p = model.predict_proba([PROBE_AD])[0]
+        except Exception as exc:  # noqa: BLE001 - a model that cannot score is down, whatever it raised
+            return {"ok": False, "version": version, "error": f"probe ad not scored: {type(exc).__name__}: {exc}"}
+        if not 0.0 <= p <= 1.0:  # NaN fails this too
+            return {"ok": False, "version": version, "error": f"probe ad scored {p!r}, not a probability"}
+        return {"ok": True, "version": version, "probability": p}
+
+    def _pipeline_reasons(self, age: float | None, dlq: int | None, down: list[str]) -> list[str]:
+        reasons = []
+        if "database" in down:
+            reasons.append("database unavailable: cannot tell whether tasks are being completed")
+        elif age is not None and age > self._max_age:
+            reasons.append(
+                f"the oldest unfinished task is {age:.0f} s old (bound {self._max_age} s): is the scorer running?"
+            )
+        if "queue" in down:
+            reasons.append(f"SQS unavailable: cannot read the depth of {self._queue.dlq_name}")
+        elif dlq is not None and dlq > self._max_dlq:
+            reasons.append(f"{dlq} message(s) in {self._queue.dlq_name} (bound {self._max_dlq}): see `make dlq`")
+        return reasons
 
 
 def accepted_view(task_id: int) -> dict[str, Any]:

@@ -29,9 +29,10 @@ Serverless ad moderation: score an ad now (`/moderation/predict`, `/moderation/s
 task (`/moderation/async_predict`, one ad; `/moderation/async_predict/batch`, up to 100) and poll
 `/moderation/moderation_result/{task_id}`. Tasks go `pending` → `processing` → `completed` | `failed`.
 
-**API key.** On the deployed API every moderation and task route needs an `x-api-key` header; API Gateway
-answers 403 `{"message": "Forbidden"}` without it (and 429 when the usage plan throttles). `chalice local`
-does not check keys. `/health`, `/docs` and `/openapi.json` are open. A method a path does not have is
+**API key.** Every moderation and task route needs an `x-api-key` header, one key per client; without a
+valid one API Gateway answers 403 `{"code": "forbidden", ...}` (and 429 when the client's usage plan
+throttles). `make run` checks keys the same way (its key is printed at start). `/health`, `/docs` and
+`/openapi.json` are open. A method a path does not have is
 405 with `Allow` under `chalice local`; on the deployed API, API Gateway answers it with 403
 `{"message": "Missing Authentication Token"}`, as it does for an unknown path.
 
@@ -97,8 +98,8 @@ def document(routes: Routes) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "header",
                     "name": "x-api-key",
-                    "description": "The API Gateway key of the stage (stack output ApiKeyId). "
-                    "Checked by API Gateway on the deployed API only.",
+                    "description": "Your client's key (`make api-key ARGS=\"create <client>\"`; the stack's own: "
+                    "output ApiKeyId). Checked by API Gateway, and by `make run`, which prints its key.",
                 }
             },
         },
@@ -163,7 +164,7 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
         out["security"] = [{API_KEY_SCHEME: []}]
         gateway = {"$ref": REF.format(model="GatewayError")}
         responses["403"] = {
-            "description": "API Gateway: missing or wrong `x-api-key` (deployed API only)",
+            "description": "API Gateway (and `make run`): missing or wrong `x-api-key`",
             "content": {"application/json": {"schema": gateway}},
         }
         responses["429"] = {

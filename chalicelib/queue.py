@@ -178,16 +178,15 @@ class TaskQueue:
 
     # --- health ------------------------------------------------------------------
 
-    def depths(self) -> dict[str, int]:
-        """Visible messages per queue; raises TransientError when SQS is down."""
-        out: dict[str, int] = {}
-        for which, name in self._names.items():
-            try:
-                attrs = self._sqs.get_queue_attributes(
-                    QueueUrl=self.url(which), AttributeNames=["ApproximateNumberOfMessages"]
-                )["Attributes"]
-            except (BotoCoreError, ClientError) as exc:
-                logger.warning("SQS error", extra={"queue": name, "error": str(exc)})
-                raise TransientError(f"queue {name} unavailable") from exc
-            out[name] = int(attrs["ApproximateNumberOfMessages"])
-        return out
+    @property
+    def dlq_name(self) -> str:
+        return self._names["dlq"]
+
+    def dlq_depth(self) -> int:
+        """Visible messages in the DLQ: one GetQueueAttributes. TransientError when SQS is down."""
+        try:
+            attrs = self._sqs.get_queue_attributes(QueueUrl=self.url("dlq"), AttributeNames=["ApproximateNumberOfMessages"])
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("SQS error", extra={"queue": self.dlq_name, "error": str(exc)})
+            raise TransientError(f"queue {self.dlq_name} unavailable") from exc
+        return int(attrs["Attributes"]["ApproximateNumberOfMessages"])

@@ -61,7 +61,7 @@ from chalicelib.errors import ModerationError
 from chalicelib.features import AdFeatures, InvalidFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
-from chalicelib.serving import Model, Models, Snapshot, as_models, decision
+from chalicelib.serving import Model, Models, as_models, decision
 from chalicelib.storage import ModerationStore
 
 
@@ -98,7 +98,7 @@ class Scorer:
         else:
             decisions = self._send_envelopes(decisions, claimed)  # after the commit
             if models.shadow is not None and models.shadow.version != models.live.version:  # not against itself
-                shadowed = self._shadow(models, decisions, scored)
+                shadowed = self._shadow(models.live, models.shadow, decisions, scored)
         self._back_off(decisions)
         _log_outcomes(decisions)
         _emit_metrics(decisions, ages, (time.perf_counter() - started) * 1000, shadowed)
@@ -138,11 +138,9 @@ class Scorer:
             ages = self._store.write(cur, write, model_version=model.version)
         return decisions, claim.tasks, ages, scored
 
-    def _shadow(self, models: Snapshot, decisions: Sequence[Decision], scored: Mapping[int, AdFeatures]) -> int:
+    def _shadow(self, live: Model, shadow: Model, decisions: Sequence[Decision], scored: Mapping[int, AdFeatures]) -> int:
         """Score the batch's completed tasks with the shadow version and record its
         verdicts; -1 if that failed (logged, never raised: the tasks are done)."""
-        live, shadow = models.live, models.shadow
-        assert shadow is not None
         done = [d.update for d in decisions if d.update is not None and d.update.status == COMPLETED]
         done = [u for u in done if u.task_id in scored and u.probability is not None]
         if not done:

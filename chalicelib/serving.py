@@ -99,16 +99,22 @@ class Followed:
         if current is not None and self._clock() < self._next_check:
             return current
         # One thread re-checks; the others go on with what serves (they wait only at cold start).
-        if not self._lock.acquire(blocking=current is None):
-            assert current is not None
+        if current is not None and not self._lock.acquire(blocking=False):
             return current
+        if current is None:
+            self._lock.acquire()
         try:
             if self._snapshot is None or self._clock() >= self._next_check:
                 self._refresh()
-            assert self._snapshot is not None
-            return self._snapshot
+            return self._serving()
         finally:
             self._lock.release()
+
+    def _serving(self) -> Snapshot:
+        """What serves now; the packaged model until something else was adopted."""
+        if self._snapshot is None:
+            self._snapshot = Snapshot(self._fallback())
+        return self._snapshot
 
     def _refresh(self) -> None:
         self._next_check = self._clock() + self._check_seconds
@@ -118,7 +124,7 @@ class Followed:
             if self._snapshot is None:
                 logger.info("model registry has no aliases yet; serving the packaged model",
                             extra={"bucket": self._reader.bucket})
-                self._snapshot = Snapshot(self._fallback())
+                self._serving()
             return
         except RegistryError as exc:
             self._refuse("registry unreadable", None, str(exc))
@@ -163,7 +169,8 @@ class Followed:
             return self._loaded[key]
         try:
             fetched = self._reader.get(artifact_key(entry.version))
-            assert fetched is not None  # no If-None-Match
+            if fetched is None:  # cannot happen without If-None-Match; a broken endpoint could
+                raise ValueError("the artifact's GET answered 304")
             if digest(fetched.body) != entry.sha256:
                 raise ValueError(f"sha256 {digest(fetched.body)[:12]} is not the published {entry.sha256[:12]}")
             model = loads(fetched.body)
@@ -177,9 +184,7 @@ class Followed:
         return model
 
     def _refuse(self, what: str, version: str | None, error: str) -> None:
-        if self._snapshot is None:
-            self._snapshot = Snapshot(self._fallback())
-        logger.error(what, extra={"model_version": version, "error": error, "serving": self._snapshot.live.version,
+        logger.error(what, extra={"model_version": version, "error": error, "serving": self._serving().live.version,
                                   "bucket": self._reader.bucket})
         from chalicelib import metrics  # only here: the happy path of a cold start does without Powertools Metrics
 

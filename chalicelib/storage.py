@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any
 
 import psycopg2.errors
@@ -29,6 +30,7 @@ from chalicelib.domain import (
     EventRow,
     KeyedTask,
     PendingTask,
+    Purged,
     ShadowVerdict,
     Task,
     TaskEvent,
@@ -61,16 +63,34 @@ class ModerationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def ping(self) -> None:
-        self._db.ping()
+    def oldest_unfinished_seconds(self) -> float | None:
+        """Age of the oldest pending or processing task; None when there is none.
+
+        The health check's one query (it also proves the database answers): the
+        first entry of moderation_results_unfinished_idx, so it costs the same
+        on a table of millions and stays cheap for a database that is struggling.
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                "SELECT extract(epoch FROM now() - min(created_at))::float8 AS age FROM moderation_results "
+                "WHERE status IN ('pending', 'processing')"
+            )
+            row = cur.fetchone()
+        return None if row is None or row["age"] is None else float(row["age"])
 
     # --- ads -----------------------------------------------------------------
 
     def get_ad(self, item_id: int) -> Ad | None:
         with self._db.transaction() as cur:
-            cur.execute(_AD_SELECT + " WHERE a.id = %s AND NOT a.is_deleted", (item_id,))
+            cur.execute(_AD_SELECT + " WHERE a.id = %s AND NOT a.is_closed", (item_id,))
             row = cur.fetchone()
         return Ad(**row) if row else None
+
+    def close_ad(self, item_id: int) -> bool:
+        """Close an open ad; False when there is no such ad or it is already closed."""
+        with self._db.transaction() as cur:
+            cur.execute("UPDATE advertisements SET is_closed = TRUE WHERE id = %s AND NOT is_closed RETURNING id", (item_id,))
+            return cur.fetchone() is not None
 
     # --- tasks: API side -------------------------------------------------------
 
@@ -100,7 +120,7 @@ class ModerationStore:
             cur.execute(
                 """
                 WITH ad AS (
-                    SELECT id FROM advertisements WHERE id = %(item_id)s AND NOT is_deleted
+                    SELECT id FROM advertisements WHERE id = %(item_id)s AND NOT is_closed
                 ), claimed AS (
                     INSERT INTO idempotency_keys (key, item_id, task_id)
                     SELECT %(key)s, id, nextval(pg_get_serial_sequence('moderation_results', 'id')) FROM ad
@@ -145,7 +165,7 @@ class ModerationStore:
                 WITH live AS (
                     SELECT r.item_id, r.pos
                     FROM unnest(%(item_ids)s::bigint[]) WITH ORDINALITY AS r(item_id, pos)
-                    JOIN advertisements a ON a.id = r.item_id AND NOT a.is_deleted
+                    JOIN advertisements a ON a.id = r.item_id AND NOT a.is_closed
                     ORDER BY r.pos
                 ), numbered AS (
                     SELECT item_id, pos, nextval(pg_get_serial_sequence('moderation_results', 'id')) AS task_id FROM live
@@ -301,7 +321,7 @@ class ModerationStore:
                            SELECT 1 FROM task_events e WHERE e.task_id = m.id AND e.kind = 'dlq_parked'),
                        a.id, a.seller_id, u.is_verified, a.name, a.description, a.category, a.images_qty
                 FROM moderation_results m
-                LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_deleted
+                LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_closed
                 LEFT JOIN users u ON u.id = a.seller_id
                 WHERE m.id = ANY(%s)
                 ORDER BY m.id
@@ -484,6 +504,62 @@ class ModerationStore:
                 {"reason": reason, "secs": older_than_seconds},
             )
             return {int(r["id"]): r["request_id"] for r in cur.fetchall()}
+
+    # --- retention (the reconciler) ------------------------------------------------
+
+    def retention_bounds(self, older_than_days: int) -> tuple[datetime, int] | None:
+        """The purge's cutoff (database time) and the highest task id it looks at:
+        just below the first task created after the cutoff, since ids grow with
+        created_at. None when there are no tasks.
+
+        The walk along the primary key stops there, so no index on created_at is
+        needed (every submit would pay to maintain one for a sweep a minute).
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                WITH c AS (SELECT now() - make_interval(days => %s) AS cutoff)
+                SELECT c.cutoff, coalesce((SELECT min(id) - 1 FROM moderation_results WHERE created_at >= c.cutoff),
+                                          (SELECT max(id) FROM moderation_results)) AS up_to
+                FROM c
+                """,
+                (older_than_days,),
+            )
+            row = cur.fetchone()
+        return None if row is None or row["up_to"] is None else (row["cutoff"], int(row["up_to"]))
+
+    def purge_finished(self, cutoff: datetime, after_id: int, up_to_id: int, limit: int) -> Purged:
+        """Delete up to `limit` finished tasks created and last changed before
+        `cutoff` (ids in (after_id, up_to_id], lowest first) and their trails, in
+        one short transaction. Last changed: a task failed as stuck yesterday is
+        kept, and so is the history adopted from an older service (its rows
+        changed at the move). Rows another transaction holds (a redriven task
+        being scored) are skipped, never waited for. Unfinished tasks are never
+        touched.
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                WITH doomed AS (
+                    SELECT id FROM moderation_results
+                    WHERE id > %(after)s AND id <= %(up_to)s AND status IN ('completed', 'failed')
+                      AND created_at < %(cutoff)s AND updated_at < %(cutoff)s
+                    ORDER BY id LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                ), events AS (
+                    DELETE FROM task_events WHERE task_id IN (SELECT id FROM doomed) RETURNING 1
+                ), shadow AS (  -- the shadow's verdicts go with their task (migration V20)
+                    DELETE FROM shadow_verdicts WHERE task_id IN (SELECT id FROM doomed)
+                ), tasks AS (
+                    DELETE FROM moderation_results WHERE id IN (SELECT id FROM doomed) RETURNING 1
+                )
+                SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT count(*) FROM events) AS events,
+                       (SELECT max(id) FROM doomed) AS last_id
+                """,
+                {"after": after_id, "up_to": up_to_id, "cutoff": cutoff, "limit": limit},
+            )
+            row = cur.fetchone()
+        return Purged(int(row["tasks"]), int(row["events"]), row["last_id"])
 
 
 def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:

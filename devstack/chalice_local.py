@@ -1,9 +1,12 @@
-"""`chalice local`, with JSON errors where Chalice's server answers HTML or 403.
+"""`chalice local`, with JSON errors where Chalice's server answers HTML or 403, and API keys.
 
 The very server `chalice local --stage local --no-autoreload` builds, changed only
 outside the app's routes (JSON 404 for an unknown path, 405 + `Allow` for a method a
 path lacks or no handler has, JSON for what http.server rejects before routing; see
-README, "Local stack"), with a real listen backlog and daemon request threads.
+README, "Local stack"), with a real listen backlog and daemon request threads. Like
+API Gateway, and unlike `chalice local`, it refuses a route that needs an API key
+without a valid `x-api-key` (the keys of the state dir, toolkit/local_keys.py) with
+the deployed API's own 403.
 
 Run: python -m devstack.chalice_local [--host 127.0.0.1] [--port 8000] [--stage local]
 """
@@ -25,6 +28,7 @@ from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, ThreadedHTTPServer
 
 from toolkit import logs, names
+from toolkit.local_keys import LocalKeys, forbidden_response
 
 DEFAULT_STAGE = "local"
 # Pending connections the kernel queues while every accept is busy: socketserver's 5
@@ -68,13 +72,30 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
     def _routed_handle(self) -> None:
         route = self._route()
         if route is not None and (self.command == "OPTIONS" or self.command in self._routes[route]):
-            return self._generic_handle()
+            if self.command == "OPTIONS" or not self._routes[route][self.command].api_key_required or self._key_valid():
+                return self._generic_handle()
+            self._parse_payload()
+            return self._send_forbidden()
         self._parse_payload()  # read what Chalice would have, so a kept-alive connection stays in sync
         if route is None:
             self._send_json_error(HTTPStatus.NOT_FOUND, f"no route for {_echo(self.command)} {_echo(self.path)}")
         else:
             self._send_json_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{_echo(self.command)} is not allowed on {route}",
                                   allow=self._allowed(route))
+
+    def _key_valid(self) -> bool:
+        """API Gateway's check: the x-api-key header is a key of the usage plan (here: the state dir's)."""
+        value = self.headers.get("x-api-key")
+        return bool(value) and self.server.api_keys.find(value) is not None
+
+    def _send_forbidden(self) -> None:
+        status, body = self.server.forbidden
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     # Chalice binds these to its own _generic_handle at class creation, so
     # overriding that method alone would change nothing.
@@ -118,6 +139,9 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
 class LocalServer(ThreadedHTTPServer):
     request_queue_size = REQUEST_QUEUE_SIZE
     daemon_threads = True  # as Chalice's: Ctrl-C never waits for a client's open connection
+    # The valid keys, and the deployed API's answer to any other (set by build_server).
+    api_keys: LocalKeys
+    forbidden: tuple[int, bytes]
 
 
 def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = names.ROOT) -> LocalDevServer:
@@ -138,7 +162,9 @@ def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_di
     # current_request becomes thread-local, as the threaded server needs.
     CustomLocalChalice.__bases__ = (LocalChalice, app_obj.__class__)
     app_obj.__class__ = CustomLocalChalice
-    return LocalDevServer(app_obj, config, host, port, handler_cls=JsonErrorsRequestHandler, server_cls=LocalServer)
+    dev_server = LocalDevServer(app_obj, config, host, port, handler_cls=JsonErrorsRequestHandler, server_cls=LocalServer)
+    dev_server.server.api_keys, dev_server.server.forbidden = LocalKeys(), forbidden_response()
+    return dev_server
 
 
 def main(argv: list[str] | None = None) -> int:

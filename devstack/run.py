@@ -22,6 +22,7 @@ from chalicelib.model import DEFAULT_MODEL_PATH
 from chalicelib.registry import Registry, bootstrap, publisher
 from devstack.consumers import QueueConsumedError, ensure_no_other_consumer
 from toolkit import logs, names, procs
+from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
 from toolkit.localstack import HostLocalStack, endpoint_answers
 from toolkit.postgres import EmbeddedPostgres
 from toolkit.seed import seed_demo_data
@@ -93,9 +94,16 @@ def model_registry() -> None:
                  packaged_version, DEFAULT_MODEL_PATH.relative_to(names.ROOT))
 
 
-def banner(api: str, queue_urls: dict[str, str]) -> str:
+def api_key() -> str:
+    """The key of client `local` (API_KEY if set, else the one in the state dir, else a new one):
+    the API enforces keys as the deployed API does (devstack/chalice_local.py)."""
+    return LocalKeys().ensure(DEFAULT_CLIENT, os.environ.get("API_KEY") or None).value
+
+
+def banner(api: str, queue_urls: dict[str, str], client_key: str) -> str:
     """The user's guide: every line copy-pasteable into another terminal."""
     queue, dlq = (queue_urls.get(n, f"<{n} url>") for n in (names.queues().main, names.queues().dlq))
+    h = f"-H 'x-api-key: {client_key}'"
     aws = f"aws --endpoint-url {os.environ['AWS_ENDPOINT_URL']}"
     key, secret = (names.LOCAL_CREDENTIALS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
     # The model commands find this stack by these (their defaults are make run's usual ones).
@@ -106,16 +114,17 @@ def banner(api: str, queue_urls: dict[str, str]) -> str:
     return f"""
 ad-moderation is up.
   API        {api}   (chalice local server, stage "local")
+  API key    {client_key}   (x-api-key, as on the deployed API; all keys: {LocalKeys().path}, make api-key ARGS="--make-run list")
   Postgres   {os.environ["DATABASE_URL"]}
   AWS        {os.environ["AWS_ENDPOINT_URL"]}
   queue      {queue}
   DLQ        {dlq}
 
 Try it (another terminal):
-  curl -s -X POST '{api}/moderation/async_predict?item_id=1'
-  curl -s {api}/moderation/moderation_result/1
-  curl -s -X POST '{api}/moderation/simple_predict?item_id=2'
-  curl -s -X POST {api}/moderation/predict -H 'Content-Type: application/json' \\
+  curl -s {h} -X POST '{api}/moderation/async_predict?item_id=1'
+  curl -s {h} {api}/moderation/moderation_result/1
+  curl -s {h} -X POST '{api}/moderation/simple_predict?item_id=2'
+  curl -s {h} -X POST {api}/moderation/predict -H 'Content-Type: application/json' \\
        -d '{{"seller_id":1,"is_verified_seller":false,"item_id":1,"name":"iPhone","description":"реплика, предоплата","category":1,"images_qty":0}}'
   curl -s {api}/health
 
@@ -158,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except QueueConsumedError as err:
             log.error("refusing to start: %s", err)
             return 1
+        client_key = api_key()
         services: list[procs.Process] = []
         for command, ready, timeout in (
             # The server `chalice local --stage local --no-autoreload` builds (devstack/chalice_local.py).
@@ -168,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             services.append(procs.start([sys.executable, "-m", *command], ready=ready, env=os.environ, timeout=timeout))
             resources.callback(procs.stop, services[-1])  # the runner first, then the API, LocalStack, PostgreSQL
-        print(banner(f"http://{args.host}:{args.port}", queue_urls), flush=True)
+        print(banner(f"http://{args.host}:{args.port}", queue_urls, client_key), flush=True)
         log.info("%s %.1f s", READY, time.monotonic() - started)
         while not stopping:
             if exited := [s for s in services if not s.running()]:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from devstack.run import READY
 from toolkit import names, procs
+from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
 
 AWS_CLI = Path(sys.executable).with_name("aws")  # the virtualenv's
 STOP_TIMEOUT_S = 120.0  # make run stops the runner, the API, LocalStack and PostgreSQL in turn
@@ -38,6 +39,11 @@ class RunningStack:
     log: Path  # make run's combined output
     state_dir: Path  # its LOCAL_STATE_DIR
     startup_seconds: float
+    api_key: str  # x-api-key: make run enforces keys as the deployed API does
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        """Request headers with the stack's API key (and any others given)."""
+        return {"x-api-key": self.api_key, **extra}
 
     def aws(self, *args: str) -> dict[str, Any]:
         """`aws --endpoint-url ... --output json <args>` (the AWS CLI from the virtualenv)."""
@@ -91,7 +97,8 @@ def make_run(*, log: Path | None = None, extra_env: Mapping[str, str] | None = N
     try:
         yield RunningStack(api=f"http://{names.HOST}:{env['PORT']}", endpoint=env["AWS_ENDPOINT_URL"],
                            database_url=env.get("DATABASE_URL") or names.database_url(int(env["EMBEDDED_PG_PORT"])),
-                           env=env, log=log, state_dir=state, startup_seconds=time.monotonic() - started)
+                           env=env, log=log, state_dir=state, startup_seconds=time.monotonic() - started,
+                           api_key=LocalKeys(state).keys()[DEFAULT_CLIENT].value)
     finally:
         # As a developer stops it. Only make run gets the signal (its children have
         # process groups of their own): stopping them is its job, checked below.

@@ -1,6 +1,10 @@
 """`make check-infra`: refuse a packaged template that breaks the design's rules.
 
     python -m infra.check [build/package/sam.json] [--budget N]
+    python -m infra.check --checkov [build/package/sam.json]
+
+The second form runs checkov (its own virtualenv, `make checkov`) on the template, with the checks
+infra/skipped-checks.md lists as not applying skipped, and exits with checkov's status.
 
 Reads the template `make package` wrote (SAM before the transform; a transformed template with
 AWS::Lambda::EventSourceMapping resources works too) and exits 1 with one `FAIL [rule] ...` line
@@ -13,13 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.policies import XRAY_ACTIONS
+from infra.policies import VPC_READ_ACTIONS, XRAY_ACTIONS
 from toolkit import logs, names
 
 log = logs.get("check")
@@ -37,8 +43,7 @@ DEFAULT_RETENTION = 345600
 DB_ENV_VARS = ("DATABASE_SECRET_ARN", "DATABASE_URL")
 # Actions that cannot be scoped to a resource: Resource "*" is the only option.
 RESOURCELESS_ACTIONS = frozenset({
-    "cloudwatch:PutMetricData", "xray:PutTraceSegments", "xray:PutTelemetryRecords", "ec2:CreateNetworkInterface",
-    "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "sqs:ListQueues", "secretsmanager:GetRandomPassword",
+    "cloudwatch:PutMetricData", *XRAY_ACTIONS, *VPC_READ_ACTIONS, "sqs:ListQueues", "secretsmanager:GetRandomPassword",
 })
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 # SQS event source limits (Lambda's CreateEventSourceMapping).
@@ -50,6 +55,12 @@ DEFAULT_SQS_BATCH = 10
 LAMBDA_ALARM_METRICS = ("Errors", "Throttles")
 # The application metrics (CloudWatch embedded metric format, Powertools).
 METRICS_NAMESPACE = "AdModeration"
+# Stages whose database path must be private and verified: functions in a VPC, TLS with verify-full.
+PRODUCTION_STAGES = frozenset({"prod"})
+# What the API's access log must record per request ($context variables).
+ACCESS_LOG_FIELDS = ("$context.requestId", "$context.identity.apiKeyId", "$context.resourcePath", "$context.httpMethod",
+                     "$context.status", "$context.responseLatency", "$context.identity.sourceIp")
+RETAIN = "Retain"
 
 
 @dataclass(frozen=True)
@@ -405,6 +416,78 @@ def check_tracing(template: dict[str, Any]) -> Iterator[Violation]:
             )
 
 
+def check_encryption(template: dict[str, Any]) -> Iterator[Violation]:
+    for logical_id, res in template.get("Resources", {}).items():
+        props = res.get("Properties", {}) or {}
+        if res.get("Type") == "AWS::SQS::Queue" and props.get("SqsManagedSseEnabled") is not True \
+                and not props.get("KmsMasterKeyId"):
+            yield Violation("queue-encryption", f"{logical_id}: no explicit encryption at rest "
+                            "(SqsManagedSseEnabled: true, or KmsMasterKeyId)")
+
+
+def _dead_letter_queues(resources: dict[str, Any]) -> set[str]:
+    targets = [((r.get("Properties") or {}).get("RedrivePolicy") or {}).get("deadLetterTargetArn")
+               for r in resources.values() if r.get("Type") == "AWS::SQS::Queue"]
+    return {t for t in (_ref_target(x) for x in targets) if t}
+
+
+def check_retention(template: dict[str, Any]) -> Iterator[Violation]:
+    """What ops need after the stack is deleted or a resource replaced: the DLQ's envelopes, the logs."""
+    resources = template.get("Resources", {})
+    kept = _dead_letter_queues(resources) | {k for k, r in resources.items() if r.get("Type") == "AWS::Logs::LogGroup"}
+    for logical_id in sorted(kept):
+        res = resources[logical_id]
+        missing = [p for p in ("DeletionPolicy", "UpdateReplacePolicy") if res.get(p) != RETAIN]
+        if missing:
+            yield Violation("retain", f"{logical_id} ({res.get('Type')}) lacks "
+                            f"{' and '.join(f'{p}: Retain' for p in missing)}: deleting or replacing the stack would delete it")
+        if res.get("Type") == "AWS::Logs::LogGroup" and not (res.get("Properties") or {}).get("RetentionInDays"):
+            yield Violation("retain", f"{logical_id}: no RetentionInDays (kept, and paid for, forever)")
+
+
+def check_access_log(template: dict[str, Any]) -> Iterator[Violation]:
+    resources = template.get("Resources", {})
+    for logical_id, res in resources.items():
+        if res.get("Type") not in ("AWS::Serverless::Api", "AWS::ApiGateway::Stage"):
+            continue
+        setting = (res.get("Properties") or {}).get("AccessLogSetting")
+        if not setting:
+            yield Violation("access-log", f"{logical_id}: no AccessLogSetting: no record of which client called what")
+            continue
+        group = _ref_target(setting.get("DestinationArn"))
+        if group is None or resources.get(group, {}).get("Type") != "AWS::Logs::LogGroup":
+            yield Violation("access-log", f"{logical_id}: the access log does not go to a log group of this template")
+        missing = [f for f in ACCESS_LOG_FIELDS if f not in str(setting.get("Format", ""))]
+        if missing:
+            yield Violation("access-log", f"{logical_id}: the access log format lacks {', '.join(missing)}")
+
+
+def check_private_database(template: dict[str, Any]) -> Iterator[Violation]:
+    """Production stages: every function that uses the database runs in a VPC and demands verified TLS."""
+    stage = _stage(template)
+    if stage not in PRODUCTION_STAGES:
+        return
+    params = template.get("Parameters", {})
+    for logical_id in functions(template):
+        props = _function_props(template, logical_id)
+        if not _uses_database(props):
+            continue
+        vpc = props.get("VpcConfig")
+        if not isinstance(vpc, dict) or "Fn::If" in vpc:
+            yield Violation("vpc", f"{logical_id}: {stage} functions must run in the database's VPC: an unconditional "
+                            "VpcConfig (infra/stages.json \"vpc\": \"required\")")
+        else:
+            for key in ("SubnetIds", "SecurityGroupIds"):
+                value, param = vpc.get(key), _ref_target(vpc.get(key))
+                given = bool(value) if param is None else param in params and "Default" not in params[param]
+                if not given:
+                    yield Violation("vpc", f"{logical_id}: VpcConfig.{key} is empty or has a default: the deploy must name them")
+        variables = ((props.get("Environment") or {}).get("Variables")) or {}
+        if str(variables.get("DB_REQUIRE_TLS", "")).lower() != "true" or not variables.get("DB_SSL_ROOT_CERT"):
+            yield Violation("db-tls", f"{logical_id}: {stage} needs DB_REQUIRE_TLS=true and DB_SSL_ROOT_CERT (the CA bundle "
+                            "make package ships), or the database is reached without verifying that it is the database")
+
+
 def check(template: dict[str, Any], budget: int | None = None) -> list[Violation]:
     return [
         *check_queues(template),
@@ -415,18 +498,59 @@ def check(template: dict[str, Any], budget: int | None = None) -> list[Violation
         *check_lambda_alarms(template),
         *check_dashboard(template),
         *check_metrics_env(template),
+        *check_encryption(template),
+        *check_retention(template),
+        *check_access_log(template),
+        *check_private_database(template),
     ]
+
+
+_SKIP_SECTION = re.compile(r"^## (\w+)", re.MULTILINE)
+_SKIP_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|", re.MULTILINE)
+
+
+def skipped_checks(tool: str) -> list[str]:
+    """The ids infra/skipped-checks.md lists under `## <tool>` (checkov, bandit, ruff)."""
+    text = names.SKIPPED_CHECKS_FILE.read_text()
+    sections = _SKIP_SECTION.split(text)  # [preamble, name, body, name, body, ...]
+    bodies = {name: body for name, body in zip(sections[1::2], sections[2::2], strict=True)}
+    return _SKIP_ROW.findall(bodies.get(tool, ""))
+
+
+def checkov_command(template: Path) -> list[str]:
+    return [str(names.CHECKOV_VENV / "bin" / "checkov"), "--file", str(template), "--framework", "cloudformation",
+            "--skip-check", ",".join(skipped_checks("checkov")), "--compact", "--quiet", "--skip-download"]
+
+
+def run_checkov(template: Path) -> subprocess.CompletedProcess[str]:
+    """checkov on the template, the skip list applied; its output and status."""
+    if not (names.CHECKOV_VENV / "bin" / "checkov").exists():
+        raise FileNotFoundError(f"checkov is not installed in {names.CHECKOV_VENV}: run `make checkov`")
+    return subprocess.run(checkov_command(template), capture_output=True, text=True, timeout=300, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.check", description="Check the packaged template's rules.")
     parser.add_argument("template", nargs="?", type=Path, default=DEFAULT_TEMPLATE)
     parser.add_argument("--budget", type=int, default=None, help="DB connection budget (default: template Metadata, else 20)")
+    parser.add_argument("--checkov", action="store_true", help="run checkov (skips: infra/skipped-checks.md) instead")
     args = parser.parse_args(argv)
     logs.setup()
     if not args.template.exists():
         log.error("%s does not exist; run `make package` first", args.template)
         return 2
+    if args.checkov:
+        try:
+            result = run_checkov(args.template)
+        except FileNotFoundError as err:
+            log.error("%s", err)
+            return 2
+        print(result.stdout, end="")
+        print(result.stderr, end="", file=sys.stderr)
+        # checkov does not count the checks --skip-check removes: say which, and where the reasons are.
+        print(f"checkov skipped {', '.join(skipped_checks('checkov'))} "
+              f"(why each does not apply: {names.SKIPPED_CHECKS_FILE.relative_to(names.ROOT)})")
+        return result.returncode
     template = json.loads(args.template.read_text())
     violations = check(template, args.budget)
     for v in violations:

@@ -283,15 +283,19 @@ def up(args: argparse.Namespace) -> int:
     log.info("GET /health -> %d in %.2f s (with a cold start if no API environment was warm): %s",
              health.status, time.monotonic() - t, health.data.decode(errors="replace"))
     # The command's output: what a user copies.
+    # The AWS CLI this project installs is v1: `aws logs tail` (v2 only) does not exist there.
+    env = " ".join(f"{k}={v}" for k, v in names.local_aws_env(d.endpoint).items())
     print(f"""
   API URL   {d.api_url}
-  API key   {d.api_key}
-  stack     {d.stack_name} on {d.endpoint}   (AWS_ENDPOINT_URL={d.endpoint} aws cloudformation describe-stacks)
+  API key   {d.api_key}   (the stack's own; one per client: make api-key ARGS="create <client>")
+  stack     {d.stack_name} on {d.endpoint}
 
   curl -s -X POST -H "x-api-key: {d.api_key}" "{d.api_url}/moderation/async_predict?item_id=1"
   curl -s -H "x-api-key: {d.api_key}" "{d.api_url}/moderation/moderation_result/1"
 
-  logs:  AWS_ENDPOINT_URL={d.endpoint} aws logs tail /aws/lambda/{d.function_name('score')}
+  export {env}
+  aws cloudformation describe-stacks --stack-name {d.stack_name}
+  aws logs filter-log-events --log-group-name /aws/lambda/{d.function_name('score')} --max-items 20
   stop:  {stop_command(args)}
 """, flush=True)
     return 0 if health.status == 200 else 1

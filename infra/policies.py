@@ -10,7 +10,8 @@ SQS_ACTIONS below and committed; a unit test fails when they drift from it.
 Chalice policy files cannot hold CloudFormation intrinsics, so their ARNs have `*` for the
 region and the account (never for an action or a whole resource); `make package` makes them
 exact in the template. A stage with `"tracing": true` in infra/stages.json also gets the two
-X-Ray actions, which cannot name a resource (the one `"Resource": "*"`).
+X-Ray actions, which cannot name a resource (`"Resource": "*"`), and a stage whose functions may
+run in a VPC (`"vpc"`) the EC2 actions Lambda manages their network interfaces with.
 """
 
 
@@ -58,6 +59,18 @@ S3_READERS = ("api_handler", "score")
 # What Lambda's active tracing sends the function's segments with
 # (AWSXRayDaemonWriteAccess minus the sampling reads, which only the SDK uses).
 XRAY_ACTIONS = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+# What Lambda manages a VPC function's network interfaces with, using the function's role
+# (AWSLambdaVPCAccessExecutionRole's EC2 actions, which it grants on "*"). The interfaces do not
+# exist before Lambda creates them, so the writes name the kinds of resource they touch (the
+# account's network interfaces, subnets and security groups); the two reads can only take "*".
+VPC_WRITE_ACTIONS = ["ec2:AssignPrivateIpAddresses", "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface",
+                     "ec2:UnassignPrivateIpAddresses"]
+VPC_WRITE_RESOURCES = [f"arn:aws:ec2:*:*:{kind}/*" for kind in ("network-interface", "security-group", "subnet")]
+VPC_READ_ACTIONS = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"]
+# infra/stages.json "vpc": the functions run in the VPC the deploy names ("required": its
+# parameters have no default and check-infra insists on it in prod), or may ("optional": only
+# when the deploy gives subnets).
+VPC_MODES = ("optional", "required")
 
 
 def stage_table() -> dict[str, dict[str, Any]]:
@@ -71,6 +84,13 @@ STAGES = tuple(stage_table())
 
 def tracing_enabled(stage: str) -> bool:
     return bool(stage_table().get(stage, {}).get("tracing", False))
+
+
+def vpc_mode(stage: str) -> str | None:
+    mode = stage_table().get(stage, {}).get("vpc")
+    if mode is not None and mode not in VPC_MODES:
+        raise ValueError(f"infra/stages.json: {stage}.vpc is {mode!r}, not one of {', '.join(VPC_MODES)}")
+    return mode
 
 
 def function_name(stage: str, function: str) -> str:
@@ -119,6 +139,11 @@ def policy(stage: str, function: str) -> dict[str, Any]:
     if tracing_enabled(stage):
         # Lambda refuses Tracing: Active on a function whose role lacks these.
         statements.append({"Sid": "XRayTracing", "Effect": "Allow", "Action": XRAY_ACTIONS, "Resource": "*"})
+    if vpc_mode(stage):
+        statements += [
+            {"Sid": "VpcNetworkInterfaces", "Effect": "Allow", "Action": VPC_WRITE_ACTIONS, "Resource": VPC_WRITE_RESOURCES},
+            {"Sid": "VpcDescribe", "Effect": "Allow", "Action": VPC_READ_ACTIONS, "Resource": "*"},
+        ]
     return {"Version": "2012-10-17", "Statement": statements}
 
 

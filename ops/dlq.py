@@ -6,8 +6,9 @@
     python -m ops.dlq purge [--yes]
 
 Common options, before or after the command: --endpoint-url, --queue, --dlq (default: the
-queues of infra/resources.json), --local (make run's LocalStack unless AWS_ENDPOINT_URL is set;
-an empty one means AWS). The DLQ holds the scorer's envelopes and raw "exhausted" task messages
+queues of infra/resources.json), --local (make run's LocalStack, or the local endpoint
+AWS_ENDPOINT_URL names, with LocalStack's credentials unless set; an empty AWS_ENDPOINT_URL means
+AWS). The DLQ holds the scorer's envelopes and raw "exhausted" task messages
 (both read by chalicelib.domain.read_body); either goes back to the main queue unchanged.
 Exit codes: 0 ok, 1 error or aborted, 2 usage (or --yes needed).
 """
@@ -402,7 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup()
     args = build_parser().parse_args(argv)  # exits 2 on usage errors
     endpoint_url = getattr(args, "endpoint_url", None)
-    if getattr(args, "local", False) and endpoint_url is None and "AWS_ENDPOINT_URL" not in os.environ:
+    if getattr(args, "local", False) and os.environ.get("AWS_ENDPOINT_URL") != "":
+        # A local stack (make run's, or whichever AWS_ENDPOINT_URL names) takes
+        # LocalStack's credentials and region unless the caller gave their own.
         os.environ.update({k: v for k, v in names.local_aws_env(names.RUN_ENDPOINT).items() if k not in os.environ})
     try:
         queues = Queues(make_client(endpoint_url), getattr(args, "queue", names.queues().main),

@@ -5,16 +5,23 @@ Every SQS record gets a fresh messageId and receiptHandle, as Lambda's would.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg2
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:moderation"
 
@@ -70,15 +77,15 @@ def insert_ad(
     category: int = 1,
     images_qty: int = 3,
     verified: bool = True,
-    deleted: bool = False,
+    closed: bool = False,
 ) -> int:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO users (name, is_verified) VALUES ('seller', %s) RETURNING id", (verified,))
         seller = cur.fetchone()[0]
         cur.execute(
-            "INSERT INTO advertisements (seller_id, name, description, category, images_qty, is_deleted) "
+            "INSERT INTO advertisements (seller_id, name, description, category, images_qty, is_closed) "
             "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (seller, name, description, category, images_qty, deleted),
+            (seller, name, description, category, images_qty, closed),
         )
         item_id = int(cur.fetchone()[0])
     conn.close()
@@ -127,3 +134,52 @@ def install_verdict_audit(url: str) -> None:
 
 def drop_verdict_audit(url: str) -> None:
     execute(url, "DROP TRIGGER IF EXISTS audit_verdict_write ON moderation_results; DROP TABLE IF EXISTS verdict_writes")
+
+
+# --- a throwaway certificate authority (TLS to the database, the CA bundle make package ships) ---
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class Ca:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def new(cls, name: str) -> Ca:
+        key = _key()
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name)).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    def issue(self, *, dns: list[str], ips: list[str]) -> tuple[bytes, bytes]:
+        """A server certificate for these names, and its key, as PEM."""
+        key = _key()
+        now = datetime.datetime.now(datetime.UTC)
+        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        cert = (
+            x509.CertificateBuilder().subject_name(_name(dns[0] if dns else ips[0])).issuer_name(self.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        return pem(cert), key_pem

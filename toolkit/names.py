@@ -100,6 +100,11 @@ def state_dir() -> Path:
     return Path(os.environ.get("LOCAL_STATE_DIR") or LOCAL_DIR)
 
 
+# --- infra (issue 14): the security scanners and the local API keys ---
+CHECKOV_VENV = ROOT / ".venv-checkov"  # checkov's own virtualenv (git-ignored): it pins an older boto3
+SKIPPED_CHECKS_FILE = ROOT / "infra" / "skipped-checks.md"  # every check turned off, with the reason
+
+
 # --- the model registry (h-model: chalicelib/registry.py, ops/models.py, devstack/run.py) ---
 # The bucket make run creates in its LocalStack (a deployed stack creates its own:
 # its ModelBucketName output). `MODEL_BUCKET=` (empty) runs make run without a registry.

@@ -101,7 +101,8 @@ def run(tasks: int, raw_messages: int, out_dir: Path, progress: Any) -> dict[str
         progress.update(1)
         progress.set_description_str(f"e2e: make load, {CLIENTS} clients, {tasks} tasks")
         with (out_dir / "locust.log").open("w") as locust_log:
-            load = measure(stack.api, users=CLIENTS, submits=tasks, drain_timeout=DRAIN_TIMEOUT_S, output=locust_log)
+            load = measure(stack.api, users=CLIENTS, submits=tasks, api_key=stack.api_key, drain_timeout=DRAIN_TIMEOUT_S,
+                           output=locust_log)
         progress.set_description_str("e2e: stopping the stack")
     progress.update(1)
     ratio = (load["tasks"]["tasks_per_s"] or 0.0) / raw["msg_per_s"]

@@ -29,6 +29,7 @@ import urllib3
 
 from measure.load.report import Recording, format_report, parse_items, summarise
 from toolkit import logs, names
+from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_OUT = names.BUILD_DIR / "load" / "results.json"
@@ -85,12 +86,18 @@ def measure(url: str, *, users: int, submits: int, items: str = "1-300", api_key
     return summarise(rec, config)
 
 
+def default_key() -> str:
+    """make run's own key (toolkit/local_keys.py), if this state dir has one: make run enforces keys."""
+    key = LocalKeys().keys().get(DEFAULT_CLIENT)
+    return key.value if key else ""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m measure.load.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default=names.RUN_API_URL, help=f"the API (default {names.RUN_API_URL}, make run's)")
-    p.add_argument("--api-key", default=os.environ.get("LOAD_API_KEY", ""),
-                   help="x-api-key for the deployed API (default: $LOAD_API_KEY)")
+    p.add_argument("--api-key", default=os.environ.get("LOAD_API_KEY") or default_key(),
+                   help="x-api-key (default: $LOAD_API_KEY, else make run's key in LOCAL_STATE_DIR)")
     p.add_argument("--users", type=int, default=32, help="concurrent clients")
     p.add_argument("--submits", type=int, default=2000, help="submits in total, across all clients")
     p.add_argument("--items", default="1-300", help="item ids to submit (make run's demo ads are 1-300)")

@@ -1,8 +1,11 @@
 """Schemathesis against `chalice local` (the `make run` stack), from the
-/openapi.json it serves: every phase and every check except what a
-development server cannot do (tests/contract/contract_fuzz.py, CHALICE_LOCAL).
-Any failure (an undocumented status, a body that is not its schema, a 5xx, a
-valid request refused, an invalid one accepted) fails the test."""
+/openapi.json it serves, with make run's API key: every phase and every check,
+the auth checks included (requests without the key, or with a wrong one, must be
+refused as the document says), except the methods http.server answers before
+Chalice (tests/contract/contract_fuzz.py, CHALICE_LOCAL). Any failure (an
+undocumented status, a body that is not its schema, a 5xx, a valid request
+refused, an invalid one accepted, a request without the key served) fails the
+test."""
 
 from __future__ import annotations
 
@@ -23,9 +26,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_chalice_local_keeps_its_contract(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    report = run(stack.api, **CHALICE_LOCAL)  # type: ignore[arg-type]
+    report = run(stack.api, api_key=stack.api_key, **CHALICE_LOCAL)  # type: ignore[arg-type]
     with capsys.disabled():
         print(f"\n[contract, chalice local] {report.summary()}")
-    assert report.cases > 0 and len(report.operations) == 12, report.summary()
+    assert report.cases > 0 and len(report.operations) == 14, report.summary()
     assert not report.problems(), "\n\n".join(report.problems())
     assert not [s for s in report.statuses if s >= 500], report.summary()

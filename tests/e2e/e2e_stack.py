@@ -24,8 +24,10 @@ def make_run(tmp_path_factory: pytest.TempPathFactory, extra_env: Mapping[str, s
         yield stack
 
 
-def http(method: str, url: str, data: bytes | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+def http(method: str, url: str, data: bytes | None = None, *, key: str | None = None) -> tuple[int, dict]:
+    """Status and JSON body; `key` is the x-api-key (make run enforces keys as the deployed API does)."""
+    headers = {"Content-Type": "application/json", **({"x-api-key": key} if key else {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())

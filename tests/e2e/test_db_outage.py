@@ -36,7 +36,8 @@ def test_database_outage(tmp_path_factory):
 
         def submit() -> None:
             while not stop.is_set():
-                status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={rng.randint(1, 300)}")
+                url = f"{stack.api}/moderation/async_predict?item_id={rng.randint(1, 300)}"
+                status, body = http("POST", url, key=stack.api_key)
                 if status == 202:
                     accepted.append(body["task_id"])
                 else:
@@ -50,7 +51,7 @@ def test_database_outage(tmp_path_factory):
         down_at = time.monotonic()
         time.sleep(2)
         health_status, health = http("GET", f"{stack.api}/health")
-        read_status, read = http("GET", f"{stack.api}/moderation/moderation_result/1")
+        read_status, read = http("GET", f"{stack.api}/moderation/moderation_result/1", key=stack.api_key)
         time.sleep(OUTAGE_SECONDS - 2)
         pg.start()
         up_at = time.monotonic()

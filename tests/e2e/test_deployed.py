@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -83,6 +86,105 @@ def test_write_routes_need_the_api_key(deployed: Deployed):
     assert deployed.post("/moderation/simple_predict?item_id=2", api_key=deployed.d.api_key)[0] == 200
     # A read of an unknown task: 404 (Deployed.get sends the key, which reads may require too).
     assert deployed.get("/moderation/moderation_result/99999999")[0] == 404
+
+
+def api_key_command(deployed: Deployed, *args: str) -> subprocess.CompletedProcess[str]:
+    """`make api-key ARGS="..."` against this stack: ops.api_keys with the stack's endpoint in AWS_ENDPOINT_URL."""
+    env = {**os.environ, **names.local_aws_env(deployed.endpoint)}
+    return subprocess.run([sys.executable, "-m", "ops.api_keys", "--local", *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_each_client_has_its_own_key_and_revoking_one_leaves_the_others_working(deployed: Deployed):
+    created = {}
+    for client, limits in (("alice", ()), ("bob", ("--rate", "5", "--burst", "10", "--quota", "1000"))):
+        result = api_key_command(deployed, "create", client, *limits, "--json")
+        assert result.returncode == 0, result.stderr
+        created[client] = json.loads(result.stdout)
+    assert created["alice"]["plan"] == "ad-moderation-dev-client"  # the stack's plan: its limits apply per key
+    assert created["bob"]["plan"] == "ad-moderation-dev-client-bob"  # other limits: a plan of its own
+    assert created["bob"]["limits"] == "5 req/s, burst 10, 1000 a DAY"
+    listed = {row["client"]: row for row in map(json.loads, api_key_command(deployed, "list", "--json").stdout.splitlines())}
+    assert set(listed) == {"client", "alice", "bob"} and listed["client"]["managed_by_stack"]
+    assert listed["bob"]["plan"] == "ad-moderation-dev-client-bob"
+
+    keys = {"alice": created["alice"]["key"], "bob": created["bob"]["key"], "stack": deployed.d.api_key}
+    for who, key in keys.items():
+        status, body = deployed.post("/moderation/async_predict?item_id=1", api_key=key)
+        assert status == 202, (who, body)
+        assert deployed.get(f"/moderation/moderation_result/{body['task_id']}", api_key=key)[0] == 200, who
+
+    revoked = api_key_command(deployed, "revoke", "alice", "--yes")
+    assert revoked.returncode == 0 and "revoked: client alice" in revoked.stdout, revoked.stderr
+    assert deployed.post("/moderation/async_predict?item_id=1", api_key=keys["alice"])[0] == 403
+    assert deployed.get("/moderation/moderation_result/1", api_key=keys["alice"])[0] == 403
+    for who in ("bob", "stack"):
+        assert deployed.post("/moderation/async_predict?item_id=2", api_key=keys[who])[0] == 202, who
+        assert deployed.get("/moderation/moderation_result/1", api_key=keys[who])[0] == 200, who
+
+    # Revoking bob takes its own plan with it; the stack's own key is the stack's to remove.
+    assert api_key_command(deployed, "revoke", "bob", "--yes").returncode == 0
+    plans = {p["name"] for p in deployed.client("apigateway").get_usage_plans()["items"]}
+    assert "ad-moderation-dev-client-bob" not in plans and "ad-moderation-dev-client" in plans
+    refused = api_key_command(deployed, "revoke", "client", "--yes")
+    assert refused.returncode == 1 and "the stack's own key" in refused.stderr
+    assert api_key_command(deployed, "revoke", "alice").returncode == 2  # no terminal, no --yes: usage error
+    assert api_key_command(deployed, "create", "Not A Name").returncode == 2
+
+
+def test_what_localstack_enforces_of_api_keys(deployed: Deployed):
+    """LocalStack 2026.3 Community checks that the key belongs to a usage plan of the stage and is enabled
+    (what docs/deploy.md says was verified here); it does not throttle or count quotas (its own source says so)."""
+    apigw = deployed.client("apigateway")
+    key = json.loads(api_key_command(deployed, "create", "carol", "--json").stdout)
+    try:
+        assert deployed.get("/moderation/moderation_result/1", api_key=key["key"])[0] == 200
+        apigw.update_api_key(apiKey=key["key_id"], patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}])
+        assert deployed.get("/moderation/moderation_result/1", api_key=key["key"])[0] == 403
+    finally:
+        api_key_command(deployed, "revoke", "carol", "--yes")
+
+
+def test_the_stage_writes_json_access_logs_to_its_own_log_group(deployed: Deployed):
+    """The setting, as deployed (LocalStack stores it but writes no access log lines: AWS does)."""
+    stage = deployed.client("apigateway").get_stage(restApiId=deployed.d.outputs["RestAPIId"], stageName="api")
+    settings = stage["accessLogSettings"]
+    group = deployed.d.outputs["ApiAccessLogGroupName"]
+    # The log group's Arn attribute, ending in ":*" as CloudFormation gives it (API Gateway takes either form).
+    assert group == "/aws/apigateway/ad-moderation-dev/access"
+    assert settings["destinationArn"].removesuffix(":*").endswith(f":log-group:{group}")
+    assert "$context.identity.apiKeyId" in settings["format"] and "$context.status" in settings["format"]
+    groups = deployed.client("logs").describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [group]
+
+
+SCHEDULED_EVENT = {"version": "0", "id": "e2e", "detail-type": "Scheduled Event", "source": "aws.events",
+                   "account": "000000000000", "time": "2026-11-23T12:00:00Z", "region": "us-east-1",
+                   "resources": ["arn:aws:events:us-east-1:000000000000:rule/e2e"], "detail": {}}
+
+
+@pytest.mark.parametrize(("function", "event"), [("reconcile", SCHEDULED_EVENT), ("migrate", {})])
+def test_a_function_without_its_database_fails_naming_what_is_missing(deployed: Deployed, function: str,
+                                                                       event: dict[str, Any]):
+    """reconcile (like the API and the scorer) fails its init; migrate fails in its handler, which
+    always answers CloudFormation's custom resource (a failed init would answer nothing)."""
+    lam = deployed.client("lambda")
+    name = deployed.d.function_name(function)
+    env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+
+    def configure(variables: dict[str, str]) -> None:
+        lam.update_function_configuration(FunctionName=name, Environment={"Variables": variables})
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1})
+
+    configure({k: v for k, v in env.items() if k != "DATABASE_SECRET_ARN"})
+    try:
+        out = lam.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+        body = out["Payload"].read().decode()
+        assert out.get("FunctionError"), body
+        assert "ConfigurationError" in body and "DATABASE_URL" in body and "DATABASE_SECRET_ARN" in body, body
+    finally:
+        configure(env)
+    assert "FunctionError" not in lam.invoke(FunctionName=name, Payload=json.dumps(event).encode())
 
 
 def test_poison_and_busy_messages_in_one_batch_through_the_real_mapping(deployed: Deployed):
@@ -203,11 +305,8 @@ def test_the_local_executor_fails_and_times_out_as_lambda_does(deployed: Deploye
 
 def test_cold_starts_are_recorded(deployed: Deployed, capsys: pytest.CaptureFixture[str]):
     # The schedule fires once a minute; invoke the reconciler once so it is measured too.
-    scheduled = {"version": "0", "id": "e2e", "detail-type": "Scheduled Event", "source": "aws.events",
-                 "account": "000000000000", "time": "2026-11-23T12:00:00Z", "region": "us-east-1",
-                 "resources": ["arn:aws:events:us-east-1:000000000000:rule/e2e"], "detail": {}}
     out = deployed.client("lambda").invoke(
-        FunctionName=deployed.d.function_name("reconcile"), Payload=json.dumps(scheduled).encode()
+        FunctionName=deployed.d.function_name("reconcile"), Payload=json.dumps(SCHEDULED_EVENT).encode()
     )
     payload = json.loads(out["Payload"].read())
     assert "FunctionError" not in out, payload

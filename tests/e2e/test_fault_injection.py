@@ -151,7 +151,7 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
 
         # --- permanent faults: deleted ads, malformed messages ---------------
         deleted = rng.sample(range(1, N_TASKS + 1), N_TASKS // 100)
-        execute(url, "UPDATE advertisements SET is_deleted = true WHERE id = ANY(%s)", (deleted,))
+        execute(url, "UPDATE advertisements SET is_closed = true WHERE id = ANY(%s)", (deleted,))
         poisoned = rng.sample(sorted(set(range(1, N_TASKS + 1)) - set(deleted)), N_TASKS // 200)
         execute(url, "UPDATE advertisements SET name = name || %s WHERE id = ANY(%s)", (POISON, poisoned))
         malformed = [f"garbage-{i}" if i % 2 else json.dumps({"task_id": "x", "i": i}) for i in range(N_TASKS // 100)]

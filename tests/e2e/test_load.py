@@ -90,7 +90,8 @@ def test_load_on_make_run(tmp_path_factory: pytest.TempPathFactory, tmp_path: Pa
     with make_run(tmp_path_factory) as stack:
         database_url = stack.database_url
         install_verdict_audit(database_url)
-        results = run_load(stack.api, tmp_path / "results.json", items="1-300")
+        results = run_load(stack.api, tmp_path / "results.json", items="1-300", api_key=stack.api_key)
+        assert results["config"]["api_key_sent"]  # make run enforces keys as the deployed API does
         check_results(results, database_url)
     show("make run", results, capsys)
 

@@ -27,7 +27,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def poll_result(stack: Stack, task_id: int, timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        status, body = http("GET", f"{stack.api}/moderation/moderation_result/{task_id}")
+        status, body = http("GET", f"{stack.api}/moderation/moderation_result/{task_id}", key=stack.api_key)
         assert status == 200
         if body["status"] in ("completed", "failed") or time.monotonic() > deadline:
             return body
@@ -35,36 +35,37 @@ def poll_result(stack: Stack, task_id: int, timeout: float = 20) -> dict:
 
 
 def test_submit_and_poll_until_completed(stack: Stack):
-    status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id=1")
+    status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id=1", key=stack.api_key)
     assert status == 202 and body["status"] == "pending" and body["message"] == "Moderation request accepted"
     result = poll_result(stack, body["task_id"])
     assert result["status"] == "completed"
     assert 0 <= result["probability"] <= 1 and isinstance(result["is_violation"], bool)
     assert result["model_version"].startswith("lr-")
     # The older clients' paths answer too.
-    status, alias = http("POST", f"{stack.api}/async_predict?item_id=2")
+    status, alias = http("POST", f"{stack.api}/async_predict?item_id=2", key=stack.api_key)
     assert status == 202
-    assert http("GET", f"{stack.api}/moderation_result/{alias['task_id']}")[0] == 200
+    assert http("GET", f"{stack.api}/moderation_result/{alias['task_id']}", key=stack.api_key)[0] == 200
 
 
 def test_sync_routes_and_health(stack: Stack):
-    status, body = http("POST", f"{stack.api}/moderation/simple_predict?item_id=3")
+    status, body = http("POST", f"{stack.api}/moderation/simple_predict?item_id=3", key=stack.api_key)
     assert status == 200 and set(body) >= {"is_violation", "probability"}
     ad = {"seller_id": 1, "is_verified_seller": True, "item_id": 1, "name": "Велосипед", "description": "Почти новый",
           "category": 2, "images_qty": 4}
-    status, body = http("POST", f"{stack.api}/moderation/predict", json.dumps(ad).encode())
+    status, body = http("POST", f"{stack.api}/moderation/predict", json.dumps(ad).encode(), key=stack.api_key)
     assert status == 200 and body["is_violation"] is False
     status, body = http("GET", f"{stack.api}/health")
     assert status == 200 and body["checks"]["database"]["ok"] and body["checks"]["queue"]["ok"]
 
 
 def test_bad_input_over_http(stack: Stack):
-    assert http("POST", f"{stack.api}/moderation/async_predict")[0] == 400
-    assert http("POST", f"{stack.api}/moderation/async_predict?item_id=1.5")[0] == 400
-    assert http("POST", f"{stack.api}/moderation/async_predict?item_id=99999999")[0] == 404
-    assert http("GET", f"{stack.api}/moderation/moderation_result/99999999")[0] == 404
-    assert http("POST", f"{stack.api}/moderation/predict", b"{")[0] == 400
-    status, body = http("POST", f"{stack.api}/moderation/predict", b'{"name": "' + b"x" * 50_000 + b'"}')
+    assert http("POST", f"{stack.api}/moderation/async_predict", key=stack.api_key)[0] == 400
+    assert http("POST", f"{stack.api}/moderation/async_predict?item_id=1.5", key=stack.api_key)[0] == 400
+    assert http("POST", f"{stack.api}/moderation/async_predict?item_id=99999999", key=stack.api_key)[0] == 404
+    assert http("GET", f"{stack.api}/moderation/moderation_result/99999999", key=stack.api_key)[0] == 404
+    assert http("POST", f"{stack.api}/moderation/predict", b"{", key=stack.api_key)[0] == 400
+    big = b'{"name": "' + b"x" * 50_000 + b'"}'
+    status, body = http("POST", f"{stack.api}/moderation/predict", big, key=stack.api_key)
     assert status == 413 and body["code"] == "payload_too_large"
 
 
@@ -97,3 +98,16 @@ def test_outside_the_routes_answers_are_json(stack: Stack):
     assert status == 404 and body["code"] == "not_found"
     status, body = http("DELETE", f"{stack.api}/moderation/moderation_result/1")
     assert status == 405 and body["code"] == "method_not_allowed"
+
+
+def test_the_api_key_is_enforced_as_on_the_deployed_api(stack: Stack):
+    """make run prints its key and keeps it in its state dir; without it a moderation route is the deployed 403."""
+    from toolkit.local_keys import FILE_NAME, forbidden_response
+
+    assert f"API key    {stack.api_key}" in stack.log.read_text()
+    assert stack.api_key in (stack.state_dir / FILE_NAME).read_text()
+    for method, path in (("POST", "/moderation/async_predict?item_id=1"), ("GET", "/moderation/moderation_result/1")):
+        status, body = http(method, f"{stack.api}{path}")
+        assert (status, body) == (403, json.loads(forbidden_response()[1])), (method, path)
+        assert http(method, f"{stack.api}{path}", key="x" * 40)[0] == 403
+    assert http("GET", f"{stack.api}/health")[0] == 200  # open, like /docs and /openapi.json

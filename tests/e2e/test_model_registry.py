@@ -45,7 +45,7 @@ class Traffic:
         item = 0
         while not self.stopping.is_set():
             item = item % 300 + 1
-            status, body = http("POST", f"{self.stack.api}/moderation/async_predict?item_id={item}")
+            status, body = http("POST", f"{self.stack.api}/moderation/async_predict?item_id={item}", key=self.stack.api_key)
             assert status == 202, body
             self.sent.append((time.monotonic(), body["task_id"]))
             time.sleep(0.05)
@@ -53,7 +53,7 @@ class Traffic:
     def result(self, task_id: int, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            _, body = http("GET", f"{self.stack.api}/moderation/moderation_result/{task_id}")
+            _, body = http("GET", f"{self.stack.api}/moderation/moderation_result/{task_id}", key=self.stack.api_key)
             if body["status"] in ("completed", "failed") or time.monotonic() > deadline:
                 return body
             time.sleep(0.2)
@@ -134,7 +134,7 @@ def test_a_shadow_version_is_scored_recorded_and_compared(tmp_path_factory, tmp_
         traffic = Traffic(stack)
         ids = []
         for item in range(1, 41):
-            status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item}")
+            status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item}", key=stack.api_key)
             assert status == 202
             ids.append(body["task_id"])
         results = [traffic.result(t) for t in ids]

@@ -251,3 +251,15 @@ def test_move_task_without_destination_fails_on_envelopes(local: Local):
     assert task["Status"] == "FAILED" and task.get("ApproximateNumberOfMessagesMoved", 0) == 0
     assert local.counts(local.queue_url) == (0, 0)
     assert sum(local.counts(local.dlq_url)) == 1  # still in the DLQ (briefly in flight)
+
+
+def test_make_dlq_needs_nothing_but_the_endpoint(local: Local):
+    """`AWS_ENDPOINT_URL=<a local stack> make dlq` as a developer types it: no region,
+    no credentials in the environment (found broken by hand: "You must specify a region")."""
+    local.fill_dlq()
+    env = {k: v for k, v in local.env.items() if not k.startswith("AWS_")} | {"AWS_ENDPOINT_URL": local.endpoint}
+    env["HOME"] = str(ROOT / "build" / "no-aws-config")  # no ~/.aws to fall back on
+    out = subprocess.run(["make", "--no-print-directory", "dlq"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "3 messages in moderation_dlq (1 exhausted, 2 permanent)"

@@ -113,7 +113,7 @@ def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deploye
         assert stack.endpoint != deployed.endpoint
         ours = []
         for item_id in range(1, 21):
-            status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item_id}")
+            status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item_id}", key=stack.api_key)
             assert status == 202, body
             ours.append(body["task_id"])
         theirs = []
@@ -123,7 +123,7 @@ def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deploye
             theirs.append(body["task_id"])
 
         def ours_result(task_id: int) -> dict:
-            return http("GET", f"{stack.api}/moderation/moderation_result/{task_id}")[1]
+            return http("GET", f"{stack.api}/moderation/moderation_result/{task_id}", key=stack.api_key)[1]
 
         def theirs_result(task_id: int) -> dict:
             url = f"{deployed.api_url}/moderation/moderation_result/{task_id}"

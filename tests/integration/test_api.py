@@ -105,8 +105,11 @@ def test_malformed_and_oversize_bodies(client, monkeypatch):
 def test_health_reports_each_dependency(client):
     resp = client.http.get("/health")
     assert resp.status_code == 200
-    checks = body(resp)["checks"]
-    assert checks["database"]["ok"] and checks["queue"]["depth"] == {"moderation": 0, "moderation_dlq": 0}
+    out = body(resp)
+    checks = out["checks"]
+    assert out["status"] == "ok" and out["pipeline"]["ok"] and out["pipeline"]["reasons"] == []
+    assert checks["database"]["ok"] and checks["queue"]["depth"] == {"moderation_dlq": 0}
+    assert checks["model"]["ok"] and checks["model"]["version"].startswith("lr-") and 0 <= checks["model"]["probability"] <= 1
 
 
 def test_database_down_is_503_json_without_internals(client, monkeypatch):
@@ -114,7 +117,7 @@ def test_database_down_is_503_json_without_internals(client, monkeypatch):
     monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "1")
     deps.reset()
     for resp in (post(client, "/moderation/async_predict?item_id=1"), client.http.get("/moderation/moderation_result/1"),
-                 client.http.get("/health")):
+                 client.http.get("/health"), client.http.get("/health/pipeline")):
         assert resp.status_code == 503
         out = body(resp)
         assert out["code"] == "dependency_unavailable"

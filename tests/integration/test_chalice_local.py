@@ -6,6 +6,8 @@ Authentication Token", and a known path's missing method with its own
 `{"Code": "MethodNotAllowedError"}`; and its listen backlog of 5 drops
 connections when a few dozen clients arrive at once. Here every one of those
 is the project's JSON error, and 32 clients connecting at once all get in.
+Unlike `chalice local`, it enforces API keys as API Gateway does: the keys of
+its state dir (toolkit/local_keys.py), the deployed API's 403 for any other.
 
 The server runs as `make run` runs it: a process, stage `local`, the test
 database; its AWS endpoint is a closed port (none of these routes needs SQS).
@@ -29,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
+from toolkit.local_keys import LocalKeys, forbidden_response
 
 ROOT = Path(__file__).resolve().parents[2]
 AD = {"seller_id": 1, "is_verified_seller": True, "item_id": 1, "name": "Велосипед", "description": "Почти новый",
@@ -49,13 +52,18 @@ class Reply:
 class Server:
     port: int
     proc: subprocess.Popen[bytes]
+    keys: LocalKeys
+    key: str  # a valid x-api-key
 
     def request(self, method: str, path: str, body: bytes | None = None, conn: http.client.HTTPConnection | None = None,
-                ) -> Reply:
+                key: str | None = "") -> Reply:
+        """One request, with the server's key unless `key` says otherwise (None: no x-api-key header)."""
         own = conn is None
         conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
+            if key is not None:
+                headers["x-api-key"] = key or self.key
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
@@ -79,12 +87,16 @@ class Server:
 @pytest.fixture(scope="module")
 def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": pg_url, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    state = tmp_path_factory.mktemp("state")
+    keys = LocalKeys(state)
+    key = keys.create("tests").value
+    env = {**os.environ, "DATABASE_URL": pg_url, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+           "LOCAL_STATE_DIR": str(state)}
     log = tmp_path_factory.mktemp("chalice-local") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "devstack.chalice_local", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(port, proc)
+    srv = Server(port, proc, keys, key)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -169,16 +181,57 @@ def test_requests_http_server_rejects_are_json_too(server: Server):
 
 def test_the_routes_behave_as_under_chalice_local(server: Server):
     reply = server.request("POST", "/moderation/predict", body=json.dumps(AD).encode())
-    assert reply.status == 200 and set(reply.json()) == {"is_violation", "probability", "model_version"}
+    assert reply.status == 200 and set(reply.json()) == {"is_violation", "probability", "model_version", "decision"}
     assert_json_error(server.request("POST", "/moderation/predict", body=b"{"), 400, "invalid_body")
     # The database answers: the app's own 404, not the router's.
     assert_json_error(server.request("GET", "/moderation/moderation_result/999999"), 404, "task_not_found")
     assert_json_error(server.request("GET", "/moderation_result/999999/"), 404, "task_not_found")  # trailing slash
-    # API keys are not enforced locally (as with `chalice local`): no 403 without x-api-key.
     assert_json_error(server.request("POST", "/moderation/simple_predict?item_id=999999"), 404, "ad_not_found")
-    # CORS preflight, answered by Chalice's local gateway itself.
-    options = server.request("OPTIONS", "/health")
+    # CORS preflight, answered by Chalice's local gateway itself, with no key (as API Gateway's mock).
+    options = server.request("OPTIONS", "/health", key=None)
     assert options.status == 200 and options.headers["access-control-allow-methods"] == "OPTIONS"
+
+
+DEPLOYED_403 = forbidden_response()
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/moderation/predict"), ("POST", "/async_predict?item_id=1"),
+                                              ("POST", "/moderation/async_predict/batch"),
+                                              ("GET", "/moderation/moderation_result/1"),
+                                              ("GET", "/moderation/moderation_result/1/events")])
+@pytest.mark.parametrize("key", [None, "not-a-key", ""])
+def test_a_route_that_needs_the_key_refuses_a_missing_or_wrong_one_as_the_deployed_api(
+        server: Server, method: str, path: str, key: str | None):
+    body = json.dumps(AD).encode() if method == "POST" else None
+    reply = server.request(method, path, body=body, key=key if key != "" else "x" * 40)
+    assert (reply.status, reply.body) == DEPLOYED_403, (reply.status, reply.body)
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["code"] == "forbidden"
+
+
+def test_open_routes_need_no_key_and_a_refused_request_keeps_the_connection_in_step(server: Server):
+    # /health is 503 here (no SQS behind the closed endpoint), but answered by the app: no key asked.
+    assert server.request("GET", "/health", key=None).json()["checks"]["database"]["ok"]
+    for path in ("/openapi.json", "/docs"):
+        assert server.request("GET", path, key=None).status == 200, path
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        assert server.request("POST", "/moderation/predict", body=json.dumps(AD).encode(), conn=conn, key=None).status == 403
+        assert server.request("POST", "/moderation/predict", body=json.dumps(AD).encode(), conn=conn).status == 200
+    finally:
+        conn.close()
+
+
+def test_a_key_works_from_creation_to_revocation_without_a_restart(server: Server):
+    path = "/moderation/moderation_result/999999"
+    other = server.keys.create("other-client").value
+    try:
+        assert server.request("GET", path, key=other).status == 404  # in: the app's own answer
+        assert server.request("GET", path).status == 404  # the first key still works
+    finally:
+        server.keys.revoke("other-client")
+    assert server.request("GET", path, key=other).status == 403
+    assert server.request("GET", path).status == 404
 
 
 def test_32_clients_connecting_at_once_are_all_served(server: Server):
@@ -190,7 +243,8 @@ def test_32_clients_connecting_at_once_are_all_served(server: Server):
     clients = 32
     payload = json.dumps(AD).encode()
     request = (b"POST /moderation/predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-               b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+               b"x-api-key: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+               % (server.key.encode(), len(payload), payload))
     socks: list[socket.socket] = []
     server.proc.send_signal(signal.SIGSTOP)
     try:

@@ -155,7 +155,7 @@ def test_purge_forgets_only_old_keys(client, app_env):
 
 def test_batch_keeps_request_order_with_per_item_errors(client, app_env, sqs):
     a, b = insert_ad(app_env), insert_ad(app_env)
-    deleted = insert_ad(app_env, deleted=True)
+    deleted = insert_ad(app_env, closed=True)
     resp = batch(client, {"item_ids": [b, 777777, a, deleted, b]})
     assert resp.status_code == 202
     out = body(resp)

@@ -26,7 +26,7 @@ def new_task(db: str, *, deleted: bool = False, **ad) -> tuple[int, int]:
     task_id = deps.store().create_task(item_id)
     assert task_id is not None
     if deleted:  # the seller withdrew the ad after submitting it
-        execute(db, "UPDATE advertisements SET is_deleted = true WHERE id = %s", (item_id,))
+        execute(db, "UPDATE advertisements SET is_closed = true WHERE id = %s", (item_id,))
     return task_id, item_id
 
 
@@ -70,7 +70,7 @@ def test_one_bad_message_in_ten_leaves_nine_completed(app_env, sqs):
     assert [fetch_task(app_env, t)["status"] for t, _ in tasks] == ["completed"] * 9
     bad = fetch_task(app_env, deleted_task)
     assert bad["status"] == "failed" and bad["error_kind"] == "permanent"
-    assert f"advertisement {deleted_item} not found or deleted" in bad["error_message"]
+    assert f"advertisement {deleted_item} not found or closed" in bad["error_message"]
     [envelope] = dlq_messages(sqs)
     assert envelope["task_id"] == deleted_task and envelope["original_message"] == task_body(deleted_task, deleted_item)
     assert envelope["error"] == bad["error_message"] and envelope["retry_count"] == 1

@@ -155,13 +155,13 @@ def test_retries_exhaustion_and_a_redrive_are_all_in_the_trail(client, app_env, 
 def test_a_permanent_failure_is_parked_and_says_why(client, app_env, sqs):
     item_id = insert_ad(app_env)
     task_id = submit(client, item_id)
-    execute(app_env, "UPDATE advertisements SET is_deleted = true WHERE id = %s", (item_id,))
+    execute(app_env, "UPDATE advertisements SET is_closed = true WHERE id = %s", (item_id,))
     deps.scorer().handle(receive(sqs))
     result = get(client, f"/moderation/moderation_result/{task_id}")
     assert result["status"] == "failed" and result["error_kind"] == "permanent"
     events = get(client, f"/moderation/moderation_result/{task_id}/events")["events"]
     assert kinds(events)[-2:] == [("attempt", "failed_permanent"), ("dlq_parked", "failed_permanent")]
-    assert "not found or deleted" in events[-1]["error"]
+    assert "not found or closed" in events[-1]["error"]
 
 
 def test_events_of_an_unknown_task_are_404(client):

@@ -1,17 +1,25 @@
-"""infra/check.py: a good template passes, and each rule catches its own breakage."""
+"""infra/check.py: a good template passes, and each rule catches its own breakage;
+infra/skipped-checks.md is the list every scanner's skips are held to."""
 
 from __future__ import annotations
 
 import copy
 import json
+import tomllib
 from typing import Any
 
 import pytest
 
 from infra import check
+from toolkit import names
 
 FUNCTIONS = ("Score", "APIHandler", "Reconcile", "NoDatabase")
 METRICS_ENV = {"STAGE": "dev", "POWERTOOLS_METRICS_NAMESPACE": "AdModeration"}
+RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+ACCESS_LOG_FORMAT = json.dumps({
+    "requestId": "$context.requestId", "apiKeyId": "$context.identity.apiKeyId", "ip": "$context.identity.sourceIp",
+    "method": "$context.httpMethod", "route": "$context.resourcePath", "latency": "$context.responseLatency",
+}).replace('}', ',"status":$context.status}')
 
 
 def lambda_alarm(function: str, metric: str) -> dict[str, Any]:
@@ -51,7 +59,8 @@ def good_template() -> dict[str, Any]:
         "Resources": {
             "ModerationDLQ": {
                 "Type": "AWS::SQS::Queue",
-                "Properties": {"QueueName": "moderation_dlq", "MessageRetentionPeriod": 1209600},
+                **RETAIN,
+                "Properties": {"QueueName": "moderation_dlq", "MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
             },
             "ModerationQueue": {
                 "Type": "AWS::SQS::Queue",
@@ -59,6 +68,7 @@ def good_template() -> dict[str, Any]:
                     "QueueName": "moderation",
                     "VisibilityTimeout": 180,
                     "MessageRetentionPeriod": 345600,
+                    "KmsMasterKeyId": "alias/aws/sqs",
                     "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": ["ModerationDLQ", "Arn"]}, "maxReceiveCount": 3},
                 },
             },
@@ -113,6 +123,13 @@ def good_template() -> dict[str, Any]:
                 },
             },
             "OperatorDashboard": dashboard(),
+            "ScoreLogGroup": {"Type": "AWS::Logs::LogGroup", **RETAIN, "Properties": {"RetentionInDays": 30}},
+            "AccessLogs": {"Type": "AWS::Logs::LogGroup", **RETAIN, "Properties": {"RetentionInDays": 90}},
+            "RestAPI": {
+                "Type": "AWS::Serverless::Api",
+                "Properties": {"AccessLogSetting": {"DestinationArn": {"Fn::GetAtt": ["AccessLogs", "Arn"]},
+                                                    "Format": ACCESS_LOG_FORMAT}},
+            },
         },
     }
     for fn in FUNCTIONS:
@@ -367,3 +384,108 @@ def test_the_cli_names_a_missing_alarm_and_a_missing_dashboard(tmp_path, capsys)
     assert "FAIL [lambda-alarms] Migrate has no alarm on AWS/Lambda Throttles" in err[0]
     assert err[1].startswith("FAIL [dashboard] no AWS::CloudWatch::Dashboard")
     assert err[2].endswith("2 problem(s)")
+
+
+def test_queues_must_be_encrypted_explicitly():
+    t = good_template()
+    del t["Resources"]["ModerationDLQ"]["Properties"]["SqsManagedSseEnabled"]
+    (v,) = check.check(t)
+    assert v.rule == "queue-encryption" and v.message.startswith("ModerationDLQ")
+    t["Resources"]["ModerationDLQ"]["Properties"]["SqsManagedSseEnabled"] = False
+    assert rules(t) == ["queue-encryption"]
+
+
+@pytest.mark.parametrize("resource", ["ModerationDLQ", "ScoreLogGroup", "AccessLogs"])
+@pytest.mark.parametrize("policy", ["DeletionPolicy", "UpdateReplacePolicy"])
+def test_the_dlq_and_the_log_groups_survive_the_stack(resource: str, policy: str):
+    t = good_template()
+    t["Resources"][resource][policy] = "Delete"
+    (v,) = check.check(t)
+    assert v.rule == "retain" and v.message.startswith(resource) and f"{policy}: Retain" in v.message
+
+
+def test_the_main_queue_may_go_with_the_stack_and_a_log_group_needs_a_retention():
+    t = good_template()
+    assert "DeletionPolicy" not in t["Resources"]["ModerationQueue"]  # only what ops need afterwards is kept
+    del t["Resources"]["ScoreLogGroup"]["Properties"]["RetentionInDays"]
+    (v,) = check.check(t)
+    assert v.rule == "retain" and "RetentionInDays" in v.message
+
+
+def test_the_api_needs_a_json_access_log_in_a_log_group_of_the_template():
+    t = good_template()
+    del t["Resources"]["RestAPI"]["Properties"]["AccessLogSetting"]
+    assert rules(t) == ["access-log"]
+    t = good_template()
+    setting = t["Resources"]["RestAPI"]["Properties"]["AccessLogSetting"]
+    setting["Format"] = setting["Format"].replace("$context.identity.apiKeyId", "-")
+    (v,) = check.check(t)
+    assert v.rule == "access-log" and v.message.endswith("lacks $context.identity.apiKeyId")
+    setting["Format"] = ACCESS_LOG_FORMAT
+    setting["DestinationArn"] = "arn:aws:logs:eu-west-1:123456789012:log-group:elsewhere"
+    assert rules(t) == ["access-log"]
+
+
+def prod_template() -> dict[str, Any]:
+    """The good template as a prod package: functions in the VPC the deploy names, verified TLS."""
+    t = good_template()
+    t["Metadata"]["AdModeration"]["Stage"] = "prod"
+    t["Parameters"] = {"VpcSubnetIds": {"Type": "List<AWS::EC2::Subnet::Id>"},
+                       "VpcSecurityGroupIds": {"Type": "List<AWS::EC2::SecurityGroup::Id>"}}
+    for fn in FUNCTIONS:
+        props = t["Resources"][fn]["Properties"]
+        props["Environment"]["Variables"]["STAGE"] = "prod"
+        if "DATABASE_SECRET_ARN" in props["Environment"]["Variables"]:
+            props["VpcConfig"] = {"SubnetIds": {"Ref": "VpcSubnetIds"}, "SecurityGroupIds": {"Ref": "VpcSecurityGroupIds"}}
+            props["Environment"]["Variables"].update(DB_REQUIRE_TLS="true", DB_SSL_ROOT_CERT="chalicelib/certs/db-ca.pem")
+    return t
+
+
+def test_prod_reaches_its_database_privately_and_verified():
+    assert check.check(prod_template()) == []
+    t = prod_template()
+    del t["Resources"]["Score"]["Properties"]["VpcConfig"]
+    t["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]["DB_REQUIRE_TLS"] = "false"
+    del t["Resources"]["Reconcile"]["Properties"]["Environment"]["Variables"]["DB_SSL_ROOT_CERT"]
+    found = sorted((v.rule, v.message.split(":")[0]) for v in check.check(t))
+    assert found == [("db-tls", "APIHandler"), ("db-tls", "Reconcile"), ("vpc", "Score")]
+
+
+def test_prod_vpc_settings_must_be_given_at_deploy_and_not_conditional():
+    t = prod_template()
+    t["Parameters"]["VpcSubnetIds"]["Default"] = ""
+    assert sorted(set(rules(t))) == ["vpc"] and len(rules(t)) == 3  # the three functions that use the database
+    t = prod_template()
+    vpc = t["Resources"]["Score"]["Properties"]["VpcConfig"]
+    t["Resources"]["Score"]["Properties"]["VpcConfig"] = {"Fn::If": ["HasVpc", vpc, {"Ref": "AWS::NoValue"}]}
+    assert rules(t) == ["vpc"]
+
+
+def test_dev_may_run_outside_a_vpc_and_without_tls():
+    t = good_template()  # stage dev: no VpcConfig, no DB_REQUIRE_TLS
+    assert check.check(t) == []
+
+
+def _markdown_ids(tool: str) -> set[str]:
+    return set(check.skipped_checks(tool))
+
+
+def test_every_skipped_check_is_in_the_one_list_with_its_reason():
+    """pyproject.toml's ruff S ignores and bandit skips are exactly infra/skipped-checks.md's."""
+    pyproject = tomllib.loads((names.ROOT / "pyproject.toml").read_text())
+    ruff = pyproject["tool"]["ruff"]["lint"]
+    assert {i for i in ruff["ignore"] if i.startswith("S")} == _markdown_ids("ruff")
+    assert set(pyproject["tool"]["bandit"]["skips"]) == _markdown_ids("bandit")
+    text = names.SKIPPED_CHECKS_FILE.read_text()
+    for path, ignored in ruff["per-file-ignores"].items():
+        if "S" in ignored:
+            assert f"`{path}`" in text, f"{path} ignores ruff's S rules: say why in infra/skipped-checks.md"
+    assert {"CKV_AWS_27", "CKV_AWS_116"} <= _markdown_ids("checkov")
+    for row in (line for line in text.splitlines() if line.startswith("| `")):
+        assert len([c for c in row.split("|") if c.strip()]) == 3, row  # id, what it flags, why
+
+
+def test_checkov_is_run_with_the_lists_skips():
+    command = check.checkov_command(names.ROOT / "build" / "package" / "sam.json")
+    assert command[command.index("--skip-check") + 1].split(",") == check.skipped_checks("checkov")
+    assert "--skip-download" in command  # no network

@@ -77,7 +77,7 @@ def test_the_document_covers_every_route_with_its_auth_and_statuses(doc):
         assert op.get("deprecated", False) == ((method, path) in contract.ALIASES)
     assert len(operation_ids) == len(set(operation_ids))
     assert {path for _, path in ROUTES if not app.routes[path][_].api_key_required} == {
-        "/health", "/openapi.json", "/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"}
+        "/health", "/health/pipeline", "/openapi.json", "/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"}
     submit = doc["paths"]["/moderation/async_predict"]["post"]
     assert set(submit["responses"]) >= {"202", "400", "404", "409", "503"}
     assert submit["responses"]["503"]["headers"]["Retry-After"]["required"] is True

@@ -31,15 +31,15 @@ def test_every_function_of_a_deployable_stage_has_its_own_least_privilege_policy
         for stmt in doc["Statement"]:
             actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
             assert not any("*" in a for a in actions), (fn, actions)
-            assert isinstance(stmt["Resource"], str)
-            if stmt["Resource"] == "*":  # only for actions that cannot name a resource (X-Ray)
+            if stmt["Resource"] == "*":  # only for actions that cannot name a resource (X-Ray, EC2 reads)
                 assert set(actions) <= RESOURCELESS_ACTIONS, (fn, actions)
                 continue
-            if stmt["Resource"].startswith("arn:aws:s3:::"):  # the template's bucket by logical id (make package)
-                assert stmt["Resource"].removeprefix("arn:aws:s3:::").split("/")[0] == policies.MODEL_BUCKET
-                continue
-            # Only region and account may be wildcards (rendered exactly by `make package`).
-            assert stmt["Resource"].startswith("arn:aws:") and stmt["Resource"].split(":")[3:5] == ["*", "*"]
+            for resource in stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]:
+                if resource.startswith("arn:aws:s3:::"):  # the template's bucket by logical id (make package)
+                    assert resource.removeprefix("arn:aws:s3:::").split("/")[0] == policies.MODEL_BUCKET
+                    continue
+                # Only region and account may be wildcards (rendered exactly by `make package`).
+                assert resource.startswith("arn:aws:") and resource.split(":")[3:5] == ["*", "*"], (fn, resource)
         logs = next(s for s in doc["Statement"] if s["Sid"] == "OwnLogGroupOnly")
         assert logs["Resource"].endswith(f"/aws/lambda/{policies.function_name(stage, fn)}:*")
         assert "logs:CreateLogGroup" not in logs["Action"]
@@ -57,6 +57,28 @@ def test_xray_actions_only_where_the_stage_traces(stage: str):
         else:
             assert xray == [], (stage, fn)
     assert STAGES["dev"]["tracing"] is False  # the stage the e2e test deploys to LocalStack, which has no X-Ray
+
+
+@pytest.mark.parametrize("stage", policies.STAGES)
+def test_vpc_stages_let_lambda_manage_the_functions_network_interfaces(stage: str):
+    """Lambda creates a VPC function's interfaces with its role: the writes name the kinds of EC2 resource."""
+    assert STAGES["prod"]["vpc"] == "required" and STAGES["dev"]["vpc"] == "optional"
+    for fn in names.functions():
+        doc = json.loads(policies.policy_file(stage, fn).read_text())
+        ec2 = [s for s in doc["Statement"] if any(a.startswith("ec2:") for a in s["Action"])]
+        assert ec2 == [
+            {"Sid": "VpcNetworkInterfaces", "Effect": "Allow", "Action": policies.VPC_WRITE_ACTIONS,
+             "Resource": policies.VPC_WRITE_RESOURCES},
+            {"Sid": "VpcDescribe", "Effect": "Allow", "Action": policies.VPC_READ_ACTIONS, "Resource": "*"},
+        ]
+
+
+def test_prod_demands_verified_tls_to_the_database():
+    """DB_REQUIRE_TLS on, with the CA bundle `make package` ships (infra/stages.json names where it comes from)."""
+    env = CONFIG["stages"]["prod"]["environment_variables"]
+    assert env["DB_REQUIRE_TLS"] == "true" and env["DB_SSL_ROOT_CERT"].startswith("chalicelib/certs/")
+    assert STAGES["prod"]["db_ca_bundle"].startswith("https://truststore.pki.rds.amazonaws.com/")
+    assert "DB_REQUIRE_TLS" not in CONFIG["stages"]["dev"]["environment_variables"]  # LocalStack's embedded server has no TLS
 
 
 @pytest.mark.parametrize("stage", policies.STAGES)
@@ -107,7 +129,7 @@ def test_stage_settings_fit_the_connection_budget(stage: str):
 
 # Open for probes and humans; everything else (writes and reads: task ids are
 # sequential) needs the API key on the deployed API.
-OPEN_ROUTES = {"/health", "/openapi.json", "/docs"}
+OPEN_ROUTES = {"/health", "/health/pipeline", "/openapi.json", "/docs"}
 
 
 def test_every_route_but_health_and_docs_needs_an_api_key():
@@ -117,29 +139,3 @@ def test_every_route_but_health_and_docs_needs_an_api_key():
         for method, entry in methods.items():
             is_open = path in OPEN_ROUTES or path.startswith("/docs/")
             assert bool(entry.api_key_required) is not is_open, (method, path)
-
-
-def test_chalice_local_ignores_api_keys(monkeypatch: pytest.MonkeyPatch):
-    """`chalice local` (make run) has no API Gateway: a POST without x-api-key is served."""
-    from chalice.config import Config
-    from chalice.local import LocalGateway
-
-    from app import app
-    from chalicelib import deps
-
-    monkeypatch.setenv("DATABASE_URL", "postgresql://unused@127.0.0.1:1/none")
-    deps.reset()
-    ad = {"seller_id": 1, "is_verified_seller": True, "item_id": 1, "name": "Bike", "description": "Almost new",
-          "category": 2, "images_qty": 4}
-    body = json.dumps(ad).encode()
-    gateway = LocalGateway(app, Config(chalice_stage="local"))
-    try:
-        resp = gateway.handle_request(
-            method="POST",
-            path="/moderation/predict",
-            headers={"content-type": "application/json", "content-length": str(len(body)), "host": "127.0.0.1:8000"},
-            body=body,
-        )
-    finally:
-        deps.reset()
-    assert resp["statusCode"] == 200, resp
