@@ -314,7 +314,7 @@ def cmd_compare(_: Registry | None, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.train import DEFAULT_SEED, add_threshold_args
+    from training.options import DEFAULT_SEED, add_threshold_args
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--local", action="store_true", default=argparse.SUPPRESS, help="make run's registry, database and API")
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", parents=[common], help="train (or take --artifact) and publish a new version")
     p.add_argument("--artifact", type=Path, help="a runtime artifact (.json) or a pickled scikit-learn Pipeline (.pkl)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training data and split seed")
-    add_threshold_args(p)
+    add_threshold_args(p, plot=False)
     p.add_argument("--data-fingerprint", help="a pickle's training data fingerprint, to record")
     p.add_argument("--note", help="free text kept with the version")
     p.add_argument("--promote", metavar="ALIAS", help="also point this alias at it")

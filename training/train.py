@@ -59,12 +59,7 @@ from chalicelib.features import AdFeatures
 from chalicelib.model import ARTIFACT_FORMAT, DEFAULT_MODEL_PATH
 from training import convert, thresholds
 from training.dataset import GeneratedAd, generate_ads
-
-DEFAULT_N = 6000
-DEFAULT_SEED = 42
-DEFAULT_TARGET_PRECISION = 0.95
-DEFAULT_REVIEW_RECALL = 0.8
-PLOT_PATH = Path("build") / "train" / "precision_recall.png"  # relative to the working directory (make: the repo)
+from training.options import DEFAULT_N, DEFAULT_REVIEW_RECALL, DEFAULT_SEED, DEFAULT_TARGET_PRECISION, add_threshold_args
 
 # Everything that shapes the model besides the data. Recorded in the artifact and hashed.
 PARAMS: dict[str, Any] = {
@@ -253,26 +248,6 @@ def from_pipeline(pipeline: Any, *, source: str, source_sha256: str, target_prec
 def render(artifact: dict[str, Any]) -> bytes:
     """An artifact's bytes, as `make train` writes them and the registry stores them."""
     return (json.dumps(artifact, ensure_ascii=False, indent=1) + "\n").encode()
-
-
-def review_recall_arg(value: str) -> float | None:
-    """--review-recall: a recall in (0, 1], or 0 / none for no review band."""
-    if value.lower() in ("", "0", "none", "off"):
-        return None
-    recall = float(value)
-    if not 0 < recall <= 1:
-        raise argparse.ArgumentTypeError(f"a recall between 0 and 1, or none: {value!r}")
-    return recall
-
-
-def add_threshold_args(parser: argparse.ArgumentParser) -> None:
-    """The threshold options of `make train` and `make model-publish`."""
-    parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION,
-                        help="block at the lowest probability with at least this held-out precision")
-    parser.add_argument("--review-recall", type=review_recall_arg, default=DEFAULT_REVIEW_RECALL,
-                        help="review band down to the probability that still catches this share of violations "
-                             "(0 or none: no review band)")
-    parser.add_argument("--plot", type=Path, default=PLOT_PATH, help="precision/recall curve PNG")
 
 
 def train(n: int, seed: int, target_precision: float, review_recall: float | None) -> tuple[dict[str, Any], Evaluation]:

@@ -95,16 +95,20 @@ def test_promote_and_rollback_are_followed_without_a_deploy_and_no_task_fails(tm
         traffic.thread.start()
         try:
             time.sleep(2)
-            promoted = time.monotonic()
+            promoting = time.monotonic()
             models(stack, "promote", strict)
+            promoted = time.monotonic()  # done: aliases.json names it
             lag = traffic.first_with(strict, promoted)
+            print(f"\n[model registry e2e] the first task scored by the promoted version was submitted {lag:.1f} s after")
             assert lag <= FOLLOW_WITHIN_S, f"the scorer followed the promote after {lag:.1f} s"
             _, health = http("GET", f"{stack.api}/health")
             assert health["checks"]["model"]["version"] == strict  # the API follows too
             time.sleep(FOLLOW_WITHIN_S)
-            rolled_back = time.monotonic()
+            rolling_back = time.monotonic()
             assert f"live: {strict} -> {PACKAGED}" in models(stack, "rollback")
+            rolled_back = time.monotonic()
             lag = traffic.first_with(PACKAGED, rolled_back)
+            print(f"[model registry e2e] ... and by the rolled-back-to version {lag:.1f} s after the rollback")
             assert lag <= FOLLOW_WITHIN_S, f"the scorer followed the rollback after {lag:.1f} s"
             time.sleep(FOLLOW_WITHIN_S)
         finally:
@@ -112,11 +116,12 @@ def test_promote_and_rollback_are_followed_without_a_deploy_and_no_task_fails(tm
             traffic.thread.join(10)
 
         results = [(at, traffic.result(task_id)) for at, task_id in traffic.sent]
+        print(f"[model registry e2e] {len(results)} tasks submitted across the promote and the rollback")
         assert len(results) > 100
         assert [r for _, r in results if r["status"] != "completed"] == []
         for at, r in results:
-            expected = ({strict} if promoted + FOLLOW_WITHIN_S <= at < rolled_back else
-                        {PACKAGED} if at < promoted or at >= rolled_back + FOLLOW_WITHIN_S else {PACKAGED, strict})
+            expected = ({strict} if promoted + FOLLOW_WITHIN_S <= at < rolling_back else
+                        {PACKAGED} if at < promoting or at >= rolled_back + FOLLOW_WITHIN_S else {PACKAGED, strict})
             assert r["model_version"] in expected, (at - promoted, r)
             # The decision is the version's own: the strict one has no review band.
             assert r["decision"] in ({"allow", "block"} if r["model_version"] == strict else {"allow", "review", "block"})
