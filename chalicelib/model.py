@@ -107,16 +107,13 @@ class Model:
         )
 
     def _ngrams(self, text: str) -> list[str]:
-        # Same order of operations as sklearn's word analyzer: lowercase, tokenise, join n-grams with " ".
-        tokens = self.token_re.findall(text.lower() if self.lowercase else text)
-        low, high = self.ngram_range
-        return [" ".join(tokens[i:i + n]) for n in range(low, high + 1) for i in range(len(tokens) - n + 1)]
+        return _ngrams(self.token_re, self.lowercase, self.ngram_range, text)
 
     def _text_terms(self, text: str) -> list[float]:
         """Contributions tfidf_j * coef_j of the in-vocabulary terms, after l2 normalisation."""
         weighted: list[tuple[float, float]] = []  # (tf * idf, coef)
         terms, sublinear = self.terms, self.sublinear_tf
-        for term, count in Counter(self._ngrams(text)).items():
+        for term, count in _ngram_counts(self.token_re, self.lowercase, self.ngram_range, text).items():
             known = terms.get(term)
             if known is not None:  # out-of-vocabulary n-grams are dropped, as in sklearn
                 idf, c = known
@@ -163,6 +160,21 @@ class Model:
             worst = max(abs(a - float(e)) for a, e in zip(scores, expected, strict=True))
             if worst > PROBE_TOLERANCE:
                 raise ValueError(f"probe ads scored {scores}, published as {list(expected)} (off by {worst:.2g})")
+
+
+def _ngrams(token_re: re.Pattern[str], lowercase: bool, ngram_range: tuple[int, int], text: str) -> list[str]:
+    # Same order of operations as sklearn's word analyzer: lowercase, tokenise, join n-grams with " ".
+    tokens = token_re.findall(text.lower() if lowercase else text)
+    low, high = ngram_range
+    return [" ".join(tokens[i:i + n]) for n in range(low, high + 1) for i in range(len(tokens) - n + 1)]
+
+
+@functools.lru_cache(maxsize=256)
+def _ngram_counts(token_re: re.Pattern[str], lowercase: bool, ngram_range: tuple[int, int], text: str) -> Counter[str]:
+    """The n-grams of a text, counted: remembered for the batch's last ads, so a shadow
+    version that reads text the same way as the live one (every version this project
+    trains) does not tokenise the batch again: that is half of scoring. Read-only."""
+    return Counter(_ngrams(token_re, lowercase, ngram_range, text))
 
 
 def loads(data: bytes | str) -> Model:
