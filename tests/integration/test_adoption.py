@@ -263,4 +263,4 @@ def test_a_failing_migration_is_rolled_back_and_the_ones_before_it_stay(empty_db
     assert [r[0] for r in execute(url, "SELECT migration_id FROM _yoyo_migration ORDER BY 1")] == [
         "V1__users_and_advertisements", "V2__moderation_results"]
     assert execute(url, "SELECT to_regclass('task_events')") == [(None,)]
-    assert apply_migrations(url) == ["V3__task_events", "V4__idempotency_keys", "V5__closed_ads"]
+    assert apply_migrations(url) == ["V3__task_events", "V4__idempotency_keys", "V5__closed_ads", "V6__task_list_indexes"]
