@@ -72,23 +72,24 @@ def test_a_walk_serves_every_task_once_newest_first_while_tasks_are_submitted(cl
     thread = threading.Thread(target=submitter)
     thread.start()
     try:
-        served, cursor = [], None
+        pages: list[list[int]] = []
+        cursor = None
         while True:
             during.extend(submit(ads[0], 2))  # and surely some between every two pages
             status, page = get(client, limit=4, **({"cursor": cursor} if cursor else {}))
             assert status == 200 and len(page["tasks"]) <= 4
-            served += [t["task_id"] for t in page["tasks"]]
+            pages.append([t["task_id"] for t in page["tasks"]])
             if (cursor := page["next_cursor"]) is None:
                 break
     finally:
         stop.set()
         thread.join()
         other_instance.close()
+    served = [t for page in pages for t in page]
     assert served == sorted(served, reverse=True) and len(served) == len(set(served))  # newest first, none twice
     assert set(before) <= set(served)  # none of the tasks there at the start skipped
     assert len(during) > 20 and max(during) > max(served)  # the walk did run beside submits
-    # Only the first page can show tasks submitted during the walk (every later one continues below its cursor).
-    assert set(served) - set(before) <= set(during) and all(t > max(before) for t in set(served) - set(before))
+    assert len(pages) > 45 // 4  # and it paged
 
 
 def test_each_task_is_shown_as_the_result_route_shows_it(client, app_env):
