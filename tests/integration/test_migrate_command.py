@@ -38,17 +38,17 @@ def test_status_apply_again_on_seed_002(empty_db: str, monkeypatch, run) -> None
         "database: an older service's database (pgmigrate schema_version: 1, 2, 4, 5): seed 002's users and "
         "advertisements and an older service's moderation_results (seeds 000, 001, 002)",
         "applied (0): none",
-        "pending (5):",
+        "pending (6):",
         "  V1__users_and_advertisements (adopting seed 002's users and advertisements)",
     ]
     code, out, _ = run()
     assert code == 0
     assert out.splitlines()[0] == "applied V1__users_and_advertisements (adopting seed 002's users and advertisements)"
-    assert out.splitlines()[-1] == "applied V5__closed_ads"
+    assert out.splitlines()[-1] == "applied V6__task_list_indexes"
     code, out, _ = run()
     assert (code, out) == (0, "nothing to apply: the database is up to date\n")
     code, out, _ = run("--status")
-    assert out.splitlines()[0] == "database: ad-moderation's database (5 migrations recorded in _yoyo_migration)"
+    assert out.splitlines()[0] == "database: ad-moderation's database (6 migrations recorded in _yoyo_migration)"
     assert out.splitlines()[-1] == "pending (0): none, up to date"
 
 
