@@ -310,7 +310,7 @@ def test_cold_starts_are_recorded(deployed: Deployed, capsys: pytest.CaptureFixt
     )
     payload = json.loads(out["Payload"].read())
     assert "FunctionError" not in out, payload
-    assert set(payload) == {"resent", "unreceived", "failed_stuck"}
+    assert set(payload) == {"resent", "unreceived", "failed_stuck", "purged"}
     deadline = time.monotonic() + 10  # logs reach CloudWatch shortly after the response
     while True:
         starts = cold_starts(deployed)
