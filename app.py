@@ -81,6 +81,12 @@ def moderation_result(task_id: str) -> Any:
     return api().result(_request(), task_id)
 
 
+# Ops' view of the tasks table: by ad, by status, newest first (README, "Operations").
+@app.route("/moderation/tasks", methods=["GET"], api_key_required=True)
+def tasks() -> Any:
+    return api().tasks(_request())
+
+
 @app.route("/moderation/moderation_result/{task_id}/events", methods=["GET"], api_key_required=True)
 def moderation_events(task_id: str) -> Any:
     return api().events(_request(), task_id)

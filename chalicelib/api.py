@@ -26,11 +26,21 @@ from chalicelib.contract import (
     Health,
     Prediction,
     TaskEvents,
+    TaskPage,
     TaskResult,
 )
 from chalicelib.errors import NotFound
 from chalicelib.http import RETRY_AFTER_SECONDS, contract_error, handle_errors, json_response, reply
-from chalicelib.requests import idempotency_key, parse_ad, parse_batch, parse_id, query_id, require_json
+from chalicelib.requests import (
+    encode_cursor,
+    idempotency_key,
+    parse_ad,
+    parse_batch,
+    parse_id,
+    query_id,
+    require_json,
+    task_query,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Vendored files served under /docs/ (chalicelib/static/README.md), and their types.
@@ -85,6 +95,13 @@ def submit_batch(request: Request, lambda_context: Any = None) -> Response:
 @handle_errors
 def result(request: Request, task_id: str) -> Response:
     return reply(TaskResult, deps.service().result(parse_id(task_id, "task_id")))
+
+
+@handle_errors
+def tasks(request: Request) -> Response:
+    query = task_query(request.query_params)
+    views, below = deps.service().tasks(item_id=query.item_id, status=query.status, before_id=query.before_id, limit=query.limit)
+    return reply(TaskPage, {"tasks": views, "next_cursor": None if below is None else encode_cursor(below)})
 
 
 @handle_errors

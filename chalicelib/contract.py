@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool, StrictInt, WithJsonSchema
 
@@ -56,6 +56,7 @@ _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 TaskStatus = Literal["pending", "processing", "completed", "failed"]
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 ErrorKind = Literal["permanent", "transient", "stuck"]
 # task_events.kind (migrations/V3__task_events.sql).
 EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck"]
@@ -71,6 +72,15 @@ Timestamp = Annotated[
     PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+
+# GET /moderation/tasks: page sizes, and the cursor. The cursor is opaque to
+# clients: base64url, unpadded, of the last task id of the page as 8 bytes. The
+# pattern admits exactly those encodings (the top bit clear, the unused last 2 bits
+# zero), so a cursor the document calls valid is one the route accepts.
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+CURSOR_PATTERN = r"^[A-Za-f][A-Za-z0-9_-]{9}[AEIMQUYcgkosw048]$"
 
 
 def valid_idempotency_key(key: str) -> bool:
@@ -158,6 +168,13 @@ class TaskResult(Contract):
     created_at: Timestamp
     started_at: Timestamp | None
     processed_at: Timestamp | None
+
+
+class TaskPage(Contract):
+    tasks: list[TaskResult] = Field(description="newest first (by task_id)")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next, older page (with the same filters); null on the last page"
+    )
 
 
 class TaskEvent(Contract):
@@ -305,6 +322,25 @@ IDEMPOTENCY_KEY = Param(
     required=False,
 )
 
+ITEM_FILTER = Param("item_id", "query", "Only this ad's tasks", required=False)
+STATUS_FILTER = Param(
+    "status", "query", "Only tasks in this status", schema={"type": "string", "enum": list(TASK_STATUSES)}, required=False
+)
+LIMIT = Param(
+    "limit",
+    "query",
+    f"Tasks per page ({DEFAULT_PAGE} if left out)",
+    schema={"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
+    required=False,
+)
+CURSOR = Param(
+    "cursor",
+    "query",
+    "Where the page starts: `next_cursor` of the previous page, unchanged (opaque)",
+    schema={"type": "string", "pattern": CURSOR_PATTERN},
+    required=False,
+)
+
 _RETRY_AFTER = {"Retry-After": ("seconds to wait before retrying", True)}
 
 
@@ -420,6 +456,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             503: UNAVAILABLE,
         },
         params=(TASK_ID,),
+    ),
+    ("GET", "/moderation/tasks"): Operation(
+        "list_tasks",
+        "List tasks, newest first: by ad, by status, or all",
+        TAG_TASKS,
+        {
+            200: Reply("A page of tasks (an empty list when none match), each as the result route shows it", TaskPage),
+            400: Reply("`invalid_parameter`: a bad item_id, status, limit or cursor (`parameter` names which)", Error),
+            503: UNAVAILABLE,
+        },
+        description="For ops: what happened to an ad's tasks, which tasks failed. Keyset pages: paging through never "
+        "repeats or skips a task that existed when it began, however many are submitted meanwhile.",
+        params=(ITEM_FILTER, STATUS_FILTER, LIMIT, CURSOR),
     ),
     ("GET", "/moderation/moderation_result/{task_id}/events"): Operation(
         "moderation_events",

@@ -1,4 +1,4 @@
-"""The API's use cases: score now, submit a task, read a task, close an ad, health.
+"""The API's use cases: score now, submit a task, read or list tasks, close an ad, health.
 
 Each returns plain JSON-ready dicts; errors are domain errors (chalicelib.errors).
 """
@@ -163,6 +163,16 @@ class ModerationService:
         if task is None:
             raise TaskNotFound(f"task {task_id} not found")
         return task_view(task)
+
+    def tasks(
+        self, *, item_id: int | None, status: str | None, before_id: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of tasks, newest first, as the result route shows each, and the
+        id the next page continues below (None: this is the last page). One query:
+        it reads one task more than the page, to know whether another page follows."""
+        found = self._store.list_tasks(item_id=item_id, status=status, before_id=before_id, limit=limit + 1)
+        page = found[:limit]
+        return [task_view(t) for t in page], page[-1].task_id if len(found) > limit else None
 
     def events(self, task_id: int) -> dict[str, Any]:
         events = self._store.task_events(task_id)

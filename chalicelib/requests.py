@@ -6,18 +6,23 @@ Pure functions; each failure is a domain error naming the parameter.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.contract import (
+    CURSOR_PATTERN,
+    DEFAULT_PAGE,
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENCY_KEY_MAX,
     MAX_ID,
+    MAX_PAGE,
+    TASK_STATUSES,
     AdRequest,
     BatchRequest,
     valid_idempotency_key,
@@ -33,7 +38,7 @@ M = TypeVar("M", bound=BaseModel)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def parse_id(raw: str | None, name: str) -> int:
+def parse_id(raw: str | None, name: str, maximum: int = MAX_ID) -> int:
     if raw is None or raw.strip() == "":
         raise InvalidParameter(name, f"{name} is required")
     text = raw.strip()
@@ -49,13 +54,56 @@ def parse_id(raw: str | None, name: str) -> int:
     # Bounds on the Decimal: int() of 1e999999999 would build a huge number first.
     if number < 1:
         raise InvalidParameter(name, f"{name} must be a positive integer, got {raw.strip()}")
-    if number > MAX_ID:
-        raise InvalidParameter(name, f"{name} must be at most {MAX_ID}")
+    if number > maximum:
+        raise InvalidParameter(name, f"{name} must be at most {maximum}")
     return int(number)
 
 
 def query_id(params: Mapping[str, str] | None, name: str) -> int:
     return parse_id((params or {}).get(name), name)
+
+
+class TaskQuery(NamedTuple):
+    """GET /moderation/tasks's query: the filters and the page."""
+
+    item_id: int | None
+    status: str | None
+    before_id: int | None  # from the cursor: the page continues below this task id
+    limit: int
+
+
+def task_query(params: Mapping[str, str] | None) -> TaskQuery:
+    """Every parameter is optional; one given empty is an error, not left out."""
+    item_id, status, limit, cursor = (_optional(params, name) for name in ("item_id", "status", "limit", "cursor"))
+    if status is not None and status not in TASK_STATUSES:
+        raise InvalidParameter("status", f"status must be one of {', '.join(TASK_STATUSES)}, got {status[:40]!r}")
+    return TaskQuery(
+        item_id=None if item_id is None else parse_id(item_id, "item_id"),
+        status=status,
+        before_id=None if cursor is None else decode_cursor(cursor),
+        limit=DEFAULT_PAGE if limit is None else parse_id(limit, "limit", maximum=MAX_PAGE),
+    )
+
+
+def _optional(params: Mapping[str, str] | None, name: str) -> str | None:
+    value = (params or {}).get(name)
+    if value is not None and not value.strip():
+        raise InvalidParameter(name, f"{name} is empty: give a value or leave the parameter out")
+    return value
+
+
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
+def encode_cursor(task_id: int) -> str:
+    """The opaque cursor of a page that continues below task_id."""
+    return base64.urlsafe_b64encode(task_id.to_bytes(8, "big")).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> int:
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidParameter("cursor", f"cursor must be a next_cursor this route returned, got {cursor[:40]!r}")
+    return int.from_bytes(base64.urlsafe_b64decode(cursor + "="), "big")
 
 
 def idempotency_key(headers: Mapping[str, str]) -> str | None:

@@ -239,6 +239,14 @@ class ModerationStore:
             row = cur.fetchone()
         return Task(**row) if row else None
 
+    def list_tasks(self, *, item_id: int | None, status: str | None, before_id: int | None, limit: int) -> list[Task]:
+        """Up to `limit` tasks, newest first (id DESC), below `before_id` if given:
+        one page of a keyset walk, so tasks submitted meanwhile never shift it.
+        One query, on an index (task_page_query)."""
+        with self._db.transaction() as cur:
+            cur.execute(*task_page_query(item_id=item_id, status=status, before_id=before_id, limit=limit))
+            return [Task(**row) for row in cur.fetchall()]
+
     def task_events(self, task_id: int) -> list[TaskEvent] | None:
         """The task's trail, oldest first; None when the task does not exist."""
         with self._db.transaction() as cur:
@@ -560,6 +568,38 @@ class ModerationStore:
             )
             row = cur.fetchone()
         return Purged(int(row["tasks"]), int(row["events"]), row["last_id"])
+
+
+def task_page_query(
+    *, item_id: int | None, status: str | None, before_id: int | None, limit: int
+) -> tuple[str, dict[str, Any]]:
+    """ModerationStore.list_tasks's statement and parameters.
+
+    A filter is written as a range (`>= v AND <= v`) and leads the ORDER BY. With
+    `= v`, PostgreSQL drops the column from the ORDER BY and may walk the primary
+    key backwards, filtering, on the guess that matching tasks are spread evenly
+    over the ids: for an ad whose tasks are all old, or a status last seen a week
+    ago, that reads the table back to them. As a range, only the (item_id, id) or
+    (status, id) index (migrations/V6) gives the order, and a page reads about
+    `limit` entries wherever the tasks are. Both filters: the ad's index, the
+    status filtered among the ad's tasks.
+    """
+    where, order = [], ["id DESC"]
+    if item_id is not None:
+        where.append("item_id >= %(item_id)s AND item_id <= %(item_id)s")
+        order.insert(0, "item_id DESC")
+        if status is not None:
+            where.append("status = %(status)s")
+    elif status is not None:
+        where.append("status >= %(status)s AND status <= %(status)s")
+        order.insert(0, "status DESC")
+    if before_id is not None:
+        where.append("id < %(before_id)s")
+    sql = f"SELECT {_TASK_COLUMNS} FROM moderation_results"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {', '.join(order)} LIMIT %(limit)s"
+    return sql, {"item_id": item_id, "status": status, "before_id": before_id, "limit": limit}
 
 
 def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:

@@ -47,6 +47,19 @@ def test_submit_and_poll_until_completed(stack: Stack):
     assert http("GET", f"{stack.api}/moderation_result/{alias['task_id']}", key=stack.api_key)[0] == 200
 
 
+def test_what_happened_to_an_ad(stack: Stack):
+    # Ops' question over HTTP: the ad's tasks, newest first, each as its result route shows it.
+    first = http("POST", f"{stack.api}/moderation/async_predict?item_id=7", key=stack.api_key)[1]["task_id"]
+    second = http("POST", f"{stack.api}/moderation/async_predict?item_id=7", key=stack.api_key)[1]["task_id"]
+    results = [poll_result(stack, t) for t in (second, first)]
+    status, page = http("GET", f"{stack.api}/moderation/tasks?item_id=7&limit=1", key=stack.api_key)
+    assert status == 200 and page["tasks"] == results[:1] and page["next_cursor"]
+    status, page = http("GET", f"{stack.api}/moderation/tasks?item_id=7&limit=1&cursor={page['next_cursor']}", key=stack.api_key)
+    assert status == 200 and page["tasks"] == results[1:] and page["next_cursor"] is None
+    status, page = http("GET", f"{stack.api}/moderation/tasks?status=bogus", key=stack.api_key)
+    assert status == 400 and page["parameter"] == "status"
+
+
 def test_sync_routes_and_health(stack: Stack):
     status, body = http("POST", f"{stack.api}/moderation/simple_predict?item_id=3", key=stack.api_key)
     assert status == 200 and set(body) >= {"is_violation", "probability"}

@@ -248,7 +248,7 @@ def test_concurrent_runs_adopt_once(empty_db: str) -> None:
     url = seeded(empty_db, "002")
     with ThreadPoolExecutor(3) as pool:  # an error in any run is raised here
         results = list(pool.map(lambda _: apply_migrations(url), range(3)))
-    every = len(list(MIGRATIONS_DIR.glob("*.sql")))
+    every = len(list(MIGRATIONS_DIR.glob("V*.sql")))
     assert sorted(len(r) for r in results) == [0, 0, every]
     assert execute(url, "SELECT count(*) FROM _yoyo_migration") == [(every,)]
 
@@ -264,6 +264,6 @@ def test_a_failing_migration_is_rolled_back_and_the_ones_before_it_stay(empty_db
     assert [r[0] for r in execute(url, "SELECT migration_id FROM _yoyo_migration ORDER BY 1")] == [
         "V1__users_and_advertisements", "V2__moderation_results"]
     assert execute(url, "SELECT to_regclass('task_events')") == [(None,)]
-    rest = sorted(f.stem for f in MIGRATIONS_DIR.glob("*.sql") if f.stem not in ("V1__users_and_advertisements",
+    rest = sorted(f.stem for f in MIGRATIONS_DIR.glob("V*.sql") if f.stem not in ("V1__users_and_advertisements",
                                                                                   "V2__moderation_results"))
     assert sorted(apply_migrations(url)) == rest

@@ -39,18 +39,18 @@ def test_status_apply_again_on_seed_002(empty_db: str, monkeypatch, run) -> None
         "database: an older service's database (pgmigrate schema_version: 1, 2, 4, 5): seed 002's users and "
         "advertisements and an older service's moderation_results (seeds 000, 001, 002)",
         "applied (0): none",
-        f"pending ({len(list(MIGRATIONS_DIR.glob('*.sql')))}):",
+        f"pending ({len(list(MIGRATIONS_DIR.glob('V*.sql')))}):",
         "  V1__users_and_advertisements (adopting seed 002's users and advertisements)",
     ]
     code, out, _ = run()
     assert code == 0
     assert out.splitlines()[0] == "applied V1__users_and_advertisements (adopting seed 002's users and advertisements)"
     applied = {line.split()[1] for line in out.splitlines() if line.startswith("applied ")}
-    assert applied == {f.stem for f in MIGRATIONS_DIR.glob("*.sql")}
+    assert applied == {f.stem for f in MIGRATIONS_DIR.glob("V*.sql")}
     code, out, _ = run()
     assert (code, out) == (0, "nothing to apply: the database is up to date\n")
     code, out, _ = run("--status")
-    every = len(list(MIGRATIONS_DIR.glob("*.sql")))
+    every = len(list(MIGRATIONS_DIR.glob("V*.sql")))
     assert out.splitlines()[0] == f"database: ad-moderation's database ({every} migrations recorded in _yoyo_migration)"
     assert out.splitlines()[-1] == "pending (0): none, up to date"
 

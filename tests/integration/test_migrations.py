@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chalicelib.migrate import apply_migrations
+import psycopg2
+
+from chalicelib.migrate import MIGRATIONS_DIR, apply_migrations
 from tests.helpers import execute
 
 
@@ -16,3 +18,25 @@ def test_ops_query_columns_exist(db):
     # The query ops run, verbatim.
     execute(db, "SELECT id, item_id, status, is_violation, probability, created_at, processed_at "
                 "FROM moderation_results ORDER BY id DESC LIMIT 10")
+
+
+def test_v6_keeps_indexes_ops_built_concurrently_beforehand(empty_db, tmp_path):
+    """README, "Migrations": on a big table the V6 indexes are built by hand without
+    blocking writes; V6 then records them, builds nothing, and drops V2's index."""
+    for f in MIGRATIONS_DIR.glob("V[1-5]__*.sql"):
+        (tmp_path / f.name).write_text(f.read_text())
+    apply_migrations(empty_db, tmp_path)
+    conn = psycopg2.connect(empty_db)
+    conn.autocommit = True  # CONCURRENTLY cannot run in a transaction
+    with conn.cursor() as cur:
+        cur.execute("CREATE INDEX CONCURRENTLY moderation_results_item_id_id_idx ON moderation_results (item_id, id)")
+        cur.execute("CREATE INDEX CONCURRENTLY moderation_results_status_id_idx ON moderation_results (status, id)")
+        cur.execute("SELECT indexrelid FROM pg_index WHERE indrelid = 'moderation_results'::regclass")
+        built = {r[0] for r in cur.fetchall()}
+    conn.close()
+    assert "V6__task_list_indexes" in apply_migrations(empty_db)  # with any later ones
+    indexes = dict(execute(empty_db, "SELECT indexrelid::regclass::text, indexrelid FROM pg_index "
+                                     "WHERE indrelid = 'moderation_results'::regclass"))
+    assert set(indexes) == {"moderation_results_pkey", "moderation_results_unfinished_idx",
+                            "moderation_results_item_id_id_idx", "moderation_results_status_id_idx"}
+    assert set(indexes.values()) <= built  # the same indexes: none rebuilt

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from chalicelib.contract import CURSOR_PATTERN
 from chalicelib.errors import InvalidBody, InvalidParameter, PayloadTooLarge
-from chalicelib.requests import MAX_ID, parse_ad, parse_id, query_id
+from chalicelib.requests import MAX_ID, TaskQuery, decode_cursor, encode_cursor, parse_ad, parse_id, query_id, task_query
 
 AD = {"seller_id": 1, "is_verified_seller": False, "item_id": 1, "name": "iPhone", "description": "ok",
       "category": 1, "images_qty": 2}
@@ -40,6 +44,46 @@ def test_ids_are_integers_as_json_schema_has_them(raw, value):
 def test_query_id_without_query_string():
     with pytest.raises(InvalidParameter):
         query_id(None, "item_id")
+
+
+@given(st.integers(min_value=0, max_value=MAX_ID))
+def test_a_cursor_is_any_id_and_matches_the_documents_pattern(task_id):
+    cursor = encode_cursor(task_id)
+    assert re.fullmatch(CURSOR_PATTERN, cursor) and decode_cursor(cursor) == task_id
+
+
+@settings(max_examples=300)
+@given(st.from_regex(re.compile(CURSOR_PATTERN.replace("$", r"\Z")), fullmatch=True))
+def test_every_cursor_the_document_allows_is_accepted_and_is_canonical(cursor):
+    # What the fuzzer draws as valid is valid here: no 400 for a well-formed cursor.
+    assert encode_cursor(decode_cursor(cursor)) == cursor
+
+
+@pytest.mark.parametrize(
+    "cursor", ["", "42", "AAAAAAAAAA", "AAAAAAAAAAAA", "AAAAAAAAAAA=", "AAAAAAAAAAB", "gAAAAAAAAAA", "AAAA+AAAAAA", "ÅAAAAAAAAAA"]
+)
+def test_malformed_cursors_name_the_parameter(cursor):
+    with pytest.raises(InvalidParameter) as err:
+        decode_cursor(cursor)
+    assert err.value.parameter == "cursor"
+
+
+def test_task_query_defaults_and_values():
+    assert task_query(None) == TaskQuery(item_id=None, status=None, before_id=None, limit=20)
+    query = task_query({"item_id": "7", "status": "failed", "limit": "100", "cursor": encode_cursor(99), "other": ""})
+    assert query == TaskQuery(item_id=7, status="failed", before_id=99, limit=100)
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "fragment"),
+    [({"item_id": "0"}, "item_id", "positive"), ({"item_id": ""}, "item_id", "empty"), ({"status": "done"}, "status", "one of"),
+     ({"status": " "}, "status", "empty"), ({"limit": "0"}, "limit", "positive"), ({"limit": "101"}, "limit", "at most 100"),
+     ({"limit": "x"}, "limit", "integer"), ({"cursor": "x"}, "cursor", "next_cursor")],
+)
+def test_task_query_errors_name_the_parameter(params, parameter, fragment):
+    with pytest.raises(InvalidParameter) as err:
+        task_query(params)
+    assert err.value.parameter == parameter and fragment in err.value.message
 
 
 def test_parse_ad_accepts_the_seed_payload():
