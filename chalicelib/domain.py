@@ -73,7 +73,7 @@ class Task:
     started_at: datetime | None
     processed_at: datetime | None
     request_id: str | None
-    decision: str | None = None  # null for tasks scored before migration V20
+    decision: str | None = None  # null for tasks scored before migration V7
 
 
 @dataclass(frozen=True, slots=True)

@@ -556,7 +556,7 @@ class ModerationStore:
                     FOR UPDATE SKIP LOCKED
                 ), events AS (
                     DELETE FROM task_events WHERE task_id IN (SELECT id FROM doomed) RETURNING 1
-                ), shadow AS (  -- the shadow's verdicts go with their task (migration V20)
+                ), shadow AS (  -- the shadow's verdicts go with their task (migration V7)
                     DELETE FROM shadow_verdicts WHERE task_id IN (SELECT id FROM doomed)
                 ), tasks AS (
                     DELETE FROM moderation_results WHERE id IN (SELECT id FROM doomed) RETURNING 1

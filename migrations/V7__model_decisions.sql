@@ -1,4 +1,4 @@
--- depends: V4__idempotency_keys
+-- depends: V6__task_list_indexes
 -- The model registry (issue 15): a verdict's decision, and the shadow's verdicts.
 
 -- allow | review | block: `block` is is_violation; `review` is the band below the
