@@ -25,6 +25,10 @@ KIND_LABELS = {
 }
 # Enough examples of server errors to diagnose them, without copying thousands.
 MAX_ERROR_EXAMPLES = 20
+# The overload profile's goal (README, "Load testing"): a submit is accepted, throttled or shed, nothing
+# else; every 429/503 says when to come back (Retry-After); the answers come within this many ms.
+OVERLOAD_STATUSES = ("202", "429", "503")
+OVERLOAD_P99_MS = 5000.0
 
 
 def parse_items(spec: str) -> list[int]:
@@ -63,7 +67,7 @@ class Sample:
 class Recording:
     """Everything the clients saw (the JSON locustfile.Recorder writes)."""
 
-    submits_planned: int
+    submits_planned: int | None  # None: submits for a duration (the overload profile)
     submits_sent: int = 0
     samples: list[Sample] = field(default_factory=list)
     # Responses >= 500 and requests without a response: kind, status, detail.
@@ -73,17 +77,25 @@ class Recording:
     # 202 answers without a task id: the API broke its contract.
     bad_bodies: int = 0
     drain_seconds: float = 0.0
+    duration_s: float | None = None
+    load_seconds: float = 0.0
+    # 429/503 answers: (kind, status, had Retry-After, had a JSON error body) -> count.
+    refusals: dict[tuple[str, int, bool, bool], int] = field(default_factory=dict)
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> Recording:
+        planned = raw["submits_planned"]
         return cls(
-            submits_planned=int(raw["submits_planned"]),
+            submits_planned=None if planned is None else int(planned),
             submits_sent=int(raw["submits_sent"]),
             samples=[Sample(str(k), int(s), float(ms), float(t)) for k, s, ms, t in raw["samples"]],
             errors=list(raw["errors"]),
             tasks={int(k): v for k, v in raw["tasks"].items()},
             bad_bodies=int(raw["bad_bodies"]),
             drain_seconds=float(raw["drain_seconds"]),
+            duration_s=raw.get("duration_s"),
+            load_seconds=float(raw.get("load_seconds") or 0.0),
+            refusals={(str(k), int(s), bool(ra), bool(js)): int(n) for k, s, ra, js, n in raw.get("refusals", [])},
         )
 
 
@@ -131,6 +143,13 @@ def _status_counts(samples: Iterable[Sample]) -> dict[str, int]:
     return {("no response" if code == 0 else str(code)): n for code, n in sorted(counts.items())}
 
 
+def _by_status(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault("no response" if s.status == 0 else str(s.status), []).append(s)
+    return groups
+
+
 def request_figures(samples: Sequence[Sample]) -> dict[str, Any]:
     by_kind = {kind: [s for s in samples if s.kind == kind] for kind in [*KIND_LABELS, *{s.kind for s in samples}]}
     load = [s for s in samples if s.kind != "drain"]
@@ -147,16 +166,57 @@ def request_figures(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
+def refusal_figures(refusals: dict[tuple[str, int, bool, bool], int]) -> dict[str, Any]:
+    """The 429/503 answers, and how many lacked Retry-After or a JSON error body, by request kind."""
+    kinds: dict[str, dict[str, int]] = {}
+    for (kind, status, has_retry_after, shaped), n in sorted(refusals.items()):
+        fig = kinds.setdefault(kind, {"429": 0, "503": 0, "without_retry_after": 0, "without_json_error": 0})
+        fig[str(status)] += n
+        fig["without_retry_after"] += 0 if has_retry_after else n
+        fig["without_json_error"] += 0 if shaped else n
+    total = sum(refusals.values())
+    return {
+        "total": total,
+        "without_retry_after": sum(f["without_retry_after"] for f in kinds.values()),
+        "without_json_error": sum(f["without_json_error"] for f in kinds.values()),
+        "by_kind": kinds,
+    }
+
+
+def overload_problems(results: dict[str, Any]) -> list[str]:
+    """Where a phase of the overload profile misses the goal (README, "Load testing")."""
+    submit, refusals, tasks = results["by_kind"]["submit"], results["refusals"], results["tasks"]
+    others = {code: n for code, n in submit["statuses"].items() if code not in OVERLOAD_STATUSES}
+    # Any kind (connect, drain polls too): a 5xx other than 503, or no answer at all.
+    server = {code: n for code, n in results["status_counts"].items()
+              if code == "no response" or (int(code) >= 500 and code != "503")}
+    return [text for count, text in [
+        (others, "submits answered other than 202/429/503: " + ", ".join(f"{c}: {n}" for c, n in others.items())),
+        (server, "server errors: " + ", ".join(f"{c}: {n}" for c, n in server.items())),
+        (refusals["without_retry_after"], f"{refusals['without_retry_after']} answers 429/503 without Retry-After"),
+        (refusals["without_json_error"], f"{refusals['without_json_error']} answers 429/503 without a JSON error body"),
+        ((submit["p99_ms"] or 0) >= OVERLOAD_P99_MS, f"submit p99 {submit['p99_ms']} ms, not under {OVERLOAD_P99_MS:.0f} ms"),
+        (tasks["not_terminal"], f"{tasks['not_terminal']} accepted tasks did not reach completed/failed"),
+        (not tasks["accepted"], "no submit was accepted (wrong URL, item ids or API key?)"),
+        (results["bad_bodies"], f"{results['bad_bodies']} submits answered 202 without a task_id"),
+    ] if count]
+
+
 def summarise(rec: Recording, config: dict[str, Any]) -> dict[str, Any]:
     """The results document (build/load/results.json); "ok" is the exit status."""
     requests = request_figures(rec.samples)
     tasks = task_figures(rec.tasks)
     requests["load_phase"].update(submits_planned=rec.submits_planned, submits_sent=rec.submits_sent)
+    if rec.duration_s:
+        # From the first submit (every client connected) to the last answered one.
+        submitting = rec.load_seconds
+        requests["load_phase"].update(submitting_s=round(submitting, 3),
+                                      submits_per_s=round(rec.submits_sent / submitting, 1) if submitting else None)
     problems = [text for count, text in [
         (requests["responses_5xx"], f"{requests['responses_5xx']} responses >= 500"),
         (requests["no_response"], f"{requests['no_response']} requests got no response (connection error or timeout)"),
         (tasks["not_terminal"], f"{tasks['not_terminal']} accepted tasks did not reach completed/failed"),
-        (rec.submits_sent < rec.submits_planned,
+        (rec.submits_planned is not None and rec.submits_sent < rec.submits_planned,
          f"only {rec.submits_sent} of {rec.submits_planned} submits were sent (time limit)"),
         (not tasks["accepted"], "no submit was accepted (wrong URL, item ids or API key?)"),
         (rec.bad_bodies, f"{rec.bad_bodies} submits answered 202 without a task_id"),
@@ -168,6 +228,10 @@ def summarise(rec: Recording, config: dict[str, Any]) -> dict[str, Any]:
         **requests,
         "drain_phase": {"duration_s": round(rec.drain_seconds, 3), "requests": requests["by_kind"]["drain"]["count"]},
         "tasks": tasks,
+        "refusals": refusal_figures(rec.refusals),
+        "submit_by_status": {code: latency([s.ms for s in group]) for code, group in sorted(
+            _by_status(s for s in rec.samples if s.kind == "submit").items())},
+        "bad_bodies": rec.bad_bodies,
         "server_errors": rec.errors[:MAX_ERROR_EXAMPLES],
     }
 
@@ -176,13 +240,15 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def format_report(results: dict[str, Any]) -> str:
-    """The human-readable report; the same figures as the JSON."""
+def format_report(results: dict[str, Any], *, tolerated: tuple[str, ...] = ()) -> str:
+    """The human-readable report; the same figures as the JSON. `tolerated`: statuses >= 500 that
+    are an answer here, not a failure (the overload profile's 503: shed)."""
     load, tasks, cfg, drain = results["load_phase"], results["tasks"], results["config"], results["drain_phase"]
+    submits = (f"{load['submits_sent']}/{load['submits_planned']} submits" if load["submits_planned"] is not None
+               else f"{load['submits_sent']} submits in {load['submitting_s']:.1f} s ({load['submits_per_s'] or 0:.1f}/s)")
     lines = [
         "",
-        f"load test: {cfg['users']} clients, {load['submits_sent']}/{load['submits_planned']} submits, "
-        f"items {cfg['items']}, against {cfg['url']}",
+        f"load test: {cfg['users']} clients, {submits}, items {cfg['items']}, against {cfg['url']}",
         f"load phase   {load['requests']} requests in {load['duration_s']:.1f} s = {load['req_per_s'] or 0:.1f} req/s; "
         f"drain {drain['requests']} polls in {drain['duration_s']:.1f} s",
         "",
@@ -207,20 +273,50 @@ def format_report(results: dict[str, Any]) -> str:
     else:
         why = "no task was accepted" if not tasks["accepted"] else "not every accepted task is terminal"
         lines.append(f"end to end   - tasks/s ({why})")
-    lines += _loud_errors(results)
+    refusals = results.get("refusals")
+    if refusals and refusals["total"]:
+        lines.append(f"429/503      {refusals['total']} answers; without Retry-After {refusals['without_retry_after']}, "
+                     f"without a JSON error body {refusals['without_json_error']}")
+    lines += _loud_errors(results, tolerated)
     lines += ["", "OK" if results["ok"] else "FAILED: " + "; ".join(results["problems"])]
     return "\n".join(lines)
 
 
-def _loud_errors(results: dict[str, Any]) -> list[str]:
+def _loud_errors(results: dict[str, Any], tolerated: tuple[str, ...] = ()) -> list[str]:
     """Server errors must not hide in a table: a banner, and the first few answers."""
-    bad = results["responses_5xx"] + results["no_response"]
+    codes = {c: n for c, n in results["status_counts"].items()
+             if (c == "no response" or int(c) >= 500) and c not in tolerated}
+    bad = sum(codes.values())
     if not bad:
         return []
-    codes = {c: n for c, n in results["status_counts"].items() if c == "no response" or int(c) >= 500}
     lines = ["", "!" * 100, f"!!! {bad} REQUESTS FAILED ON THE SERVER SIDE: " + ", ".join(f"{c}: {n}" for c, n in codes.items())]
     lines += [f"!!!   {e['kind']} -> {e['status'] or 'no response'}: {str(e['detail'])[:200]}"
-              for e in results["server_errors"][:10]]
+              for e in results["server_errors"] if str(e["status"] or "no response") not in tolerated][:10]
     if len(results["server_errors"]) > 10:
         lines.append(f"!!!   ... (up to {MAX_ERROR_EXAMPLES} examples in the JSON results)")
     return [*lines, "!" * 100]
+
+
+def format_overload(results: dict[str, Any]) -> str:
+    """The overload profile's table: one row per phase, then what missed the goal."""
+    head = (f"  {'clients':>7} {'submits':>7} {'/s':>6} {'202':>6} {'429':>6} {'503':>6} {'other':>6} "
+            f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  {'Retry-After':>11} {'accepted':>8} {'terminal':>8}  goal")
+    lines = ["", f"overload profile: goal: submits answered 202, 429 or 503 only; Retry-After on every 429/503; "
+             f"submit p99 < {OVERLOAD_P99_MS / 1000:.0f} s; every accepted task completed/failed", head]
+    for phase in results["phases"]:
+        submit, load, tasks, refusals = (phase["by_kind"]["submit"], phase["load_phase"], phase["tasks"],
+                                         phase["refusals"])
+        statuses = submit["statuses"]
+        other = sum(n for code, n in statuses.items() if code not in OVERLOAD_STATUSES)
+        with_retry_after = f"{refusals['total'] - refusals['without_retry_after']}/{refusals['total']}"
+        terminal = tasks["completed"] + tasks["failed"]
+        lines.append(
+            f"  {phase['config']['users']:>7} {submit['count']:>7} {load.get('submits_per_s') or 0:>6.0f} "
+            + "".join(f"{statuses.get(code, 0):>6} " for code in OVERLOAD_STATUSES) + f"{other:>6} "
+            + "".join(f"{_ms(submit[k]):>8} " for k in ("p50_ms", "p95_ms", "p99_ms"))
+            + f" {with_retry_after:>11} {tasks['accepted']:>8} {terminal:>8}  {'met' if phase['ok'] else 'MISSED'}")
+    for phase in results["phases"]:
+        if phase["problems"]:
+            lines.append(f"  {phase['config']['users']} clients: " + "; ".join(phase["problems"]))
+    lines += ["", "OK" if results["ok"] else "FAILED: the goal was missed"]
+    return "\n".join(lines)
