@@ -79,6 +79,16 @@ class TaskNotFound(NotFound):
     code = "task_not_found"
 
 
+class Overloaded(ModerationError):
+    """Refused before any work, to keep the answers of the requests in flight fast: `make run`'s
+    bound on requests in flight (devstack/chalice_local.py). Nothing was stored; retry after
+    Retry-After. On AWS the API function's reserved concurrency is the bound, and API Gateway
+    answers for it (infra/resources.json, GatewayResponses)."""
+
+    status_code = 503
+    code = "overloaded"
+
+
 class TransientError(ModerationError):
     """A dependency is down or slow; the same call may succeed later."""
 

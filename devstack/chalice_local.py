@@ -1,4 +1,4 @@
-"""`chalice local`, with JSON errors where Chalice's server answers HTML or 403, and API keys.
+"""`chalice local`, with JSON errors where Chalice's server answers HTML or 403, API keys, and a bound on load.
 
 The very server `chalice local --stage local --no-autoreload` builds, changed only
 outside the app's routes (JSON 404 for an unknown path, 405 + `Allow` for a method a
@@ -7,6 +7,14 @@ README, "Local stack"), with a real listen backlog and daemon request threads. L
 API Gateway, and unlike `chalice local`, it refuses a route that needs an API key
 without a valid `x-api-key` (the keys of the state dir, toolkit/local_keys.py) with
 the deployed API's own 403.
+
+Overload: a thread per connection means a thousand clients are a thousand requests
+queued on the database pool, each answered late. Instead at most API_MAX_IN_FLIGHT
+requests run in the app at once; one that finds no place within
+API_ADMIT_TIMEOUT_SECONDS is answered 503 `overloaded` with Retry-After, having
+done nothing (README, "Load testing"). The health probes are never refused: an
+overloaded API is not a broken one, and a load balancer that took it out of
+rotation would only move its load elsewhere.
 
 Run: python -m devstack.chalice_local [--host 127.0.0.1] [--port 8000] [--stage local]
 """
@@ -18,6 +26,9 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
+from collections.abc import Mapping
 from contextlib import suppress
 from http import HTTPStatus
 from pathlib import Path
@@ -27,7 +38,9 @@ from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, ThreadedHTTPServer
 
-from toolkit import logs, names
+from chalicelib.contract import NEVER_SHED
+from chalicelib.errors import Overloaded
+from toolkit import logs, names, procs
 from toolkit.local_keys import LocalKeys, forbidden_response
 
 DEFAULT_STAGE = "local"
@@ -36,6 +49,15 @@ DEFAULT_STAGE = "local"
 REQUEST_QUEUE_SIZE = 1024
 # Paths and methods are echoed in error messages; a fuzzer sends long ones.
 _ECHO_LIMIT = 200
+# The bound on requests in flight (read once, at start). 16: twice the stage's DB_POOL_SIZE,
+# since a submit also spends time on SQS without a connection (README, "Load testing").
+DEFAULT_MAX_IN_FLIGHT = 16
+DEFAULT_ADMIT_TIMEOUT_SECONDS = 1.0
+# A refused client may come straight back: places free up within milliseconds.
+OVERLOADED_RETRY_AFTER_SECONDS = "1"
+# Refusals are logged as a count at most this often, not one line each.
+REFUSAL_LOG_SECONDS = 10.0
+log = logs.get("chalice local")
 
 # Statuses http.server itself sends (send_error) -> the error code in the body.
 _ERROR_CODES = {HTTPStatus.BAD_REQUEST: "bad_request", HTTPStatus.NOT_FOUND: "not_found",
@@ -48,14 +70,66 @@ def _echo(text: str) -> str:
     return text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "..."
 
 
+class Admission:
+    """At most `limit` requests in the app at once; a request that finds no place within
+    `wait_seconds` is refused (enter() is False). Refusals are counted, and logged now and then."""
+
+    def __init__(self, limit: int, wait_seconds: float) -> None:
+        if limit < 1 or wait_seconds < 0:
+            raise ValueError(f"the bound on requests in flight must be at least 1 with a wait of 0 s or more, "
+                             f"got {limit} and {wait_seconds}")
+        self.limit, self.wait_seconds = limit, wait_seconds
+        self._places = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._refused, self._since = 0, time.monotonic()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | os._Environ[str] = os.environ) -> Admission:
+        """API_MAX_IN_FLIGHT and API_ADMIT_TIMEOUT_SECONDS, or the defaults."""
+        try:
+            limit = int(environ.get("API_MAX_IN_FLIGHT") or DEFAULT_MAX_IN_FLIGHT)
+            wait = float(environ.get("API_ADMIT_TIMEOUT_SECONDS") or DEFAULT_ADMIT_TIMEOUT_SECONDS)
+            return cls(limit, wait)
+        except ValueError as err:
+            raise ValueError(f"API_MAX_IN_FLIGHT (an integer >= 1) and API_ADMIT_TIMEOUT_SECONDS (seconds >= 0): "
+                             f"{err}") from None
+
+    def enter(self) -> bool:
+        if self._places.acquire(timeout=self.wait_seconds):
+            return True
+        with self._lock:
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._since < REFUSAL_LOG_SECONDS:
+                return False
+            refused, seconds, self._refused, self._since = self._refused, now - self._since, 0, now
+        log.warning("overloaded: refused %d requests in %.0f s (503, Retry-After): %d in flight, none left within "
+                    "%.1f s (API_MAX_IN_FLIGHT, API_ADMIT_TIMEOUT_SECONDS)", refused, seconds, self.limit,
+                    self.wait_seconds)
+        return False
+
+    def leave(self) -> None:
+        self._places.release()
+
+
 class JsonErrorsRequestHandler(ChaliceRequestHandler):
     """Chalice's request handler, with JSON answers for what no route handles."""
+
+    server: LocalServer
 
     def __init__(self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Config) -> None:
         # Set before the base __init__, which handles the request right away.
         self._routes: dict[str, dict[str, Any]] = app_object.routes
         self._matcher = RouteMatcher(list(app_object.routes))
+        self._payload: tuple[dict[str, str], bytes | None] | None = None
         super().__init__(request, client_address, server, app_object, config)
+
+    def _parse_payload(self) -> tuple[dict[str, str], bytes | None]:
+        """The request's headers and body, read once: before admission (a client slow to send its
+        body must not hold a place in the app), then again by Chalice's handler."""
+        if self._payload is None:
+            self._payload = super()._parse_payload()
+        return self._payload
 
     def _route(self) -> str | None:
         """The route this path matches, exactly as Chalice's LocalGateway matches it."""
@@ -70,10 +144,11 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         return sorted(methods | {"OPTIONS"})
 
     def _routed_handle(self) -> None:
+        self._payload = None  # a kept-alive connection's previous request had its own
         route = self._route()
         if route is not None and (self.command == "OPTIONS" or self.command in self._routes[route]):
             if self.command == "OPTIONS" or not self._routes[route][self.command].api_key_required or self._key_valid():
-                return self._generic_handle()
+                return self._admitted_handle(route)
             self._parse_payload()
             return self._send_forbidden()
         self._parse_payload()  # read what Chalice would have, so a kept-alive connection stays in sync
@@ -82,6 +157,23 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         else:
             self._send_json_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{_echo(self.command)} is not allowed on {route}",
                                   allow=self._allowed(route))
+
+    def _admitted_handle(self, route: str) -> None:
+        """The app answers, once there is a place for the request (CORS preflights and the
+        probes go straight in); else 503 `overloaded`, and nothing was done."""
+        if self.command == "OPTIONS" or route in NEVER_SHED:
+            return self._generic_handle()
+        self._parse_payload()
+        admission = self.server.admission
+        if not admission.enter():
+            error = Overloaded(f"too many requests in flight ({admission.limit}); retry after "
+                               f"{OVERLOADED_RETRY_AFTER_SECONDS} s")
+            return self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, error.to_dict(),
+                                   {"Retry-After": OVERLOADED_RETRY_AFTER_SECONDS})
+        try:
+            return self._generic_handle()
+        finally:
+            admission.leave()
 
     def _key_valid(self) -> bool:
         """API Gateway's check: the x-api-key header is a key of the usage plan (here: the state dir's)."""
@@ -122,12 +214,16 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
 
     def _send_json_error(self, status: HTTPStatus, message: str, *, allow: list[str] | None = None) -> None:
         # The app's own error shape (chalicelib/errors.py), `detail` for clients of the FastAPI services.
-        body = json.dumps({"code": _ERROR_CODES.get(status, "http_error"), "message": message, "detail": message}).encode()
+        error = {"code": _ERROR_CODES.get(status, "http_error"), "message": message, "detail": message}
+        self._send_json(status, error, {"Allow": ", ".join(allow)} if allow else {})
+
+    def _send_json(self, status: HTTPStatus, error: Mapping[str, object], headers: Mapping[str, str]) -> None:
+        body = json.dumps(error).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        if allow:
-            self.send_header("Allow", ", ".join(allow))
+        for name, value in headers.items():
+            self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -142,10 +238,14 @@ class LocalServer(ThreadedHTTPServer):
     # The valid keys, and the deployed API's answer to any other (set by build_server).
     api_keys: LocalKeys
     forbidden: tuple[int, bytes]
+    # The bound on requests in the app at once (set by build_server).
+    admission: Admission
 
 
-def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = names.ROOT) -> LocalDevServer:
-    """What `chalice local --stage STAGE` builds (chalice.cli.create_local_server), with our handler and server."""
+def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = names.ROOT,
+                 admission: Admission | None = None) -> LocalDevServer:
+    """What `chalice local --stage STAGE` builds (chalice.cli.create_local_server), with our handler and server.
+    `admission`: the bound on requests in flight (default: API_MAX_IN_FLIGHT, API_ADMIT_TIMEOUT_SECONDS)."""
     from chalice.cli import factory
     from chalice.deploy.validate import validate_routes
     from chalice.local import CustomLocalChalice, LocalChalice
@@ -164,6 +264,7 @@ def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_di
     app_obj.__class__ = CustomLocalChalice
     dev_server = LocalDevServer(app_obj, config, host, port, handler_cls=JsonErrorsRequestHandler, server_cls=LocalServer)
     dev_server.server.api_keys, dev_server.server.forbidden = LocalKeys(), forbidden_response()
+    dev_server.server.admission = admission or Admission.from_env()
     return dev_server
 
 
@@ -174,7 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default=DEFAULT_STAGE)
     args = parser.parse_args(argv)
     logs.setup()  # the app logs with Powertools, to stdout as on Lambda; this is for the libraries
-    server = build_server(args.host, args.port, stage=args.stage)
+    # A thread and a socket per connection: a thousand clients need more than the usual 1,024 files.
+    procs.raise_open_file_limit()
+    try:
+        admission = Admission.from_env()  # read once; a bad value stops the server with the reason
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    server = build_server(args.host, args.port, stage=args.stage, admission=admission)
+    log.info("at most %d requests in flight; one without a place within %.1f s is answered 503 overloaded",
+             admission.limit, admission.wait_seconds)
     # serve_forever() runs on this thread, so shutdown() would deadlock: leave it by an
     # exception instead (request threads are daemons).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

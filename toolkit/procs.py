@@ -9,6 +9,7 @@ psutil names who holds a port and finds a server another process started.
 
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -146,3 +147,17 @@ def tail(path: Path, lines: int = 60) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return f"(no log at {path})"
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to the hard one (children inherit it); the new
+    soft limit. A thousand HTTP clients, or a server of a thousand connections, need a thousand
+    sockets: more than the common soft default of 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # an unlimited hard limit is more than the kernel allows a soft one
+        return soft
+    return hard

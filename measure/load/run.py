@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import IO, Any
 import urllib3
 
 from measure.load.report import Recording, format_overload, format_report, overload_problems, parse_items, summarise
-from toolkit import logs, names
+from toolkit import logs, names, procs
 from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -67,16 +66,6 @@ def answers(url: str) -> bool:
     except urllib3.exceptions.HTTPError:
         return False
     return True
-
-
-def raise_open_file_limit() -> int:
-    """The soft limit on open files, raised to the hard one (inherited by locust): a thousand
-    clients need a thousand sockets, over the common soft default of 1,024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
 
 
 def measure(url: str, *, users: int, submits: int = 0, duration: float = 0.0, items: str = "1-300",
@@ -189,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not answers(args.url):
         log.error("nothing answers at %s: start the service first (`make run`), or pass URL=...", args.url)
         return 2
-    limit = raise_open_file_limit()
+    limit = procs.raise_open_file_limit()  # inherited by locust
     if (most := max(args.phases) if args.profile == "overload" else args.users) + 64 > limit:
         log.warning("%d clients need about as many open files; this process may open %d (ulimit -n)", most, limit)
     try:

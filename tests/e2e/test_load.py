@@ -128,11 +128,13 @@ class FailingAPI(BaseHTTPRequestHandler):
             return self._send(500, {"code": "internal_error", "message": "internal error"})
         self._send(202, {"task_id": n, "status": "pending", "message": "Moderation request accepted"})
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -153,3 +155,44 @@ def test_server_errors_and_unfinished_tasks_fail_the_run(tmp_path: Path):
     assert results["tasks"]["tasks_per_s"] is None  # not every task finished: no flattering figure
     assert "10 REQUESTS FAILED ON THE SERVER SIDE: 500: 10" in proc.stdout
     assert "FAILED: 10 responses >= 500; 1 accepted tasks did not reach completed/failed" in proc.stdout
+
+
+class SheddingAPI(FailingAPI):
+    """A fake API under overload: every 4th submit 503 with Retry-After, every 5th 429 without."""
+
+    submits = itertools.count(1)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            return self._send(200, {"status": "ok"})
+        self._send(200, {"task_id": int(self.path.rsplit("/", 1)[1]), "status": "completed",
+                         "created_at": self.created.isoformat(), "processed_at": self.created.isoformat()})
+
+    def do_POST(self) -> None:
+        n = next(self.submits)
+        error = {"code": "overloaded", "message": "busy", "detail": "busy"}
+        if n % 4 == 0:
+            return self._send(503, error, {"Retry-After": "1"})
+        if n % 5 == 0:
+            return self._send(429, error)
+        self._send(202, {"task_id": n, "status": "pending", "message": "Moderation request accepted"})
+
+
+def test_the_overload_profile_judges_each_phase_against_the_goal(tmp_path: Path):
+    """`make load PROFILE=overload`, two short phases: shedding is an answer, a 429 without Retry-After is not."""
+    with http_server(SheddingAPI) as url:
+        proc = load_tool(url, tmp_path / "overload.json", "--profile", "overload", "--phases", "3,6",
+                         "--duration", "1", "--drain-timeout", "5")
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 1, report
+    results = json.loads((tmp_path / "overload.json").read_text())
+    assert results["profile"] == "overload" and not results["ok"]
+    assert [p["config"]["users"] for p in results["phases"]] == [3, 6]
+    for phase in results["phases"]:
+        statuses = phase["by_kind"]["submit"]["statuses"]
+        assert set(statuses) == {"202", "429", "503"}, statuses
+        assert phase["refusals"]["without_retry_after"] == statuses["429"] > 0
+        assert phase["tasks"]["accepted"] == statuses["202"] == phase["tasks"]["completed"]
+        assert phase["problems"] == [f"{statuses['429']} answers 429/503 without Retry-After"]
+    assert "REQUESTS FAILED ON THE SERVER SIDE" not in proc.stdout  # a 503 is shed load, not a failure
+    assert "FAILED: the goal was missed" in proc.stdout

@@ -25,12 +25,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import execute, free_port
 from toolkit.local_keys import LocalKeys, forbidden_response
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +56,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     keys: LocalKeys
     key: str  # a valid x-api-key
+    log: Path
 
     def request(self, method: str, path: str, body: bytes | None = None, conn: http.client.HTTPConnection | None = None,
                 key: str | None = "") -> Reply:
@@ -84,19 +87,20 @@ class Server:
         return Reply(int(status_line.split()[1]), headers, body)
 
 
-@pytest.fixture(scope="module")
-def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def start_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[Server]:
+    """devstack.chalice_local in a process, as `make run` starts it, with `env` added to its environment."""
     port = free_port()
     state = tmp_path_factory.mktemp("state")
     keys = LocalKeys(state)
     key = keys.create("tests").value
     env = {**os.environ, "DATABASE_URL": pg_url, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-           "LOCAL_STATE_DIR": str(state)}
+           "LOCAL_STATE_DIR": str(state), **env}
     log = tmp_path_factory.mktemp("chalice-local") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "devstack.chalice_local", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(port, proc, keys, key)
+    srv = Server(port, proc, keys, key, log)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -116,6 +120,12 @@ def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with start_server(pg_url, tmp_path_factory) as srv:
+        yield srv
 
 
 def assert_json_error(reply: Reply, status: int, code: str) -> dict:
@@ -273,3 +283,49 @@ def test_32_clients_connecting_at_once_are_all_served(server: Server):
         for s in socks:
             s.close()
     assert statuses == [200] * clients
+
+
+def test_a_request_without_a_place_is_refused_with_503_and_retry_after_and_the_probes_never_are(
+        pg_url: str, tmp_path_factory: pytest.TempPathFactory):
+    """One place (API_MAX_IN_FLIGHT=1) taken by a request the database holds (a lock on the ads):
+    the next request waits its API_ADMIT_TIMEOUT_SECONDS and is answered 503 `overloaded` with
+    Retry-After, having done nothing; /health is answered by the app meanwhile; once the first
+    request is answered the place is free again."""
+    with start_server(pg_url, tmp_path_factory, API_MAX_IN_FLIGHT="1", API_ADMIT_TIMEOUT_SECONDS="0.2") as srv:
+        holder = psycopg2.connect(pg_url)
+        held: list[Reply] = []
+        try:
+            with holder.cursor() as cur:
+                cur.execute("LOCK TABLE advertisements IN ACCESS EXCLUSIVE MODE")
+            slow = threading.Thread(target=lambda: held.append(srv.request("POST", "/moderation/simple_predict?item_id=1")))
+            slow.start()
+            wait_for_a_query_waiting_on_a_lock(pg_url)
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            try:
+                refused = srv.request("POST", "/moderation/predict", body=json.dumps(AD).encode(), conn=conn)
+                body = assert_json_error(refused, 503, "overloaded")
+                assert refused.headers["retry-after"] == "1" and "in flight (1)" in body["message"]
+                # On the same connection (the refused body was read): the probe goes straight to the app,
+                # which answers for itself (503 here only because the SQS endpoint is a closed port).
+                health = srv.request("GET", "/health", conn=conn, key=None).json()
+                assert health["checks"]["database"]["ok"] and health.get("code") != "overloaded", health
+                # A missing key is still the gateway's 403, not a 503: the key is checked first.
+                assert srv.request("POST", "/moderation/predict", body=b"{}", conn=conn, key=None).status == 403
+            finally:
+                conn.close()
+        finally:
+            holder.rollback()  # the lock goes: the held request is answered
+            holder.close()
+        slow.join(10)
+        assert not slow.is_alive() and held[0].status in (200, 404), held  # the app's answer: the ad exists or not
+        reply = srv.request("POST", "/moderation/predict", body=json.dumps(AD).encode())
+        assert reply.status == 200 and reply.json()["is_violation"] is False
+
+
+def wait_for_a_query_waiting_on_a_lock(pg_url: str) -> None:
+    """Until the server's query is blocked on the test's lock (pg_stat_activity), 10 s at most."""
+    deadline = time.monotonic() + 10
+    while not execute(pg_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND application_name = 'ad-moderation'"):
+        assert time.monotonic() < deadline, "the request never reached the database"
+        time.sleep(0.05)
