@@ -354,6 +354,23 @@ TOO_LARGE = _error("`payload_too_large`: the body is over MAX_BODY_BYTES (16 KiB
 UNSUPPORTED = _error("`unsupported_media_type`: the body is not `application/json`")
 UNAVAILABLE = Reply("`dependency_unavailable`: PostgreSQL is down; nothing was stored", Error, headers=_RETRY_AFTER)
 AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it is closed")
+
+# What any route may answer besides its own replies; chalicelib/openapi.py adds them to every
+# operation (README, "Load testing"). The deployed API: API Gateway's throttles (the stage's rate,
+# a client's usage plan) and its 503 for a request the API function did not answer (throttled at
+# its reserved concurrency, failed, timed out). `make run`: its bound on requests in flight.
+THROTTLED = Reply(
+    "API Gateway (the deployed API): `throttled` by the stage's or the client's usage plan's rate limit "
+    "(Retry-After: 1), or `quota_exceeded`, the client's daily quota (Retry-After: 3600)",
+    GatewayError,
+    headers=_RETRY_AFTER,
+)
+SHED = ("`overloaded`: `make run` had too many requests in flight (Retry-After: 1); or, on the deployed API, "
+        "`service_unavailable`: the API function did not answer, e.g. at its reserved concurrency (Retry-After: 1). "
+        "Nothing was done")
+NOT_SHED = "on the deployed API, `service_unavailable`: the API function did not answer (Retry-After: 1)"
+# Never refused for load by `make run` (devstack/chalice_local.py): an overloaded API is not a broken one.
+NEVER_SHED = frozenset({"/health", "/health/pipeline"})
 TASK_NOT_FOUND = _error("`task_not_found`: no such task")
 
 TAG_MODERATION = "moderation"
@@ -361,8 +378,8 @@ TAG_TASKS = "tasks"
 TAG_SERVICE = "service"
 
 # (method, path) -> operation. Every route of app.py has exactly one entry here
-# or in ALIASES (tests/unit/test_contract.py). The 403/429 of API Gateway on
-# routes that need the API key are added by openapi.py from the route table.
+# or in ALIASES (tests/unit/test_contract.py). The 403 of API Gateway on routes that
+# need the API key, and the 429/503 every route may answer, are added by openapi.py.
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/moderation/predict"): Operation(
         "predict",

@@ -30,11 +30,15 @@ task (`/moderation/async_predict`, one ad; `/moderation/async_predict/batch`, up
 `/moderation/moderation_result/{task_id}`. Tasks go `pending` → `processing` → `completed` | `failed`.
 
 **API key.** Every moderation and task route needs an `x-api-key` header, one key per client; without a
-valid one API Gateway answers 403 `{"code": "forbidden", ...}` (and 429 when the client's usage plan
-throttles). `make run` checks keys the same way (its key is printed at start). `/health`, `/docs` and
-`/openapi.json` are open. A method a path does not have is
+valid one API Gateway answers 403 `{"code": "forbidden", ...}`. `make run` checks keys the same way (its
+key is printed at start). `/health`, `/docs` and `/openapi.json` are open. A method a path does not have is
 405 with `Allow` under `chalice local`; on the deployed API, API Gateway answers it with 403
 `{"message": "Missing Authentication Token"}`, as it does for an unknown path.
+
+**Overload.** Any route may answer 429 (API Gateway's throttle: the stage's rate, or the client's usage
+plan) or 503 `overloaded` (`make run`: too many requests in flight) / `service_unavailable` (the deployed
+API: the API function did not answer, e.g. at its reserved concurrency), each with `Retry-After`; nothing
+was done, so the same request can be sent again then. The health probes are never refused for load.
 
 **Errors** are JSON: a machine `code`, a human `message`, `detail` (the same text, for clients of the older
 FastAPI services), `parameter` for a bad parameter, `errors` (one per field) for a bad body. A 503 carries
@@ -167,16 +171,26 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
             "description": "API Gateway (and `make run`): missing or wrong `x-api-key`",
             "content": {"application/json": {"schema": gateway}},
         }
-        responses["429"] = {
-            "description": "API Gateway: the usage plan's rate limit (deployed API only)",
-            "content": {"application/json": {"schema": gateway}},
-        }
     else:
         out["security"] = []
+    responses["429"] = _response(contract.THROTTLED, refs)
+    responses["503"] = _response(_unavailable(op.replies.get(503), path), refs)
     if op.operation_id == "async_predict" and "202" in responses:
         responses["202"]["links"] = _task_links()
     out["responses"] = dict(sorted(responses.items()))
     return out
+
+
+def _unavailable(own: Reply | None, path: str) -> Reply:
+    """The route's own 503 (if any), and the 503 of overload every route may answer: its
+    description and models joined, with Retry-After."""
+    text = contract.NOT_SHED if path in contract.NEVER_SHED else contract.SHED
+    if own is None:
+        return Reply(text[0].upper() + text[1:], contract.Error, headers=contract.THROTTLED.headers)
+    models = _reply_models(own)
+    return own._replace(description=f"{own.description}; or {text}",
+                        model=models if contract.Error in models else (*models, contract.Error),
+                        headers={**(own.headers or {}), **contract.THROTTLED.headers})
 
 
 def _parameter(param: Param) -> dict[str, Any]:

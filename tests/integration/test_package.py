@@ -206,6 +206,7 @@ def render_gateway_template(template: str) -> Any:
         "$context.httpMethod": "DELETE",
         "$context.path": "/api/no/such/route",
         "$context.error.messageString": json.dumps("Too Many Requests"),
+        "$context.error.responseType": "INTEGRATION_FAILURE",
     }.items():
         template = template.replace(var, value)
     return json.loads(template)
@@ -253,10 +254,20 @@ def test_api_gateway_errors_are_json_like_the_apps(packaged: dict[str, Any]):
     assert status["INVALID_API_KEY"] == "403" and rendered["INVALID_API_KEY"]["code"] == "forbidden"
     assert status["THROTTLED"] == "429" and rendered["THROTTLED"]["code"] == "throttled"
     assert responses["THROTTLED"]["responseParameters"] == {"gatewayresponse.header.Retry-After": "'1'"}
-    # The defaults keep each error's own status and get the same shape.
-    assert status["DEFAULT_4XX"] is None and status["DEFAULT_5XX"] is None
+    assert status["QUOTA_EXCEEDED"] == "429" and rendered["QUOTA_EXCEEDED"]["code"] == "quota_exceeded"
+    assert responses["QUOTA_EXCEEDED"]["responseParameters"] == {"gatewayresponse.header.Retry-After": "'3600'"}
+    # 4xx keep each error's own status. Every 5xx API Gateway makes itself (the API function throttled
+    # at its reserved concurrency: 500; an invocation failed or timed out: 502/504) becomes a 503 that
+    # says when to come back, and which it was.
+    assert status["DEFAULT_4XX"] is None and status["DEFAULT_5XX"] == "503"
+    assert responses["DEFAULT_5XX"]["responseParameters"] == {"gatewayresponse.header.Retry-After": "'1'"}
+    assert rendered["DEFAULT_5XX"]["code"] == "service_unavailable"
+    assert "(INTEGRATION_FAILURE)" in rendered["DEFAULT_5XX"]["message"]
     for body in rendered.values():
         assert set(body) == {"code", "message", "detail"} and body["message"] == body["detail"]
+    # Every 429 and 503 API Gateway makes says when to come back.
+    assert all("gatewayresponse.header.Retry-After" in r["responseParameters"]
+               for t, r in responses.items() if status[t] in ("429", "503")), responses
 
 
 def test_after_the_sam_transform(packaged: dict[str, Any]):

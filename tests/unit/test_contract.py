@@ -99,6 +99,21 @@ def test_the_document_covers_every_route_with_its_auth_and_statuses(doc):
         "description": doc["components"]["securitySchemes"]["apiKey"]["description"]}
 
 
+def test_every_route_documents_the_429_and_503_of_overload_with_retry_after(doc):
+    """Any route may be throttled (API Gateway) or shed (`make run`, or the API function at its
+    reserved concurrency); each answer says when to come back. A route's own 503 keeps its models."""
+    for method, path in ROUTES:
+        responses = doc["paths"][path][method.lower()]["responses"]
+        for status in ("429", "503"):
+            assert responses[status]["headers"]["Retry-After"]["required"] is True, (method, path, status)
+        text = responses["503"]["description"]
+        assert "service_unavailable" in text and ("overloaded" in text) == (path not in contract.NEVER_SHED)
+    submit = doc["paths"]["/moderation/async_predict"]["post"]["responses"]["503"]
+    assert submit["description"].startswith("`dependency_unavailable`")
+    health = doc["paths"]["/health"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert health == {"anyOf": [{"$ref": "#/components/schemas/Health"}, {"$ref": "#/components/schemas/Error"}]}
+
+
 def test_the_document_is_built_lazily():
     """Cold start: serving any other route never renders JSON Schema."""
     import subprocess
