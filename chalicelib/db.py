@@ -178,8 +178,8 @@ class Database:
         Raised, it becomes a TransientError in transaction(): 503 + Retry-After on
         the API, a retried (never failed) batch on the scorer.
         """
+        logger.warning("database credentials rejected", extra={"error": _first_line(exc)})
         candidates = [u for u in self._credentials.reread(rejected) if u != rejected]
-        logger.warning("database credentials rejected", extra={"error": _first_line(exc), "candidates": len(candidates)})
         for url in candidates:
             try:
                 conn = self._open(url)
@@ -190,6 +190,7 @@ class Database:
             self._url = url
             logger.info("connected with the re-read database credentials")
             return conn
+        logger.warning("no re-read database credentials connect", extra={"tried": len(candidates)})
         raise exc
 
     def close(self) -> None:

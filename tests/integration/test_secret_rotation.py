@@ -276,3 +276,17 @@ def test_the_secret_may_hold_the_json_of_the_rds_rotation_functions(db: RoleDb) 
     assert url_from_secret(" postgresql://u:p@h/d\n") == "postgresql://u:p@h/d"
     with pytest.raises(ValueError, match="dbname"):
         url_from_secret(json.dumps({k: v for k, v in secret.items() if k != "dbname"}))
+
+
+def test_a_database_the_superuser_migrated_is_handed_to_the_role(db: RoleDb) -> None:
+    """make deploy-localstack on a data dir from before the role: its tables become the role's, so
+    the migrate function (connected as the role) can change them."""
+    legacy = EmbeddedPostgres(db.pg.data_dir, port=db.pg.port, database="legacy")
+    admin_url = legacy.start()
+    apply_migrations(admin_url)
+    url = legacy.ensure_login_role(ROLE, "first")
+    assert apply_migrations(url) == []
+    execute(url, "ALTER TABLE moderation_results ADD COLUMN probe int; ALTER TABLE moderation_results DROP COLUMN probe")
+    owners = execute(admin_url, "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN pg_namespace n "
+                                "ON n.oid = c.relnamespace WHERE n.nspname = 'public'")
+    assert owners == [(ROLE,)]
