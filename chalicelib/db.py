@@ -176,7 +176,7 @@ class Database:
         """Connect with what the credentials re-read; the original error if nothing new gets in.
 
         Raised, it becomes a TransientError in transaction(): 503 + Retry-After on
-        the API, a retried (never failed) batch on the scorer.
+        the API, a retried batch on the scorer.
         """
         logger.warning("database credentials rejected", extra={"error": _first_line(exc)})
         candidates = [u for u in self._credentials.reread(rejected) if u != rejected]
