@@ -21,7 +21,9 @@ from chalicelib.config import QUEUE_NAME, batch_size, check_at_init
 # Not `migrate`'s: its handler reports the same error to CloudFormation as FAILED.
 check_at_init(except_handler="app.migrate")
 
-app = Chalice(app_name="ad-moderation")
+# configure_logs=False: the app logs through Powertools (chalicelib/logs.py), whose logger
+# has this same name; Chalice's own handler on it printed every line a second time, unstructured.
+app = Chalice(app_name="ad-moderation", configure_logs=False)
 
 # Routes that read only the query string accept any Content-Type: clients
 # (and `curl -d ''`) send a form type on an empty POST, which Chalice would

@@ -19,16 +19,24 @@ With `ssl_root_cert` (prod: DB_REQUIRE_TLS), every connection is TLS with the
 server's certificate and host name verified against that CA bundle
 (sslmode=verify-full), whatever the URL says: a server without TLS, or with a
 certificate the bundle does not vouch for, is refused, never talked to.
+
+The URL comes from `Credentials` (on AWS, chalicelib/credentials.py's secret).
+A connect the server refuses for its password is retried once with what the
+credentials re-read (a rotated secret), so warm processes follow a password
+rotation without a deploy (docs/deploy.md, "Secret rotation"). Sessions the
+server ended (pg_terminate_backend, a failover) are noticed before use.
 """
 
 from __future__ import annotations
 
+import re
+import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 import psycopg2
 import psycopg2.errors
@@ -59,11 +67,52 @@ _TRANSIENT = (
 # What a transaction hands the data-access calls made inside it (rows as dicts).
 Cursor: TypeAlias = psycopg2.extras.RealDictCursor
 
+# The server refused the credentials. A failed connect carries no SQLSTATE in
+# psycopg2 (pgcode is None: libpq has no result to read it from), so the
+# server's message decides; 28P01 invalid_password / 28000
+# invalid_authorization_specification when a code is there.
+_AUTH_SQLSTATES = frozenset({"28P01", "28000"})
+_AUTH_MESSAGE = re.compile(
+    r"password authentication failed|authentication failed for user|no password supplied"
+    r"|role \".*\" does not exist|no pg_hba\.conf entry|pg_hba\.conf rejects connection",
+    re.IGNORECASE,
+)
+
+
+def is_auth_failure(exc: psycopg2.Error) -> bool:
+    """Did the server refuse these credentials (rather than be unreachable or busy)?"""
+    return exc.pgcode in _AUTH_SQLSTATES or bool(_AUTH_MESSAGE.search(str(exc)))
+
+
+class Credentials(Protocol):
+    """Where a Database's URL comes from."""
+
+    def url(self) -> str:
+        """The URL to connect with (read on first use, then kept)."""
+        ...
+
+    def reread(self, rejected: str) -> Sequence[str]:
+        """After `rejected` failed authentication: URLs to try instead, best first (none: nothing new)."""
+        ...
+
+
+class FixedUrl:
+    """A URL that never changes (DATABASE_URL, tests)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def url(self) -> str:
+        return self._url
+
+    def reread(self, rejected: str) -> Sequence[str]:
+        return ()
+
 
 class Database:
     def __init__(
         self,
-        url: str,
+        url: str | Credentials,
         *,
         connect_timeout_seconds: int = 3,
         statement_timeout_ms: int = 5000,
@@ -83,8 +132,9 @@ class Database:
             f"-c idle_in_transaction_session_timeout={max(statement_timeout_ms * 6, 30000)}"
         )
         self._generation = 0  # bumped by close(): connections out at the time are not kept
+        self._credentials: Credentials = FixedUrl(url) if isinstance(url, str) else url
+        self._url: str | None = None  # the URL that last connected (a re-read one after a rotation)
         self._connect_kwargs: dict[str, object] = dict(
-            dsn=url,
             connect_timeout=connect_timeout_seconds,
             options=options,
             application_name=application_name,
@@ -107,9 +157,41 @@ class Database:
         self._last_used: dict[int, float] = {}
 
     def _connect(self) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(**self._connect_kwargs)
+        url = self._url or self._credentials.url()
+        try:
+            conn = self._open(url)
+        except psycopg2.OperationalError as exc:
+            if not is_auth_failure(exc):
+                raise
+            return self._reauthenticate(url, exc)
+        self._url = url
+        return conn
+
+    def _open(self, url: str) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(dsn=url, **self._connect_kwargs)
         conn.autocommit = False
         return conn
+
+    def _reauthenticate(self, rejected: str, exc: psycopg2.OperationalError) -> psycopg2.extensions.connection:
+        """Connect with what the credentials re-read; the original error if nothing new gets in.
+
+        Raised, it becomes a TransientError in transaction(): 503 + Retry-After on
+        the API, a retried batch on the scorer.
+        """
+        logger.warning("database credentials rejected", extra={"error": _first_line(exc)})
+        candidates = [u for u in self._credentials.reread(rejected) if u != rejected]
+        for url in candidates:
+            try:
+                conn = self._open(url)
+            except psycopg2.OperationalError as again:
+                if not is_auth_failure(again):
+                    raise
+                continue
+            self._url = url
+            logger.info("connected with the re-read database credentials")
+            return conn
+        logger.warning("no re-read database credentials connect", extra={"tried": len(candidates)})
+        raise exc
 
     def close(self) -> None:
         """Close every idle connection (checked-out ones are closed when returned)."""
@@ -149,7 +231,8 @@ class Database:
             conn = self._idle.pop() if self._idle else None
         if conn is None or conn.closed:
             return self._connect()
-        if time.monotonic() - self._last_used.get(id(conn), 0.0) > PRE_PING_AFTER_IDLE_SECONDS:
+        idle = time.monotonic() - self._last_used.get(id(conn), 0.0)
+        if idle > PRE_PING_AFTER_IDLE_SECONDS or _has_unread_input(conn):
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT 1")
@@ -174,6 +257,15 @@ class Database:
     def ping(self) -> None:
         with self.transaction() as cur:
             cur.execute("SELECT 1")
+
+
+def _has_unread_input(conn: psycopg2.extensions.connection) -> bool:
+    """An idle connection with bytes waiting: the server spoke unasked, which it does
+    when it ends the session (pg_terminate_backend, shutdown, failover: an error,
+    then EOF). No NOTIFY is listened for here. One poll(2), no round trip."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _first_line(exc: BaseException) -> str:

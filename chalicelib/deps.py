@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from chalicelib.config import get_settings
 
 if TYPE_CHECKING:
-    from chalicelib.db import Database
+    from chalicelib.db import Credentials, Database
     from chalicelib.moderation import ModerationService
     from chalicelib.queue import TaskQueue
     from chalicelib.reconcile import Reconciler
@@ -55,16 +55,24 @@ class _once(Generic[T]):  # lower case: used as a decorator, like lru_cache
 
 
 def database_url() -> str:
-    """DATABASE_URL, else the URL in the secret DATABASE_SECRET_ARN names.
+    """DATABASE_URL, else the URL in the secret DATABASE_SECRET_ARN names (read now).
 
     On AWS the URL lives in Secrets Manager; the template only names it, so
     the URL is never plain text in a template, config or function setting.
     """
+    return database_credentials().url()
+
+
+def database_credentials() -> Credentials:
+    """Where the pool gets its URL: DATABASE_URL as it is, else the secret, read
+    on first connect and again when PostgreSQL rejects it (a rotated password)."""
+    from chalicelib.credentials import SecretUrl
+    from chalicelib.db import FixedUrl
+
     s = get_settings()
     if s.database_url:
-        return s.database_url
-    secret = aws_client("secretsmanager").get_secret_value(SecretId=s.database_secret_arn)
-    return str(secret["SecretString"]).strip()
+        return FixedUrl(s.database_url)
+    return SecretUrl(s.database_secret_arn or "", lambda: aws_client("secretsmanager"))
 
 
 @_once
@@ -73,7 +81,7 @@ def database() -> Database:
 
     s = get_settings()
     return Database(
-        database_url(),
+        database_credentials(),
         connect_timeout_seconds=s.db_connect_timeout_seconds,
         statement_timeout_ms=s.db_statement_timeout_ms,
         pool_size=s.db_pool_size,

@@ -15,6 +15,7 @@ the command; `stop` stops them. The steps, timings and the Docker variant: docs/
 Env: DEPLOY_LOCALSTACK_ENDPOINT, DEPLOY_PG_PORT (the defaults of --endpoint and --pg-port),
 LOCAL_STATE_DIR (as for `make run`), DATABASE_URL (instead of the embedded server),
 FUNCTION_DATABASE_URL (the database as the functions reach it, if another address).
+With the embedded server the functions connect as names.APP_DB_ROLE, by password.
 """
 
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,8 +33,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
+import psycopg2
 import urllib3
 from botocore.exceptions import ClientError, WaiterError
 
@@ -261,16 +265,45 @@ def deploy(*, endpoint: str, database_url: str, stage: str = "dev", package_dir:
     return Deployment(stack_name, stage, endpoint, api_url, str(key), secret_arn, outputs, timings)
 
 
+def app_database_url(pg: EmbeddedPostgres, *, keep: str | None = None) -> str:
+    """The URL the functions connect with: the app's login role (names.APP_DB_ROLE), which must give
+    its password, so a rotation is real (docs/deploy.md, "Secret rotation"). `keep`: the URL the
+    secret holds now; its password is kept if it is the role's and still logs in (a redeploy then
+    changes nothing for warm functions), else the role gets a new random one."""
+    password = secrets.token_urlsafe(24)
+    if keep:
+        parts = urlsplit(keep)
+        if parts.username == names.APP_DB_ROLE and parts.password and parts.port == pg.port:
+            try:
+                psycopg2.connect(keep, connect_timeout=5).close()
+                password = unquote(parts.password)
+            except psycopg2.OperationalError:
+                pass
+    return pg.ensure_login_role(names.APP_DB_ROLE, password)
+
+
+def secret_value(endpoint: str, name: str) -> str | None:
+    try:
+        return str(client(endpoint, "secretsmanager").get_secret_value(SecretId=name)["SecretString"])
+    except ClientError:
+        return None
+
+
 def up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     database_url = os.environ.get("DATABASE_URL", "")
+    pg = None
     if database_url:
-        log.info("PostgreSQL: using DATABASE_URL")
+        log.info("PostgreSQL: using DATABASE_URL (the functions connect as its user)")
     else:
-        database_url = EmbeddedPostgres(PG_DATA, port=args.pg_port).start()
+        pg = EmbeddedPostgres(PG_DATA, port=args.pg_port)
+        database_url = pg.start()
         log.info("PostgreSQL ready: %s (data %s; the functions connect to it over TCP)", database_url, PG_DATA)
     start_localstack(args.endpoint)
     function_url = os.environ.get("FUNCTION_DATABASE_URL") or database_url
+    if pg is not None and not os.environ.get("FUNCTION_DATABASE_URL"):
+        function_url = app_database_url(pg, keep=secret_value(args.endpoint, secret_name(args.stage)))
+        log.info("the functions connect as %s (password in the secret %s)", names.APP_DB_ROLE, secret_name(args.stage))
     d = deploy(endpoint=args.endpoint, database_url=function_url, stage=args.stage, build=not args.no_package,
                package_dir=args.package_dir)
     seeded = seed_demo_data(database_url)

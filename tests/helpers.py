@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,13 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from toolkit.procs import free_port  # noqa: F401  (re-exported: the suites import it from here)
+
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:moderation"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -40,6 +40,9 @@ DEPLOY_PG_PORT = 54330
 
 DATABASE = "moderation"
 PG_SUPERUSER = "postgres"
+# The deployed functions' login role (make deploy-localstack, the deployed e2e stack): a password
+# it must give (scram-sha-256), so rotating it is real. make run keeps the trust-auth superuser.
+APP_DB_ROLE = "moderation_app"
 REGION = "us-east-1"
 # LocalStack accepts any credentials; these are the conventional ones. Never real.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION}
@@ -51,8 +54,11 @@ def endpoint(port: int) -> str:
     return f"http://{HOST}:{port}"
 
 
-def database_url(port: int, database: str = DATABASE) -> str:
-    return f"postgresql://{PG_SUPERUSER}@{HOST}:{port}/{database}"
+def database_url(port: int, database: str = DATABASE, *, user: str = PG_SUPERUSER, password: str | None = None) -> str:
+    from urllib.parse import quote
+
+    auth = user if password is None else f"{user}:{quote(password, safe='')}"
+    return f"postgresql://{auth}@{HOST}:{port}/{database}"
 
 
 RUN_ENDPOINT = endpoint(RUN_LOCALSTACK_PORT)

@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from contextlib import closing, suppress
 from pathlib import Path
@@ -91,6 +92,54 @@ class EmbeddedPostgres:
                 if cur.fetchone() is None:
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         return self.url
+
+    def ensure_login_role(self, role: str, password: str) -> str:
+        """`role` logs in over TCP with `password` only (scram-sha-256; every other role keeps
+        trust), owns the database and the relations in its schema `public`; return its URL.
+
+        Again with another password: the password is replaced, which is a rotation (sessions
+        already open stay open, as PostgreSQL keeps them). The server must be running."""
+        with closing(psycopg2.connect(self.url)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute("SET password_encryption = 'scram-sha-256'")
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            cur.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(self.database), sql.Identifier(role)))
+            # Tables an earlier deploy created as the superuser: the role must own them to migrate them.
+            # Sequences owned by a column follow their table (and refuse an ALTER of their own).
+            cur.execute("""
+                SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND c.relowner <> %s::regrole
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                  AND d.deptype IN ('a', 'i') AND c.relkind = 'S')""", (role,))
+            for (relation,) in cur.fetchall():
+                cur.execute(sql.SQL("ALTER TABLE public.{} OWNER TO {}").format(sql.Identifier(relation), sql.Identifier(role)))
+            self._require_password(cur, role)
+        return names.database_url(self.port, self.database, user=role, password=password)
+
+    def _require_password(self, cur: Any, role: str) -> None:
+        """A pg_hba.conf rule before the trust ones: `role` over TCP needs its password.
+        Added once; then the configuration is reloaded and the rule checked in force."""
+        hba = self.data_dir / "pg_hba.conf"
+        rule = f"host all {role} {names.HOST}/32 scram-sha-256"
+        text = hba.read_text()
+        if rule not in text.splitlines():
+            # In place: the file keeps its owner (the server user, when we are root) and mode.
+            hba.write_text(f"# {names.APP_NAME}: {role} must give its password\n{rule}\n{text}")
+            cur.execute("SELECT pg_reload_conf()")
+        no_password = names.database_url(self.port, self.database, user=role)
+        deadline = time.monotonic() + PG_CTL_TIMEOUT_S
+        while True:  # the reload is asynchronous (SIGHUP)
+            try:
+                psycopg2.connect(no_password, connect_timeout=5).close()
+            except psycopg2.OperationalError as err:
+                if "password" in str(err):
+                    return
+                raise EmbeddedPostgresError(f"cannot check the password rule of {role}: {err}") from err
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(f"{role} still connects without a password after reloading {hba}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """Fast shutdown (open transactions roll back); nothing if it is not running."""

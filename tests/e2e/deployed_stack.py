@@ -44,7 +44,8 @@ def http_json(method: str, url: str, *, api_key: str | None = None, timeout: flo
 class Deployed:
     d: dl.Deployment
     endpoint: str
-    database_url: str
+    database_url: str  # the superuser's, for the tests' own queries
+    function_url: str  # the functions' login role (names.APP_DB_ROLE), by password: the secret's value
 
     def client(self, service: str) -> Any:
         return dl.client(self.endpoint, service)
@@ -86,11 +87,12 @@ def deployed_stack(tmp_path_factory: pytest.TempPathFactory, *, n_ads: int = 20,
         t1 = time.monotonic()
         stack.start(extra_env=dl.executor_env())
         timings["localstack_start_s"] = time.monotonic() - t1
-        d = dl.deploy(endpoint=endpoint, database_url=database_url, package_dir=base / "package")
+        function_url = dl.app_database_url(pg)
+        d = dl.deploy(endpoint=endpoint, database_url=function_url, package_dir=base / "package")
         timings.update({f"{k}_s": v for k, v in d.timings.items()})
         assert seed_demo_data(database_url, n_ads=n_ads) == n_ads
         timings["fixture_total_s"] = time.monotonic() - t0
-        yield Deployed(d, endpoint, database_url)
+        yield Deployed(d, endpoint, database_url, function_url)
     finally:
         stack.stop()
         pg.stop()

@@ -37,18 +37,34 @@ def test_committed_artifact_is_current(artifact: dict, refit) -> None:
     assert fresh["categories"] == artifact["categories"]
 
 
-def test_matches_sklearn_on_heldout_ads(refit) -> None:
-    pipeline, heldout, _ = refit
-    features = [ad.features() for ad in heldout]
-    expected = pipeline.predict_proba(train.ads_to_matrix(features))[:, 1]
-    actual = load_model(DEFAULT_MODEL_PATH).predict_proba(features)
+# The runtime's arithmetic against sklearn's, on the same coefficients: exact.
+SAME_COEFFICIENTS = 1e-9
+# The committed artifact against a refit on this machine: lbfgs's path depends on the
+# CPU's BLAS kernels (AVX2 vs AVX-512 sum in other orders), so a refit elsewhere lands a
+# few 1e-6 away. A changed generator, parameter or library moves it by far more.
+REFIT_ELSEWHERE = 1e-4
 
-    assert len(actual) == len(expected) == len(heldout) > 0
+
+def _worst(actual: list[float], expected, ads: list) -> tuple[float, str]:
     diffs = [abs(a - float(e)) for a, e in zip(actual, expected, strict=True)]
     worst = max(range(len(diffs)), key=diffs.__getitem__)
-    assert diffs[worst] <= 1e-9, f"{heldout[worst]}: {actual[worst]} != {expected[worst]}"
+    return diffs[worst], f"{ads[worst]}: {actual[worst]} != {expected[worst]}"
+
+
+def test_matches_sklearn_on_heldout_ads(refit) -> None:
+    pipeline, heldout, fresh = refit
+    features = [ad.features() for ad in heldout]
+    expected = pipeline.predict_proba(train.ads_to_matrix(features))[:, 1]
+    assert len(expected) == len(heldout) > 0
+
+    actual = Model.from_artifact(fresh).predict_proba(features)
+    diff, where = _worst(actual, expected, heldout)
+    assert diff <= SAME_COEFFICIENTS, where
+    committed = load_model(DEFAULT_MODEL_PATH).predict_proba(features)
+    diff, where = _worst(committed, expected, heldout)
+    assert diff <= REFIT_ELSEWHERE, where
     # The held-out set exercises both classes and the whole probability range.
-    assert min(actual) < 0.1 and max(actual) > 0.9
+    assert min(committed) < 0.1 and max(committed) > 0.9
 
 
 def test_matches_sklearn_on_edge_cases(refit) -> None:
@@ -59,8 +75,9 @@ def test_matches_sklearn_on_edge_cases(refit) -> None:
         AdFeatures(True, 100, 0, "Диван угловой", "Состояние отличное. " * 50),
     ]
     expected = pipeline.predict_proba(train.ads_to_matrix(ads))[:, 1]
-    for model in (load_model(DEFAULT_MODEL_PATH), Model.from_artifact(fresh)):
-        assert all(abs(a - float(e)) <= 1e-9 for a, e in zip(model.predict_proba(ads), expected, strict=True))
+    for model, tolerance in ((Model.from_artifact(fresh), SAME_COEFFICIENTS), (load_model(DEFAULT_MODEL_PATH), REFIT_ELSEWHERE)):
+        diff, where = _worst(model.predict_proba(ads), expected, ads)
+        assert diff <= tolerance, where
 
 
 def test_lambda_import_does_not_load_numeric_libraries() -> None:
