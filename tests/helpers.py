@@ -110,7 +110,9 @@ def execute(url: str, sql: str, params: Any = None) -> list[tuple]:
 
 def install_verdict_audit(url: str) -> None:
     """Count every transition into 'completed' per task: the observable for
-    "a verdict is never written twice"."""
+    "a verdict is never written twice". SECURITY DEFINER: the trigger writes as
+    its creator, so it works whatever role the functions connect as (the
+    deployed stack's moderation_app may not write to the test's table)."""
     execute(url, """
         CREATE TABLE IF NOT EXISTS verdict_writes (task_id bigint NOT NULL);
         TRUNCATE verdict_writes;
@@ -120,7 +122,7 @@ def install_verdict_audit(url: str) -> None:
                 INSERT INTO verdict_writes VALUES (NEW.id);
             END IF;
             RETURN NEW;
-        END $$ LANGUAGE plpgsql;
+        END $$ LANGUAGE plpgsql SECURITY DEFINER;
         DROP TRIGGER IF EXISTS audit_verdict_write ON moderation_results;
         CREATE TRIGGER audit_verdict_write AFTER UPDATE ON moderation_results
             FOR EACH ROW EXECUTE FUNCTION audit_verdict_write();
