@@ -1,4 +1,5 @@
-"""Fixtures: a real PostgreSQL per test session, moto SQS from infra/.
+"""Fixtures: a real PostgreSQL per test session, moto SQS from infra/, and one
+deployed LocalStack stack shared by the suites that only use it (`deployed`).
 
 PostgreSQL is the embedded server from the pip wheel (a fresh cluster in a
 temp dir), unless TEST_DATABASE_URL points at another server, e.g. the
@@ -12,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import psycopg2
@@ -20,9 +22,28 @@ import pytest
 from tests.helpers import free_port
 from toolkit.names import LOCAL_CREDENTIALS, REGION
 
+if TYPE_CHECKING:
+    from tests.e2e.deployed_stack import Deployed
+
 # Local credentials only; no test ever talks to AWS.
 for _k, _v in LOCAL_CREDENTIALS.items():
     os.environ.setdefault(_k, _v)
+
+
+@pytest.fixture(scope="session")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """The packaged stack deployed to LocalStack (tests/e2e/deployed_stack.py), 20 ads.
+
+    One per session: the contract fuzz and tests/e2e/test_deployed.py share it (each
+    deployment costs ~15 s up and ~10 s down). Their tests look only at their own tasks
+    and messages; the password rotation in test_deployed.py updates the secret too, so
+    what runs after it connects as well. Tests that need a stack of their own (load
+    counts every verdict written, two stacks side by side) start one.
+    """
+    from tests.e2e.deployed_stack import FIXTURE_TIMINGS, deployed_stack
+
+    with deployed_stack(tmp_path_factory, n_ads=20, timings=FIXTURE_TIMINGS) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -3,19 +3,21 @@
 serves: every phase and every check, API Gateway's own answers included (403
 without the key, what it does with undeclared methods).
 
-The deployment is tests/e2e/test_deployed.py's fixture (not its tests), so it
-is made the same way; being module-scoped, it is a second deployment of ~40 s.
+The deployment is the session's `deployed` (tests/conftest.py), the one
+tests/e2e/test_deployed.py runs on.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests.contract.contract_fuzz import run
-from tests.e2e.test_deployed import Deployed, deployed  # noqa: F401 - the fixture
+from tests.e2e.deployed_stack import Deployed
 
 pytestmark = pytest.mark.e2e
 # API Gateway's usage plan allows 20 requests/s (burst 40); stay under it.
@@ -32,7 +34,25 @@ MAX_EXAMPLES = 12
 DISABLED = {"unsupported_method": "API Gateway answers an undeclared method with 403 before the API runs"}
 
 
-def test_the_deployed_api_keeps_its_contract(deployed: Deployed, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+@pytest.fixture(autouse=True, scope="module")
+def _reopen_closed_ads(deployed: Deployed) -> Iterator[None]:
+    """The stack as the fuzz found it, for the tests that share it after (tests/conftest.py):
+    the ads it closed (POST /moderation/close) reopened, its tasks finished, and the DLQ
+    emptied of the envelopes of tasks whose ad it closed meanwhile."""
+    yield
+    deployed.sql("UPDATE advertisements SET is_closed = false WHERE is_closed")
+    sqs = deployed.client("sqs")
+    queue_url, dlq_url = deployed.d.outputs["ModerationQueueUrl"], deployed.d.outputs["ModerationDLQUrl"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+        if attrs["ApproximateNumberOfMessages"] == attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+            break
+        time.sleep(0.5)
+    sqs.purge_queue(QueueUrl=dlq_url)
+
+
+def test_the_deployed_api_keeps_its_contract(deployed: Deployed, capsys: pytest.CaptureFixture[str]) -> None:
     report = run(deployed.d.api_url, api_key=deployed.d.api_key, rate_limit=RATE_LIMIT, disabled_checks=DISABLED,
                  max_examples=int(os.environ.get("CONTRACT_MAX_EXAMPLES") or MAX_EXAMPLES))
     with capsys.disabled():
@@ -42,7 +62,7 @@ def test_the_deployed_api_keeps_its_contract(deployed: Deployed, capsys: pytest.
     assert report.server_errors() == 0, report.summary()
 
 
-def test_the_deployed_api_serves_the_same_document_and_docs(deployed: Deployed) -> None:  # noqa: F811
+def test_the_deployed_api_serves_the_same_document_and_docs(deployed: Deployed) -> None:
     import urllib.request
 
     from app import app
@@ -62,7 +82,7 @@ def test_the_deployed_api_serves_the_same_document_and_docs(deployed: Deployed) 
         assert get(f"/docs/{name}")[1] == (STATIC / name).read_bytes(), name
 
 
-def test_idempotency_and_batch_through_api_gateway(deployed: Deployed) -> None:  # noqa: F811
+def test_idempotency_and_batch_through_api_gateway(deployed: Deployed) -> None:
     import urllib.error
     import urllib.request
     import uuid

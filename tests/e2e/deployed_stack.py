@@ -28,6 +28,9 @@ from infra import deploy_localstack as dl
 from tests.helpers import free_port
 from toolkit import names
 
+# How long the session's `deployed` fixture (tests/conftest.py) took, by step; test_deployed.py prints it.
+FIXTURE_TIMINGS: dict[str, Any] = {}
+
 
 def http_json(method: str, url: str, *, api_key: str | None = None, timeout: float = 30) -> tuple[int, Any]:
     """Status and JSON body (or text) of one request, with the x-api-key header if given."""

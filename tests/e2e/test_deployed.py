@@ -20,7 +20,6 @@ import time
 import uuid
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,17 +27,12 @@ import psycopg2
 import pytest
 import urllib3
 
-from tests.e2e.deployed_stack import Deployed, cold_starts, deployed_stack, poll_result
+from tests.e2e.deployed_stack import FIXTURE_TIMINGS, Deployed, cold_starts, poll_result
 from toolkit import names
 
 pytestmark = pytest.mark.e2e
-TIMINGS: dict[str, Any] = {}
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    with deployed_stack(tmp_path_factory, n_ads=20, timings=TIMINGS) as running:
-        yield running
+# The stack is the session's `deployed` (tests/conftest.py), shared with the contract fuzz.
+TIMINGS: dict[str, Any] = FIXTURE_TIMINGS
 
 
 def test_the_stack_is_the_packaged_topology(deployed: Deployed):
