@@ -34,6 +34,7 @@ from chalicelib.domain import (
     Task,
     TaskEvent,
 )
+from chalicelib.errors import TransientError
 
 # How long the scorer waits for a task row another transaction holds.
 CLAIM_LOCK_WAIT_MS = 1000
@@ -201,6 +202,17 @@ class ModerationStore:
         """
         if not sent:
             return
+        try:
+            self._mark_enqueued(sent, kind)
+        except TransientError as exc:
+            # The scorer's claim locks what it can at once (SKIP LOCKED), then waits for the
+            # rest: against this transaction's id-ordered locks that can still deadlock, and
+            # PostgreSQL may pick this side. The scorer has moved on by then: try once more.
+            if not isinstance(exc.__cause__, psycopg2.errors.DeadlockDetected):
+                raise
+            self._mark_enqueued(sent, kind)
+
+    def _mark_enqueued(self, sent: Mapping[int, str], kind: str) -> None:
         ids = list(sent)
         with self._db.transaction() as cur:
             cur.execute("SET LOCAL synchronous_commit = off")

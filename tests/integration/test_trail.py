@@ -5,6 +5,7 @@ log lines. Real PostgreSQL, moto SQS, the real handlers."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -208,3 +209,46 @@ def test_stuck_tasks_leave_a_trail_and_a_metric(client, app_env, sqs, capsys, ca
     assert [(d["error_kind"], d["TasksFailed"]) for d in emf(lines, "reconcile") if "TasksFailed" in d] == [
         ("stuck", [1.0])
     ]
+
+
+def test_marking_sent_tasks_survives_losing_a_deadlock_to_a_claim(app_env):
+    """mark_enqueued locks in id order; a claim that took one row at once and waits for
+    another can still close a cycle with it. PostgreSQL aborts the first waiter (here, the
+    mark): it is tried again, and each task gets its enqueued mark and one trail entry."""
+    import threading
+
+    import psycopg2
+
+    item_id = insert_ad(app_env)
+    store = deps.store()
+    first, second = (store.create_task(item_id) for _ in range(2))
+    other = psycopg2.connect(app_env)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SET deadlock_timeout = '5s'")  # the mark, waiting first, is the one that checks
+            cur.execute("SELECT id FROM moderation_results WHERE id = %s FOR UPDATE", (second,))
+            errors: list[BaseException] = []
+
+            def mark() -> None:
+                try:
+                    store.mark_enqueued({first: "m-1", second: "m-2"})
+                except BaseException as exc:  # reported by the assertion below
+                    errors.append(exc)
+
+            marker = threading.Thread(target=mark)
+            marker.start()
+            # The mark holds `first` and waits for `second`; now wait for `first` the other way round.
+            deadline = time.monotonic() + 10
+            while not execute(app_env, "SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"):
+                assert time.monotonic() < deadline, "the mark never waited"
+                time.sleep(0.05)
+            cur.execute("SELECT id FROM moderation_results WHERE id = %s FOR UPDATE", (first,))
+        other.commit()
+        marker.join(20)
+    finally:
+        other.close()
+    assert not marker.is_alive() and errors == []
+    for task_id, message_id in ((first, "m-1"), (second, "m-2")):
+        assert fetch_task(app_env, task_id)["enqueued_at"] is not None
+        assert execute(app_env, "SELECT message_id FROM task_events WHERE task_id = %s AND kind = 'enqueued'",
+                       (task_id,)) == [(message_id,)]
