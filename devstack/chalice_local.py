@@ -185,12 +185,7 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
 
     def _send_forbidden(self) -> None:
         status, body = self.server.forbidden
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self._send(status, body, {})
 
     # Chalice binds these to its own _generic_handle at class creation, so
     # overriding that method alone would change nothing.
@@ -221,7 +216,10 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         self._send_json(status, error, {"Allow": ", ".join(allow)} if allow else {})
 
     def _send_json(self, status: HTTPStatus, error: Mapping[str, object], headers: Mapping[str, str]) -> None:
-        body = json.dumps(error).encode()
+        self._send(status, json.dumps(error).encode(), headers)
+
+    def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+        """A JSON answer of our own (not the app's)."""
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
