@@ -32,7 +32,7 @@ ANY_BODY = ["*/*"]
 
 
 def api() -> ModuleType:
-    from chalicelib import api as module  # the HTTP layer: the API function only
+    from chalicelib.api import handlers as module  # the HTTP layer: the API function only
 
     return module
 
@@ -46,7 +46,7 @@ def _request() -> Request:
     return request
 
 
-# Routes with a JSON body take any Content-Type too: chalicelib/api.py answers
+# Routes with a JSON body take any Content-Type too: chalicelib/api/handlers.py answers
 # a wrong one with the contract's 415 instead of Chalice's own error body.
 @app.route("/moderation/predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 def predict() -> Any:
@@ -105,7 +105,7 @@ def pipeline_health() -> Any:
     return api().pipeline_health(_request())
 
 
-# The contract (chalicelib/contract.py) as OpenAPI 3.1, and Swagger UI over it.
+# The contract (chalicelib/api/models.py) as OpenAPI 3.1, and Swagger UI over it.
 # Open, like /health: documentation is not a secret.
 @app.route("/openapi.json", methods=["GET"])
 def openapi() -> Any:
@@ -159,9 +159,10 @@ def reconcile(event: Any) -> dict[str, Any]:
 
 
 # Runs the SQL migrations; a CloudFormation custom resource calls it on every
-# deploy (infra/resources.json). See chalicelib/deploy_migrations.py.
+# deploy (infra/resources.json). See chalicelib/operations/deploy_migrations.py.
 @app.lambda_function(name="migrate")
 def migrate(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib import deploy_migrations
+    from chalicelib import deps
+    from chalicelib.operations import deploy_migrations
 
-    return deploy_migrations.handler(event, context)
+    return deploy_migrations.handler(event, context, deps.database_url)

@@ -86,7 +86,7 @@ class Settings:
     max_body_bytes: int
     db_connect_timeout_seconds: int
     db_statement_timeout_ms: int
-    # Connections this process may hold (chalicelib/db.py): 1 on Lambda, a
+    # Connections this process may hold (chalicelib/storage/db.py): 1 on Lambda, a
     # few for the threaded `chalice local` and the local runner.
     db_pool_size: int
     db_acquire_timeout_seconds: int
@@ -105,7 +105,7 @@ class Settings:
     # Reconciler: finished tasks (and their trails) created and last changed more
     # than this many days ago are deleted; 0 keeps everything.
     retention_days: int
-    # The model registry's bucket (chalicelib/registry.py); None: the packaged model serves.
+    # The model registry's bucket (chalicelib/serving/registry.py); None: the packaged model serves.
     model_bucket: str | None = None
     # How often, at most, a function asks whether a model alias moved.
     model_alias_check_seconds: int = 60

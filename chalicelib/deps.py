@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from chalicelib.config import get_settings
 
 if TYPE_CHECKING:
-    from chalicelib.db import Credentials, Database
-    from chalicelib.moderation import ModerationService
+    from chalicelib.moderation.service import ModerationService
+    from chalicelib.operations.reconcile import Reconciler
     from chalicelib.queue import TaskQueue
-    from chalicelib.reconcile import Reconciler
-    from chalicelib.scoring import Scorer
-    from chalicelib.serving import Followed, Pinned
-    from chalicelib.storage import ModerationStore
+    from chalicelib.scoring.scorer import Scorer
+    from chalicelib.serving.aliases import Followed, Pinned
+    from chalicelib.storage.db import Credentials, Database
+    from chalicelib.storage.tasks import ModerationStore
 
 T = TypeVar("T")
 _build_lock = threading.RLock()
@@ -66,8 +66,8 @@ def database_url() -> str:
 def database_credentials() -> Credentials:
     """Where the pool gets its URL: DATABASE_URL as it is, else the secret, read
     on first connect and again when PostgreSQL rejects it (a rotated password)."""
-    from chalicelib.credentials import SecretUrl
-    from chalicelib.db import FixedUrl
+    from chalicelib.storage.credentials import SecretUrl
+    from chalicelib.storage.db import FixedUrl
 
     s = get_settings()
     if s.database_url:
@@ -77,7 +77,7 @@ def database_credentials() -> Credentials:
 
 @_once
 def database() -> Database:
-    from chalicelib.db import Database
+    from chalicelib.storage.db import Database
 
     s = get_settings()
     return Database(
@@ -92,7 +92,7 @@ def database() -> Database:
 
 @_once
 def store() -> ModerationStore:
-    from chalicelib.storage import ModerationStore
+    from chalicelib.storage.tasks import ModerationStore
 
     return ModerationStore(database())
 
@@ -125,13 +125,13 @@ def queue() -> TaskQueue:
 def models(function: str, *, shadow: bool) -> Followed | Pinned:
     """The models `function` serves: the registry's aliases when MODEL_BUCKET is
     set (the scorer also follows `shadow`), else the packaged artifact."""
-    from chalicelib.model import load_model
-    from chalicelib.serving import Followed, Pinned
+    from chalicelib.serving.aliases import Followed, Pinned
+    from chalicelib.serving.model import load_model
 
     s = get_settings()
     if s.model_bucket is None:
         return Pinned(load_model())
-    from chalicelib.registry import ObjectReader
+    from chalicelib.serving.registry import ObjectReader
 
     return Followed(ObjectReader(s.model_bucket), load_model, function=function,
                     check_seconds=s.model_alias_check_seconds, shadow=shadow)
@@ -139,7 +139,7 @@ def models(function: str, *, shadow: bool) -> Followed | Pinned:
 
 @_once
 def service() -> ModerationService:
-    from chalicelib.moderation import ModerationService
+    from chalicelib.moderation.service import ModerationService
 
     s = get_settings()
     return ModerationService(store(), queue(), models("api_handler", shadow=False),
@@ -148,7 +148,7 @@ def service() -> ModerationService:
 
 @_once
 def scorer() -> Scorer:
-    from chalicelib.scoring import Scorer
+    from chalicelib.scoring.scorer import Scorer
 
     s = get_settings()
     return Scorer(
@@ -162,7 +162,7 @@ def scorer() -> Scorer:
 
 @_once
 def reconciler() -> Reconciler:
-    from chalicelib.reconcile import Reconciler
+    from chalicelib.operations.reconcile import Reconciler
 
     s = get_settings()
     return Reconciler(

@@ -1,8 +1,8 @@
-"""Domain errors. Adapters raise these; chalicelib/http.py maps them to HTTP
+"""Domain errors. Adapters raise these; chalicelib/api/responses.py maps them to HTTP
 in one place (`handle_errors`), by the status and code each one carries.
 
 The scorer retries a batch that raised `TransientError` (or anything else);
-what fails a task for good is decided by chalicelib/decisions.py, from facts
+what fails a task for good is decided by chalicelib/scoring/dispositions.py, from facts
 (a malformed body, an unknown task, a deleted ad, invalid features).
 """
 

@@ -31,9 +31,9 @@ RESENT = "TasksResent"
 PURGED = "TasksPurged"  # retention: finished tasks deleted, and their trail rows
 EVENTS_PURGED = "TaskEventsPurged"
 BATCH_SIZE = "BatchSize"
-# A function could not adopt what a model alias names (chalicelib/serving.py): alarmed.
+# A function could not adopt what a model alias names (chalicelib/serving/aliases.py): alarmed.
 MODEL_REFUSED = "ModelRefused"
-# Shadow scoring (chalicelib/scoring.py): verdicts recorded, and batches whose shadow failed.
+# Shadow scoring (chalicelib/scoring/scorer.py): verdicts recorded, and batches whose shadow failed.
 SHADOW_SCORED = "ShadowScored"
 SHADOW_FAILED = "ShadowFailed"
 # Milliseconds

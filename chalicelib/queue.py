@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.domain import REQUEST_ID_ATTRIBUTE, PendingTask
+from chalicelib.domain.tasks import REQUEST_ID_ATTRIBUTE, PendingTask
 from chalicelib.errors import TransientError
 from chalicelib.logs import logger
 
@@ -89,7 +89,7 @@ class TaskQueue:
         """Send {task_id, item_id} messages; return {task_id: message id} of those SQS accepted.
 
         The API request id rides along as a message attribute, so the scorer
-        can log it with every line about the task (chalicelib.decisions).
+        can log it with every line about the task (chalicelib.scoring.dispositions).
         """
         sent: dict[int, str] = {}
         for chunk in chunks(tasks):

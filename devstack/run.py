@@ -17,9 +17,9 @@ from typing import Any
 
 import boto3
 
-from chalicelib.migrate import apply_migrations
-from chalicelib.model import DEFAULT_MODEL_PATH
-from chalicelib.registry import Registry, bootstrap, publisher
+from chalicelib.operations.migrate import apply_migrations
+from chalicelib.serving.model import DEFAULT_MODEL_PATH
+from chalicelib.serving.registry import Registry, bootstrap, publisher
 from devstack.consumers import QueueConsumedError, ensure_no_other_consumer
 from toolkit import logs, names, procs
 from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys

@@ -33,8 +33,8 @@ from typing import Any
 import urllib3
 from chalice.utils import to_cfn_resource_name
 
-from chalicelib.deploy_migrations import MIGRATIONS_DIR as SHIPPED_MIGRATIONS
-from chalicelib.deploy_migrations import migrations_hash
+from chalicelib.operations.deploy_migrations import MIGRATIONS_DIR as SHIPPED_MIGRATIONS
+from chalicelib.operations.deploy_migrations import migrations_hash
 from infra import check
 from infra.policies import function_name, stage_table, vpc_mode
 from toolkit import logs, names

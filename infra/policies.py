@@ -49,7 +49,7 @@ SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
     # only the database
     "migrate": {},
 }
-# The model registry (chalicelib/registry.py): the functions that score read aliases.json
+# The model registry (chalicelib/serving/registry.py): the functions that score read aliases.json
 # and the versions, nothing else, and write nothing (the tooling publishes and promotes).
 # ListBucket only so that a missing key is a 404 (an empty registry), not a 403.
 # `ModelBucket` is the template's logical id: `make package` makes the ARN exact

@@ -9,7 +9,7 @@ Common options, before or after the command: --endpoint-url, --queue, --dlq (def
 queues of infra/resources.json), --local (make run's LocalStack, or the local endpoint
 AWS_ENDPOINT_URL names, with LocalStack's credentials unless set; an empty AWS_ENDPOINT_URL means
 AWS). The DLQ holds the scorer's envelopes and raw "exhausted" task messages
-(both read by chalicelib.domain.read_body); either goes back to the main queue unchanged.
+(both read by chalicelib.domain.tasks.read_body); either goes back to the main queue unchanged.
 Exit codes: 0 ok, 1 error or aborted, 2 usage (or --yes needed).
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.domain import read_body
+from chalicelib.domain.tasks import read_body
 from chalicelib.queue import SQS_BATCH, chunks
 from toolkit import logs, names
 

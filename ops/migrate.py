@@ -4,7 +4,7 @@ adopting an older service's database on the way, or preview them (README, "Migra
     python -m ops.migrate            apply; print what was applied
     python -m ops.migrate --status   what the database is, what is applied and pending; changes nothing
 
-The same code as the deployed `migrate` function (chalicelib.deploy_migrations.run),
+The same code as the deployed `migrate` function (chalicelib.operations.deploy_migrations.run),
 over migrations/ instead of the copy the package ships. Without DATABASE_URL it uses
 make run's embedded PostgreSQL (toolkit/names.py; EMBEDDED_PG_PORT moves it, as for
 make run), which it never starts. On a database it cannot adopt it stops before
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from chalicelib import deploy_migrations, migrate
+from chalicelib.operations import deploy_migrations, migrate
 from toolkit import logs, names
 
 log = logs.get("migrate")

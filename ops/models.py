@@ -1,4 +1,4 @@
-"""`make model-*`: the model registry (chalicelib/registry.py) from a terminal.
+"""`make model-*`: the model registry (chalicelib/serving/registry.py) from a terminal.
 
     python -m ops.models [--local] [--bucket NAME | --stack NAME] [--endpoint-url URL] COMMAND
       publish  [--artifact PATH] [--target-precision P] [--review-recall R] [--seed S] [--promote ALIAS]
@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.registry import LIVE, SHADOW, Registry, RegistryError, publisher
+from chalicelib.serving.registry import LIVE, SHADOW, Registry, RegistryError, publisher
 from toolkit import logs, names
 
 log = logs.get("models")
@@ -278,8 +278,8 @@ def compare_chart(verdicts: Sequence[Any], figures: dict[str, Any], path: Path) 
 
 
 def cmd_compare(_: Registry | None, args: argparse.Namespace) -> int:
-    from chalicelib.db import Database
-    from chalicelib.storage import ModerationStore
+    from chalicelib.storage.db import Database
+    from chalicelib.storage.tasks import ModerationStore
 
     url = args.database_url or os.environ.get("DATABASE_URL")
     if not url and args.local:

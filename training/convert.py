@@ -1,4 +1,4 @@
-"""A fitted scikit-learn Pipeline -> the runtime artifact's model (chalicelib/model.py's format).
+"""A fitted scikit-learn Pipeline -> the runtime artifact's model (chalicelib/serving/model.py's format).
 
 The Lambda never imports scikit-learn, so a pipeline is served by translating its
 fitted parameters into the JSON the pure-Python model reads. Supported, the shape
@@ -36,8 +36,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from chalicelib.features import AdFeatures
-from chalicelib.model import Model
+from chalicelib.domain.features import AdFeatures
+from chalicelib.serving.model import Model
 
 COLUMNS = ("text", "category", "is_verified_seller", "images_qty")
 NUMERIC = ("is_verified_seller", "images_qty")

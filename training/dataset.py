@@ -45,7 +45,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from chalicelib.features import AdFeatures
+from chalicelib.domain.features import AdFeatures
 
 # Categories used by the generator: a realistic small subset of 0..99.
 CATEGORIES: dict[int, str] = {

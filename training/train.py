@@ -9,7 +9,7 @@ thresholds from the held-out precision/recall trade-off (training/thresholds.py:
 chosen on one half of the held-out ads, reported on the other), prints them and
 the held-out metrics, draws the precision/recall curve with the chosen thresholds
 (a PNG under build/, never in chalicelib/) and writes a JSON artifact that
-``chalicelib.model`` evaluates without scikit-learn.
+``chalicelib.serving.model`` evaluates without scikit-learn.
 
 Pipeline (the feature order is the order of the coefficients in the artifact):
   1. text: TfidfVectorizer on ``name + " " + description`` (lowercase, pinned token
@@ -55,8 +55,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from chalicelib.features import AdFeatures
-from chalicelib.model import ARTIFACT_FORMAT, DEFAULT_MODEL_PATH
+from chalicelib.domain.features import AdFeatures
+from chalicelib.serving.model import ARTIFACT_FORMAT, DEFAULT_MODEL_PATH
 from training import convert, thresholds
 from training.dataset import GeneratedAd, generate_ads
 from training.options import DEFAULT_N, DEFAULT_REVIEW_RECALL, DEFAULT_SEED, DEFAULT_TARGET_PRECISION, add_threshold_args
@@ -176,7 +176,7 @@ def dataset_fingerprint(ads: Sequence[GeneratedAd]) -> str:
 
 def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, seed: int,
                    evaluation: Evaluation | None = None) -> dict[str, Any]:
-    """Everything chalicelib.model needs, plus metadata. Deterministic for a given fit."""
+    """Everything chalicelib.serving.model needs, plus metadata. Deterministic for a given fit."""
     if evaluation is None:
         targets = PARAMS["thresholds"]
         evaluation = evaluate(sklearn_proba(pipeline), heldout, seed, targets["target_precision"], targets["review_recall"])
@@ -231,7 +231,7 @@ def from_pipeline(pipeline: Any, *, source: str, source_sha256: str, target_prec
     thresholds_ = {"threshold": evaluation.choice.threshold, "review_threshold": evaluation.choice.review_threshold}
     artifact = {"format": ARTIFACT_FORMAT, "version": convert.content_version(fields | thresholds_), **thresholds_,
                 "threshold_selection": evaluation.choice.as_json(), **fields}
-    from chalicelib.model import Model
+    from chalicelib.serving.model import Model
 
     worst = convert.verify(pipeline, Model.from_artifact(artifact), [ad.features() for ad in heldout])
     sklearn_version = getattr(pipeline, "_sklearn_version", sklearn.__version__)

@@ -11,7 +11,7 @@ in production (INFO), to /dev/null.
 with every claimed task marked completed: no parsing, no model, no logging.
 It is the ceiling the scorer can approach at that batch size.
 
-"scorer + shadow" is the scorer with a `shadow` version set (chalicelib/scoring.py):
+"scorer + shadow" is the scorer with a `shadow` version set (chalicelib/scoring/scorer.py):
 every completed task is scored again by another version (the packaged model with
 other thresholds: the same work as any version of its size) and its verdict
 written to shadow_verdicts after the commit. Its rate against the scorer's, at
@@ -73,7 +73,7 @@ def _free_port() -> int:
 def database() -> Iterator[str]:
     """The URL of a fresh, migrated database with the demo ads, on an embedded
     server in a temp dir on a free port; removed afterwards."""
-    from chalicelib.migrate import apply_migrations
+    from chalicelib.operations.migrate import apply_migrations
     from toolkit.postgres import EmbeddedPostgres
     from toolkit.seed import seed_demo_data
 
@@ -180,13 +180,13 @@ def steps() -> int:
 
 
 def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
-    from chalicelib.db import Database
-    from chalicelib.domain import COMPLETED, BatchWrite, TaskUpdate
-    from chalicelib.model import load_model
+    from chalicelib.domain.tasks import COMPLETED, BatchWrite, TaskUpdate
     from chalicelib.queue import TaskQueue
-    from chalicelib.scoring import Scorer
-    from chalicelib.serving import Pinned
-    from chalicelib.storage import ModerationStore
+    from chalicelib.scoring.scorer import Scorer
+    from chalicelib.serving.aliases import Pinned
+    from chalicelib.serving.model import load_model
+    from chalicelib.storage.db import Database
+    from chalicelib.storage.tasks import ModerationStore
 
     def postgres_alone(batch: Sequence[int]) -> int:
         with store.transaction() as cur:

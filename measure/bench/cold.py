@@ -10,7 +10,7 @@ The yardstick is the way the model used to be served: `import sklearn` and
 
 With the model registry (MODEL_BUCKET set), the model comes from S3 instead of
 the package: the functions that score read aliases.json, fetch the version it
-names, check its sha256, load it and score the probe ads (chalicelib/serving.py).
+names, check its sha256, load it and score the probe ads (chalicelib/serving/aliases.py).
 Those runs use a LocalStack of their own, whose registry holds the packaged
 model as another version (so a silent fall-back to the package would show),
 live alone and live + shadow (the scorer then fetches and loads two versions).
@@ -37,10 +37,10 @@ from toolkit import names, procs, stats
 # The module each function's handler imports on its first call (app.py), and
 # whether that call loads the model. The function names are .chalice/config.json's.
 FIRST_CALL: dict[str, tuple[str, bool]] = {
-    "api_handler": ("chalicelib.api", True),
-    "score": ("chalicelib.scoring", True),
-    "reconcile": ("chalicelib.reconcile", True),
-    "migrate": ("chalicelib.deploy_migrations", False),
+    "api_handler": ("chalicelib.api.handlers", True),
+    "score": ("chalicelib.scoring.scorer", True),
+    "reconcile": ("chalicelib.operations.reconcile", True),
+    "migrate": ("chalicelib.operations.deploy_migrations", False),
 }
 TARGET_MEDIAN_MS = 150.0
 TARGET_SPEEDUP = 5.0
@@ -55,7 +55,7 @@ t1 = time.perf_counter()
 importlib.import_module(sys.argv[1])
 t2 = time.perf_counter()
 if sys.argv[2] == "1":
-    from chalicelib.model import load_model
+    from chalicelib.serving.model import load_model
     load_model()
 t3 = time.perf_counter()
 print(json.dumps({"import_app": t1 - t0, "import_module": t2 - t1, "load_model": t3 - t2, "total": t3 - t0}))
@@ -118,8 +118,8 @@ def steps(runs: int) -> int:
 def registries() -> Iterator[dict[bool, dict[str, str]]]:
     """A LocalStack of its own with two registries (live; live + shadow): the probes'
     environment for each."""
-    from chalicelib.model import DEFAULT_MODEL_PATH
-    from chalicelib.registry import LIVE, SHADOW, Registry
+    from chalicelib.serving.model import DEFAULT_MODEL_PATH
+    from chalicelib.serving.registry import LIVE, SHADOW, Registry
     from toolkit.localstack import HostLocalStack
 
     root = Path(tempfile.mkdtemp(prefix="bench-registry-"))

@@ -66,8 +66,8 @@ def test_the_deployed_api_serves_the_same_document_and_docs(deployed: Deployed) 
     import urllib.request
 
     from app import app
-    from chalicelib.api import STATIC
-    from chalicelib.openapi import document
+    from chalicelib.api.handlers import STATIC
+    from chalicelib.api.openapi import document
 
     def get(path: str) -> tuple[str, bytes]:
         with urllib.request.urlopen(deployed.d.api_url + path, timeout=30) as resp:

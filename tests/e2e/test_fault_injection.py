@@ -32,14 +32,14 @@ import boto3
 import psycopg2
 import pytest
 
-from chalicelib.db import Database
 from chalicelib.errors import TransientError
-from chalicelib.model import load_model
-from chalicelib.moderation import ModerationService
+from chalicelib.moderation.service import ModerationService
+from chalicelib.operations.reconcile import Reconciler
 from chalicelib.queue import TaskQueue
-from chalicelib.reconcile import Reconciler
-from chalicelib.scoring import Scorer
-from chalicelib.storage import ModerationStore
+from chalicelib.scoring.scorer import Scorer
+from chalicelib.serving.model import load_model
+from chalicelib.storage.db import Database
+from chalicelib.storage.tasks import ModerationStore
 from devstack.runner import Runner
 from tests.helpers import drop_verdict_audit, execute, install_verdict_audit
 from toolkit.template import ensure_queues

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.model import DEFAULT_MODEL_PATH, load_model
+from chalicelib.serving.model import DEFAULT_MODEL_PATH, load_model
 from tests.e2e.e2e_stack import Stack, http, make_run
 
 pytestmark = pytest.mark.e2e

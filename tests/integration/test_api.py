@@ -9,7 +9,7 @@ from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.errors import TransientError
-from chalicelib.reconcile import Reconciler
+from chalicelib.operations.reconcile import Reconciler
 from tests.helpers import execute, fetch_task, insert_ad
 
 AD = {"seller_id": 1, "is_verified_seller": False, "item_id": 1, "name": "iPhone 13",

@@ -218,7 +218,7 @@ def test_a_failed_chunk_is_left_to_the_reconciler(client, app_env, sqs, monkeypa
         assert (fetch_task(app_env, i["task_id"])["enqueued_at"] is None) == (i["task_id"] in unsent)
     assert len(queued(sqs)) == 15
     monkeypatch.setattr(queue._sqs, "send_message_batch", real)
-    from chalicelib.reconcile import Reconciler
+    from chalicelib.operations.reconcile import Reconciler
 
     report = Reconciler(deps.store(), queue, resend_grace_seconds=0, stuck_after_seconds=3600).run()
     assert sorted(report.resent) == sorted(unsent)
@@ -293,7 +293,7 @@ def test_openapi_json_is_served_and_covers_every_route(client):
 
 
 def test_docs_page_uses_the_vendored_assets(client):
-    from chalicelib.api import STATIC
+    from chalicelib.api.handlers import STATIC
 
     resp = client.http.get("/docs")
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/html")

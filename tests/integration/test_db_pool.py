@@ -1,4 +1,4 @@
-"""chalicelib.db under threads, as `chalice local` and the runner use it."""
+"""chalicelib.storage.db under threads, as `chalice local` and the runner use it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chalicelib.db import Database
 from chalicelib.errors import TransientError
+from chalicelib.storage.db import Database
 from tests.helpers import execute
 
 

@@ -213,9 +213,9 @@ def test_host_localstack_paths_are_relative_to_the_repo(monkeypatch: pytest.Monk
 
 
 def test_database_reconnects_after_a_server_restart(pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
-    """chalicelib.db: a request after a restart is served, not failed with 503."""
-    from chalicelib import db as dbmod
-    from chalicelib.db import Database
+    """chalicelib.storage.db: a request after a restart is served, not failed with 503."""
+    from chalicelib.storage import db as dbmod
+    from chalicelib.storage.db import Database
 
     database = Database(pg.start())
     database.ping()

@@ -16,7 +16,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import deps
-from chalicelib.serving import Pinned
+from chalicelib.serving.aliases import Pinned
 from tests.helpers import execute, insert_ad
 
 

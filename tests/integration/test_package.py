@@ -88,11 +88,11 @@ def test_the_zip_ships_the_app_its_dependencies_and_the_migrations(packaged: dic
     with zipfile.ZipFile(packaged["zip"]) as zf:
         names = set(zf.namelist())
         zf.extractall(tmp_path)
-    assert {"app.py", "chalicelib/deploy_migrations.py", "chalicelib/artifacts/model.json"} <= names
+    assert {"app.py", "chalicelib/operations/deploy_migrations.py", "chalicelib/artifacts/model.json"} <= names
     assert any(n.startswith("psycopg2/") for n in names) and any(n.startswith("yoyo/") for n in names)
     # Tooling never ships.
     assert not any(n.startswith(("devstack/", "infra/", "tests/", "training/", "migrations/")) for n in names)
-    from chalicelib.deploy_migrations import migrations_hash, sql_files
+    from chalicelib.operations.deploy_migrations import migrations_hash, sql_files
 
     shipped = sql_files(tmp_path / "chalicelib" / "migrations_sql")
     assert [p.name for p in shipped] == sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))

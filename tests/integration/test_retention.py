@@ -17,7 +17,7 @@ import time
 import pytest
 
 from chalicelib import deps
-from chalicelib.reconcile import Reconciler
+from chalicelib.operations.reconcile import Reconciler
 from tests.helpers import execute, insert_ad
 
 OLD = 100_000

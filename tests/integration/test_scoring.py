@@ -11,13 +11,13 @@ from botocore.exceptions import ClientError
 
 from chalicelib import deps
 from chalicelib.config import DLQ_NAME, QUEUE_NAME
-from chalicelib.db import Database
-from chalicelib.domain import PendingTask
+from chalicelib.domain.tasks import PendingTask
 from chalicelib.errors import TransientError
-from chalicelib.model import load_model
 from chalicelib.queue import TaskQueue
-from chalicelib.scoring import Scorer
-from chalicelib.storage import ModerationStore
+from chalicelib.scoring.scorer import Scorer
+from chalicelib.serving.model import load_model
+from chalicelib.storage.db import Database
+from chalicelib.storage.tasks import ModerationStore
 from tests.helpers import drop_verdict_audit, execute, fetch_task, insert_ad, install_verdict_audit, sqs_record, task_body
 
 

@@ -25,11 +25,12 @@ import psycopg2
 import pytest
 from chalice.test import Client
 
-from chalicelib import credentials, deps
-from chalicelib.credentials import SecretUrl, url_from_secret
-from chalicelib.db import Database, is_auth_failure
+from chalicelib import deps
 from chalicelib.errors import TransientError
-from chalicelib.migrate import apply_migrations
+from chalicelib.operations.migrate import apply_migrations
+from chalicelib.storage import credentials
+from chalicelib.storage.credentials import SecretUrl, url_from_secret
+from chalicelib.storage.db import Database, is_auth_failure
 from infra.policies import secret_name
 from tests.helpers import execute, fetch_task, free_port, insert_ad, sqs_record, task_body
 from toolkit import names

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from chalicelib import deps
-from chalicelib.model import load_model
-from chalicelib.scoring import Scorer
-from chalicelib.serving import Pinned
+from chalicelib.scoring.scorer import Scorer
+from chalicelib.serving.aliases import Pinned
+from chalicelib.serving.model import load_model
 from tests.helpers import execute, fetch_task, insert_ad, sqs_record, task_body
 
 LIVE = load_model()

@@ -14,9 +14,9 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import deps
-from chalicelib.db import Database
-from chalicelib.requests import encode_cursor
-from chalicelib.storage import ModerationStore, task_page_query
+from chalicelib.api.requests import encode_cursor
+from chalicelib.storage.db import Database
+from chalicelib.storage.tasks import ModerationStore, task_page_query
 from tests.helpers import execute, insert_ad
 
 

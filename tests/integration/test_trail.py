@@ -12,7 +12,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import deps
-from chalicelib.scoring import Scorer
+from chalicelib.scoring.scorer import Scorer
 from devstack.runner import lambda_record
 from tests.helpers import execute, fetch_task, insert_ad
 

@@ -1,4 +1,4 @@
-"""The contract (chalicelib/contract.py) against the code it describes, and the
+"""The contract (chalicelib/api/models.py) against the code it describes, and the
 OpenAPI document generated from it. No servers."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from app import app
-from chalicelib import contract, openapi
-from chalicelib.domain import Task, TaskEvent
-from chalicelib.moderation import event_view, task_view
+from chalicelib.api import models as contract
+from chalicelib.api import openapi
+from chalicelib.domain.tasks import Task, TaskEvent
+from chalicelib.moderation.service import event_view, task_view
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = {(method, path) for path, methods in app.routes.items() for method in methods}
@@ -27,7 +28,7 @@ def doc() -> dict:
 
 def test_every_route_has_exactly_one_contract_entry():
     documented = set(contract.OPERATIONS) | set(contract.ALIASES)
-    assert ROUTES - documented == set(), "routes of app.py missing from chalicelib/contract.py"
+    assert ROUTES - documented == set(), "routes of app.py missing from chalicelib/api/models.py"
     assert documented - ROUTES == set(), "contract entries for routes app.py does not have"
     assert not set(contract.OPERATIONS) & set(contract.ALIASES)
     for alias in contract.ALIASES.values():
@@ -119,7 +120,7 @@ def test_the_document_is_built_lazily():
     import subprocess
     import sys
 
-    code = "import sys, app\nfrom chalicelib import api\nprint('chalicelib.openapi' in sys.modules)"
+    code = "import sys, app\nfrom chalicelib import api\nprint('chalicelib.api.openapi' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -138,7 +139,7 @@ def test_idempotency_keys(key, ok):
 def test_chalice_errors_get_the_contract_shape():
     from chalice import Response
 
-    from chalicelib.http import contract_error
+    from chalicelib.api.responses import contract_error
 
     resp = contract_error(Response(body={"Code": "MethodNotAllowedError", "Message": "Unsupported method: PUT"},
                                    status_code=405, headers={"Allow": "GET"}))
@@ -152,8 +153,8 @@ def test_chalice_errors_get_the_contract_shape():
 
 
 def test_the_vendored_docs_assets_are_the_published_ones():
-    """chalicelib/static/README.md: swagger-ui-dist from npm, unmodified."""
-    static = ROOT / "chalicelib" / "static"
+    """chalicelib/api/static/README.md: swagger-ui-dist from npm, unmodified."""
+    static = ROOT / "chalicelib" / "api" / "static"
     sums = dict(reversed(line.split()) for line in (static / "SHA256SUMS").read_text().splitlines() if line.strip())
     assert set(sums) >= {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"}
     for name, digest in sums.items():

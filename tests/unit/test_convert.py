@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
-from chalicelib.model import Model
+from chalicelib.serving.model import Model
 from training import convert, thresholds, train
 from training.convert import UnsupportedPipeline
 from training.dataset import generate_ads

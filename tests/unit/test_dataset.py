@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from chalicelib.features import AdFeatures
+from chalicelib.domain.features import AdFeatures
 from training.dataset import CATEGORIES, GeneratedAd, generate_ads
 
 N, SEED = 3000, 7

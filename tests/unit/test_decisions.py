@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from chalicelib.decisions import (
+from chalicelib.domain.tasks import Ad, ClaimedTask
+from chalicelib.scoring.dispositions import (
     Outcome,
     Score,
     backoff_seconds,
@@ -14,7 +15,6 @@ from chalicelib.decisions import (
     unparked,
     whole_batch_failure,
 )
-from chalicelib.domain import Ad, ClaimedTask
 from tests.helpers import sqs_record, task_body
 
 AD = Ad(item_id=7, seller_id=1, is_verified_seller=True, name="n", description="d", category=1, images_qty=1)

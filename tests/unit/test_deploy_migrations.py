@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import deploy_migrations as dm
+from chalicelib.operations import deploy_migrations as dm
 
 
 class Receiver:
@@ -136,10 +136,10 @@ def test_a_package_without_sql_files_fails_clearly(tmp_path: Path):
 
 
 def test_handler_routes_custom_resource_events(receiver: Receiver, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(dm, "run", lambda: ["V1__a"])
-    out = dm.handler(event(receiver, "Create"), Context())
+    monkeypatch.setattr(dm, "run", lambda url: ["V1__a"] if url == "postgresql://db" else [])
+    out = dm.handler(event(receiver, "Create"), Context(), database_url=lambda: "postgresql://db")
     assert out["Status"] == "SUCCESS" and receiver.requests
-    assert dm.handler({}, Context()) == {"applied": ["V1__a"]}
+    assert dm.handler({}, Context(), database_url=lambda: "postgresql://db") == {"applied": ["V1__a"]}
 
 
 def test_migrations_hash_changes_with_any_sql_file(tmp_path: Path):

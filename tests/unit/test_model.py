@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.features import AdFeatures
-from chalicelib.model import DEFAULT_MODEL_PATH, PROBE_ADS, Model, load_model
+from chalicelib.domain.features import AdFeatures
+from chalicelib.serving.model import DEFAULT_MODEL_PATH, PROBE_ADS, Model, load_model
 from training import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,9 +82,9 @@ def test_matches_sklearn_on_edge_cases(refit) -> None:
 
 def test_lambda_import_does_not_load_numeric_libraries() -> None:
     code = (
-        "import sys, chalicelib.model\n"
-        "from chalicelib.features import AdFeatures\n"
-        "p = chalicelib.model.load_model().predict_proba([AdFeatures(False, 0, 2, 'Реплика', 'предоплата')])\n"
+        "import sys, chalicelib.serving.model\n"
+        "from chalicelib.domain.features import AdFeatures\n"
+        "p = chalicelib.serving.model.load_model().predict_proba([AdFeatures(False, 0, 2, 'Реплика', 'предоплата')])\n"
         "assert 0.0 <= p[0] <= 1.0\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'sklearn', 'scipy', 'numpy'}))\n"
     )

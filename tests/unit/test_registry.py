@@ -1,4 +1,4 @@
-"""The model registry's S3 layout and rules (chalicelib/registry.py), on an in-process
+"""The model registry's S3 layout and rules (chalicelib/serving/registry.py), on an in-process
 S3 server (moto) that the functions' signed GETs reach over HTTP like LocalStack's."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from chalicelib import registry
-from chalicelib.model import DEFAULT_MODEL_PATH, PROBE_ADS, load_model
-from chalicelib.registry import (
+from chalicelib.serving import registry
+from chalicelib.serving.model import DEFAULT_MODEL_PATH, PROBE_ADS, load_model
+from chalicelib.serving.registry import (
     ALIASES_KEY,
     LIVE,
     SHADOW,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.contract import CURSOR_PATTERN
+from chalicelib.api.models import CURSOR_PATTERN
+from chalicelib.api.requests import MAX_ID, TaskQuery, decode_cursor, encode_cursor, parse_ad, parse_id, query_id, task_query
 from chalicelib.errors import InvalidBody, InvalidParameter, PayloadTooLarge
-from chalicelib.requests import MAX_ID, TaskQuery, decode_cursor, encode_cursor, parse_ad, parse_id, query_id, task_query
 
 AD = {"seller_id": 1, "is_verified_seller": False, "item_id": 1, "name": "iPhone", "description": "ok",
       "category": 1, "images_qty": 2}

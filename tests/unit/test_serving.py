@@ -1,4 +1,4 @@
-"""Following the registry's aliases (chalicelib/serving.py): cold start, the re-check
+"""Following the registry's aliases (chalicelib/serving/aliases.py): cold start, the re-check
 window, atomic switches, and refusing a version that does not load or probe right."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from chalicelib.model import DEFAULT_MODEL_PATH, PROBE_ADS, load_model, loads
-from chalicelib.registry import ALIASES_KEY, AliasEntry, Fetched, RegistryUnavailable, artifact_key, render_aliases
-from chalicelib.registry import sha256 as digest
-from chalicelib.serving import Followed, Pinned, Snapshot, as_models
+from chalicelib.serving.aliases import Followed, Pinned, Snapshot, as_models
+from chalicelib.serving.model import DEFAULT_MODEL_PATH, PROBE_ADS, load_model, loads
+from chalicelib.serving.registry import ALIASES_KEY, AliasEntry, Fetched, RegistryUnavailable, artifact_key, render_aliases
+from chalicelib.serving.registry import sha256 as digest
 
 PACKAGED = DEFAULT_MODEL_PATH.read_bytes()
 

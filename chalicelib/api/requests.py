@@ -1,5 +1,5 @@
 """Validation of what HTTP clients send: ids in the query or path, JSON bodies,
-headers. The bodies' shapes are the models of chalicelib/contract.py.
+headers. The bodies' shapes are the models of chalicelib/api/models.py.
 
 Pure functions; each failure is a domain error naming the parameter.
 """
@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib.contract import (
+from chalicelib.api.models import (
     CURSOR_PATTERN,
     DEFAULT_PAGE,
     IDEMPOTENCY_KEY_HEADER,

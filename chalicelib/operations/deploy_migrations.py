@@ -35,7 +35,7 @@ from typing import Any
 
 from chalicelib.logs import logger
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations_sql"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations_sql"
 # Stop waiting for the migrations this long before Lambda would kill us, so
 # there is always time left to tell CloudFormation that we failed.
 RESPONSE_MARGIN_SECONDS = 10.0
@@ -65,23 +65,27 @@ def migrations_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def run(database_url: str | None = None, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def run(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; return the ids applied (empty when up to date)."""
     if not sql_files(directory):
         raise MigrationsMissing(
             f"no SQL migrations in {directory}: build the package with `make package`, which copies migrations/*.sql there"
         )
-    from chalicelib import deps
-    from chalicelib.migrate import apply_migrations
+    from chalicelib.operations.migrate import apply_migrations
 
-    return apply_migrations(database_url or deps.database_url(), directory)
+    return apply_migrations(database_url, directory)
 
 
-def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Entry point of the `migrate` Lambda function."""
+def handler(event: Mapping[str, Any], context: Any, database_url: Callable[[], str]) -> dict[str, Any]:
+    """Entry point of the `migrate` Lambda function. `database_url` is called inside
+    the handler, so a missing setting or secret is a FAILED answer to CloudFormation."""
+
+    def migrate() -> list[str]:
+        return run(database_url())
+
     if "RequestType" in event and "ResponseURL" in event:
-        return handle_custom_resource(event, context)
-    applied = run()
+        return handle_custom_resource(event, context, migrate=migrate)
+    applied = migrate()
     logger.info("migrations applied", extra={"applied": applied})
     return {"applied": applied}
 
@@ -90,7 +94,7 @@ def handle_custom_resource(
     event: Mapping[str, Any],
     context: Any,
     *,
-    migrate: Callable[[], list[str]] | None = None,
+    migrate: Callable[[], list[str]],
     send: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the migrations for Create/Update, nothing for Delete; always answer CloudFormation."""
@@ -101,7 +105,7 @@ def handle_custom_resource(
     status, reason, data = "SUCCESS", "", {}
     try:
         if request_type in ("Create", "Update"):
-            applied = _with_deadline(migrate or run, _seconds_left(context) - RESPONSE_MARGIN_SECONDS)
+            applied = _with_deadline(migrate, _seconds_left(context) - RESPONSE_MARGIN_SECONDS)
             data = {"Applied": ",".join(applied) or "none", "AppliedCount": str(len(applied))}
             logger.info("migrations applied", extra={"request_type": request_type, "applied": applied})
         else:

@@ -3,7 +3,7 @@ every route (pydantic models), and a registry of the routes themselves
 (summary, parameters, request model, responses by status).
 
 The routes validate what clients send and shape what they return through these
-models (chalicelib/api.py), and chalicelib/openapi.py renders the same models
+models (chalicelib/api/handlers.py), and chalicelib/api/openapi.py renders the same models
 and registry, with Chalice's route table, into the OpenAPI document served at
 GET /openapi.json. One definition: the document cannot drift from the code.
 
@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool, StrictInt, WithJsonSchema
 
-from chalicelib.features import MAX_CATEGORY, MAX_DESCRIPTION_CHARS, MAX_IMAGES, MAX_NAME_CHARS, MIN_CATEGORY, AdFeatures
+from chalicelib.domain.features import MAX_CATEGORY, MAX_DESCRIPTION_CHARS, MAX_IMAGES, MAX_NAME_CHARS, MIN_CATEGORY, AdFeatures
 
 
 def _integral(value: Any) -> Any:
@@ -61,7 +61,7 @@ ErrorKind = Literal["permanent", "transient", "stuck"]
 # task_events.kind (migrations/V3__task_events.sql).
 EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck"]
 Probability = Annotated[float, Field(ge=0, le=1)]
-# What to do with the ad (chalicelib/domain.py decide): `block` is exactly is_violation;
+# What to do with the ad (chalicelib/domain/tasks.py decide): `block` is exactly is_violation;
 # `review`, only from a model with a review band, is the band just below its threshold.
 Decision = Literal["allow", "review", "block"]
 DECISION_HELP = ("allow | review | block: block is is_violation; review (a model with a review band) means "
@@ -355,7 +355,7 @@ UNSUPPORTED = _error("`unsupported_media_type`: the body is not `application/jso
 UNAVAILABLE = Reply("`dependency_unavailable`: PostgreSQL is down; nothing was stored", Error, headers=_RETRY_AFTER)
 AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it is closed")
 
-# What any route may answer besides its own replies; chalicelib/openapi.py adds them to every
+# What any route may answer besides its own replies; chalicelib/api/openapi.py adds them to every
 # operation (README, "Load testing"). The deployed API: API Gateway's throttles (the stage's rate,
 # a client's usage plan) and its 503 for a request the API function did not answer (throttled at
 # its reserved concurrency, failed, timed out). `make run`: its bound on requests in flight.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chalicelib.features import AdFeatures
+from chalicelib.domain.features import AdFeatures
 
 PENDING = "pending"
 PROCESSING = "processing"

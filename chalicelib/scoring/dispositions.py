@@ -1,6 +1,6 @@
 """What happens to each SQS message: pure functions, no I/O.
 
-The scorer (chalicelib.scoring) gathers facts (parsed messages, claimed rows,
+The scorer (chalicelib.scoring.scorer) gathers facts (parsed messages, claimed rows,
 model scores) and asks `plan_batch` what to do with every message; it then
 does the I/O. Keeping the state machine here makes it testable on its own.
 It imports only the domain (an import-linter contract keeps adapters out).
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.domain import (
+from chalicelib.domain.tasks import (
     COMPLETED,
     FAILED,
     PERMANENT,
@@ -197,7 +197,7 @@ def plan_batch(
 ) -> list[Decision]:
     """Decide every delivery's fate. One decision per delivery, in order. A
     verdict blocks at `threshold` (is_violation) and, with a `review_threshold`,
-    sends the band below it to review (chalicelib.domain.decide)."""
+    sends the band below it to review (chalicelib.domain.tasks.decide)."""
     decisions: list[Decision] = []
     handled: set[int] = set()
 
@@ -229,7 +229,7 @@ def plan_batch(
         handled.add(tid)
         if task.envelope_pending:
             # Failed for good by an earlier delivery whose envelope never
-            # reached the DLQ: park it now (chalicelib.scoring, "nothing lost").
+            # reached the DLQ: park it now (chalicelib.scoring.scorer, "nothing lost").
             error = task.error_message or "failed permanently"
             decisions.append(Decision(d, Outcome.FAILED_PERMANENT, error, PERMANENT, None,
                                       dlq_envelope(d, error, PERMANENT, now_iso)))
@@ -282,7 +282,7 @@ def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_
 
 def unparked(d: Decision) -> Decision:
     """A permanent failure whose envelope the DLQ did not store: retried, so
-    the message comes back and its envelope is sent then (chalicelib.scoring)."""
+    the message comes back and its envelope is sent then (chalicelib.scoring.scorer)."""
     error = f"{d.error} (not parked: the DLQ send failed)"
     return dataclasses.replace(d, outcome=Outcome.RETRY, error=error, error_kind=TRANSIENT, update=None, envelope=None)
 

@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 
 from chalicelib import metrics
-from chalicelib.domain import STUCK
+from chalicelib.domain.tasks import STUCK
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.storage import ModerationStore
+from chalicelib.storage.tasks import ModerationStore
 
 STUCK_REASON = "no result within {seconds} s: the message was lost or exhausted while the database was down"
 

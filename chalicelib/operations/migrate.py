@@ -2,7 +2,7 @@
 databases of the older services on the way (README, "Moving from the older services").
 
 `make migrate` (ops/migrate.py), `make run` and the deployed `migrate` function
-(chalicelib/deploy_migrations.py) all run `apply_migrations`; `status` is its
+(chalicelib/operations/deploy_migrations.py) all run `apply_migrations`; `status` is its
 read-only preview.
 
 yoyo-migrations reads the files (`V<N>__<name>.sql`; each after V1 names its
@@ -12,7 +12,7 @@ predecessor with `-- depends:`, so V10 comes after V9) and keeps the ledger,
 - **The check comes first.** Before anything is written, the database is read
   (in a read-only transaction): a pending migration that would CREATE a table
   that already exists is either stood in for by the conversion of a shape we
-  know (the older services' tables, chalicelib/adoption/*.sql, checked column by
+  know (the older services' tables, chalicelib/operations/adoption/*.sql, checked column by
   column and row by row), or the run stops, naming what it found and what to
   do. yoyo itself is only started after that: it creates its tables on connect.
 - **Never half applied.** Each migration (or its stand-in) and its ledger row
@@ -40,7 +40,7 @@ from yoyo import get_backend, read_migrations
 from yoyo.exceptions import LockTimeout
 from yoyo.migrations import Migration, topological_sort
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 ADOPTION_DIR = Path(__file__).resolve().parent / "adoption"
 LEDGER = "_yoyo_migration"
 # The course project's (seed 002) pgmigrate ledger, and the versions of its last release.

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the contract (chalicelib/contract.py:
+"""The OpenAPI 3.1 document, generated from the contract (chalicelib/api/models.py:
 the models and the route registry) and Chalice's route table (paths, methods,
 which routes need the API key, path parameters).
 
@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from chalicelib import contract
-from chalicelib.contract import ALIASES, OPERATIONS, Id, Operation, Param, Reply
+from chalicelib.api import models as contract
+from chalicelib.api.models import ALIASES, OPERATIONS, Id, Operation, Param, Reply
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
@@ -135,7 +135,7 @@ def _lookup(method: str, path: str) -> tuple[Operation, bool]:
         return OPERATIONS[(method, path)], False
     alias = ALIASES.get((method, path))
     if alias is None or (alias.method, alias.path) not in OPERATIONS:
-        raise ContractError(f"{method} {path} is a route of app.py without an entry in chalicelib/contract.py")
+        raise ContractError(f"{method} {path} is a route of app.py without an entry in chalicelib/api/models.py")
     return OPERATIONS[(alias.method, alias.path)], True
 
 

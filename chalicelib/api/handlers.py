@@ -1,5 +1,5 @@
 """The HTTP side of the API function: parse the request, call the use case,
-shape the response through its contract model (chalicelib/contract.py).
+shape the response through its contract model (chalicelib/api/models.py).
 app.py's routes are one line each into here.
 
 Only the API function imports this module (and pydantic with it); the scorer
@@ -17,8 +17,7 @@ from chalice import Response
 from chalice.app import Request
 
 from chalicelib import deps
-from chalicelib.config import get_settings
-from chalicelib.contract import (
+from chalicelib.api.models import (
     REPLAYED_HEADER,
     Accepted,
     BatchAccepted,
@@ -29,9 +28,7 @@ from chalicelib.contract import (
     TaskPage,
     TaskResult,
 )
-from chalicelib.errors import NotFound
-from chalicelib.http import RETRY_AFTER_SECONDS, contract_error, handle_errors, json_response, reply
-from chalicelib.requests import (
+from chalicelib.api.requests import (
     encode_cursor,
     idempotency_key,
     parse_ad,
@@ -41,9 +38,12 @@ from chalicelib.requests import (
     require_json,
     task_query,
 )
+from chalicelib.api.responses import RETRY_AFTER_SECONDS, contract_error, handle_errors, json_response, reply
+from chalicelib.config import get_settings
+from chalicelib.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent / "static"
-# Vendored files served under /docs/ (chalicelib/static/README.md), and their types.
+# Vendored files served under /docs/ (chalicelib/api/static/README.md), and their types.
 DOCS_ASSETS = {
     "swagger-ui-bundle.js": "application/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
@@ -143,7 +143,7 @@ _documents: dict[int, dict[str, Any]] = {}
 def _document(routes: Mapping[str, Any]) -> dict[str, Any]:
     """Built on first request, then reused by the warm container. Imported
     here: only this route pays for rendering JSON Schema."""
-    from chalicelib import openapi as spec
+    from chalicelib.api import openapi as spec
 
     key = id(routes)
     if key not in _documents:

@@ -20,7 +20,7 @@ server's certificate and host name verified against that CA bundle
 (sslmode=verify-full), whatever the URL says: a server without TLS, or with a
 certificate the bundle does not vouch for, is refused, never talked to.
 
-The URL comes from `Credentials` (on AWS, chalicelib/credentials.py's secret).
+The URL comes from `Credentials` (on AWS, chalicelib/storage/credentials.py's secret).
 A connect the server refuses for its password is retried once with what the
 credentials re-read (a rotated secret), so warm processes follow a password
 rotation without a deploy (docs/deploy.md, "Secret rotation"). Sessions the

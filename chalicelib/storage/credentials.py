@@ -2,7 +2,7 @@
 
 A warm function keeps its URL for its whole life. When the password is rotated
 (docs/deploy.md, "Secret rotation"), its next connect fails authentication;
-chalicelib/db.py then asks `SecretUrl.reread` for something else to try:
+chalicelib/storage/db.py then asks `SecretUrl.reread` for something else to try:
 
 - the secret's AWSCURRENT version (one GetSecretValue): rotation has finished
   and the function holds the old URL;
@@ -58,7 +58,7 @@ def url_from_secret(text: str) -> str:
 
 
 class SecretUrl:
-    """chalicelib.db.Credentials backed by a Secrets Manager secret.
+    """chalicelib.storage.db.Credentials backed by a Secrets Manager secret.
 
     `client` builds the secretsmanager client, on first use.
     """

@@ -1,4 +1,4 @@
-"""Score one SQS batch: the use case around chalicelib.decisions.
+"""Score one SQS batch: the use case around chalicelib.scoring.dispositions.
 
     parse -> claim -> score -> decide -> write -> commit -> send -> back off -> respond
 
@@ -23,7 +23,7 @@ window) gives a second envelope with the same task_id, which ops recognise
 by task_id (`make dlq`).
 
 The model: one `Snapshot` of the versions the registry's aliases name
-(chalicelib.serving) per batch, so every verdict of a batch comes from one
+(chalicelib.serving.aliases) per batch, so every verdict of a batch comes from one
 version. When a `shadow` version is set, the batch's completed tasks are
 scored again with it after the commit and its verdicts recorded in
 shadow_verdicts (make model-compare): in a transaction of its own, so nothing
@@ -43,7 +43,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chalicelib import metrics
-from chalicelib.decisions import (
+from chalicelib.domain.features import AdFeatures, InvalidFeatures
+from chalicelib.domain.tasks import COMPLETED, PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow, ShadowVerdict
+from chalicelib.errors import ModerationError
+from chalicelib.logs import logger
+from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
+from chalicelib.scoring.dispositions import (
     Decision,
     Delivery,
     Outcome,
@@ -56,13 +61,8 @@ from chalicelib.decisions import (
     unparked,
     whole_batch_failure,
 )
-from chalicelib.domain import COMPLETED, PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow, ShadowVerdict
-from chalicelib.errors import ModerationError
-from chalicelib.features import AdFeatures, InvalidFeatures
-from chalicelib.logs import logger
-from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
-from chalicelib.serving import Model, Models, as_models, decision
-from chalicelib.storage import ModerationStore
+from chalicelib.serving.aliases import Model, Models, as_models, decision
+from chalicelib.storage.tasks import ModerationStore
 
 
 class Scorer:

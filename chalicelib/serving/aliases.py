@@ -21,16 +21,25 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from chalicelib.domain import decide
-from chalicelib.features import AdFeatures
+from chalicelib.domain.features import AdFeatures
+from chalicelib.domain.tasks import decide
 from chalicelib.logs import logger
-from chalicelib.model import loads
-from chalicelib.registry import ALIASES_KEY, LIVE, SHADOW, AliasEntry, ObjectReader, RegistryError, artifact_key, parse_aliases
-from chalicelib.registry import sha256 as digest
+from chalicelib.serving.model import loads
+from chalicelib.serving.registry import (
+    ALIASES_KEY,
+    LIVE,
+    SHADOW,
+    AliasEntry,
+    ObjectReader,
+    RegistryError,
+    artifact_key,
+    parse_aliases,
+)
+from chalicelib.serving.registry import sha256 as digest
 
 
 class Model(Protocol):
-    """What scoring needs of a model: chalicelib.model.Model, or a test's fake. An
+    """What scoring needs of a model: chalicelib.serving.model.Model, or a test's fake. An
     optional `review_threshold` attribute adds the review band."""
 
     @property

@@ -12,7 +12,7 @@ from typing import Any
 from chalice import Response
 from pydantic import BaseModel
 
-from chalicelib.contract import Error
+from chalicelib.api.models import Error
 from chalicelib.errors import ModerationError
 from chalicelib.logs import logger
 

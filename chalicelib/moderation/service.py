@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from chalicelib import metrics
-from chalicelib.domain import PendingTask, Task, TaskEvent
+from chalicelib.domain.features import AdFeatures
+from chalicelib.domain.tasks import PendingTask, Task, TaskEvent
 from chalicelib.errors import AdNotFound, IdempotencyKeyMismatch, ModerationError, TaskNotFound, TransientError
-from chalicelib.features import AdFeatures
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.serving import Model, Models, as_models, decision
-from chalicelib.storage import ModerationStore
+from chalicelib.serving.aliases import Model, Models, as_models, decision
+from chalicelib.storage.tasks import ModerationStore
 
 ACCEPTED_MESSAGE = "Moderation request accepted"
 

@@ -30,15 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chalicelib.domain import decide
-from chalicelib.features import AdFeatures
+from chalicelib.domain.features import AdFeatures
+from chalicelib.domain.tasks import decide
 
 ARTIFACT_FORMAT = 1
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "artifacts" / "model.json"
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "artifacts" / "model.json"
 
-# Scored by every version before it serves (chalicelib.serving): a clear
+# Scored by every version before it serves (chalicelib.serving.aliases): a clear
 # violation and a clean ad. The publisher records what they scored
-# (chalicelib.registry); a runtime that scores them differently reads the
+# (chalicelib.serving.registry); a runtime that scores them differently reads the
 # artifact differently, and refuses it.
 PROBE_ADS = (
     AdFeatures(False, 0, 1, "iPhone 15 реплика", "Только предоплата, пишите в telegram @seller"),
@@ -145,7 +145,7 @@ class Model:
         return p >= self.threshold, p
 
     def decide(self, probability: float) -> str:
-        """allow | review | block (chalicelib.domain.decide) at this version's thresholds."""
+        """allow | review | block (chalicelib.domain.tasks.decide) at this version's thresholds."""
         return decide(probability, self.threshold, self.review_threshold)
 
     def check_probe(self, expected: Sequence[float] | None = None) -> None:

@@ -3,9 +3,9 @@ data; knows no HTTP or SQS, and no use case.
 
 A method that is one transaction on its own (the API's and the reconciler's)
 opens it itself. The scorer's transaction spans a claim, the model and a write,
-so its use case (chalicelib.scoring) opens the unit of work with
+so its use case (chalicelib.scoring.scorer) opens the unit of work with
 `transaction()` and passes the cursor to `claim`, `write` and `add_events`.
-Driver errors become TransientError in `Database.transaction` (chalicelib.db).
+Driver errors become TransientError in `Database.transaction` (chalicelib.storage.db).
 
 Task state changes are conditional UPDATEs (only unfinished tasks move), so a
 duplicate delivery can never overwrite a finished result.
@@ -20,8 +20,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from chalicelib.db import Cursor, Database
-from chalicelib.domain import (
+from chalicelib.domain.tasks import (
     Ad,
     BatchWrite,
     Claim,
@@ -35,6 +34,7 @@ from chalicelib.domain import (
     TaskEvent,
 )
 from chalicelib.errors import TransientError
+from chalicelib.storage.db import Cursor, Database
 
 # How long the scorer waits for a task row another transaction holds.
 CLAIM_LOCK_WAIT_MS = 1000
@@ -335,7 +335,7 @@ class ModerationStore:
             plain.execute(
                 """
                 SELECT m.id, m.item_id, m.status, m.error_kind, m.request_id, m.error_message,
-                       -- failed permanently, and no envelope recorded as parked (chalicelib.scoring)
+                       -- failed permanently, and no envelope recorded as parked (chalicelib.scoring.scorer)
                        m.status = 'failed' AND m.error_kind = 'permanent' AND NOT EXISTS (
                            SELECT 1 FROM task_events e WHERE e.task_id = m.id AND e.kind = 'dlq_parked'),
                        a.id, a.seller_id, u.is_verified, a.name, a.description, a.category, a.images_qty

@@ -1,6 +1,6 @@
 """The model registry: immutable versions and named aliases in one S3 bucket.
 
-    versions/<version>/model.json      the runtime artifact (chalicelib/model.py's format); never overwritten
+    versions/<version>/model.json      the runtime artifact (chalicelib/serving/model.py's format); never overwritten
     versions/<version>/metadata.json   what it is: metrics, thresholds, data fingerprint, sklearn
                                        version, sha256 of model.json, probe scores, who published it and when
     aliases.json                       {"aliases": {"live": {...}, "shadow": {...}}}: the version each
@@ -259,7 +259,7 @@ class Registry:
     def publish_artifact(self, data: bytes, *, source: str, by: str, **extra: Any) -> tuple[Published, dict[str, Any]]:
         """Publish the bytes of a runtime artifact: it must load and score the probe
         ads, whose scores are recorded for the functions to check. (Published, metadata)."""
-        from chalicelib.model import PROBE_ADS, loads
+        from chalicelib.serving.model import PROBE_ADS, loads
 
         try:
             model = loads(data)

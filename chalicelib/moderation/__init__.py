@@ -1,0 +1,1 @@
+"""The API's use cases: score now, submit, read and list tasks, close an ad, health."""

@@ -1,0 +1,1 @@
+"""Model serving, read side only: the runtime model, the registry's reads, the aliases a function follows."""
