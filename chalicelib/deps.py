@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from chalicelib.scoring.scorer import Scorer
     from chalicelib.serving.aliases import Followed, Pinned
     from chalicelib.storage.db import Credentials, Database
-    from chalicelib.storage.tasks import ModerationStore
+    from chalicelib.storage.maintenance import MaintenanceStore
+    from chalicelib.storage.scoring import ScoringStore
+    from chalicelib.storage.tasks import TaskStore
 
 T = TypeVar("T")
 _build_lock = threading.RLock()
@@ -91,10 +93,24 @@ def database() -> Database:
 
 
 @_once
-def store() -> ModerationStore:
-    from chalicelib.storage.tasks import ModerationStore
+def task_store() -> TaskStore:
+    from chalicelib.storage.tasks import TaskStore
 
-    return ModerationStore(database())
+    return TaskStore(database())
+
+
+@_once
+def scoring_store() -> ScoringStore:
+    from chalicelib.storage.scoring import ScoringStore
+
+    return ScoringStore(database())
+
+
+@_once
+def maintenance_store() -> MaintenanceStore:
+    from chalicelib.storage.maintenance import MaintenanceStore
+
+    return MaintenanceStore(database())
 
 
 def aws_client(service: str) -> Any:
@@ -142,7 +158,7 @@ def service() -> ModerationService:
     from chalicelib.moderation.service import ModerationService
 
     s = get_settings()
-    return ModerationService(store(), queue(), models("api_handler", shadow=False),
+    return ModerationService(task_store(), queue(), models("api_handler", shadow=False),
                              max_age_seconds=s.pipeline_max_age_seconds, max_dlq_depth=s.pipeline_max_dlq_depth)
 
 
@@ -152,7 +168,7 @@ def scorer() -> Scorer:
 
     s = get_settings()
     return Scorer(
-        store(),
+        scoring_store(),
         queue(),
         models("score", shadow=True),
         retry_base_seconds=s.retry_base_seconds,
@@ -166,7 +182,8 @@ def reconciler() -> Reconciler:
 
     s = get_settings()
     return Reconciler(
-        store(),
+        task_store(),
+        maintenance_store(),
         queue(),
         resend_grace_seconds=s.resend_grace_seconds,
         stuck_after_seconds=s.stuck_after_seconds,
@@ -180,6 +197,6 @@ def reset() -> None:
     """Forget every adapter (tests and the local runner after config changes)."""
     if database.built:
         database().close()
-    for fn in (database, store, queue, service, scorer, reconciler):
+    for fn in (database, task_store, scoring_store, maintenance_store, queue, service, scorer, reconciler):
         fn.cache_clear()
     get_settings.cache_clear()

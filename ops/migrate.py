@@ -20,7 +20,8 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from chalicelib.operations import deploy_migrations, migrate
+from chalicelib.operations import deploy_migrations
+from chalicelib.storage import migrations as migrate
 from toolkit import logs, names
 
 log = logs.get("migrate")

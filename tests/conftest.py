@@ -68,7 +68,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_url(pg_server: str) -> str:
     """A fresh database with the migrations applied, for the whole session."""
-    from chalicelib.operations.migrate import apply_migrations
+    from chalicelib.storage.migrations import apply_migrations
 
     name = f"moderation_test_{os.getpid()}"
     conn = psycopg2.connect(pg_server)

@@ -100,7 +100,7 @@ class PendingTask:
 
 @dataclass(frozen=True, slots=True)
 class Purged:
-    """What one retention batch deleted (ModerationStore.purge_finished)."""
+    """What one retention batch deleted (MaintenanceStore.purge_finished)."""
 
     tasks: int
     events: int
@@ -109,7 +109,7 @@ class Purged:
 
 @dataclass(frozen=True, slots=True)
 class KeyedTask:
-    """What an Idempotency-Key resolved to (ModerationStore.create_task_once)."""
+    """What an Idempotency-Key resolved to (TaskStore.create_task_once)."""
 
     task_id: int | None  # None: no task (the ad does not exist; the key was not kept)
     item_id: int  # the item the key belongs to: not the requested one on a mismatch

@@ -15,7 +15,7 @@ from chalicelib.errors import AdNotFound, IdempotencyKeyMismatch, ModerationErro
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
 from chalicelib.serving.aliases import Model, Models, as_models, decision
-from chalicelib.storage.tasks import ModerationStore
+from chalicelib.storage.tasks import TaskStore
 
 ACCEPTED_MESSAGE = "Moderation request accepted"
 
@@ -28,7 +28,7 @@ PROBE_AD = AdFeatures(
 
 class ModerationService:
     def __init__(
-        self, store: ModerationStore, queue: TaskQueue, model: Model | Models, *, max_age_seconds: int = 600,
+        self, store: TaskStore, queue: TaskQueue, model: Model | Models, *, max_age_seconds: int = 600,
         max_dlq_depth: int = 0
     ) -> None:
         self._store = store

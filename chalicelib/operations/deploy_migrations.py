@@ -71,7 +71,7 @@ def run(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         raise MigrationsMissing(
             f"no SQL migrations in {directory}: build the package with `make package`, which copies migrations/*.sql there"
         )
-    from chalicelib.operations.migrate import apply_migrations
+    from chalicelib.storage.migrations import apply_migrations
 
     return apply_migrations(database_url, directory)
 

@@ -25,7 +25,8 @@ from chalicelib import metrics
 from chalicelib.domain.tasks import STUCK
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.storage.tasks import ModerationStore
+from chalicelib.storage.maintenance import MaintenanceStore
+from chalicelib.storage.tasks import TaskStore
 
 STUCK_REASON = "no result within {seconds} s: the message was lost or exhausted while the database was down"
 
@@ -41,7 +42,8 @@ class ReconcileReport:
 class Reconciler:
     def __init__(
         self,
-        store: ModerationStore,
+        tasks: TaskStore,
+        maintenance: MaintenanceStore,
         queue: TaskQueue,
         *,
         resend_grace_seconds: int,
@@ -53,7 +55,8 @@ class Reconciler:
         purge_batch: int = 1000,
         purge_budget_seconds: float = 20.0,
     ) -> None:
-        self._store = store
+        self._tasks = tasks
+        self._store = maintenance
         self._queue = queue
         self._grace = resend_grace_seconds
         self._stuck_after = stuck_after_seconds
@@ -79,7 +82,7 @@ class Reconciler:
             )
         todo = unsent + unreceived
         resent = self._queue.send_tasks(todo) if todo else {}
-        self._store.mark_enqueued(resent, kind="resent")
+        self._tasks.mark_enqueued(resent, kind="resent")
         for task in todo:
             if task.task_id in resent:
                 logger.info(

@@ -62,13 +62,13 @@ from chalicelib.scoring.dispositions import (
     whole_batch_failure,
 )
 from chalicelib.serving.aliases import Model, Models, as_models, decision
-from chalicelib.storage.tasks import ModerationStore
+from chalicelib.storage.scoring import ScoringStore
 
 
 class Scorer:
     def __init__(
         self,
-        store: ModerationStore,
+        store: ScoringStore,
         queue: TaskQueue,
         model: Model | Models,
         *,

@@ -64,6 +64,15 @@ _TRANSIENT = (
     psycopg2.errors.TooManyConnections,
 )
 
+# A lock not granted: waited too long (lock_timeout), or chosen as a deadlock's victim.
+_CONTENTION = (psycopg2.errors.LockNotAvailable, psycopg2.errors.DeadlockDetected)
+
+
+class LockContention(TransientError):
+    """A row lock was not granted: the wait timed out or PostgreSQL broke a deadlock
+    with this transaction. Trying again soon usually succeeds."""
+
+
 # What a transaction hands the data-access calls made inside it (rows as dicts).
 Cursor: TypeAlias = psycopg2.extras.RealDictCursor
 
@@ -178,7 +187,7 @@ class Database:
         Raised, it becomes a TransientError in transaction(): 503 + Retry-After on
         the API, a retried batch on the scorer.
         """
-        logger.warning("database credentials rejected", extra={"error": _first_line(exc)})
+        logger.warning("database credentials rejected", extra={"error": first_line(exc)})
         candidates = [u for u in self._credentials.reread(rejected) if u != rejected]
         for url in candidates:
             try:
@@ -219,8 +228,9 @@ class Database:
         except _TRANSIENT as exc:
             broken = True
             # Clients see a generic message; the driver's (hosts, ports) is logged.
-            logger.warning("database error", extra={"error": _first_line(exc)})
-            raise TransientError(f"database unavailable ({type(exc).__name__})") from exc
+            logger.warning("database error", extra={"error": first_line(exc)})
+            error = LockContention if isinstance(exc, _CONTENTION) else TransientError
+            raise error(f"database unavailable ({type(exc).__name__})") from exc
         finally:
             if conn is not None:
                 self._checkin(conn, keep=not broken and not conn.closed and generation == self._generation)
@@ -259,6 +269,22 @@ class Database:
             cur.execute("SELECT 1")
 
 
+@contextmanager
+def lock_wait(cur: Cursor, milliseconds: int) -> Iterator[None]:
+    """Statements inside wait at most `milliseconds` for a row lock. If one is not
+    granted, only they are undone (a savepoint) and LockContention is raised: the
+    caller's transaction and the locks it already holds go on."""
+    cur.execute("SAVEPOINT lock_wait")
+    cur.execute("SET LOCAL lock_timeout = %s", (f"{milliseconds}ms",))
+    try:
+        yield
+    except _CONTENTION as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT lock_wait")  # also undoes SET LOCAL
+        raise LockContention(first_line(exc)) from exc
+    cur.execute("RELEASE SAVEPOINT lock_wait")
+    cur.execute("SET LOCAL lock_timeout = DEFAULT")
+
+
 def _has_unread_input(conn: psycopg2.extensions.connection) -> bool:
     """An idle connection with bytes waiting: the server spoke unasked, which it does
     when it ends the session (pg_terminate_backend, shutdown, failover: an error,
@@ -268,7 +294,8 @@ def _has_unread_input(conn: psycopg2.extensions.connection) -> bool:
     return bool(poller.poll(0))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """A driver error's first line: what is logged or told, without libpq's detail lines."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

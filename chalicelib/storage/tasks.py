@@ -1,50 +1,17 @@
-"""SQL for ads and moderation tasks: a plain data-access object. Returns plain
-data; knows no HTTP or SQS, and no use case.
+"""The API's SQL: ads, submitting tasks (with their Idempotency-Keys), reading
+and listing them, their trails. A plain data-access object: each method is one
+transaction of its own and returns plain data; it knows no HTTP and no SQS.
 
-A method that is one transaction on its own (the API's and the reconciler's)
-opens it itself. The scorer's transaction spans a claim, the model and a write,
-so its use case (chalicelib.scoring.scorer) opens the unit of work with
-`transaction()` and passes the cursor to `claim`, `write` and `add_events`.
-Driver errors become TransientError in `Database.transaction` (chalicelib.storage.db).
-
-Task state changes are conditional UPDATEs (only unfinished tasks move), so a
-duplicate delivery can never overwrite a finished result.
+Driver errors become domain errors in `Database.transaction` (chalicelib.storage.db).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from datetime import datetime
 from typing import Any
 
-import psycopg2.errors
-
-from chalicelib.domain.tasks import (
-    Ad,
-    BatchWrite,
-    Claim,
-    ClaimedTask,
-    EventRow,
-    KeyedTask,
-    PendingTask,
-    Purged,
-    ShadowVerdict,
-    Task,
-    TaskEvent,
-)
-from chalicelib.errors import TransientError
-from chalicelib.storage.db import Cursor, Database
-
-# How long the scorer waits for a task row another transaction holds.
-CLAIM_LOCK_WAIT_MS = 1000
-
-# The single definition of "may still be scored": unfinished tasks, and tasks
-# that failed for a passing reason (so a message redriven from the DLQ is
-# scored again). Permanent failures and completed tasks never move again.
-# (Written against the alias `m`; ClaimedTask.claimable is the Python twin.)
-_CLAIMABLE = "(m.status IN ('pending', 'processing') OR (m.status = 'failed' AND m.error_kind IN ('transient', 'stuck')))"
-
+from chalicelib.domain.tasks import Ad, KeyedTask, Task, TaskEvent
+from chalicelib.storage.db import Database, LockContention
 
 _TASK_COLUMNS = """
     id AS task_id, item_id, status, is_violation, probability, model_version,
@@ -59,7 +26,7 @@ _AD_SELECT = """
 """
 
 
-class ModerationStore:
+class TaskStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -78,8 +45,6 @@ class ModerationStore:
             row = cur.fetchone()
         return None if row is None or row["age"] is None else float(row["age"])
 
-    # --- ads -----------------------------------------------------------------
-
     def get_ad(self, item_id: int) -> Ad | None:
         with self._db.transaction() as cur:
             cur.execute(_AD_SELECT + " WHERE a.id = %s AND NOT a.is_closed", (item_id,))
@@ -91,8 +56,6 @@ class ModerationStore:
         with self._db.transaction() as cur:
             cur.execute("UPDATE advertisements SET is_closed = TRUE WHERE id = %s AND NOT is_closed RETURNING id", (item_id,))
             return cur.fetchone() is not None
-
-    # --- tasks: API side -------------------------------------------------------
 
     def create_task(self, item_id: int, *, request_id: str | None = None) -> int | None:
         """Insert a pending task for a live ad, and its `accepted` event, in one
@@ -183,15 +146,6 @@ class ModerationStore:
             created = {int(r["pos"]): int(r["task_id"]) for r in cur.fetchall()}
         return [created.get(pos) for pos in range(1, len(item_ids) + 1)]
 
-    def purge_idempotency_keys(self, older_than_seconds: int) -> int:
-        """Forget Idempotency-Keys older than this (the reconciler: 24 h); how many."""
-        with self._db.transaction() as cur:
-            cur.execute(
-                "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)",
-                (older_than_seconds,),
-            )
-            return int(cur.rowcount)
-
     def mark_enqueued(self, sent: Mapping[int, str], *, kind: str = "enqueued") -> None:
         """Record successful sends ({task_id: SQS message id}) and their events.
 
@@ -204,12 +158,10 @@ class ModerationStore:
             return
         try:
             self._mark_enqueued(sent, kind)
-        except TransientError as exc:
+        except LockContention:
             # The scorer's claim locks what it can at once (SKIP LOCKED), then waits for the
             # rest: against this transaction's id-ordered locks that can still deadlock, and
             # PostgreSQL may pick this side. The scorer has moved on by then: try once more.
-            if not isinstance(exc.__cause__, psycopg2.errors.DeadlockDetected):
-                raise
             self._mark_enqueued(sent, kind)
 
     def _mark_enqueued(self, sent: Mapping[int, str], kind: str) -> None:
@@ -275,317 +227,11 @@ class ModerationStore:
             return None
         return [TaskEvent(**r) for r in rows if r["kind"] is not None]
 
-    # --- tasks: scorer side (the caller's transaction) -----------------------------
-
-    def transaction(self) -> AbstractContextManager[Cursor]:
-        """The unit of work: committed when the block ends, rolled back if it raises."""
-        return self._db.transaction()
-
-    def claim(self, cur: Cursor, task_ids: Sequence[int]) -> Claim:
-        """Lock the tasks and load their ads, with one query.
-
-        `FOR UPDATE ... SKIP LOCKED` first, so a concurrent delivery of the
-        same task skips it instead of blocking; then a short wait for the rest
-        (`_claim_waiting`). The locks last until the caller's transaction ends,
-        so what it writes with `write` is the only write of these tasks.
-        """
-        ids = sorted(set(task_ids))
-        claimed = self._claim(cur, ids, skip_locked=True)
-        missing = [i for i in ids if i not in claimed]
-        if missing:
-            claimed.update(self._claim_waiting(cur, missing))
-            missing = [i for i in missing if i not in claimed]
-        locked_elsewhere: set[int] = set()
-        if missing:
-            # A row we still could not lock exists but belongs to a
-            # concurrent delivery; tell it apart from a task that does not exist.
-            cur.execute("SELECT id FROM moderation_results WHERE id = ANY(%s)", (missing,))
-            locked_elsewhere = {int(r["id"]) for r in cur.fetchall()}
-        return Claim(claimed, locked_elsewhere)
-
-    def _claim_waiting(self, cur: Cursor, ids: list[int]) -> dict[int, ClaimedTask]:
-        """Wait briefly for rows another transaction holds, then claim them.
-
-        Most such locks are momentary: the API's `enqueued_at` update right
-        after its send, which the scorer can beat to the row, or a concurrent
-        delivery about to commit (after it, the row reads as finished, so this
-        delivery is a duplicate: still one writer). A lock held longer than
-        the wait (a dying connection) leaves the task "busy" for a later
-        retry instead of stalling or failing its batch-mates.
-        """
-        cur.execute("SAVEPOINT claim_waiting")
-        cur.execute("SET LOCAL lock_timeout = %s", (f"{CLAIM_LOCK_WAIT_MS}ms",))
-        try:
-            claimed = self._claim(cur, ids, skip_locked=False)
-        except (psycopg2.errors.LockNotAvailable, psycopg2.errors.DeadlockDetected):
-            # Only this statement failed; the rows claimed so far stay ours.
-            cur.execute("ROLLBACK TO SAVEPOINT claim_waiting")  # also undoes SET LOCAL
-            return {}
-        cur.execute("RELEASE SAVEPOINT claim_waiting")
-        cur.execute("SET LOCAL lock_timeout = DEFAULT")
-        return claimed
-
-    @staticmethod
-    def _claim(cur: Cursor, ids: list[int], *, skip_locked: bool) -> dict[int, ClaimedTask]:
-        if not ids:
-            return {}
-        # A plain tuple cursor: building a dict per row (RealDictCursor) was
-        # a visible share of the scorer's time at batch 100.
-        with cur.connection.cursor() as plain:
-            plain.execute(
-                """
-                SELECT m.id, m.item_id, m.status, m.error_kind, m.request_id, m.error_message,
-                       -- failed permanently, and no envelope recorded as parked (chalicelib.scoring.scorer)
-                       m.status = 'failed' AND m.error_kind = 'permanent' AND NOT EXISTS (
-                           SELECT 1 FROM task_events e WHERE e.task_id = m.id AND e.kind = 'dlq_parked'),
-                       a.id, a.seller_id, u.is_verified, a.name, a.description, a.category, a.images_qty
-                FROM moderation_results m
-                LEFT JOIN advertisements a ON a.id = m.item_id AND NOT a.is_closed
-                LEFT JOIN users u ON u.id = a.seller_id
-                WHERE m.id = ANY(%s)
-                ORDER BY m.id
-                FOR UPDATE OF m"""
-                + (" SKIP LOCKED" if skip_locked else ""),
-                (ids,),
-            )
-            rows = plain.fetchall()
-        claimed: dict[int, ClaimedTask] = {}
-        for task_id, item_id, status, error_kind, request_id, error, pending, ad_id, seller_id, verified, *rest in rows:
-            ad = None
-            if ad_id is not None:
-                name, description, category, images_qty = rest
-                ad = Ad(ad_id, seller_id, bool(verified), name, description, category, images_qty)
-            claimed[task_id] = ClaimedTask(task_id, item_id, status, error_kind, ad, request_id, error, bool(pending))
-        return claimed
-
-    @staticmethod
-    def write(cur: Cursor, batch: BatchWrite, *, model_version: str | None) -> dict[int, float]:
-        """Write every outcome and every trail row of a batch with ONE statement.
-
-        The WHERE clause keeps finished tasks finished even if a caller got the
-        state machine wrong. Returns submit->completed seconds per completed task.
-        """
-        updates, events = batch.updates, batch.events
-        if not updates and not events:
-            return {}
-        cur.execute(
-            """
-            WITH written AS (
-                UPDATE moderation_results m SET
-                    status        = v.status,
-                    is_violation  = v.is_violation,
-                    probability   = v.probability,
-                    decision      = v.decision,
-                    model_version = CASE WHEN v.status = 'completed' THEN %(model_version)s ELSE m.model_version END,
-                    error_message = CASE WHEN v.status = 'failed' THEN v.error_message ELSE NULL END,
-                    error_kind    = v.error_kind,
-                    last_error    = COALESCE(v.error_message, m.last_error),
-                    attempts      = GREATEST(m.attempts, v.attempt),
-                    started_at    = COALESCE(m.started_at, now()),
-                    processed_at  = CASE WHEN v.status IN ('completed', 'failed') THEN now() ELSE NULL END,
-                    updated_at    = now()
-                FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(attempts)s::int[], %(violations)s::boolean[],
-                            %(probabilities)s::float8[], %(errors)s::text[], %(kinds)s::text[], %(decisions)s::text[])
-                     AS v(id, status, attempt, is_violation, probability, error_message, error_kind, decision)
-                WHERE m.id = v.id AND """
-            + _CLAIMABLE
-            + """
-                RETURNING m.id, m.status, extract(epoch FROM now() - m.created_at)::float8 AS age
-            ), trail AS (
-                INSERT INTO task_events (task_id, kind, attempt, outcome, error, message_id, request_id)
-                SELECT * FROM unnest(%(e_ids)s::bigint[], %(e_kinds)s::text[], %(e_attempts)s::int[], %(e_outcomes)s::text[],
-                                     %(e_errors)s::text[], %(e_messages)s::text[], %(e_requests)s::text[])
-            )
-            SELECT id, age FROM written WHERE status = 'completed'
-            """,
-            {
-                "model_version": model_version,
-                "ids": [u.task_id for u in updates],
-                "statuses": [u.status for u in updates],
-                "attempts": [u.attempt for u in updates],
-                "violations": [u.is_violation for u in updates],
-                "probabilities": [u.probability for u in updates],
-                "errors": [u.error_message for u in updates],
-                "kinds": [u.error_kind for u in updates],
-                "decisions": [u.decision for u in updates],
-                **_event_params(events),
-            },
-        )
-        return {int(r["id"]): float(r["age"]) for r in cur.fetchall()}
-
-    @staticmethod
-    def add_shadow_verdicts(cur: Cursor, verdicts: Sequence[ShadowVerdict]) -> None:
-        """Record the shadow's verdicts (one statement). Advisory data, so no WAL
-        flush is waited for; a redelivered task keeps its first shadow verdict."""
-        if not verdicts:
-            return
-        cur.execute("SET LOCAL synchronous_commit = off")
-        cur.execute(
-            """
-            INSERT INTO shadow_verdicts (task_id, shadow_version, live_version, live_probability, shadow_probability,
-                                         live_decision, shadow_decision)
-            SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[], %s::text[])
-            ON CONFLICT (task_id, shadow_version) DO NOTHING
-            """,
-            # Columns by attribute: dataclasses.astuple deep-copies, ~9 µs a row.
-            tuple([getattr(v, f) for v in verdicts] for f in ShadowVerdict.__dataclass_fields__),
-        )
-
-    def shadow_verdicts(self, limit: int, shadow_version: str | None = None) -> list[ShadowVerdict]:
-        """The latest `limit` shadow verdicts (of one shadow version, else of the
-        latest one), newest first (make model-compare)."""
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                SELECT task_id, shadow_version, live_version, live_probability, shadow_probability,
-                       live_decision, shadow_decision
-                FROM shadow_verdicts
-                WHERE shadow_version = COALESCE(%s, (SELECT shadow_version FROM shadow_verdicts ORDER BY scored_at DESC LIMIT 1))
-                ORDER BY scored_at DESC, task_id DESC LIMIT %s
-                """,
-                (shadow_version, limit),
-            )
-            return [ShadowVerdict(**r) for r in cur.fetchall()]
-
-    @staticmethod
-    def add_events(cur: Cursor, events: Sequence[EventRow]) -> None:
-        """Write trail rows (one statement), e.g. `dlq_parked` once the DLQ has the envelopes."""
-        _insert_events(cur, events)
-
-    def fail_unfinished(self, task_ids: Sequence[int], *, reason: str, kind: str, attempt: int) -> int:
-        """Mark unfinished tasks failed (last attempt of a whole-batch failure)."""
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                UPDATE moderation_results m SET status = 'failed', error_message = %s, error_kind = %s,
-                       last_error = %s, attempts = GREATEST(m.attempts, %s),
-                       processed_at = now(), updated_at = now()
-                WHERE m.id = ANY(%s) AND """
-                + _CLAIMABLE
-                + " RETURNING m.id, m.request_id",
-                (reason, kind, reason, attempt, list(task_ids)),
-            )
-            rows = cur.fetchall()
-            _insert_events(
-                cur,
-                [EventRow(r["id"], "dlq_parked", attempt, "exhausted", reason, None, r["request_id"]) for r in rows],
-            )
-            return len(rows)
-
-    # --- reconciler --------------------------------------------------------------
-
-    def unsent_tasks(self, older_than_seconds: int, limit: int) -> list[PendingTask]:
-        """Pending tasks whose send to SQS never succeeded, oldest first."""
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                SELECT id, item_id, request_id FROM moderation_results
-                WHERE status = 'pending' AND enqueued_at IS NULL
-                  AND created_at < now() - make_interval(secs => %s)
-                ORDER BY created_at LIMIT %s
-                """,
-                (older_than_seconds, limit),
-            )
-            return [PendingTask(int(r["id"]), int(r["item_id"]), r["request_id"]) for r in cur.fetchall()]
-
-    def unreceived_tasks(self, older_than_seconds: int, limit: int) -> list[PendingTask]:
-        """Tasks sent long ago that no scorer ever received (attempts 0, never
-        started): the message went to another consumer of the queue, or a send
-        the API believed in was lost. Oldest first."""
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                SELECT id, item_id, request_id FROM moderation_results
-                WHERE status = 'pending' AND attempts = 0 AND started_at IS NULL
-                  AND enqueued_at < now() - make_interval(secs => %s)
-                ORDER BY created_at LIMIT %s
-                """,
-                (older_than_seconds, limit),
-            )
-            return [PendingTask(int(r["id"]), int(r["item_id"]), r["request_id"]) for r in cur.fetchall()]
-
-    def fail_stuck(self, older_than_seconds: int, reason: str) -> dict[int, str | None]:
-        """Fail tasks that outlived every retry the queue could still make."""
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                WITH stuck AS (
-                    UPDATE moderation_results SET status = 'failed', error_message = %(reason)s,
-                           error_kind = 'stuck', processed_at = now(), updated_at = now()
-                    WHERE status IN ('pending', 'processing')
-                      AND created_at < now() - make_interval(secs => %(secs)s)
-                    RETURNING id, request_id
-                ), events AS (
-                    INSERT INTO task_events (task_id, kind, error, request_id)
-                    SELECT id, 'failed_stuck', %(reason)s, request_id FROM stuck
-                )
-                SELECT id, request_id FROM stuck
-                """,
-                {"reason": reason, "secs": older_than_seconds},
-            )
-            return {int(r["id"]): r["request_id"] for r in cur.fetchall()}
-
-    # --- retention (the reconciler) ------------------------------------------------
-
-    def retention_bounds(self, older_than_days: int) -> tuple[datetime, int] | None:
-        """The purge's cutoff (database time) and the highest task id it looks at:
-        just below the first task created after the cutoff, since ids grow with
-        created_at. None when there are no tasks.
-
-        The walk along the primary key stops there, so no index on created_at is
-        needed (every submit would pay to maintain one for a sweep a minute).
-        """
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                WITH c AS (SELECT now() - make_interval(days => %s) AS cutoff)
-                SELECT c.cutoff, coalesce((SELECT min(id) - 1 FROM moderation_results WHERE created_at >= c.cutoff),
-                                          (SELECT max(id) FROM moderation_results)) AS up_to
-                FROM c
-                """,
-                (older_than_days,),
-            )
-            row = cur.fetchone()
-        return None if row is None or row["up_to"] is None else (row["cutoff"], int(row["up_to"]))
-
-    def purge_finished(self, cutoff: datetime, after_id: int, up_to_id: int, limit: int) -> Purged:
-        """Delete up to `limit` finished tasks created and last changed before
-        `cutoff` (ids in (after_id, up_to_id], lowest first) and their trails, in
-        one short transaction. Last changed: a task failed as stuck yesterday is
-        kept, and so is the history adopted from an older service (its rows
-        changed at the move). Rows another transaction holds (a redriven task
-        being scored) are skipped, never waited for. Unfinished tasks are never
-        touched.
-        """
-        with self._db.transaction() as cur:
-            cur.execute(
-                """
-                WITH doomed AS (
-                    SELECT id FROM moderation_results
-                    WHERE id > %(after)s AND id <= %(up_to)s AND status IN ('completed', 'failed')
-                      AND created_at < %(cutoff)s AND updated_at < %(cutoff)s
-                    ORDER BY id LIMIT %(limit)s
-                    FOR UPDATE SKIP LOCKED
-                ), events AS (
-                    DELETE FROM task_events WHERE task_id IN (SELECT id FROM doomed) RETURNING 1
-                ), shadow AS (  -- the shadow's verdicts go with their task (migration V7)
-                    DELETE FROM shadow_verdicts WHERE task_id IN (SELECT id FROM doomed)
-                ), tasks AS (
-                    DELETE FROM moderation_results WHERE id IN (SELECT id FROM doomed) RETURNING 1
-                )
-                SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT count(*) FROM events) AS events,
-                       (SELECT max(id) FROM doomed) AS last_id
-                """,
-                {"after": after_id, "up_to": up_to_id, "cutoff": cutoff, "limit": limit},
-            )
-            row = cur.fetchone()
-        return Purged(int(row["tasks"]), int(row["events"]), row["last_id"])
-
 
 def task_page_query(
     *, item_id: int | None, status: str | None, before_id: int | None, limit: int
 ) -> tuple[str, dict[str, Any]]:
-    """ModerationStore.list_tasks's statement and parameters.
+    """TaskStore.list_tasks's statement and parameters.
 
     A filter is written as a range (`>= v AND <= v`) and leads the ORDER BY. With
     `= v`, PostgreSQL drops the column from the ORDER BY and may walk the primary
@@ -612,28 +258,3 @@ def task_page_query(
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {', '.join(order)} LIMIT %(limit)s"
     return sql, {"item_id": item_id, "status": status, "before_id": before_id, "limit": limit}
-
-
-def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:
-    return {
-        "e_ids": [e.task_id for e in events],
-        "e_kinds": [e.kind for e in events],
-        "e_attempts": [e.attempt for e in events],
-        "e_outcomes": [e.outcome for e in events],
-        "e_errors": [e.error for e in events],
-        "e_messages": [e.message_id for e in events],
-        "e_requests": [e.request_id for e in events],
-    }
-
-
-def _insert_events(cur: Cursor, events: Sequence[EventRow]) -> None:
-    """Write a batch of trail rows with one statement."""
-    if events:
-        cur.execute(
-            """
-            INSERT INTO task_events (task_id, kind, attempt, outcome, error, message_id, request_id)
-            SELECT * FROM unnest(%(e_ids)s::bigint[], %(e_kinds)s::text[], %(e_attempts)s::int[], %(e_outcomes)s::text[],
-                                 %(e_errors)s::text[], %(e_messages)s::text[], %(e_requests)s::text[])
-            """,
-            _event_params(events),
-        )

@@ -73,7 +73,7 @@ def _free_port() -> int:
 def database() -> Iterator[str]:
     """The URL of a fresh, migrated database with the demo ads, on an embedded
     server in a temp dir on a free port; removed afterwards."""
-    from chalicelib.operations.migrate import apply_migrations
+    from chalicelib.storage.migrations import apply_migrations
     from toolkit.postgres import EmbeddedPostgres
     from toolkit.seed import seed_demo_data
 
@@ -186,7 +186,7 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     from chalicelib.serving.aliases import Pinned
     from chalicelib.serving.model import load_model
     from chalicelib.storage.db import Database
-    from chalicelib.storage.tasks import ModerationStore
+    from chalicelib.storage.scoring import ScoringStore
 
     def postgres_alone(batch: Sequence[int]) -> int:
         with store.transaction() as cur:
@@ -205,7 +205,7 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     with database() as url, stdout_to_devnull():
         settings = dict(_sql(url, "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
                              ["server_version", "fsync", "synchronous_commit"]))
-        store = ModerationStore(Database(url))
+        store = ScoringStore(Database(url))
         # cast: the stub has exactly the methods Scorer calls on a TaskQueue.
         score = Scorer(store, cast(TaskQueue, StubQueue()), load_model(), retry_base_seconds=5, default_max_receive_count=3)
         shadow = dataclasses.replace(load_model(), version="bench-shadow", threshold=0.9, review_threshold=None)

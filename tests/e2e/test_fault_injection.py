@@ -39,7 +39,9 @@ from chalicelib.queue import TaskQueue
 from chalicelib.scoring.scorer import Scorer
 from chalicelib.serving.model import load_model
 from chalicelib.storage.db import Database
-from chalicelib.storage.tasks import ModerationStore
+from chalicelib.storage.maintenance import MaintenanceStore
+from chalicelib.storage.scoring import ScoringStore
+from chalicelib.storage.tasks import TaskStore
 from devstack.runner import Runner
 from tests.helpers import drop_verdict_audit, execute, install_verdict_audit
 from toolkit.template import ensure_queues
@@ -83,6 +85,11 @@ class FlakyDatabase(Database):
             raise TransientError("database unavailable (injected)")
         with super().transaction() as cur:
             yield cur
+
+
+def stores(db: Database) -> tuple[TaskStore, MaintenanceStore]:
+    """The reconciler's two stores over one pool."""
+    return TaskStore(db), MaintenanceStore(db)
 
 
 def seed_ads(url: str, n: int, rng: random.Random) -> None:
@@ -144,7 +151,7 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
             return real_send(task)
 
         queue.send_task = lossy_send  # type: ignore[method-assign]
-        service = ModerationService(ModerationStore(Database(url)), queue, load_model())
+        service = ModerationService(TaskStore(Database(url)), queue, load_model())
         task_ids = [service.submit(item_id)["task_id"] for item_id in range(1, N_TASKS + 1)]
         queue.send_task = real_send  # type: ignore[method-assign]
         submitted_at = time.monotonic()
@@ -171,7 +178,7 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
             local_rng = random.Random(SEED + n)
             fdb = FlakyDatabase(url, 0.10, local_rng)
             flaky.append(fdb)
-            scorer = Scorer(ModerationStore(fdb), TaskQueue(boto3.client("sqs", endpoint_url=localstack_endpoint,
+            scorer = Scorer(ScoringStore(fdb), TaskQueue(boto3.client("sqs", endpoint_url=localstack_endpoint,
                                                                          region_name="us-east-1"),
                                                             queue_name="moderation", dlq_name="moderation_dlq"),
                             PoisonSensitiveModel(), retry_base_seconds=1, default_max_receive_count=3)
@@ -195,7 +202,7 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
         threads = [threading.Thread(target=scorer_loop, args=(n,), daemon=True) for n in range(SCORERS)]
         for t in threads:
             t.start()
-        reconciler = Reconciler(ModerationStore(Database(url)), TaskQueue(sqs, queue_name="moderation",
+        reconciler = Reconciler(*stores(Database(url)), TaskQueue(sqs, queue_name="moderation",
                                                                           dlq_name="moderation_dlq"),
                                 resend_grace_seconds=2, stuck_after_seconds=3600)
         while time.monotonic() - started < DEADLINE_SECONDS:
@@ -206,7 +213,7 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
             if queue_depth(sqs, urls["moderation"]) == 0:
                 # Queue drained: what is left was exhausted while the database
                 # could not record it. The reconciler's stuck sweep owns those.
-                Reconciler(ModerationStore(Database(url)), queue, resend_grace_seconds=2,
+                Reconciler(*stores(Database(url)), queue, resend_grace_seconds=2,
                            stuck_after_seconds=0).run()
             time.sleep(1)
         stop.set()

@@ -21,7 +21,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import deps
-from chalicelib.operations.migrate import MIGRATIONS_DIR, MigrationError, SchemaNotRecognised, apply_migrations, status
+from chalicelib.storage.migrations import MIGRATIONS_DIR, MigrationError, SchemaNotRecognised, apply_migrations, status
 from tests.helpers import execute, insert_ad
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"

@@ -137,7 +137,7 @@ def test_lost_send_is_accepted_and_recovered_by_the_reconciler(client, app_env, 
     task_id = body(resp)["task_id"]
     assert fetch_task(app_env, task_id)["enqueued_at"] is None
     monkeypatch.undo()
-    reconciler = Reconciler(deps.store(), queue, resend_grace_seconds=0, stuck_after_seconds=3600)
+    reconciler = Reconciler(deps.task_store(), deps.maintenance_store(), queue, resend_grace_seconds=0, stuck_after_seconds=3600)
     report = reconciler.run()
     assert task_id in report.resent
     assert fetch_task(app_env, task_id)["enqueued_at"] is not None
@@ -149,7 +149,7 @@ def test_lost_send_is_accepted_and_recovered_by_the_reconciler(client, app_env, 
 
 def test_reconciler_fails_stuck_tasks_with_a_reason(app_env, sqs):
     item_id = insert_ad(app_env)
-    task_id = deps.store().create_task(item_id)
+    task_id = deps.task_store().create_task(item_id)
     execute(app_env, "UPDATE moderation_results SET created_at = now() - interval '2 hours', enqueued_at = now() "
                      "WHERE id = %s", (task_id,))
     report = deps.reconciler().run()

@@ -143,7 +143,7 @@ def test_purge_forgets_only_old_keys(client, app_env):
     submit(client, a, "old")
     submit(client, b, "new")
     execute(app_env, "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
-    assert deps.store().purge_idempotency_keys(24 * 3600) == 1
+    assert deps.maintenance_store().purge_idempotency_keys(24 * 3600) == 1
     assert [r[0] for r in execute(app_env, "SELECT key FROM idempotency_keys")] == ["new"]
     # A purged key is a fresh key again.
     again = submit(client, b, "old")
@@ -220,7 +220,8 @@ def test_a_failed_chunk_is_left_to_the_reconciler(client, app_env, sqs, monkeypa
     monkeypatch.setattr(queue._sqs, "send_message_batch", real)
     from chalicelib.operations.reconcile import Reconciler
 
-    report = Reconciler(deps.store(), queue, resend_grace_seconds=0, stuck_after_seconds=3600).run()
+    report = Reconciler(deps.task_store(), deps.maintenance_store(), queue,
+                        resend_grace_seconds=0, stuck_after_seconds=3600).run()
     assert sorted(report.resent) == sorted(unsent)
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from chalicelib.operations.migrate import MIGRATIONS_DIR
+from chalicelib.storage.migrations import MIGRATIONS_DIR
 from ops import migrate
 from tests.helpers import execute, free_port
 from tests.integration.test_adoption import seeded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg2
 
-from chalicelib.operations.migrate import MIGRATIONS_DIR, apply_migrations
+from chalicelib.storage.migrations import MIGRATIONS_DIR, apply_migrations
 from tests.helpers import execute
 
 

@@ -53,7 +53,8 @@ def counts(db: str) -> dict[str, int]:
 
 def reconciler(**kwargs) -> Reconciler:
     # Stuck tasks are another sweep's business: this test's old unfinished tasks must stay as they are.
-    return Reconciler(deps.store(), deps.queue(), resend_grace_seconds=60, stuck_after_seconds=100 * 86400, **kwargs)
+    return Reconciler(deps.task_store(), deps.maintenance_store(), deps.queue(),
+                      resend_grace_seconds=60, stuck_after_seconds=100 * 86400, **kwargs)
 
 
 def test_purging_100k_old_tasks_keeps_submits_answering(app_env, monkeypatch, capsys):

@@ -17,13 +17,13 @@ from chalicelib.queue import TaskQueue
 from chalicelib.scoring.scorer import Scorer
 from chalicelib.serving.model import load_model
 from chalicelib.storage.db import Database
-from chalicelib.storage.tasks import ModerationStore
+from chalicelib.storage.scoring import ScoringStore
 from tests.helpers import drop_verdict_audit, execute, fetch_task, insert_ad, install_verdict_audit, sqs_record, task_body
 
 
 def new_task(db: str, *, deleted: bool = False, **ad) -> tuple[int, int]:
     item_id = insert_ad(db, **ad)
-    task_id = deps.store().create_task(item_id)
+    task_id = deps.task_store().create_task(item_id)
     assert task_id is not None
     if deleted:  # the seller withdrew the ad after submitting it
         execute(db, "UPDATE advertisements SET is_closed = true WHERE id = %s", (item_id,))
@@ -106,7 +106,7 @@ def test_whole_batch_failure_retries_every_message_with_backoff(app_env, sqs, mo
     msg = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
     record = sqs_record(msg["Body"], message_id=msg["MessageId"], receipt=msg["ReceiptHandle"])
     dead = Database("postgresql://postgres@127.0.0.1:1/nothing", connect_timeout_seconds=1)
-    scorer = Scorer(ModerationStore(dead), deps.queue(), load_model(), retry_base_seconds=30,
+    scorer = Scorer(ScoringStore(dead), deps.queue(), load_model(), retry_base_seconds=30,
                     default_max_receive_count=3)
     response = scorer.handle([record, sqs_record("{malformed")])
     assert len(failures(response)) == 2  # nothing acknowledged that was not done
@@ -128,7 +128,7 @@ def test_transient_failure_is_retried_then_succeeds(app_env, sqs, monkeypatch):
         return real(ads)
 
     flaky_model = type("M", (), {"version": model.version, "threshold": model.threshold, "predict_proba": staticmethod(flaky)})()
-    scorer = Scorer(deps.store(), deps.queue(), flaky_model, retry_base_seconds=1, default_max_receive_count=3)
+    scorer = Scorer(deps.scoring_store(), deps.queue(), flaky_model, retry_base_seconds=1, default_max_receive_count=3)
     record = sqs_record(task_body(task_id, item_id), attempt=1)
     assert failures(scorer.handle([record])) == [record["messageId"]]
     row = fetch_task(app_env, task_id)
@@ -142,7 +142,7 @@ def test_transient_failure_is_retried_then_succeeds(app_env, sqs, monkeypatch):
 def test_last_attempt_marks_the_task_failed_and_is_not_acknowledged(app_env, sqs):
     task_id, item_id = new_task(app_env)
     dead = Database("postgresql://postgres@127.0.0.1:1/nothing", connect_timeout_seconds=1)
-    broken = Scorer(ModerationStore(dead), deps.queue(), load_model(), retry_base_seconds=1,
+    broken = Scorer(ScoringStore(dead), deps.queue(), load_model(), retry_base_seconds=1,
                     default_max_receive_count=3)
     record = sqs_record(task_body(task_id, item_id), attempt=3)
     assert failures(broken.handle([record])) == [record["messageId"]]
@@ -156,7 +156,7 @@ def test_concurrent_duplicates_write_once(app_env, sqs):
     try:
         tasks = [new_task(app_env) for _ in range(20)]
         scorers = [
-            Scorer(ModerationStore(Database(app_env)), TaskQueue(sqs, queue_name="moderation", dlq_name="moderation_dlq"),
+            Scorer(ScoringStore(Database(app_env)), TaskQueue(sqs, queue_name="moderation", dlq_name="moderation_dlq"),
                    load_model(), retry_base_seconds=1, default_max_receive_count=3)
             for _ in range(4)
         ]
@@ -215,7 +215,7 @@ def test_three_transient_failures_end_in_the_dlq_with_the_task_failed(app_env, s
     task_id, item_id = new_task(app_env)
     deps.queue().send_task(PendingTask(task_id, item_id))
     # Base 0: each retry is visible again at once, so the test needs no sleeping.
-    scorer = Scorer(deps.store(), deps.queue(), CrashingModel(), retry_base_seconds=0, default_max_receive_count=5)
+    scorer = Scorer(deps.scoring_store(), deps.queue(), CrashingModel(), retry_base_seconds=0, default_max_receive_count=5)
     for attempt in (1, 2, 3):
         msg = receive_one(sqs, "moderation")
         assert msg is not None and msg["Attributes"]["ApproximateReceiveCount"] == str(attempt)
@@ -316,7 +316,7 @@ class DlqOutage:
 
 def scorer_over(client) -> Scorer:
     queue = TaskQueue(client, queue_name=QUEUE_NAME, dlq_name=DLQ_NAME)
-    return Scorer(deps.store(), queue, load_model(), retry_base_seconds=1, default_max_receive_count=3)
+    return Scorer(deps.scoring_store(), queue, load_model(), retry_base_seconds=1, default_max_receive_count=3)
 
 
 def trail_of(db: str, task_id: int) -> list[tuple[str, str | None]]:
@@ -385,7 +385,7 @@ def test_an_unrecorded_park_still_acknowledges_the_message(app_env, sqs, monkeyp
     def db_down(cur, rows):
         raise TransientError("database unavailable (injected)")
 
-    monkeypatch.setattr(deps.store(), "add_events", db_down)
+    monkeypatch.setattr(deps.scoring_store(), "add_events", db_down)
     assert failures(scorer.handle([sqs_record(task_body(gone, gone_item))])) == []
     [envelope] = dlq_messages(sqs)
     assert envelope["task_id"] == gone

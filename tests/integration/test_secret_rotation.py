@@ -27,10 +27,10 @@ from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.errors import TransientError
-from chalicelib.operations.migrate import apply_migrations
 from chalicelib.storage import credentials
 from chalicelib.storage.credentials import SecretUrl, url_from_secret
 from chalicelib.storage.db import Database, is_auth_failure
+from chalicelib.storage.migrations import apply_migrations
 from infra.policies import secret_name
 from tests.helpers import execute, fetch_task, free_port, insert_ad, sqs_record, task_body
 from toolkit import names
@@ -253,7 +253,7 @@ def test_the_scorer_retries_a_batch_it_cannot_log_in_for_and_never_fails_its_tas
     tasks = []
     for _ in range(3):
         item_id = insert_ad(db.admin_url)
-        tasks.append((deps.store().create_task(item_id), item_id))
+        tasks.append((deps.task_store().create_task(item_id), item_id))
     db.set_password("rotated-but-not-yet-stored")
     db.end_sessions()
     for attempt in (1, 2):  # the attempts before the last (maxReceiveCount 3)

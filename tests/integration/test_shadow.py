@@ -31,12 +31,12 @@ def batch(db: str, n: int) -> tuple[list[int], list[dict]]:
     for i in range(n):
         name, description, verified, images = ads[i % 2]
         item_id = insert_ad(db, name=name, description=description, verified=verified, images_qty=images)
-        tasks.append((deps.store().create_task(item_id), item_id))
+        tasks.append((deps.task_store().create_task(item_id), item_id))
     return [t for t, _ in tasks], [sqs_record(task_body(t, i)) for t, i in tasks]
 
 
 def scorer(shadow) -> Scorer:
-    return Scorer(deps.store(), deps.queue(), Pinned(LIVE, shadow), retry_base_seconds=1, default_max_receive_count=3)
+    return Scorer(deps.scoring_store(), deps.queue(), Pinned(LIVE, shadow), retry_base_seconds=1, default_max_receive_count=3)
 
 
 def shadow_rows(db: str) -> list[tuple]:
@@ -86,12 +86,12 @@ def test_no_shadow_no_verdicts(db):
 def test_compare_reads_the_latest_verdicts_of_one_shadow_version(db):
     _, records = batch(db, 4)
     scorer(STRICT).handle(records)
-    verdicts = deps.store().shadow_verdicts(3)
+    verdicts = deps.scoring_store().shadow_verdicts(3)
     assert len(verdicts) == 3 and {v.shadow_version for v in verdicts} == {"lr-strict"}
-    assert deps.store().shadow_verdicts(10, "lr-other") == []
+    assert deps.scoring_store().shadow_verdicts(10, "lr-other") == []
     from ops.models import compare_figures
 
-    figures = compare_figures(deps.store().shadow_verdicts(10))
+    figures = compare_figures(deps.scoring_store().shadow_verdicts(10))
     assert figures["n"] == 4 and figures["live_version"] == LIVE.version
     assert sum(sum(row.values()) for row in figures["confusion"].values()) == 4
     assert figures["delta"]["max_abs"] == 0.0

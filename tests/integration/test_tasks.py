@@ -16,7 +16,7 @@ from chalice.test import Client
 from chalicelib import deps
 from chalicelib.api.requests import encode_cursor
 from chalicelib.storage.db import Database
-from chalicelib.storage.tasks import ModerationStore, task_page_query
+from chalicelib.storage.tasks import TaskStore, task_page_query
 from tests.helpers import execute, insert_ad
 
 
@@ -33,9 +33,9 @@ def get(client, **query) -> tuple[int, dict]:
     return resp.status_code, json.loads(resp.body)
 
 
-def submit(item_id: int, n: int = 1, store: ModerationStore | None = None) -> list[int]:
+def submit(item_id: int, n: int = 1, store: TaskStore | None = None) -> list[int]:
     """Tasks as the API stores them (one statement per call), without the send."""
-    ids = (store or deps.store()).create_tasks([item_id] * n)
+    ids = (store or deps.task_store()).create_tasks([item_id] * n)
     assert None not in ids
     return [i for i in ids if i is not None]
 
@@ -63,7 +63,7 @@ def test_a_walk_serves_every_task_once_newest_first_while_tasks_are_submitted(cl
     before = [t for ad in ads for t in submit(ad, 15)]  # 45 tasks
     stop, during = threading.Event(), []
     other_instance = Database(app_env)  # another API instance: its own connection
-    elsewhere = ModerationStore(other_instance)
+    elsewhere = TaskStore(other_instance)
 
     def submitter() -> None:  # submits all along the walk
         while not stop.is_set():

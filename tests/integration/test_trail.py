@@ -112,7 +112,7 @@ def test_a_completed_task_shows_its_trail_and_its_request_id_reaches_the_scorer_
 def test_retries_exhaustion_and_a_redrive_are_all_in_the_trail(client, app_env, sqs, capsys, caplog):
     item_id = insert_ad(app_env)
     task_id = submit(client, item_id)
-    store, queue = deps.store(), deps.queue()
+    store, queue = deps.scoring_store(), deps.queue()
     crashing = Scorer(store, queue, CrashingModel(), retry_base_seconds=0, default_max_receive_count=3)
     for _ in range(3):
         records = receive(sqs)
@@ -220,7 +220,7 @@ def test_marking_sent_tasks_survives_losing_a_deadlock_to_a_claim(app_env):
     import psycopg2
 
     item_id = insert_ad(app_env)
-    store = deps.store()
+    store = deps.task_store()
     first, second = (store.create_task(item_id) for _ in range(2))
     other = psycopg2.connect(app_env)
     try:

@@ -12,7 +12,7 @@ predecessor with `-- depends:`, so V10 comes after V9) and keeps the ledger,
 - **The check comes first.** Before anything is written, the database is read
   (in a read-only transaction): a pending migration that would CREATE a table
   that already exists is either stood in for by the conversion of a shape we
-  know (the older services' tables, chalicelib/operations/adoption/*.sql, checked column by
+  know (the older services' tables, chalicelib/storage/adoption/*.sql, checked column by
   column and row by row), or the run stops, naming what it found and what to
   do. yoyo itself is only started after that: it creates its tables on connect.
 - **Never half applied.** Each migration (or its stand-in) and its ledger row
@@ -39,6 +39,8 @@ import psycopg2.extensions
 from yoyo import get_backend, read_migrations
 from yoyo.exceptions import LockTimeout
 from yoyo.migrations import Migration, topological_sort
+
+from chalicelib.storage.db import first_line
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 ADOPTION_DIR = Path(__file__).resolve().parent / "adoption"
@@ -186,7 +188,7 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
                             backend.mark_one(migration, log=False)
                     except psycopg2.Error as exc:
                         before = f"; applied before it, and kept: {', '.join(done)}" if done else ""
-                        raise MigrationError(f"{step} failed and was rolled back{before}: {_first_line(exc)}") from exc
+                        raise MigrationError(f"{step} failed and was rolled back{before}: {first_line(exc)}") from exc
                     done.append(str(step))
         except LockTimeout as exc:
             raise MigrationError(
@@ -345,7 +347,7 @@ def _connect(database_url: str) -> Iterator[psycopg2.extensions.connection]:
     try:
         conn = psycopg2.connect(database_url, connect_timeout=10, application_name="ad-moderation migrations")
     except psycopg2.OperationalError as exc:
-        raise MigrationError(f"cannot connect to the database: {_first_line(exc)}") from exc
+        raise MigrationError(f"cannot connect to the database: {first_line(exc)}") from exc
     conn.autocommit = True
     try:
         yield conn
@@ -370,11 +372,6 @@ def _lock(conn: psycopg2.extensions.connection) -> None:
                 holders = ", ".join(str(r[0]) for r in cur.fetchall()) or "?"
                 raise MigrationError(f"another migration run holds the lock (backend pid {holders}); try again when it ends")
             time.sleep(0.5)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _adopt(cur: Any, stand_in: StandIn) -> None:
