@@ -38,7 +38,7 @@ from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, ThreadedHTTPServer
 
-from chalicelib.api.models import NEVER_SHED
+from chalicelib.api.routes import NEVER_SHED
 from chalicelib.errors import Overloaded
 from toolkit import logs, names, procs
 from toolkit.local_keys import LocalKeys, forbidden_response

@@ -16,7 +16,9 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from chalicelib.api import models as contract
-from chalicelib.api.models import ALIASES, OPERATIONS, Id, Operation, Param, Reply
+from chalicelib.api import routes as table
+from chalicelib.api.models import Id
+from chalicelib.api.routes import ALIASES, OPERATIONS, Operation, Param, Reply
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
@@ -86,9 +88,9 @@ def document(routes: Routes) -> dict[str, Any]:
             "license": {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"},
         },
         "tags": [
-            {"name": contract.TAG_MODERATION, "description": "Score ads, submit moderation tasks"},
-            {"name": contract.TAG_TASKS, "description": "Task state and history"},
-            {"name": contract.TAG_SERVICE, "description": "Health and these docs"},
+            {"name": table.TAG_MODERATION, "description": "Score ads, submit moderation tasks"},
+            {"name": table.TAG_TASKS, "description": "Task state and history"},
+            {"name": table.TAG_SERVICE, "description": "Health and these docs"},
         ],
         # Relative: the API's base URL is wherever this document is served from
         # (an API Gateway stage, a custom domain, LocalStack, chalice local),
@@ -173,7 +175,7 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
         }
     else:
         out["security"] = []
-    responses["429"] = _response(contract.THROTTLED, refs)
+    responses["429"] = _response(table.THROTTLED, refs)
     responses["503"] = _response(_unavailable(op.replies.get(503), path), refs)
     if op.operation_id == "async_predict" and "202" in responses:
         responses["202"]["links"] = _task_links()
@@ -184,13 +186,13 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
 def _unavailable(own: Reply | None, path: str) -> Reply:
     """The route's own 503 (if any), and the 503 of overload every route may answer: its
     description and models joined, with Retry-After."""
-    text = contract.NOT_SHED if path in contract.NEVER_SHED else contract.SHED
+    text = table.NOT_SHED if path in table.NEVER_SHED else table.SHED
     if own is None:
-        return Reply(text[0].upper() + text[1:], contract.Error, headers=contract.THROTTLED.headers)
+        return Reply(text[0].upper() + text[1:], contract.Error, headers=table.THROTTLED.headers)
     models = _reply_models(own)
     return own._replace(description=f"{own.description}; or {text}",
                         model=models if contract.Error in models else (*models, contract.Error),
-                        headers={**(own.headers or {}), **contract.THROTTLED.headers})
+                        headers={**(own.headers or {}), **table.THROTTLED.headers})
 
 
 def _parameter(param: Param) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from app import app
 from chalicelib.api import models as contract
-from chalicelib.api import openapi
+from chalicelib.api import openapi, routes
 from chalicelib.domain.tasks import Task, TaskEvent
 from chalicelib.moderation.service import event_view, task_view
 
@@ -27,12 +27,12 @@ def doc() -> dict:
 
 
 def test_every_route_has_exactly_one_contract_entry():
-    documented = set(contract.OPERATIONS) | set(contract.ALIASES)
+    documented = set(routes.OPERATIONS) | set(routes.ALIASES)
     assert ROUTES - documented == set(), "routes of app.py missing from chalicelib/api/models.py"
     assert documented - ROUTES == set(), "contract entries for routes app.py does not have"
-    assert not set(contract.OPERATIONS) & set(contract.ALIASES)
-    for alias in contract.ALIASES.values():
-        assert (alias.method, alias.path) in contract.OPERATIONS
+    assert not set(routes.OPERATIONS) & set(routes.ALIASES)
+    for alias in routes.ALIASES.values():
+        assert (alias.method, alias.path) in routes.OPERATIONS
 
 
 def test_the_result_models_have_exactly_the_fields_the_use_cases_return():
@@ -75,7 +75,7 @@ def test_the_document_covers_every_route_with_its_auth_and_statuses(doc):
             assert op["security"] == []
         for name in entry.view_args:
             assert any(p["in"] == "path" and p["name"] == name and p["required"] for p in op["parameters"])
-        assert op.get("deprecated", False) == ((method, path) in contract.ALIASES)
+        assert op.get("deprecated", False) == ((method, path) in routes.ALIASES)
     assert len(operation_ids) == len(set(operation_ids))
     assert {path for _, path in ROUTES if not app.routes[path][_].api_key_required} == {
         "/health", "/health/pipeline", "/openapi.json", "/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"}
@@ -108,7 +108,7 @@ def test_every_route_documents_the_429_and_503_of_overload_with_retry_after(doc)
         for status in ("429", "503"):
             assert responses[status]["headers"]["Retry-After"]["required"] is True, (method, path, status)
         text = responses["503"]["description"]
-        assert "service_unavailable" in text and ("overloaded" in text) == (path not in contract.NEVER_SHED)
+        assert "service_unavailable" in text and ("overloaded" in text) == (path not in routes.NEVER_SHED)
     submit = doc["paths"]["/moderation/async_predict"]["post"]["responses"]["503"]
     assert submit["description"].startswith("`dependency_unavailable`")
     health = doc["paths"]["/health"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
