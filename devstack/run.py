@@ -17,14 +17,14 @@ from typing import Any
 
 import boto3
 
-from chalicelib.operations.migrate import apply_migrations
 from chalicelib.serving.model import DEFAULT_MODEL_PATH
-from chalicelib.serving.registry import Registry, bootstrap, publisher
+from chalicelib.storage.migrations import apply_migrations
 from devstack.consumers import QueueConsumedError, ensure_no_other_consumer
 from toolkit import logs, names, procs
 from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
 from toolkit.localstack import HostLocalStack, endpoint_answers
 from toolkit.postgres import EmbeddedPostgres
+from toolkit.registry import Registry, bootstrap, publisher
 from toolkit.seed import seed_demo_data
 from toolkit.template import ensure_queues
 

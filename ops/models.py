@@ -1,4 +1,4 @@
-"""`make model-*`: the model registry (chalicelib/serving/registry.py) from a terminal.
+"""`make model-*`: the model registry (toolkit/registry.py) from a terminal.
 
     python -m ops.models [--local] [--bucket NAME | --stack NAME] [--endpoint-url URL] COMMAND
       publish  [--artifact PATH] [--target-precision P] [--review-recall R] [--seed S] [--promote ALIAS]
@@ -38,8 +38,9 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.serving.registry import LIVE, SHADOW, Registry, RegistryError, publisher
+from chalicelib.serving.registry import LIVE, SHADOW, RegistryError
 from toolkit import logs, names
+from toolkit.registry import Registry, publisher
 
 log = logs.get("models")
 OUT_DIR = names.BUILD_DIR / "models"
@@ -279,7 +280,7 @@ def compare_chart(verdicts: Sequence[Any], figures: dict[str, Any], path: Path) 
 
 def cmd_compare(_: Registry | None, args: argparse.Namespace) -> int:
     from chalicelib.storage.db import Database
-    from chalicelib.storage.tasks import ModerationStore
+    from chalicelib.storage.scoring import ScoringStore
 
     url = args.database_url or os.environ.get("DATABASE_URL")
     if not url and args.local:
@@ -288,7 +289,7 @@ def cmd_compare(_: Registry | None, args: argparse.Namespace) -> int:
         raise OpsError("which database? --database-url or DATABASE_URL")
     db = Database(url)
     try:
-        verdicts = ModerationStore(db).shadow_verdicts(args.n, args.shadow_version)
+        verdicts = ScoringStore(db).shadow_verdicts(args.n, args.shadow_version)
     finally:
         db.close()
     if not verdicts:

@@ -111,7 +111,7 @@ CHECKOV_VENV = ROOT / ".venv-checkov"  # checkov's own virtualenv (git-ignored):
 SKIPPED_CHECKS_FILE = ROOT / "infra" / "skipped-checks.md"  # every check turned off, with the reason
 
 
-# --- the model registry (h-model: chalicelib/serving/registry.py, ops/models.py, devstack/run.py) ---
+# --- the model registry (chalicelib/serving/registry.py reads it; toolkit/registry.py, ops/models.py, devstack/run.py write) ---
 # The bucket make run creates in its LocalStack (a deployed stack creates its own:
 # its ModelBucketName output). `MODEL_BUCKET=` (empty) runs make run without a registry.
 MODEL_BUCKET = "ad-moderation-models"

@@ -1,4 +1,6 @@
-"""The model registry: immutable versions and named aliases in one S3 bucket.
+"""The model registry, read side: what the functions read of the versions and
+named aliases in one S3 bucket. The write side (publish, promote, audit) is the
+tooling's: toolkit/registry.py.
 
     versions/<version>/model.json      the runtime artifact (chalicelib/serving/model.py's format); never overwritten
     versions/<version>/metadata.json   what it is: metrics, thresholds, data fingerprint, sklearn
@@ -7,39 +9,27 @@
                                        alias names, with its sha256, probe scores and earlier versions
     audit/<time>-<alias>.json          one record per alias change, never overwritten
 
-Every write is conditional (S3 conditional writes, which LocalStack and moto
-implement too): a version is written with `If-None-Match: *`, so it can never
-be replaced; aliases.json with `If-Match: <the ETag read>`, so two promotes
-that race cannot lose one another's change (the loser re-reads and retries).
+Versions are immutable and aliases.json changes by compare-and-swap (toolkit/registry.py).
 Why one S3 object for the aliases and not SSM Parameter Store: README, "Model".
 
 The functions only read, with `ObjectReader` (two signed GETs per cold start,
-then a conditional GET every MODEL_ALIAS_CHECK_SECONDS); the tooling
-(ops/models.py, make run) writes with `Registry` over a boto3 S3 client.
+then a conditional GET every MODEL_ALIAS_CHECK_SECONDS).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import re
-import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 ALIASES_KEY = "aliases.json"
-AUDIT_PREFIX = "audit/"
 VERSIONS_PREFIX = "versions/"
 LIVE = "live"
 SHADOW = "shadow"
-ALIAS_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# Versions an alias remembers (newest first): what `rollback` goes back to.
-HISTORY = 10
 DOC_FORMAT = 1
 
 
@@ -47,16 +37,8 @@ def artifact_key(version: str) -> str:
     return f"{VERSIONS_PREFIX}{version}/model.json"
 
 
-def metadata_key(version: str) -> str:
-    return f"{VERSIONS_PREFIX}{version}/metadata.json"
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RegistryError(RuntimeError):
@@ -95,12 +77,7 @@ def parse_aliases(body: bytes) -> dict[str, AliasEntry]:
     return {name: AliasEntry.from_json(entry) for name, entry in doc["aliases"].items()}
 
 
-def render_aliases(aliases: Mapping[str, AliasEntry]) -> bytes:
-    doc = {"format": DOC_FORMAT, "aliases": {name: aliases[name].to_json() for name in sorted(aliases)}}
-    return (json.dumps(doc, indent=1) + "\n").encode()
-
-
-# --- reading, in the functions: signed GETs with the standard library ----------------
+# --- reading: GETs signed by botocore's S3 signer, sent with http.client -------------
 
 class Fetched(NamedTuple):
     body: bytes
@@ -112,8 +89,9 @@ class ObjectReader:
 
     Not a botocore client: building an S3 client parses S3's 1.4 MB service
     model and its endpoint rules (50-90 ms here), more than the rest of a
-    model's cold start; two GETs need neither. tests/unit/test_registry.py
-    checks the signature against botocore's own signer. Credentials come from
+    model's cold start; two GETs need neither, only its signer.
+    tests/unit/test_registry.py checks what is sent on the wire against
+    botocore's signer over generated buckets, keys, endpoints and credentials. Credentials come from
     the environment, as Lambda provides them (else botocore's chain); the
     endpoint from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (LocalStack, path
     style), else the bucket's virtual-hosted AWS address.
@@ -125,7 +103,10 @@ class ObjectReader:
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
-            self._base = f"{endpoint.rstrip('/')}/{bucket}/"
+            # Lower case: the signer signs the host in lower case, and http.client
+            # sends it as written (tests/unit/test_registry.py).
+            parts = urllib.parse.urlsplit(endpoint.rstrip("/"))
+            self._base = f"{parts._replace(netloc=parts.netloc.lower()).geturl()}/{bucket}/"
         else:
             suffix = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
             self._base = f"https://{bucket}.s3.{self.region}.{suffix}/"
@@ -139,10 +120,10 @@ class ObjectReader:
         KeyError if it does not exist, RegistryUnavailable on any other failure."""
         import http.client
 
-        url = urllib.parse.urlsplit(self.url(key))
-        headers = sign_get(url.netloc, url.path, self.region, _credentials())
-        if if_none_match:
-            headers["If-None-Match"] = if_none_match
+        address = self.url(key)
+        condition = {"If-None-Match": if_none_match} if if_none_match else None
+        headers = signed_headers(address, self.region, _credentials(), condition)
+        url = urllib.parse.urlsplit(address)
         connection_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         conn = connection_class(url.netloc, timeout=self._timeout)
         try:
@@ -164,260 +145,34 @@ class ObjectReader:
                                   + (f" {code.group(1).decode(errors='replace')}" if code else ""))
 
 
-class Credentials(NamedTuple):
-    access_key: str
-    secret_key: str
-    token: str | None = None
+def _credentials() -> Any:
+    """Lambda's credentials from its environment; elsewhere botocore's chain
+    (a profile, SSO, instance metadata)."""
+    import botocore.credentials
 
-
-def _credentials() -> Credentials:
     env = os.environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN") or None)
-    import botocore.session  # a profile, SSO, instance metadata: not Lambda's case, so the cost is fine
+        return botocore.credentials.Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+                                                env.get("AWS_SESSION_TOKEN") or None)
+    import botocore.session
 
     found = botocore.session.get_session().get_credentials()
     if found is None:
         raise RegistryUnavailable("no AWS credentials to read the model registry with")
-    frozen = found.get_frozen_credentials()
-    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+    return found
 
 
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+def signed_headers(url: str, region: str, credentials: Any, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers of a SigV4-signed S3 GET of `url`, by botocore's own S3 signer.
 
+    botocore signs the Host that http.client sends: the URL's host, with its port
+    unless it is the scheme's default. Both functions have imported botocore.auth
+    by the time they read the registry (their SQS client is built first), so this
+    costs no import on the cold path.
+    """
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
 
-def sign_get(host: str, path: str, region: str, creds: Credentials, now: float | None = None) -> dict[str, str]:
-    """The headers of a SigV4-signed S3 GET of `path` (already URI-encoded, no query)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    headers = {"host": host, "x-amz-content-sha256": _EMPTY_SHA256, "x-amz-date": stamp}
-    if creds.token:
-        headers["x-amz-security-token"] = creds.token
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(["GET", path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, _EMPTY_SHA256])
-    scope = f"{stamp[:8]}/{region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + creds.secret_key).encode()
-    for part in (stamp[:8], region, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
-                                f"SignedHeaders={signed}, Signature={signature}")
-    del headers["host"]  # http.client sends it
-    return headers
-
-
-# --- writing, in the tooling: a boto3 S3 client ---------------------------------------
-
-class Published(NamedTuple):
-    version: str
-    sha256: str
-    created: bool  # False: this exact artifact was already published
-
-
-class Registry:
-    """Publish versions, move aliases, list what is there (ops/models.py, make run)."""
-
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
-
-    # -- objects
-
-    def _get(self, key: str) -> tuple[bytes, str] | None:
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=key)
-        except self.s3.exceptions.NoSuchKey:
-            return None
-        return obj["Body"].read(), str(obj["ETag"])
-
-    def _put(self, key: str, body: bytes, *, if_match: str | None = None) -> bool:
-        """Write `key` only if it does not exist (or still has ETag `if_match`); False if it does (or changed)."""
-        condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition)
-        except self.s3.exceptions.ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
-        return True
-
-    def ensure_bucket(self) -> bool:
-        """Create the bucket (versioned: every aliases.json ever written is kept) unless it exists; True if created."""
-        try:
-            self.s3.head_bucket(Bucket=self.bucket)
-            return False
-        except self.s3.exceptions.ClientError:
-            pass
-        region = self.s3.meta.region_name
-        extra = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        self.s3.create_bucket(Bucket=self.bucket, **extra)
-        self.s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
-        return True
-
-    # -- versions
-
-    def publish_artifact(self, data: bytes, *, source: str, by: str, **extra: Any) -> tuple[Published, dict[str, Any]]:
-        """Publish the bytes of a runtime artifact: it must load and score the probe
-        ads, whose scores are recorded for the functions to check. (Published, metadata)."""
-        from chalicelib.serving.model import PROBE_ADS, loads
-
-        try:
-            model = loads(data)
-            probe = model.predict_proba(PROBE_ADS)
-            model.check_probe()
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"not a runtime artifact this code can serve: {type(exc).__name__}: {exc}") from exc
-        metadata = describe(json.loads(data), data, probe, source=source, by=by, **extra)
-        return self.publish(data, metadata), metadata
-
-    def publish(self, artifact: bytes, metadata: Mapping[str, Any]) -> Published:
-        """Store a new immutable version. Publishing the same bytes again is a no-op;
-        other bytes under an existing version are refused."""
-        version, digest = str(metadata["version"]), str(metadata["sha256"])
-        if not VERSION_NAME.match(version):
-            raise RegistryError(f"version {version!r}: use letters, digits, '.', '_' or '-' (at most 64)")
-        if digest != sha256(artifact):
-            raise RegistryError(f"metadata sha256 {digest} is not the artifact's {sha256(artifact)}")
-        created = self._put(artifact_key(version), artifact)
-        if not created:
-            stored = self._get(artifact_key(version))
-            if stored is not None and sha256(stored[0]) != digest:
-                raise RegistryError(f"version {version} is already published with other content "
-                                    f"(sha256 {sha256(stored[0])[:12]}, this one {digest[:12]}); versions are immutable")
-        # The metadata last: a version is listed once both exist, and a crash in
-        # between is finished by publishing again.
-        self._put(metadata_key(version), (json.dumps(dict(metadata), indent=1, ensure_ascii=False) + "\n").encode())
-        return Published(version, digest, created)
-
-    def metadata(self, version: str) -> dict[str, Any]:
-        found = self._get(metadata_key(version))
-        if found is None:
-            raise RegistryError(f"no version {version!r} in s3://{self.bucket} (make model-list shows them)")
-        return dict(json.loads(found[0]))
-
-    def artifact(self, version: str) -> bytes:
-        found = self._get(artifact_key(version))
-        if found is None:
-            raise RegistryError(f"no version {version!r} in s3://{self.bucket}")
-        return found[0]
-
-    def versions(self) -> list[dict[str, Any]]:
-        """Every published version's metadata, oldest first."""
-        keys = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=VERSIONS_PREFIX):
-            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith("/metadata.json")]
-        found = [self.metadata(k.removeprefix(VERSIONS_PREFIX).removesuffix("/metadata.json")) for k in keys]
-        return sorted(found, key=lambda m: (str(m.get("published_at", "")), str(m["version"])))
-
-    # -- aliases
-
-    def aliases(self) -> tuple[dict[str, AliasEntry], str | None]:
-        """The aliases and the ETag of aliases.json (None: no alias was ever set)."""
-        found = self._get(ALIASES_KEY)
-        return (parse_aliases(found[0]), found[1]) if found else ({}, None)
-
-    def promote(self, alias: str, version: str, by: str, *, rollback: bool = False) -> tuple[AliasEntry | None, AliasEntry]:
-        """Point `alias` at `version` (the version it named goes on its history).
-        With rollback=True, `version` is ignored: the alias goes back to the newest
-        version of its history, which leaves the history. Returns (before, after).
-
-        Compare-and-swap on aliases.json's ETag: a concurrent change makes the
-        write fail, and the change is worked out again from what is there now.
-        """
-        if not ALIAS_NAME.match(alias):
-            raise RegistryError(f"alias {alias!r}: lower-case letters, digits and '-'")
-        for _ in range(8):
-            aliases, etag = self.aliases()
-            before = aliases.get(alias)
-            if rollback:
-                if before is None or not before.history:
-                    raise RegistryError(f"alias {alias!r} has no earlier version to roll back to")
-                version, history = before.history[0], before.history[1:]
-            else:
-                history = tuple(v for v in ((before.version, *before.history) if before else ()) if v != version)
-            if before is not None and before.version == version and not rollback:
-                return before, before  # already there: no write, no audit record
-            meta = self.metadata(version)
-            after = AliasEntry(version, str(meta["sha256"]), tuple(meta["probe"]), utc_now(), by, history[:HISTORY])
-            if self._put(ALIASES_KEY, render_aliases({**aliases, alias: after}), if_match=etag):
-                self._audit(alias, before, after, "rollback" if rollback else "promote")
-                return before, after
-        raise RegistryError(f"{ALIASES_KEY} kept changing under this promote; try again")
-
-    def unset(self, alias: str, by: str) -> AliasEntry | None:
-        """Remove an alias (e.g. stop shadow scoring); returns what it named."""
-        for _ in range(8):
-            aliases, etag = self.aliases()
-            before = aliases.pop(alias, None)
-            if before is None:
-                return None
-            if self._put(ALIASES_KEY, render_aliases(aliases), if_match=etag):
-                self._audit(alias, before, None, "unset", by=by)
-                return before
-        raise RegistryError(f"{ALIASES_KEY} kept changing under this change; try again")
-
-    def _audit(self, alias: str, before: AliasEntry | None, after: AliasEntry | None, action: str,
-               by: str | None = None) -> None:
-        now = datetime.now(UTC)
-        record = {"at": now.isoformat(timespec="seconds"), "alias": alias, "action": action,
-                  "by": by or (after.promoted_by if after else None),
-                  "from": before.version if before else None, "to": after.version if after else None}
-        # Microseconds in the key: records list in the order they were written.
-        key = f"{AUDIT_PREFIX}{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{alias}-{sha256(json.dumps(record).encode())[:8]}.json"
-        self._put(key, (json.dumps(record) + "\n").encode())
-
-    def audit(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest alias changes, newest first."""
-        keys: list[str] = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=AUDIT_PREFIX):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-        records = []
-        for key in sorted(keys, reverse=True)[:limit]:
-            found = self._get(key)
-            if found:
-                records.append(dict(json.loads(found[0])))
-        return records
-
-
-def bootstrap(registry: Registry, packaged: bytes, by: str) -> tuple[AliasEntry | None, Published | None]:
-    """make run: the bucket, and in an empty registry the packaged artifact as its
-    first version, live. Returns (live alias, what was published or None)."""
-    registry.ensure_bucket()
-    aliases, _ = registry.aliases()
-    if aliases or registry.versions():
-        return aliases.get(LIVE), None
-    published, _ = registry.publish_artifact(packaged, source="packaged (chalicelib/artifacts/model.json)", by=by)
-    _, live = registry.promote(LIVE, published.version, by)
-    return live, published
-
-
-def publisher() -> str:
-    """Who publishes or promotes (the tooling): user@host, unless MODEL_PUBLISHER says."""
-    import getpass
-    import socket
-
-    return os.environ.get("MODEL_PUBLISHER") or f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-def describe(artifact: Mapping[str, Any], data: bytes, probe: Sequence[float], *, source: str, by: str,
-             **extra: Any) -> dict[str, Any]:
-    """A version's metadata.json, from its artifact and who publishes it."""
-    training = artifact.get("training", {})
-    metrics = artifact.get("metrics", {}).get("heldout", {})
-    return {
-        "version": artifact["version"],
-        "sha256": sha256(data),
-        "bytes": len(data),
-        "format": artifact.get("format"),
-        "threshold": artifact["threshold"],
-        "review_threshold": artifact.get("review_threshold"),
-        "threshold_selection": artifact.get("threshold_selection"),
-        "metrics": {k: metrics.get(k) for k in ("precision", "recall", "f1", "roc_auc", "accuracy", "review_rate", "size")},
-        "data_fingerprint": training.get("dataset_sha256"),
-        "sklearn": artifact.get("library_versions", {}).get("sklearn"),
-        "probe": list(probe),
-        "source": source,
-        "published_at": utc_now(),
-        "published_by": by,
-        **extra,
-    }
+    request = AWSRequest(method="GET", url=url, headers=dict(headers or {}))
+    S3SigV4Auth(credentials, "s3", region).add_auth(request)
+    return dict(request.headers.items())

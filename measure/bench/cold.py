@@ -119,8 +119,9 @@ def registries() -> Iterator[dict[bool, dict[str, str]]]:
     """A LocalStack of its own with two registries (live; live + shadow): the probes'
     environment for each."""
     from chalicelib.serving.model import DEFAULT_MODEL_PATH
-    from chalicelib.serving.registry import LIVE, SHADOW, Registry
+    from chalicelib.serving.registry import LIVE, SHADOW
     from toolkit.localstack import HostLocalStack
+    from toolkit.registry import Registry
 
     root = Path(tempfile.mkdtemp(prefix="bench-registry-"))
     stack = HostLocalStack(data_dir=root, endpoint=names.endpoint(procs.free_port()))

@@ -4,30 +4,28 @@ S3 server (moto) that the functions' signed GETs reach over HTTP like LocalStack
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
+import os
+import socket
+import threading
+import urllib.parse
 from collections.abc import Iterator
+from unittest import mock
 
 import boto3
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chalicelib.serving import registry
 from chalicelib.serving.model import DEFAULT_MODEL_PATH, PROBE_ADS, load_model
-from chalicelib.serving.registry import (
-    ALIASES_KEY,
-    LIVE,
-    SHADOW,
-    Credentials,
-    ObjectReader,
-    Registry,
-    RegistryError,
-    artifact_key,
-    bootstrap,
-    sign_get,
-)
+from chalicelib.serving.registry import ALIASES_KEY, LIVE, SHADOW, ObjectReader, RegistryError, artifact_key
 from tests.helpers import free_port
+from toolkit.registry import Registry, bootstrap
 
 BUCKET = "model-registry-test"
 PACKAGED = DEFAULT_MODEL_PATH.read_bytes()
@@ -59,16 +57,97 @@ def reg(endpoint: str) -> Iterator[Registry]:
         s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
 
 
-def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
+class Wire:
+    """A TCP server that records the head of each HTTP request exactly as it
+    arrives (request line and headers) and answers 404."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    head += chunk
+                self.heads.append(head)
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def connect(self, conn: http.client.HTTPConnection) -> None:
+        # Whatever host, port and scheme the reader addresses: plain TCP to this server,
+        # so what http.client writes (its Host header above all) is what gets recorded.
+        conn.sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.fixture(scope="module")
+def wire() -> Iterator[Wire]:
+    server = Wire()
+    yield server
+    server.close()
+
+
+ENDPOINTS = [None, "http://127.0.0.1:4566", "http://localhost:4566/", "https://s3.example.com:443",
+             "http://minio.internal:80", "https://minio.internal:9000/", "HTTPS://S3.Example.COM"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    bucket=st.from_regex(r"\A[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]\Z"),
+    key=st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40),
+    region=st.sampled_from(["us-east-1", "eu-west-1", "ap-southeast-2", "cn-north-1"]),
+    endpoint=st.sampled_from(ENDPOINTS),
+    token=st.one_of(st.none(), st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=60)),
+    etag=st.one_of(st.none(), st.from_regex(r'\A"[0-9a-f]{32}"\Z')),
+)
+def test_what_the_reader_sends_verifies_as_s3_would_check_it(
+    wire: Wire, bucket: str, key: str, region: str, endpoint: str | None, token: str | None, etag: str | None
+) -> None:
+    """S3 recomputes the signature from the request as received: the literal Host
+    header, the path, the signed headers. Here botocore's signer does that from
+    the bytes http.client wrote, so a Host that differs from the one signed (an
+    endpoint that spells out its default port, say) fails."""
     at = datetime.datetime(2026, 11, 29, 12, 30, 5, tzinfo=datetime.UTC)
-    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: at)
-    for token in (None, "session-token"):
-        ours = sign_get("127.0.0.1:4566", "/bucket/versions/lr-1/model.json", "eu-west-1",
-                        Credentials("AKID", "secret", token), now=at.timestamp())
-        request = AWSRequest(method="GET", url="http://127.0.0.1:4566/bucket/versions/lr-1/model.json")
-        S3SigV4Auth(BotoCredentials("AKID", "secret", token), "s3", "eu-west-1").add_auth(request)
-        assert ours["Authorization"] == request.headers["Authorization"]
-        assert ours["x-amz-date"] == request.headers["X-Amz-Date"] == "20261129T123005Z"
+    env = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalr/K7MDENG+bPxRfiCY"}
+    if token:
+        env["AWS_SESSION_TOKEN"] = token
+    before = len(wire.heads)
+    with mock.patch.dict(os.environ, env), mock.patch("botocore.auth.get_current_datetime", lambda: at), \
+            mock.patch.object(http.client.HTTPConnection, "connect", lambda conn: wire.connect(conn)), \
+            mock.patch.object(http.client.HTTPSConnection, "connect", lambda conn: wire.connect(conn)):
+        os.environ.pop("AWS_ENDPOINT_URL_S3", None)
+        if token is None:
+            os.environ.pop("AWS_SESSION_TOKEN", None)
+        reader = ObjectReader(bucket, region=region, endpoint=endpoint)
+        with pytest.raises(KeyError):
+            reader.get(key, if_none_match=etag)
+        [head] = wire.heads[before:]
+        request_line, *header_lines = head.decode("latin-1").split("\r\n\r\n")[0].split("\r\n")
+        method, target, _ = request_line.split(" ")
+        sent = dict(line.split(": ", 1) for line in header_lines)
+        signed = sent["Authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+        # The server's view: the signed headers as they arrived, Host included literally.
+        received = AWSRequest(method=method, url=f"http://{sent['Host']}{target}",
+                              headers={name: value for name, value in sent.items() if name.lower() in signed})
+        credentials = BotoCredentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], token)
+        S3SigV4Auth(credentials, "s3", region).add_auth(received)
+    assert sent["Authorization"] == received.headers["Authorization"]
+    assert sent["X-Amz-Date"] == "20261129T123005Z"
+    assert target == urllib.parse.urlsplit(reader.url(key)).path
+    assert ":443" not in sent["Host"] and not sent["Host"].endswith(":80")
+    assert (sent.get("X-Amz-Security-Token"), sent.get("If-None-Match")) == (token, etag)
 
 
 def test_the_reader_addresses_localstack_path_style_and_aws_virtual_hosted(monkeypatch: pytest.MonkeyPatch) -> None:

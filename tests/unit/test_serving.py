@@ -9,8 +9,9 @@ import pytest
 
 from chalicelib.serving.aliases import Followed, Pinned, Snapshot, as_models
 from chalicelib.serving.model import DEFAULT_MODEL_PATH, PROBE_ADS, load_model, loads
-from chalicelib.serving.registry import ALIASES_KEY, AliasEntry, Fetched, RegistryUnavailable, artifact_key, render_aliases
+from chalicelib.serving.registry import ALIASES_KEY, AliasEntry, Fetched, RegistryUnavailable, artifact_key
 from chalicelib.serving.registry import sha256 as digest
+from toolkit.registry import render_aliases
 
 PACKAGED = DEFAULT_MODEL_PATH.read_bytes()
 
