@@ -26,21 +26,6 @@ STUCK = "stuck"
 # The SQS message attribute carrying the API request id; the scorer reads it back.
 REQUEST_ID_ATTRIBUTE = "request_id"
 
-# What a verdict tells the marketplace to do (moderation_results.decision). `block`
-# is exactly `is_violation`; `review` is the optional band below it, for people.
-ALLOW = "allow"
-REVIEW = "review"
-BLOCK = "block"
-
-
-def decide(probability: float, threshold: float, review_threshold: float | None = None) -> str:
-    """block at or above the threshold, review at or above the review threshold, else allow."""
-    if probability >= threshold:
-        return BLOCK
-    if review_threshold is not None and probability >= review_threshold:
-        return REVIEW
-    return ALLOW
-
 
 @dataclass(frozen=True, slots=True)
 class Ad:

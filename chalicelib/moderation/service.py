@@ -11,10 +11,11 @@ from typing import Any
 from chalicelib import metrics
 from chalicelib.domain.features import AdFeatures
 from chalicelib.domain.tasks import PendingTask, Task, TaskEvent
+from chalicelib.domain.verdicts import BLOCK, decide
 from chalicelib.errors import AdNotFound, IdempotencyKeyMismatch, ModerationError, TaskNotFound, TransientError
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue
-from chalicelib.serving.aliases import Model, Models, as_models, decision
+from chalicelib.serving.aliases import Model, Models, as_models
 from chalicelib.storage.tasks import TaskStore
 
 ACCEPTED_MESSAGE = "Moderation request accepted"
@@ -46,8 +47,8 @@ class ModerationService:
     def predict(self, features: AdFeatures) -> dict[str, Any]:
         model = self.model  # one version for the whole answer
         p = model.predict_proba([features])[0]
-        return {"is_violation": p >= model.threshold, "probability": p, "model_version": model.version,
-                "decision": decision(model, p)}
+        decision = decide(p, model.thresholds)
+        return {"is_violation": decision == BLOCK, "probability": p, "model_version": model.version, "decision": decision}
 
     def simple_predict(self, item_id: int) -> dict[str, Any]:
         ad = self._store.get_ad(item_id)

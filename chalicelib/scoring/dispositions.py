@@ -1,4 +1,4 @@
-"""What happens to each SQS message: pure functions, no I/O.
+"""What happens to each SQS message, its disposition: pure functions, no I/O.
 
 The scorer (chalicelib.scoring.scorer) gathers facts (parsed messages, claimed rows,
 model scores) and asks `plan_batch` what to do with every message; it then
@@ -24,9 +24,9 @@ from chalicelib.domain.tasks import (
     ClaimedTask,
     EventRow,
     TaskUpdate,
-    decide,
     read_body,
 )
+from chalicelib.domain.verdicts import BLOCK, Thresholds, decide
 
 # SQS refuses visibility timeouts above 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60
@@ -149,7 +149,7 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Disposition:
     delivery: Delivery
     outcome: Outcome
     error: str | None = None
@@ -190,88 +190,87 @@ def plan_batch(
     locked_elsewhere: set[int],
     scores: Mapping[int, Score],
     *,
-    threshold: float,
+    thresholds: Thresholds,
     max_receive_count: int,
     now_iso: str,
-    review_threshold: float | None = None,
-) -> list[Decision]:
-    """Decide every delivery's fate. One decision per delivery, in order. A
-    verdict blocks at `threshold` (is_violation) and, with a `review_threshold`,
-    sends the band below it to review (chalicelib.domain.tasks.decide)."""
-    decisions: list[Decision] = []
+) -> list[Disposition]:
+    """Every delivery's disposition, one per delivery, in order. A completed
+    task's decision (allow | review | block) comes from the model version's
+    thresholds (chalicelib.domain.verdicts.decide)."""
+    dispositions: list[Disposition] = []
     handled: set[int] = set()
 
-    def permanent(d: Delivery, error: str, *, task: bool) -> Decision:
+    def permanent(d: Delivery, error: str, *, task: bool) -> Disposition:
         update = None
         if task and d.message is not None:
             update = TaskUpdate(d.message.task_id, FAILED, d.attempt, error_message=error, error_kind=PERMANENT)
-        return Decision(
+        return Disposition(
             d, Outcome.FAILED_PERMANENT, error, PERMANENT, update, dlq_envelope(d, error, PERMANENT, now_iso)
         )
 
     for d in deliveries:
         msg = d.message
         if msg is None:
-            decisions.append(permanent(d, d.parse_error or "malformed message body", task=False))
+            dispositions.append(permanent(d, d.parse_error or "malformed message body", task=False))
             continue
         tid = msg.task_id
         if tid in handled:
             # The same task twice in one batch: the first delivery does the work.
-            decisions.append(Decision(d, Outcome.DUPLICATE))
+            dispositions.append(Disposition(d, Outcome.DUPLICATE))
             continue
         task = claimed.get(tid)
         if task is None:
             if tid in locked_elsewhere:
-                decisions.append(Decision(d, Outcome.BUSY, "task is being processed by another delivery"))
+                dispositions.append(Disposition(d, Outcome.BUSY, "task is being processed by another delivery"))
             else:
-                decisions.append(permanent(d, f"unknown task {tid}", task=False))
+                dispositions.append(permanent(d, f"unknown task {tid}", task=False))
             continue
         handled.add(tid)
         if task.envelope_pending:
             # Failed for good by an earlier delivery whose envelope never
             # reached the DLQ: park it now (chalicelib.scoring.scorer, "nothing lost").
             error = task.error_message or "failed permanently"
-            decisions.append(Decision(d, Outcome.FAILED_PERMANENT, error, PERMANENT, None,
+            dispositions.append(Disposition(d, Outcome.FAILED_PERMANENT, error, PERMANENT, None,
                                       dlq_envelope(d, error, PERMANENT, now_iso)))
             continue
         if not task.claimable:
-            decisions.append(Decision(d, Outcome.DUPLICATE))
+            dispositions.append(Disposition(d, Outcome.DUPLICATE))
             continue
         if msg.item_id != task.item_id:
-            decisions.append(
+            dispositions.append(
                 permanent(d, f"message item_id {msg.item_id} does not match task item_id {task.item_id}", task=True)
             )
             continue
         if task.ad is None:
-            decisions.append(permanent(d, f"advertisement {task.item_id} not found or closed", task=True))
+            dispositions.append(permanent(d, f"advertisement {task.item_id} not found or closed", task=True))
             continue
         score = scores.get(tid, Score(crashed="task was not scored"))
         if score.invalid is not None:
-            decisions.append(permanent(d, f"invalid features: {score.invalid}", task=True))
+            dispositions.append(permanent(d, f"invalid features: {score.invalid}", task=True))
         elif score.probability is not None:
             p = score.probability
-            update = TaskUpdate(tid, COMPLETED, d.attempt, is_violation=p >= threshold, probability=p,
-                                decision=decide(p, threshold, review_threshold))
-            decisions.append(Decision(d, Outcome.COMPLETED, update=update))
+            decision = decide(p, thresholds)
+            update = TaskUpdate(tid, COMPLETED, d.attempt, is_violation=decision == BLOCK, probability=p, decision=decision)
+            dispositions.append(Disposition(d, Outcome.COMPLETED, update=update))
         else:
-            decisions.append(transient(d, score.crashed or "scoring failed", max_receive_count))
-    return decisions
+            dispositions.append(transient(d, score.crashed or "scoring failed", max_receive_count))
+    return dispositions
 
 
-def transient(d: Delivery, error: str, max_receive_count: int) -> Decision:
+def transient(d: Delivery, error: str, max_receive_count: int) -> Disposition:
     """Retry later; on the last attempt the task fails and redrive parks the message."""
     if d.message is None:  # no task to update: an unparsed message is simply retried
-        return Decision(d, Outcome.RETRY, error, TRANSIENT)
+        return Disposition(d, Outcome.RETRY, error, TRANSIENT)
     if d.attempt >= max_receive_count:
         reason = f"gave up after {d.attempt} attempts: {error}"
         update = TaskUpdate(d.message.task_id, FAILED, d.attempt, error_message=reason, error_kind=TRANSIENT)
-        return Decision(d, Outcome.EXHAUSTED, reason, TRANSIENT, update)
+        return Disposition(d, Outcome.EXHAUSTED, reason, TRANSIENT, update)
     # error_message on a PROCESSING update lands in last_error only.
     update = TaskUpdate(d.message.task_id, PROCESSING, d.attempt, error_message=error)
-    return Decision(d, Outcome.RETRY, error, TRANSIENT, update)
+    return Disposition(d, Outcome.RETRY, error, TRANSIENT, update)
 
 
-def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_count: int) -> list[Decision]:
+def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_count: int) -> list[Disposition]:
     """The handler could not run (e.g. no database): retry every message.
 
     Nothing is acknowledged that was not done, malformed messages included:
@@ -280,15 +279,15 @@ def whole_batch_failure(deliveries: Sequence[Delivery], error: str, max_receive_
     return [transient(d, error, max_receive_count) for d in deliveries]
 
 
-def unparked(d: Decision) -> Decision:
+def unparked(d: Disposition) -> Disposition:
     """A permanent failure whose envelope the DLQ did not store: retried, so
     the message comes back and its envelope is sent then (chalicelib.scoring.scorer)."""
     error = f"{d.error} (not parked: the DLQ send failed)"
     return dataclasses.replace(d, outcome=Outcome.RETRY, error=error, error_kind=TRANSIENT, update=None, envelope=None)
 
 
-def trail(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask], existing: set[int]) -> list[EventRow]:
-    """The task_events rows a batch's decisions leave in the claiming
+def trail(dispositions: Sequence[Disposition], claimed: Mapping[int, ClaimedTask], existing: set[int]) -> list[EventRow]:
+    """The task_events rows a batch's dispositions leave in the claiming
     transaction, for tasks that exist.
 
     A delivery for an unknown task or an unreadable body has no task to
@@ -297,7 +296,7 @@ def trail(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask], exi
     the DLQ has the envelope (`parked`).
     """
     rows: list[EventRow] = []
-    for d in decisions:
+    for d in dispositions:
         tid = d.task_id
         if tid is None or tid not in existing:
             continue
@@ -312,19 +311,19 @@ def trail(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask], exi
     return rows
 
 
-def parked(decisions: Sequence[Decision], claimed: Mapping[int, ClaimedTask]) -> list[EventRow]:
+def parked(dispositions: Sequence[Disposition], claimed: Mapping[int, ClaimedTask]) -> list[EventRow]:
     """The `dlq_parked` rows of permanent failures whose envelope the DLQ stored."""
     return [
         _parked_row(d, tid, claimed[tid])
-        for d in decisions
+        for d in dispositions
         if d.outcome is Outcome.FAILED_PERMANENT and (tid := d.task_id) is not None and tid in claimed
     ]
 
 
-def _parked_row(d: Decision, task_id: int, task: ClaimedTask | None) -> EventRow:
+def _parked_row(d: Disposition, task_id: int, task: ClaimedTask | None) -> EventRow:
     attempt, outcome, message_id = d.delivery.attempt, d.outcome.value, d.delivery.message_id
     return EventRow(task_id, "dlq_parked", attempt, outcome, d.error, message_id, _request_id(d, task))
 
 
-def _request_id(d: Decision, task: ClaimedTask | None) -> str | None:
+def _request_id(d: Disposition, task: ClaimedTask | None) -> str | None:
     return d.delivery.request_id or (task.request_id if task else None)

@@ -45,12 +45,13 @@ from typing import Any
 from chalicelib import metrics
 from chalicelib.domain.features import AdFeatures, InvalidFeatures
 from chalicelib.domain.tasks import COMPLETED, PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow, ShadowVerdict
+from chalicelib.domain.verdicts import decide
 from chalicelib.errors import ModerationError
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso
 from chalicelib.scoring.dispositions import (
-    Decision,
     Delivery,
+    Disposition,
     Outcome,
     Score,
     backoff_seconds,
@@ -61,7 +62,7 @@ from chalicelib.scoring.dispositions import (
     unparked,
     whole_batch_failure,
 )
-from chalicelib.serving.aliases import Model, Models, as_models, decision
+from chalicelib.serving.aliases import Model, Models, as_models
 from chalicelib.storage.scoring import ScoringStore
 
 
@@ -89,31 +90,31 @@ class Scorer:
         shadowed: int | None = None
         try:
             models = self._models.snapshot()
-            decisions, claimed, ages, scored = self._claim_decide_write(deliveries, max_receive, models.live)  # committed
+            dispositions, claimed, ages, scored = self._claim_score_write(deliveries, max_receive, models.live)  # committed
         except Exception as exc:  # noqa: BLE001 - whole-batch failure: nothing was written
             error = exc.message if isinstance(exc, ModerationError) else f"{type(exc).__name__}: {exc}"
             logger.exception("batch failed as a whole; retrying every message", extra={"error": error})
-            decisions = whole_batch_failure(deliveries, error, max_receive)
-            self._fail_exhausted(decisions)
+            dispositions = whole_batch_failure(deliveries, error, max_receive)
+            self._fail_exhausted(dispositions)
         else:
-            decisions = self._send_envelopes(decisions, claimed)  # after the commit
+            dispositions = self._send_envelopes(dispositions, claimed)  # after the commit
             if models.shadow is not None and models.shadow.version != models.live.version:  # not against itself
-                shadowed = self._shadow(models.live, models.shadow, decisions, scored)
-        self._back_off(decisions)
-        _log_outcomes(decisions)
-        _emit_metrics(decisions, ages, (time.perf_counter() - started) * 1000, shadowed)
+                shadowed = self._shadow(models.live, models.shadow, dispositions, scored)
+        self._back_off(dispositions)
+        _log_outcomes(dispositions)
+        _emit_metrics(dispositions, ages, (time.perf_counter() - started) * 1000, shadowed)
         return {
             "batchItemFailures": [
-                {"itemIdentifier": d.delivery.message_id} for d in decisions if not d.outcome.acknowledged
+                {"itemIdentifier": d.delivery.message_id} for d in dispositions if not d.outcome.acknowledged
             ]
         }
 
-    def _claim_decide_write(
+    def _claim_score_write(
         self, deliveries: list[Delivery], max_receive: int, model: Model
-    ) -> tuple[list[Decision], dict[int, ClaimedTask], dict[int, float], dict[int, AdFeatures]]:
-        """Claim, score, decide and write in one transaction, committed on return.
+    ) -> tuple[list[Disposition], dict[int, ClaimedTask], dict[int, float], dict[int, AdFeatures]]:
+        """Claim, score, dispose of and write in one transaction, committed on return.
 
-        Returns the decisions, the claimed tasks, submit->completed seconds
+        Returns the dispositions, the claimed tasks, submit->completed seconds
         of the tasks this batch completed (for the latency metric) and the
         features of the ads it scored (for the shadow).
         """
@@ -121,27 +122,26 @@ class Scorer:
         with self._store.transaction() as cur:
             claim = self._store.claim(cur, task_ids)
             scores, scored = self._score(claim.tasks, model)
-            decisions = plan_batch(
+            dispositions = plan_batch(
                 deliveries,
                 claim.tasks,
                 claim.locked_elsewhere,
                 scores,
-                threshold=model.threshold,
-                review_threshold=getattr(model, "review_threshold", None),
+                thresholds=model.thresholds,
                 max_receive_count=max_receive,
                 now_iso=utc_now_iso(),
             )
             write = BatchWrite(
-                updates=[d.update for d in decisions if d.update is not None],
-                events=trail(decisions, claim.tasks, set(claim.tasks) | claim.locked_elsewhere),
+                updates=[d.update for d in dispositions if d.update is not None],
+                events=trail(dispositions, claim.tasks, set(claim.tasks) | claim.locked_elsewhere),
             )
             ages = self._store.write(cur, write, model_version=model.version)
-        return decisions, claim.tasks, ages, scored
+        return dispositions, claim.tasks, ages, scored
 
-    def _shadow(self, live: Model, shadow: Model, decisions: Sequence[Decision], scored: Mapping[int, AdFeatures]) -> int:
+    def _shadow(self, live: Model, shadow: Model, dispositions: Sequence[Disposition], scored: Mapping[int, AdFeatures]) -> int:
         """Score the batch's completed tasks with the shadow version and record its
         verdicts; -1 if that failed (logged, never raised: the tasks are done)."""
-        done = [d.update for d in decisions if d.update is not None and d.update.status == COMPLETED]
+        done = [d.update for d in dispositions if d.update is not None and d.update.status == COMPLETED]
         done = [u for u in done if u.task_id in scored and u.probability is not None]
         if not done:
             return 0
@@ -149,7 +149,7 @@ class Scorer:
             probabilities = shadow.predict_proba([scored[u.task_id] for u in done])
             rows = [
                 ShadowVerdict(u.task_id, shadow.version, live.version, u.probability or 0.0, p, u.decision or "",
-                              decision(shadow, p))
+                              decide(p, shadow.thresholds))
                 for u, p in zip(done, probabilities, strict=True)
             ]
             with self._store.transaction() as cur:
@@ -161,19 +161,19 @@ class Scorer:
             return -1
         return len(rows)
 
-    def _send_envelopes(self, decisions: list[Decision], claimed: Mapping[int, ClaimedTask]) -> list[Decision]:
+    def _send_envelopes(self, dispositions: list[Disposition], claimed: Mapping[int, ClaimedTask]) -> list[Disposition]:
         """After the commit: send the envelopes, then record them as parked.
 
         A message whose envelope the DLQ did not store is not acknowledged
         (`unparked`): it comes back, and its envelope is sent then.
         """
-        waiting = [(i, d.envelope) for i, d in enumerate(decisions) if d.envelope is not None]
+        waiting = [(i, d.envelope) for i, d in enumerate(dispositions) if d.envelope is not None]
         if not waiting:
-            return decisions
+            return dispositions
         stored = self._queue.send_to_dlq([envelope for _, envelope in waiting])
         sent = {i for n, (i, _) in enumerate(waiting) if n in stored}
-        self._record_parked(parked([decisions[i] for i in sorted(sent)], claimed))
-        return [unparked(d) if d.envelope is not None and i not in sent else d for i, d in enumerate(decisions)]
+        self._record_parked(parked([dispositions[i] for i in sorted(sent)], claimed))
+        return [unparked(d) if d.envelope is not None and i not in sent else d for i, d in enumerate(dispositions)]
 
     def _record_parked(self, rows: list[EventRow]) -> None:
         """Write the `dlq_parked` rows in a transaction of their own.
@@ -217,7 +217,7 @@ class Scorer:
                     scores[tid] = Score(crashed=f"{type(exc).__name__}: {exc}")
         return scores, valid
 
-    def _fail_exhausted(self, decisions: list[Decision]) -> None:
+    def _fail_exhausted(self, dispositions: list[Disposition]) -> None:
         """Last attempt of a whole-batch failure: fail the tasks if the DB lets us.
 
         The batch shares one error, so its reason differs only by attempt
@@ -225,7 +225,7 @@ class Scorer:
         If the DB refuses, the reconciler fails them later as stuck.
         """
         by_attempt: dict[int, tuple[str, list[int]]] = {}
-        for d in decisions:
+        for d in dispositions:
             if d.outcome is Outcome.EXHAUSTED and d.delivery.message is not None:
                 reason = d.error or "failed"
                 by_attempt.setdefault(d.delivery.attempt, (reason, []))[1].append(d.delivery.message.task_id)
@@ -236,9 +236,9 @@ class Scorer:
                 logger.warning("could not mark tasks failed", extra={"task_ids": task_ids, "error": exc.message})
                 return
 
-    def _back_off(self, decisions: list[Decision]) -> None:
+    def _back_off(self, dispositions: list[Disposition]) -> None:
         changes = []
-        for d in decisions:
+        for d in dispositions:
             if d.outcome.acknowledged:
                 continue
             # An exhausted message goes straight back (visibility 0) so the
@@ -249,7 +249,7 @@ class Scorer:
             self._queue.change_visibility(changes)
 
 
-def _log_outcomes(decisions: Sequence[Decision]) -> None:
+def _log_outcomes(dispositions: Sequence[Disposition]) -> None:
     """One line per batch for the completed tasks (their ids and request ids),
     one line per message for every other outcome.
 
@@ -258,26 +258,26 @@ def _log_outcomes(decisions: Sequence[Decision]) -> None:
     unusual keeps its own line, and every task's request id is in the logs
     either way. POWERTOOLS_LOG_LEVEL=DEBUG adds a line per completed message.
     """
-    completed = [d for d in decisions if d.outcome is Outcome.COMPLETED]
+    completed = [d for d in dispositions if d.outcome is Outcome.COMPLETED]
     if completed:
         logger.info(
             "batch scored",
             extra={
                 "outcome": Outcome.COMPLETED.value,
                 "completed": len(completed),
-                "batch_size": len(decisions),
+                "batch_size": len(dispositions),
                 "task_ids": [d.task_id for d in completed],
                 "request_ids": [d.delivery.request_id for d in completed],
             },
         )
-    for d in decisions:
+    for d in dispositions:
         if d.outcome is not Outcome.COMPLETED:
             _log_outcome(d, logger.info)
         elif logger.log_level <= logging.DEBUG:
             _log_outcome(d, logger.debug)
 
 
-def _log_outcome(d: Decision, log: Callable[..., None]) -> None:
+def _log_outcome(d: Disposition, log: Callable[..., None]) -> None:
     msg = d.delivery.message
     log(
         "message outcome",
@@ -294,15 +294,15 @@ def _log_outcome(d: Decision, log: Callable[..., None]) -> None:
     )
 
 
-def _emit_metrics(decisions: Sequence[Decision], ages: Mapping[int, float], elapsed_ms: float,
+def _emit_metrics(dispositions: Sequence[Disposition], ages: Mapping[int, float], elapsed_ms: float,
                   shadowed: int | None = None) -> None:
     """One EMF document per batch (chalicelib.metrics). `shadowed`: verdicts the
     shadow recorded, -1 if it failed, None without a shadow."""
-    outcomes = [d.outcome for d in decisions]
+    outcomes = [d.outcome for d in dispositions]
     metrics.emit(
         "score",
         {
-            metrics.BATCH_SIZE: len(decisions),
+            metrics.BATCH_SIZE: len(dispositions),
             metrics.COMPLETED: outcomes.count(Outcome.COMPLETED),
             metrics.RETRIED: outcomes.count(Outcome.RETRY),
             metrics.SENT_TO_DLQ: outcomes.count(Outcome.FAILED_PERMANENT) + outcomes.count(Outcome.EXHAUSTED),

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from chalicelib.domain.features import AdFeatures
-from chalicelib.domain.tasks import decide
+from chalicelib.domain.verdicts import Thresholds
 from chalicelib.logs import logger
 from chalicelib.serving.model import loads
 from chalicelib.serving.registry import (
@@ -39,21 +39,15 @@ from chalicelib.serving.registry import sha256 as digest
 
 
 class Model(Protocol):
-    """What scoring needs of a model: chalicelib.serving.model.Model, or a test's fake. An
-    optional `review_threshold` attribute adds the review band."""
+    """What scoring needs of a model: chalicelib.serving.model.Model, or a test's fake."""
 
     @property
     def version(self) -> str: ...
 
     @property
-    def threshold(self) -> float: ...
+    def thresholds(self) -> Thresholds: ...
 
     def predict_proba(self, ads: Sequence[AdFeatures]) -> list[float]: ...
-
-
-def decision(model: Model, probability: float) -> str:
-    """allow | review | block for a probability this model gave."""
-    return decide(probability, model.threshold, getattr(model, "review_threshold", None))
 
 
 class Snapshot(NamedTuple):

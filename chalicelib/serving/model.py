@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.domain.features import AdFeatures
-from chalicelib.domain.tasks import decide
+from chalicelib.domain.verdicts import Thresholds
 
 ARTIFACT_FORMAT = 1
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "artifacts" / "model.json"
@@ -125,7 +125,11 @@ class Model:
             return []
         return [(v / norm) * c for v, c in weighted]
 
-    def decision(self, ad: AdFeatures) -> float:
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.threshold, self.review_threshold)
+
+    def logit(self, ad: AdFeatures) -> float:
         """The logit: intercept + sum of feature * coefficient, summed exactly with fsum."""
         parts = self._text_terms(ad.name + " " + ad.description)
         # An unseen category gets no one-hot column, like OneHotEncoder(handle_unknown="ignore").
@@ -137,16 +141,12 @@ class Model:
 
     def predict_proba(self, ads: Sequence[AdFeatures]) -> list[float]:
         """Probability of a violation for each ad. Callers validate ads (AdFeatures.validate) first."""
-        return [_sigmoid(self.decision(ad)) for ad in ads]
+        return [_sigmoid(self.logit(ad)) for ad in ads]
 
     def predict(self, ad: AdFeatures) -> tuple[bool, float]:
         """(is_violation, probability) for one ad; a violation is probability >= threshold."""
         p = self.predict_proba([ad])[0]
         return p >= self.threshold, p
-
-    def decide(self, probability: float) -> str:
-        """allow | review | block (chalicelib.domain.tasks.decide) at this version's thresholds."""
-        return decide(probability, self.threshold, self.review_threshold)
 
     def check_probe(self, expected: Sequence[float] | None = None) -> None:
         """Raise ValueError unless the probe ads score as finite probabilities (and,

@@ -60,7 +60,7 @@ class PoisonSensitiveModel:
 
     def __init__(self) -> None:
         self._model = load_model()
-        self.version, self.threshold = self._model.version, self._model.threshold
+        self.version, self.thresholds = self._model.version, self._model.thresholds
 
     def predict_proba(self, ads):
         if any(POISON in ad.name for ad in ads):

@@ -16,6 +16,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import deps
+from chalicelib.domain.verdicts import Thresholds
 from chalicelib.serving.aliases import Pinned
 from tests.helpers import execute, insert_ad
 
@@ -88,7 +89,7 @@ def test_messages_in_the_dlq_degrade_the_pipeline(client, app_env, sqs, monkeypa
 @pytest.mark.parametrize("broken", [RuntimeError("weights lost"), math.nan, 1.5])
 def test_a_model_that_cannot_score_the_probe_is_down(client, app_env, monkeypatch, broken):
     class Broken:
-        version, threshold = "lr-broken", 0.5
+        version, thresholds = "lr-broken", Thresholds(0.5)
 
         def predict_proba(self, ads):
             if isinstance(broken, Exception):

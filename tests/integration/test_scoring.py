@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from chalicelib import deps
 from chalicelib.config import DLQ_NAME, QUEUE_NAME
 from chalicelib.domain.tasks import PendingTask
+from chalicelib.domain.verdicts import decide
 from chalicelib.errors import TransientError
 from chalicelib.queue import TaskQueue
 from chalicelib.scoring.scorer import Scorer
@@ -54,7 +55,7 @@ def test_a_batch_is_scored_and_written_with_the_model_version(app_env, sqs):
         assert row["status"] == "completed"
         assert 0.0 <= row["probability"] <= 1.0
         assert row["is_violation"] == (row["probability"] >= load_model().threshold)
-        assert row["decision"] == load_model().decide(row["probability"])
+        assert row["decision"] == decide(row["probability"], load_model().thresholds)
         assert row["model_version"] == load_model().version
         assert row["attempts"] == 1 and row["processed_at"] is not None
     assert dlq_messages(sqs) == []
@@ -127,7 +128,8 @@ def test_transient_failure_is_retried_then_succeeds(app_env, sqs, monkeypatch):
             raise RuntimeError("model hiccup")
         return real(ads)
 
-    flaky_model = type("M", (), {"version": model.version, "threshold": model.threshold, "predict_proba": staticmethod(flaky)})()
+    flaky_model = type("M", (), {"version": model.version, "thresholds": model.thresholds,
+                                 "predict_proba": staticmethod(flaky)})()
     scorer = Scorer(deps.scoring_store(), deps.queue(), flaky_model, retry_base_seconds=1, default_max_receive_count=3)
     record = sqs_record(task_body(task_id, item_id), attempt=1)
     assert failures(scorer.handle([record])) == [record["messageId"]]
@@ -194,7 +196,7 @@ class CrashingModel:
 
     def __init__(self) -> None:
         real = load_model()
-        self.version, self.threshold = real.version, real.threshold
+        self.version, self.thresholds = real.version, real.thresholds
 
     def predict_proba(self, ads):
         raise RuntimeError("model crashed")

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from chalicelib import deps
+from chalicelib.domain.verdicts import Thresholds, decide
 from chalicelib.scoring.scorer import Scorer
 from chalicelib.serving.aliases import Pinned
 from chalicelib.serving.model import load_model
@@ -19,7 +20,7 @@ STRICT = dataclasses.replace(LIVE, version="lr-strict", threshold=0.9, review_th
 
 
 class BrokenShadow:
-    version, threshold = "lr-broken", 0.5
+    version, thresholds = "lr-broken", Thresholds(0.5)
 
     def predict_proba(self, ads):
         raise RuntimeError("shadow crashed")
@@ -58,8 +59,8 @@ def test_results_carry_the_decision_and_the_shadow_records_its_own(db, capsys):
     for task_id, shadow_version, live_version, live_p, shadow_p, live_decision, shadow_decision in rows:
         task = fetch_task(db, task_id)
         assert task["status"] == "completed" and task["model_version"] == live_version == LIVE.version
-        assert (task["probability"], task["decision"]) == (live_p, live_decision) == (live_p, LIVE.decide(live_p))
-        assert shadow_version == "lr-strict" and shadow_p == live_p and shadow_decision == STRICT.decide(shadow_p)
+        assert (task["probability"], task["decision"]) == (live_p, live_decision) == (live_p, decide(live_p, LIVE.thresholds))
+        assert shadow_version == "lr-strict" and shadow_p == live_p and shadow_decision == decide(shadow_p, STRICT.thresholds)
     assert {r[5] for r in rows} == {"block", "allow"} and {r[6] for r in rows} == {"block", "allow"}
     scored = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ShadowScored"' in line]
     assert scored and scored[-1]["ShadowScored"] == [6.0]

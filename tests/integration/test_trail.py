@@ -22,7 +22,7 @@ class CrashingModel:
 
     def __init__(self) -> None:
         real = deps.service().model  # the serving model's identity, for the write
-        self.version, self.threshold = real.version, real.threshold
+        self.version, self.thresholds = real.version, real.thresholds
 
     def predict_proba(self, ads: Any) -> list[float]:
         raise RuntimeError("model crashed (injected)")

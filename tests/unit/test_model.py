@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.domain.features import AdFeatures
+from chalicelib.domain.verdicts import decide
 from chalicelib.serving.model import DEFAULT_MODEL_PATH, PROBE_ADS, Model, load_model
 from training import train
 
@@ -110,7 +111,7 @@ def test_unknown_category_scores_without_one_hot() -> None:
     assert 0.0 < p < 1.0
     # Equivalent to zeroing the one-hot block: same as a known category minus its coefficient.
     known = AdFeatures(True, 2, 9, ad.name, ad.description)
-    assert model.decision(ad) == pytest.approx(model.decision(known) - model.category_coef[9], abs=1e-12)
+    assert model.logit(ad) == pytest.approx(model.logit(known) - model.category_coef[9], abs=1e-12)
 
 
 def test_default_model_is_cached() -> None:
@@ -135,10 +136,10 @@ def test_thresholds_come_from_the_heldout_trade_off(artifact: dict, refit) -> No
 def test_decisions_follow_the_thresholds() -> None:
     model = load_model()
     assert model.review_threshold is not None
-    assert model.decide(model.threshold) == "block"
-    assert model.decide(model.review_threshold) == "review"
-    assert model.decide((model.review_threshold + model.threshold) / 2) == "review"
-    assert model.decide(model.review_threshold - 1e-9) == "allow"
+    assert decide(model.threshold, model.thresholds) == "block"
+    assert decide(model.review_threshold, model.thresholds) == "review"
+    assert decide((model.review_threshold + model.threshold) / 2, model.thresholds) == "review"
+    assert decide(model.review_threshold - 1e-9, model.thresholds) == "allow"
 
 
 def test_probe_ads_check_the_published_scores() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chalicelib.domain.tasks import Ad, ClaimedTask
+from chalicelib.domain.verdicts import Thresholds
 from chalicelib.scoring.dispositions import (
     Outcome,
     Score,
@@ -27,7 +28,7 @@ def plan(deliveries, claimed=None, locked=None, scores=None, max_receive=3):
         claimed or {},
         locked or set(),
         scores or {},
-        threshold=0.5,
+        thresholds=Thresholds(0.5),
         max_receive_count=max_receive,
         now_iso=NOW,
     )
@@ -70,11 +71,11 @@ def test_a_review_band_below_the_threshold_sends_borderline_ads_to_people():
     deliveries = [parse_record(sqs_record(task_body(t, 7))) for t in (1, 2, 3)]
     tasks = {t: ClaimedTask(t, 7, "pending", None, AD) for t in (1, 2, 3)}
     scores = {1: Score(probability=0.95), 2: Score(probability=0.4), 3: Score(probability=0.05)}
-    banded = plan_batch(deliveries, tasks, set(), scores, threshold=0.9, review_threshold=0.3, max_receive_count=3,
+    banded = plan_batch(deliveries, tasks, set(), scores, thresholds=Thresholds(0.9, 0.3), max_receive_count=3,
                         now_iso=NOW)
     assert [(d.update.is_violation, d.update.decision) for d in banded if d.update] == [
         (True, "block"), (False, "review"), (False, "allow")]
-    plain = plan_batch(deliveries, tasks, set(), scores, threshold=0.9, max_receive_count=3, now_iso=NOW)
+    plain = plan_batch(deliveries, tasks, set(), scores, thresholds=Thresholds(0.9), max_receive_count=3, now_iso=NOW)
     assert [d.update.decision for d in plain if d.update] == ["block", "allow", "allow"]
 
 
