@@ -61,7 +61,7 @@ lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports) + bandit on the
 
 .PHONY: docs
 docs: $(STAMP) ## build the documentation site (mkdocs-material, --strict)
-	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 	rm -rf .local
