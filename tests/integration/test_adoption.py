@@ -1,5 +1,4 @@
-"""`make migrate` adopts the older services' databases in place (README, "Moving
-from the older services"), on real PostgreSQL: each fixture database of
+"""`make migrate` adopts the older services' databases in place (docs/moving-over.md), on real PostgreSQL: each fixture database of
 tests/fixtures/seeds/ is built in an empty database, then migrated with the code
 `make migrate` and the deployed migrate function run.
 
