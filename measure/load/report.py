@@ -25,8 +25,9 @@ KIND_LABELS = {
 }
 # Enough examples of server errors to diagnose them, without copying thousands.
 MAX_ERROR_EXAMPLES = 20
-# The overload profile's goal (docs/performance.md#under-overload-make-load-profileoverload): a submit is accepted, throttled or shed, nothing
-# else; every 429/503 says when to come back (Retry-After); the answers come within this many ms.
+# The overload profile's goal (docs/performance.md#under-overload-make-load-profileoverload):
+# a submit is accepted, throttled or shed, nothing else; every 429/503 says when to come back
+# (Retry-After); the answers come within this many ms.
 OVERLOAD_STATUSES = ("202", "429", "503")
 OVERLOAD_P99_MS = 5000.0
 
