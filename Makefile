@@ -59,6 +59,10 @@ lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports) + bandit on the
 	# Skips, each with its reason: infra/skipped-checks.md (a unit test keeps pyproject.toml to it).
 	$(VENV)/bin/bandit -c pyproject.toml --quiet -r app.py chalicelib
 
+.PHONY: docs
+docs: $(STAMP) ## build the documentation site (mkdocs-material, --strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
 clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 	rm -rf .local
 

@@ -3,7 +3,7 @@
 The very server `chalice local --stage local --no-autoreload` builds, changed only
 outside the app's routes (JSON 404 for an unknown path, 405 + `Allow` for a method a
 path lacks or no handler has, JSON for what http.server rejects before routing; see
-README, "Local stack"), with a real listen backlog and daemon request threads. Like
+docs/local-stack.md), with a real listen backlog and daemon request threads. Like
 API Gateway, and unlike `chalice local`, it refuses a route that needs an API key
 without a valid `x-api-key` (the keys of the state dir, toolkit/local_keys.py) with
 the deployed API's own 403.
@@ -12,7 +12,7 @@ Overload: a thread per connection means a thousand clients are a thousand reques
 queued on the database pool, each answered late. Instead at most API_MAX_IN_FLIGHT
 requests run in the app at once; one that finds no place within
 API_ADMIT_TIMEOUT_SECONDS is answered 503 `overloaded` with Retry-After, having
-done nothing (README, "Load testing"). The health probes are never refused: an
+done nothing (docs/performance.md#under-overload-make-load-profileoverload). The health probes are never refused: an
 overloaded API is not a broken one, and a load balancer that took it out of
 rotation would only move its load elsewhere.
 
@@ -54,7 +54,7 @@ _ECHO_LIMIT = 200
 # Measured with 256 clients: 16 refused 1.4-2.3 times as many submits as 32 at the same p99.
 DEFAULT_MAX_IN_FLIGHT = 32
 # 2 s, not 1: with 256 clients 1 s refused 7-10 % of the submits and 2 s under 0.5 %, at a p99 of 2 s
-# (1.4-2.0 s before the bound); 1,024 clients' p99 stays 2.4-2.6 s (README, "Load testing").
+# (1.4-2.0 s before the bound); 1,024 clients' p99 stays 2.4-2.6 s (docs/performance.md#under-overload-make-load-profileoverload).
 DEFAULT_ADMIT_TIMEOUT_SECONDS = 2.0
 # A refused client may come straight back: places free up within milliseconds.
 OVERLOADED_RETRY_AFTER_SECONDS = "1"

@@ -1,4 +1,4 @@
-"""`make run`: the whole service on one machine, in the foreground (README, "Local stack").
+"""`make run`: the whole service on one machine, in the foreground (docs/local-stack.md).
 
 Every step is idempotent; Ctrl-C stops everything this command started, and nothing else.
 """

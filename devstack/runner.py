@@ -1,4 +1,4 @@
-"""The SQS event source mapping that `chalice local` does not have (README, "Local stack").
+"""The SQS event source mapping that `chalice local` does not have (docs/local-stack.md).
 
 Pollers hand Lambda-shaped batches to the very handler Lambda invokes (`app.score`)
 and delete only what it did not report in `batchItemFailures`; a timer fires the

@@ -8,7 +8,7 @@ infra/skipped-checks.md lists as not applying skipped, and exits with checkov's 
 
 Reads the template `make package` wrote (SAM before the transform; a transformed template with
 AWS::Lambda::EventSourceMapping resources works too) and exits 1 with one `FAIL [rule] ...` line
-per violation. The rules and why each matters: docs/deploy.md, "Build and check". The connection
+per violation. The rules and why each matters: docs/deploy.md#build-and-check-make-package-make-check-infra. The connection
 budget comes from --budget, else the template's Metadata.AdModeration.DbConnectionBudget
 (infra/stages.json, via make package), else DEFAULT_DB_CONNECTION_BUDGET.
 """

@@ -267,7 +267,7 @@ def deploy(*, endpoint: str, database_url: str, stage: str = "dev", package_dir:
 
 def app_database_url(pg: EmbeddedPostgres, *, keep: str | None = None) -> str:
     """The URL the functions connect with: the app's login role (names.APP_DB_ROLE), which must give
-    its password, so a rotation is real (docs/deploy.md, "Secret rotation"). `keep`: the URL the
+    its password, so a rotation is real (docs/operations/secret-rotation.md). `keep`: the URL the
     secret holds now; its password is kept if it is the role's and still logs in (a redeploy then
     changes nothing for warm functions), else the role gets a new random one."""
     password = secrets.token_urlsafe(24)

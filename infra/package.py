@@ -7,7 +7,7 @@ requirements.txt ship, and the `migrate` function needs the SQL) and, for a stag
 TLS to the database, the CA bundle to where DB_SSL_ROOT_CERT says (from DB_CA_BUNDLE, else the
 stage's db_ca_bundle: a path or an https URL); runs `chalice package --merge-template
 infra/resources.json`, then writes into OUT/sam.json what neither Chalice nor a static merge
-template can express (docs/deploy.md, "Build and check"): function names, exact IAM ARNs, the
+template can express (docs/deploy.md#build-and-check-make-package-make-check-infra): function names, exact IAM ARNs, the
 scoring mapping's per-stage settings from infra/stages.json, X-Ray tracing, the functions' VPC
 settings, the dashboard body, the hashes that re-run the migrations on every new package, and the
 stage's DB connection budget in Metadata.AdModeration (read by infra/check.py).

@@ -8,7 +8,7 @@
 -- old, and more the bigger the table. Unfiltered pages already use the primary key.
 -- The builds block writes to the table (not reads): about 1 s per million tasks.
 -- IF NOT EXISTS: on a big table ops build them beforehand with CREATE INDEX
--- CONCURRENTLY (README, "Migrations"), and this only records them.
+-- CONCURRENTLY (docs/operations/migrations.md), and this only records them.
 CREATE INDEX IF NOT EXISTS moderation_results_item_id_id_idx ON moderation_results (item_id, id);
 CREATE INDEX IF NOT EXISTS moderation_results_status_id_idx ON moderation_results (status, id);
 -- (item_id, id) answers every query V2's (item_id) did. Dropped last: DROP INDEX

@@ -1,4 +1,4 @@
-"""One API key per client (`make api-key`; docs/deploy.md, "API keys per client").
+"""One API key per client (`make api-key`; docs/operations/api-keys.md).
 
     python -m ops.api_keys create <client> [--rate R] [--burst B] [--quota N] [--period DAY|WEEK|MONTH]
     python -m ops.api_keys list [--json]

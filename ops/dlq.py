@@ -1,4 +1,4 @@
-"""Look at, redrive and purge the dead-letter queue (README, "Operations").
+"""Look at, redrive and purge the dead-letter queue (docs/operations/dlq.md).
 
     python -m ops.dlq list [--limit N] [--json]
     python -m ops.dlq show <message-id-prefix | task:ID>

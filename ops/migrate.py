@@ -1,5 +1,5 @@
 """`make migrate`: apply the pending migrations to the PostgreSQL named by DATABASE_URL,
-adopting an older service's database on the way, or preview them (README, "Migrations").
+adopting an older service's database on the way, or preview them (docs/operations/migrations.md).
 
     python -m ops.migrate            apply; print what was applied
     python -m ops.migrate --status   what the database is, what is applied and pending; changes nothing

@@ -25,8 +25,9 @@ KIND_LABELS = {
 }
 # Enough examples of server errors to diagnose them, without copying thousands.
 MAX_ERROR_EXAMPLES = 20
-# The overload profile's goal (README, "Load testing"): a submit is accepted, throttled or shed, nothing
-# else; every 429/503 says when to come back (Retry-After); the answers come within this many ms.
+# The overload profile's goal (docs/performance.md#under-overload-make-load-profileoverload):
+# a submit is accepted, throttled or shed, nothing else; every 429/503 says when to come back
+# (Retry-After); the answers come within this many ms.
 OVERLOAD_STATUSES = ("202", "429", "503")
 OVERLOAD_P99_MS = 5000.0
 
@@ -184,7 +185,7 @@ def refusal_figures(refusals: dict[tuple[str, int, bool, bool], int]) -> dict[st
 
 
 def overload_problems(results: dict[str, Any]) -> list[str]:
-    """Where a phase of the overload profile misses the goal (README, "Load testing")."""
+    """Where a phase of the overload profile misses the goal (docs/performance.md#under-overload-make-load-profileoverload)."""
     submit, refusals, tasks = results["by_kind"]["submit"], results["refusals"], results["tasks"]
     others = {code: n for code, n in submit["statuses"].items() if code not in OVERLOAD_STATUSES}
     # Any kind (connect, drain polls too): a 5xx other than 503, or no answer at all.

@@ -63,7 +63,7 @@ CHALICE_LOCAL = {
 
 
 # GET /health/pipeline answers 503 {"status": "degraded"} when the DLQ holds
-# messages or a task is unfinished too long (README, "Health"): that is what an
+# messages or a task is unfinished too long (docs/architecture.md#health): that is what an
 # uptime probe alerts on. The fuzzer's own requests park messages in the DLQ (it
 # closes ads that have queued tasks), so that 503 is the probe telling the
 # truth; schemathesis's not_a_server_error check cannot tell it from a crash.

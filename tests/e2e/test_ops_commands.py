@@ -1,4 +1,4 @@
-"""The DLQ runbook in the README and `python -m
+"""The DLQ runbook (docs/operations/dlq.md) and `python -m
 ops.dlq`, against a real LocalStack in host mode on a spare port.
 
 The AWS CLI commands are read from the fenced block after `<!-- ops-commands -->`
@@ -29,7 +29,7 @@ from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "operations" / "dlq.md"
 BIN = Path(sys.executable).parent
 AWS = str(BIN / "aws")
 # The only variables the runbook's commands may use.

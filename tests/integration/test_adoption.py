@@ -1,6 +1,5 @@
-"""`make migrate` adopts the older services' databases in place (README, "Moving
-from the older services"), on real PostgreSQL: each fixture database of
-tests/fixtures/seeds/ is built in an empty database, then migrated with the code
+"""`make migrate` adopts the older services' databases in place (docs/moving-over.md),
+on real PostgreSQL: each fixture database of tests/fixtures/seeds/ is built in an empty database, then migrated with the code
 `make migrate` and the deployed migrate function run.
 
 What must hold: every row kept; old tasks read through both result routes with

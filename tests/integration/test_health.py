@@ -1,5 +1,5 @@
 """GET /health and GET /health/pipeline through Chalice's test client, on real
-PostgreSQL and moto SQS (README, "Health").
+PostgreSQL and moto SQS (docs/architecture.md#health).
 
 /health is what a load balancer asks: 503 only when the API cannot work (the
 database, SQS or the model down). /health/pipeline is what an uptime probe asks:

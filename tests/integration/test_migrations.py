@@ -21,7 +21,7 @@ def test_ops_query_columns_exist(db):
 
 
 def test_v6_keeps_indexes_ops_built_concurrently_beforehand(empty_db, tmp_path):
-    """README, "Migrations": on a big table the V6 indexes are built by hand without
+    """docs/operations/migrations.md: on a big table the V6 indexes are built by hand without
     blocking writes; V6 then records them, builds nothing, and drops V2's index."""
     for f in MIGRATIONS_DIR.glob("V[1-5]__*.sql"):
         (tmp_path / f.name).write_text(f.read_text())

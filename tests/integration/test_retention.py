@@ -1,5 +1,5 @@
 """Retention: the reconciler deletes finished tasks, and their trails, older than
-RETENTION_DAYS, in bounded batches (README, "Retention"), on real PostgreSQL.
+RETENTION_DAYS, in bounded batches (docs/operations/retention.md), on real PostgreSQL.
 
 The big test purges 100,000 old tasks (and their 200,000 trail rows) while
 threads keep submitting through the API's use case: every submit must succeed,
