@@ -67,7 +67,7 @@ clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 	rm -rf .local
 
 # Migrations (ops/migrate.py): DATABASE_URL, else make run's embedded PostgreSQL (never started here).
-# Adopts an older service's database, or stops before changing anything (README, "Migrations").
+# Adopts an older service's database, or stops before changing anything (docs/operations/migrations.md).
 .PHONY: migrate
 migrate: $(STAMP) ## apply pending migrations to DATABASE_URL (ARGS=--status: list applied/pending, change nothing)
 	$(PY) -m ops.migrate $(ARGS)
@@ -109,7 +109,7 @@ bench: $(STAMP) localstack ## cold starts, scorer batches, e2e vs raw SQS (ARGS=
 .PHONY: load
 load: export LOAD_API_KEY := $(or $(API_KEY),$(LOAD_API_KEY))
 # PROFILE=overload: 256 then 1,024 clients, each phase submitting for 30 s, judged against the
-# overload goal (README, "Load testing"); PHASES=256,1024 DURATION=30 change it.
+# overload goal (docs/performance.md#under-overload-make-load-profileoverload); PHASES=256,1024 DURATION=30 change it.
 load: LOAD_ARGS = $(if $(URL),--url '$(URL)') $(if $(USERS),--users $(USERS)) $(if $(SUBMITS),--submits $(SUBMITS)) \
 	$(if $(ITEMS),--items '$(ITEMS)') $(if $(OUT),--out '$(OUT)') $(if $(DRAIN),--drain-timeout $(DRAIN)) \
 	$(if $(PROFILE),--profile '$(PROFILE)') $(if $(PHASES),--phases '$(PHASES)') $(if $(DURATION),--duration $(DURATION))

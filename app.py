@@ -3,7 +3,7 @@
 Every function of the package (api_handler, score, reconcile, migrate) loads
 this module, so it imports Chalice and nothing else at the top: each handler
 imports its own modules on first call, and a cold start never pays for what
-only another function needs (README, "Cold starts").
+only another function needs (docs/performance.md#where-the-time-goes).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def moderation_result(task_id: str) -> Any:
     return api().result(_request(), task_id)
 
 
-# Ops' view of the tasks table: by ad, by status, newest first (README, "Operations").
+# Ops' view of the tasks table: by ad, by status, newest first (docs/operations/tasks.md).
 @app.route("/moderation/tasks", methods=["GET"], api_key_required=True)
 def tasks() -> Any:
     return api().tasks(_request())
@@ -99,7 +99,7 @@ def health() -> Any:
     return api().health(_request())
 
 
-# The pipeline's view (README, "Health"): 503 when tasks are not being completed.
+# The pipeline's view (docs/architecture.md#health): 503 when tasks are not being completed.
 @app.route("/health/pipeline", methods=["GET"])
 def pipeline_health() -> Any:
     return api().pipeline_health(_request())

@@ -99,7 +99,7 @@ class Settings:
     # Idempotency-Keys are kept at least this long, then purged by the reconciler.
     idempotency_key_ttl_seconds: int
     # GET /health/pipeline: degraded when the oldest unfinished task is older than
-    # this, or the DLQ holds more messages than that (README, "Health").
+    # this, or the DLQ holds more messages than that (docs/architecture.md#health).
     pipeline_max_age_seconds: int
     pipeline_max_dlq_depth: int
     # Reconciler: finished tasks (and their trails) created and last changed more

@@ -119,9 +119,10 @@ UNAVAILABLE = Reply("`dependency_unavailable`: PostgreSQL is down; nothing was s
 AD_NOT_FOUND = _error("`ad_not_found`: no such ad, or it is closed")
 
 # What any route may answer besides its own replies; chalicelib/api/openapi.py adds them to every
-# operation (README, "Load testing"). The deployed API: API Gateway's throttles (the stage's rate,
-# a client's usage plan) and its 503 for a request the API function did not answer (throttled at
-# its reserved concurrency, failed, timed out). `make run`: its bound on requests in flight.
+# operation (docs/performance.md#under-overload-make-load-profileoverload). The deployed API: API
+# Gateway's throttles (the stage's rate, a client's usage plan) and its 503 for a request the API
+# function did not answer (throttled at its reserved concurrency, failed, timed out). `make run`:
+# its bound on requests in flight.
 THROTTLED = Reply(
     "API Gateway (the deployed API): `throttled` by the stage's or the client's usage plan's rate limit "
     "(Retry-After: 1), or `quota_exceeded`, the client's daily quota (Retry-After: 3600)",

@@ -10,7 +10,7 @@ tooling's: toolkit/registry.py.
     audit/<time>-<alias>.json          one record per alias change, never overwritten
 
 Versions are immutable and aliases.json changes by compare-and-swap (toolkit/registry.py).
-Why one S3 object for the aliases and not SSM Parameter Store: README, "Model".
+Why one S3 object for the aliases and not SSM Parameter Store: docs/models.md#the-registry-ship-a-model-without-a-deploy.
 
 The functions only read, with `ObjectReader` (two signed GETs per cold start,
 then a conditional GET every MODEL_ALIAS_CHECK_SECONDS).

@@ -1,7 +1,7 @@
 """The database URL from Secrets Manager, read once and again when PostgreSQL rejects it.
 
 A warm function keeps its URL for its whole life. When the password is rotated
-(docs/deploy.md, "Secret rotation"), its next connect fails authentication;
+(docs/operations/secret-rotation.md), its next connect fails authentication;
 chalicelib/storage/db.py then asks `SecretUrl.reread` for something else to try:
 
 - the secret's AWSCURRENT version (one GetSecretValue): rotation has finished
@@ -51,7 +51,7 @@ def url_from_secret(text: str) -> str:
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigurationError(
             "the database secret is JSON without username, password, host and dbname: it must hold a "
-            "postgresql:// URL or those fields (docs/deploy.md, \"Secret rotation\")"
+            "postgresql:// URL or those fields (docs/operations/secret-rotation.md)"
         ) from exc
     port = int(fields.get("port") or 5432)
     return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(dbname, safe='')}"

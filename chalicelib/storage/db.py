@@ -7,8 +7,8 @@ connection budget (`DB_POOL_SIZE`):
 - on Lambda a container handles one event at a time, so the size is 1 (the
   default): one connection per warm container, as before;
 - `chalice local` serves requests on threads and the local runner polls with
-  several threads, so `make run` gives each a handful (README, "Connection
-  budget"). A thread that finds every connection busy waits up to
+  several threads, so `make run` gives each a handful
+  (docs/local-stack.md#connection-budget). A thread that finds every connection busy waits up to
   `DB_ACQUIRE_TIMEOUT_SECONDS` and then gets a TransientError (503 + retry),
   never a shared connection.
 
@@ -23,7 +23,7 @@ certificate the bundle does not vouch for, is refused, never talked to.
 The URL comes from `Credentials` (on AWS, chalicelib/storage/credentials.py's secret).
 A connect the server refuses for its password is retried once with what the
 credentials re-read (a rotated secret), so warm processes follow a password
-rotation without a deploy (docs/deploy.md, "Secret rotation"). Sessions the
+rotation without a deploy (docs/operations/secret-rotation.md). Sessions the
 server ended (pg_terminate_backend, a failover) are noticed before use.
 """
 

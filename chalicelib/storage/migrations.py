@@ -1,5 +1,5 @@
 """Apply the SQL migrations in order, once each, to any PostgreSQL, and adopt the
-databases of the older services on the way (README, "Moving from the older services").
+databases of the older services on the way (docs/moving-over.md).
 
 `make migrate` (ops/migrate.py), `make run` and the deployed `migrate` function
 (chalicelib/operations/deploy_migrations.py) all run `apply_migrations`; `status` is its
@@ -324,7 +324,7 @@ def _refusal(problems: list[str]) -> str:
             *problems,
             "What to do: back the database up (pg_dump), then either point DATABASE_URL at an empty database",
             "(createdb moderation), or move the tables above out of the way (ALTER TABLE <name> SET SCHEMA old;)",
-            "or fix the rows named, and run again. README, \"Moving from the older services\", lists what is adopted.",
+            "or fix the rows named, and run again. docs/moving-over.md lists what is adopted.",
         ]
     )
 

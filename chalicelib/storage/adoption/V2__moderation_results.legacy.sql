@@ -4,8 +4,8 @@
 -- processed_at, and whose rows chalicelib/migrate.py has checked. Leaves the table
 -- exactly as V2 creates it, every row kept; runs in the transaction that records V2.
 
--- Their timestamps have no time zone: they are read as UTC (README, "Moving from the
--- older services"). SET LOCAL: this transaction only. (A column already
+-- Their timestamps have no time zone: they are read as UTC (docs/moving-over.md).
+-- SET LOCAL: this transaction only. (A column already
 -- WITH TIME ZONE keeps its instants: ::timestamp gives its UTC wall time.)
 SET LOCAL TimeZone = 'UTC';
 
