@@ -236,7 +236,7 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
     }
 
 
-def from_pipeline(pipeline: Any, *, source: str, source_sha256: str, target_precision: float,
+def from_pipeline(pipeline: Any, *, source: str, source_sha256: str | None, target_precision: float,
                   review_recall: float | None, data_fingerprint: str | None = None) -> tuple[dict[str, Any], Evaluation]:
     """The artifact of a pipeline fitted elsewhere (a data scientist's notebook):
     converted (training/convert.py), checked against the pipeline's own
@@ -255,7 +255,8 @@ def from_pipeline(pipeline: Any, *, source: str, source_sha256: str, target_prec
     worst = convert.verify(pipeline, Model.from_artifact(artifact), [ad.features() for ad in heldout])
     sklearn_version = getattr(pipeline, "_sklearn_version", sklearn.__version__)
     artifact |= {
-        "training": {"source": source, "source_sha256": source_sha256, "dataset_sha256": data_fingerprint,
+        "training": {"source": source, **({"source_sha256": source_sha256} if source_sha256 else {}),
+                     "dataset_sha256": data_fingerprint,
                      "evaluated_on": f"generate_ads({DEFAULT_N}, {DEFAULT_SEED}) held-out split",
                      "conversion_max_abs_diff": worst},
         "metrics": {"heldout": evaluation.metrics},
