@@ -224,8 +224,11 @@ class ModerationService:
         elif reasons:
             body.update(code="pipeline_degraded", message="; ".join(reasons))
         elif refused:
-            body.update(code="model_refused", message=f"model version {refused['version']} refused, "
-                                                      f"{checks['model']['version']} serves: {refused['reason']}")
+            serving = checks["model"]["version"]
+            also = ("the copy verified when it was loaded keeps serving" if refused["version"] == serving
+                    else f"{serving} serves")
+            body.update(code="model_refused",
+                        message=f"model version {refused['version']} refused: {refused['reason']}; {also}")
         return body
 
     def _model_registry(self) -> dict[str, Any]:
