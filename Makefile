@@ -83,8 +83,8 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 # ModelBucketName output) pick another registry; `AWS_ENDPOINT_URL= ... STACK=...` means AWS.
 .PHONY: model-publish model-list model-promote model-rollback model-unset model-compare
 MODELS = $(PY) -m ops.models --local $(if $(BUCKET),--bucket '$(BUCKET)') $(if $(STACK),--stack '$(STACK)')
-model-publish: $(STAMP) ## train (or ARTIFACT=model.json|pipeline.pkl) and publish a version (TARGET_PRECISION= REVIEW_RECALL= PROMOTE=)
-	$(MODELS) publish $(if $(ARTIFACT),--artifact '$(ARTIFACT)') $(TRAIN_ARGS) $(if $(SEED),--seed $(SEED)) \
+model-publish: $(STAMP) ## train (FAMILY=lr|gbt|hgb; or ARTIFACT=model.json|pipeline.pkl|.joblib) and publish a version (TARGET_PRECISION= REVIEW_RECALL= PROMOTE=)
+	$(MODELS) publish $(if $(ARTIFACT),--artifact '$(ARTIFACT)') $(TRAIN_ARGS) $(if $(SEED),--seed $(SEED)) $(if $(FAMILY),--family $(FAMILY)) \
 		$(if $(PROMOTE),--promote $(PROMOTE)) $(if $(NOTE),--note '$(NOTE)')
 model-list: $(STAMP) ## the registry: versions, metrics, thresholds, aliases, what the API serves
 	$(MODELS) list

@@ -131,6 +131,10 @@ def _tls_settings() -> tuple[bool, Path | None]:
     return require, root_cert
 
 
+# The stuck-task horizon's default; also what `make migrate` hands adopted tasks by.
+STUCK_AFTER_SECONDS_DEFAULT = 30 * 60
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     env = os.environ
@@ -156,7 +160,7 @@ def get_settings() -> Settings:
         db_pool_size=_int("DB_POOL_SIZE", 1),
         db_acquire_timeout_seconds=_int("DB_ACQUIRE_TIMEOUT_SECONDS", 5),
         resend_grace_seconds=_int("RESEND_GRACE_SECONDS", 60),
-        stuck_after_seconds=_int("STUCK_AFTER_SECONDS", 30 * 60),
+        stuck_after_seconds=_int("STUCK_AFTER_SECONDS", STUCK_AFTER_SECONDS_DEFAULT),
         unreceived_after_seconds=_int("UNRECEIVED_AFTER_SECONDS", 5 * 60),
         idempotency_key_ttl_seconds=_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60),
         pipeline_max_age_seconds=_int("PIPELINE_MAX_AGE_SECONDS", 600),

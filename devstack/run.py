@@ -83,7 +83,9 @@ def model_registry() -> None:
         log.info("model: the packaged %s (MODEL_BUCKET is empty: no registry)", DEFAULT_MODEL_PATH.name)
         return
     packaged = DEFAULT_MODEL_PATH.read_bytes()
-    live, published = bootstrap(Registry(boto3.client("s3"), bucket), packaged, f"make run ({publisher()})")
+    # The state directory's copy is restored first and kept current (docs/local-stack.md).
+    registry = Registry(boto3.client("s3"), bucket, names.model_registry_mirror(bucket))
+    live, published = bootstrap(registry, packaged, f"make run ({publisher()})")
     if published is not None:
         log.info("model registry: s3://%s created; the packaged model %s published and live", bucket, published.version)
         return

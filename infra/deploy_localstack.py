@@ -261,8 +261,21 @@ def deploy(*, endpoint: str, database_url: str, stage: str = "dev", package_dir:
     outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["Outputs"]}
     api_url = f"{endpoint.rstrip('/')}/restapis/{outputs['RestAPIId']}/api/_user_request_"
     key = client(endpoint, "apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)["value"]
+    restore_model_registry(endpoint, stack_name, outputs.get("ModelBucketName"))
     timings["total"] = time.monotonic() - started
     return Deployment(stack_name, stage, endpoint, api_url, str(key), secret_arn, outputs, timings)
+
+
+def restore_model_registry(endpoint: str, stack_name: str, bucket: str | None) -> None:
+    """The stack's model registry as the state directory kept it (make model-* with
+    STACK= keeps the copy): LocalStack forgets its buckets on a restart, and the
+    bucket's name is new with each deploy."""
+    from toolkit.registry import Registry
+
+    if bucket:
+        restored = Registry(client(endpoint, "s3"), bucket, names.model_registry_mirror(stack_name)).restore()
+        if restored:
+            log.info("model registry: %d object(s) restored into s3://%s from the state directory", restored, bucket)
 
 
 def app_database_url(pg: EmbeddedPostgres, *, keep: str | None = None) -> str:

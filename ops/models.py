@@ -29,6 +29,7 @@ import json
 import os
 import pickle
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,16 +40,21 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.serving.registry import LIVE, SHADOW, RegistryError
+from ops.model_compare import OUT_DIR, OpsError, cmd_compare
 from toolkit import logs, names
 from toolkit.registry import Registry, publisher
 
 log = logs.get("models")
-OUT_DIR = names.BUILD_DIR / "models"
-DECISIONS = ("allow", "review", "block")
 
 
-class OpsError(RuntimeError):
-    pass
+class UsageError(OpsError):
+    """What was asked cannot be read as a model (exit 2)."""
+
+
+def check_window() -> str:
+    """The functions' re-check window, as configured here (MODEL_ALIAS_CHECK_SECONDS; 60 by default)."""
+    seconds = os.environ.get("MODEL_ALIAS_CHECK_SECONDS")
+    return f"MODEL_ALIAS_CHECK_SECONDS={seconds} s" if seconds else "MODEL_ALIAS_CHECK_SECONDS (60 s, the default)"
 
 
 # --- where -------------------------------------------------------------------------
@@ -82,14 +88,36 @@ def bucket_of(args: argparse.Namespace) -> str:
     raise OpsError("which registry? --bucket NAME (or MODEL_BUCKET), or --stack NAME of a deployed stack")
 
 
+def mirror_of(args: argparse.Namespace, bucket: str) -> Path | None:
+    """A local registry's copy in the state directory (toolkit/registry.py, Registry.restore):
+    make run's bucket, or a deployed LocalStack stack's (by stack name: its bucket's
+    name changes with each deploy). None for AWS."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or args.endpoint_url
+    if not endpoint or urlsplit(endpoint).hostname not in (names.HOST, "localhost"):
+        return None
+    return names.model_registry_mirror(args.stack or bucket)
+
+
 def api_serves(api: str) -> str | None:
     """The model version the API at `api` reports in GET /health, if it answers."""
+    model = api_model(api)
+    return str(model.get("version") or "") or None if model else None
+
+
+def api_model(api: str) -> dict[str, Any] | None:
+    """GET /health's model check of the API at `api` (version served, refusal), if it answers."""
     try:
         with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=2) as resp:  # noqa: S310 - a URL we build
             body = json.loads(resp.read())
+    except urllib.error.HTTPError as err:  # 503: a dependency is down; the body still says what serves
+        try:
+            body = json.loads(err.read())
+        except ValueError:
+            return None
     except (OSError, ValueError):
         return None
-    return str(body.get("checks", {}).get("model", {}).get("version") or "") or None
+    model = body.get("checks", {}).get("model")
+    return dict(model) if isinstance(model, dict) else None
 
 
 # --- publish -----------------------------------------------------------------------
@@ -101,27 +129,51 @@ def build_artifact(args: argparse.Namespace) -> tuple[bytes, str, dict[str, Any]
 
     path: Path | None = args.artifact
     if path is None:
-        artifact, evaluation = train.train(train.DEFAULT_N, args.seed, args.target_precision, args.review_recall)
+        artifact, evaluation = train.train(train.DEFAULT_N, args.seed, args.target_precision, args.review_recall,
+                                           args.family)
         print(train.report(artifact))
         plot = evaluation.plot(OUT_DIR / f"{artifact['version']}-precision_recall.png",
                                f"{artifact['version']}: precision/recall and the chosen thresholds")
         print(f"precision/recall curve: {plot.relative_to(names.ROOT) if plot.is_relative_to(names.ROOT) else plot}")
-        return train.render(artifact), f"trained (seed {args.seed})", {}
-    data = path.read_bytes()
+        family = "" if args.family == "lr" else f", {args.family}"
+        return train.render(artifact), f"trained (seed {args.seed}{family})", {}
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read it: {err.strerror or err}") from err
     if path.suffix == ".json":
         return data, f"artifact {path.name}", {}
     from training.convert import UnsupportedPipeline
 
+    pipeline = load_pipeline(path, data)
     try:
-        pipeline = pickle.loads(data)  # noqa: S301 - the user's own file (see the module docstring)
+        # Nothing of the file (its name, its bytes) goes into the artifact: the version
+        # names the model, so the same model from any file publishes as the same version.
         artifact, evaluation = train.from_pipeline(
-            pipeline, source=f"pickled scikit-learn pipeline {path.name}", source_sha256=hashlib.sha256(data).hexdigest(),
+            pipeline, source="a scikit-learn pipeline (pickle or joblib)", source_sha256=None,
             target_precision=args.target_precision, review_recall=args.review_recall, data_fingerprint=args.data_fingerprint)
     except UnsupportedPipeline as err:
-        raise OpsError(f"{path}: cannot be served: {err}") from err
+        raise UsageError(f"{path}: cannot be served: {err}") from err
     print(train.report(artifact))
     evaluation.plot(OUT_DIR / f"{artifact['version']}-precision_recall.png", f"{artifact['version']} ({path.name})")
-    return train.render(artifact), f"pickle {path.name}", {"converted_from": path.name}
+    return train.render(artifact), f"pipeline {path.name}", {"converted_from": path.name,
+                                                               "source_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def load_pipeline(path: Path, data: bytes) -> Any:
+    """The object a pickle or a joblib file holds; UsageError naming the file otherwise."""
+    import io
+
+    try:
+        return pickle.loads(data)  # noqa: S301 - the user's own file (see the module docstring)
+    except Exception as first:  # noqa: BLE001 - not a plain pickle: perhaps joblib's format
+        try:
+            import joblib
+
+            return joblib.load(io.BytesIO(data))  # joblib.dump's files (numpy arrays stored apart)
+        except Exception:  # noqa: BLE001 - neither: say so in one line
+            raise UsageError(f"{path}: not a pickle or joblib file of a scikit-learn pipeline "
+                             f"({type(first).__name__}: {str(first)[:120]})") from None
 
 
 def cmd_publish(registry: Registry, args: argparse.Namespace) -> int:
@@ -134,7 +186,9 @@ def cmd_publish(registry: Registry, args: argparse.Namespace) -> int:
     if args.note:
         extra["note"] = args.note
     published, meta = registry.publish_artifact(data, source=source, by=args.by, **extra)
-    verb = "published" if published.created else "already published (same bytes), nothing written:"
+    verb = ("published" if published.created else
+            f"repaired (its stored bytes, sha256 {published.repaired[:12]}, did not match; the published ones are back):"
+            if published.repaired else "already published (same content), nothing written:")
     print(f"{verb} {published.version}  sha256 {published.sha256[:16]}  to s3://{registry.bucket}")
     print(f"  thresholds: block >= {meta['threshold']}"
           + (f", review >= {meta['review_threshold']}" if meta["review_threshold"] is not None else ", no review band"))
@@ -177,8 +231,8 @@ def cmd_list(registry: Registry, args: argparse.Namespace) -> int:
     for alias, entry in sorted(aliases.items()):
         before = f"; before: {', '.join(entry.history[:3])}" if entry.history else ""
         print(f"{alias:>7} -> {entry.version}  (since {entry.promoted_at} by {entry.promoted_by}{before})")
-    if args.api and (serving := api_serves(args.api)):
-        print(f"    API {args.api} serves {serving} (GET /health; it follows `live` within MODEL_ALIAS_CHECK_SECONDS)")
+    if args.api and (model := api_model(args.api)):
+        print(serving_line(args.api, model, aliases.get(LIVE)))
     changes = registry.audit(limit=5)
     if changes:
         print("recent alias changes:")
@@ -187,11 +241,27 @@ def cmd_list(registry: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def serving_line(api: str, model: dict[str, Any], live: Any) -> str:
+    """What the API serves, and why it is not what `live` names when it is not."""
+    serving = model.get("version")
+    line = f"    API {api} serves {serving} (GET /health)"
+    refused = model.get("refused")
+    if refused:
+        return (line + f": version {refused.get('version')} refused ({refused.get('reason')}); /health says degraded. "
+                "make model-publish with its original artifact repairs a changed object, or promote another version")
+    if live is None:
+        return line + ": no `live` alias, the packaged model serves"
+    if serving != live.version:
+        return line + (f": `live` names {live.version} since {live.promoted_at}; it follows within "
+                       f"{model.get('check_seconds') or 'MODEL_ALIAS_CHECK_SECONDS'} s of a change")
+    return line
+
+
 # --- aliases -----------------------------------------------------------------------
 
 
 def _promote(registry: Registry, alias: str, version: str, by: str, *, rollback: bool = False) -> int:
-    before, after = registry.promote(alias, version, by, rollback=rollback)
+    before, after, cleared = registry.promote_change(alias, version, by, rollback=rollback)
     if before is after:
         print(f"{alias} already points at {version}: nothing changed")
         return 0
@@ -201,7 +271,10 @@ def _promote(registry: Registry, alias: str, version: str, by: str, *, rollback:
           f"held-out precision {_fmt(meta['metrics'].get('precision'))}, recall {_fmt(meta['metrics'].get('recall'))})")
     undo = (f"make model-promote VERSION={before.version} ALIAS={alias}" if rollback and before
              else f"make model-rollback ALIAS={alias}")
-    print(f"the functions follow within MODEL_ALIAS_CHECK_SECONDS (default 60 s); undo: {undo}")
+    if cleared:
+        print(f"{cleared[0]}: {cleared[1].version} -> (unset): it is live now, and one version is not scored twice")
+    print(f"verified before the move: sha256, loads, probe ads. The functions follow within {check_window()}; "
+          f"undo: {undo}")
     return 0
 
 
@@ -216,98 +289,6 @@ def cmd_rollback(registry: Registry, args: argparse.Namespace) -> int:
 def cmd_unset(registry: Registry, args: argparse.Namespace) -> int:
     before = registry.unset(args.alias, args.by)
     print(f"{args.alias}: {before.version} -> (unset)" if before else f"{args.alias} was not set")
-    return 0
-
-
-# --- compare -----------------------------------------------------------------------
-
-
-def compare_figures(verdicts: Sequence[Any]) -> dict[str, Any]:
-    """Agreement, the live x shadow decision confusion and the probability deltas."""
-    from toolkit import stats
-
-    confusion = {live: dict.fromkeys(DECISIONS, 0) for live in DECISIONS}
-    for v in verdicts:
-        confusion[v.live_decision][v.shadow_decision] += 1
-    deltas = [v.shadow_probability - v.live_probability for v in verdicts]
-    absolute = [abs(d) for d in deltas]
-    n = len(verdicts)
-    return {
-        "n": n,
-        "live_version": verdicts[0].live_version if len({v.live_version for v in verdicts}) == 1 else "several",
-        "shadow_version": verdicts[0].shadow_version,
-        "agreement": sum(confusion[d][d] for d in DECISIONS) / n,
-        "confusion": confusion,
-        "rates": {who: {d: sum(1 for v in verdicts if getattr(v, f"{who}_decision") == d) / n for d in DECISIONS}
-                  for who in ("live", "shadow")},
-        "delta": {"mean": sum(deltas) / n, "mean_abs": sum(absolute) / n, "p50_abs": stats.percentile(absolute, 50),
-                  "p95_abs": stats.percentile(absolute, 95), "max_abs": max(absolute)},
-    }
-
-
-def compare_chart(verdicts: Sequence[Any], figures: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (heat, scatter, hist) = plt.subplots(1, 3, figsize=(18, 5.5))
-    matrix = [[figures["confusion"][live][shadow] for shadow in DECISIONS] for live in DECISIONS]
-    heat.imshow(matrix, cmap="Blues")
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            heat.text(j, i, str(count), ha="center", va="center", fontsize=12,
-                      color="white" if count > max(map(max, matrix)) / 2 else "black")
-    heat.set_xticks(range(3), [f"shadow {d}" for d in DECISIONS])
-    heat.set_yticks(range(3), [f"live {d}" for d in DECISIONS])
-    heat.set_title(f"Decisions: agreement {figures['agreement']:.1%} of {figures['n']}")
-    scatter.scatter([v.live_probability for v in verdicts], [v.shadow_probability for v in verdicts], s=8, alpha=0.5)
-    scatter.plot([0, 1], [0, 1], color="grey", linewidth=1)
-    scatter.set_xlabel(f"live {figures['live_version']}")
-    scatter.set_ylabel(f"shadow {figures['shadow_version']}")
-    scatter.set_title("Probability of a violation, per task")
-    hist.hist([v.shadow_probability - v.live_probability for v in verdicts], bins=40, color="tab:purple")
-    hist.set_xlabel("shadow - live probability")
-    d = figures["delta"]
-    hist.set_title(f"Deltas: mean {d['mean']:+.4f}, |p95| {d['p95_abs']:.4f}, |max| {d['max_abs']:.4f}")
-    fig.suptitle(f"shadow {figures['shadow_version']} against live {figures['live_version']}, latest {figures['n']} tasks")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def cmd_compare(_: Registry | None, args: argparse.Namespace) -> int:
-    from chalicelib.storage.db import Database
-    from chalicelib.storage.scoring import ScoringStore
-
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    if not url and args.local:
-        url = names.database_url(int(os.environ.get("EMBEDDED_PG_PORT") or names.RUN_PG_PORT))
-    if not url:
-        raise OpsError("which database? --database-url or DATABASE_URL")
-    db = Database(url)
-    try:
-        verdicts = ScoringStore(db).shadow_verdicts(args.n, args.shadow_version)
-    finally:
-        db.close()
-    if not verdicts:
-        print("no shadow verdicts yet: make model-promote ALIAS=shadow VERSION=..., then let tasks be scored")
-        return 0
-    f = compare_figures(verdicts)
-    print(f"shadow {f['shadow_version']} against live {f['live_version']}, the latest {f['n']} tasks both scored")
-    print(f"  agreement (same decision): {f['agreement']:.1%}")
-    print("  decisions          " + "".join(f"{'shadow ' + d:>14}" for d in DECISIONS) + f"{'live rate':>12}")
-    for live in DECISIONS:
-        print(f"  live {live:<14}" + "".join(f"{f['confusion'][live][s]:>14}" for s in DECISIONS)
-              + f"{f['rates']['live'][live]:>12.1%}")
-    print("  shadow rate        " + "".join(f"{f['rates']['shadow'][d]:>14.1%}" for d in DECISIONS))
-    d = f["delta"]
-    print(f"  probability delta (shadow - live): mean {d['mean']:+.4f}; |delta| mean {d['mean_abs']:.4f}, "
-          f"p50 {d['p50_abs']:.4f}, p95 {d['p95_abs']:.4f}, max {d['max_abs']:.4f}")
-    path = compare_chart(verdicts, f, OUT_DIR / f"compare-{f['shadow_version']}.png")
-    print(f"chart: {path.relative_to(names.ROOT) if path.is_relative_to(names.ROOT) else path}")
     return 0
 
 
@@ -327,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("publish", parents=[common], help="train (or take --artifact) and publish a new version")
-    p.add_argument("--artifact", type=Path, help="a runtime artifact (.json) or a pickled scikit-learn Pipeline (.pkl)")
+    p.add_argument("--artifact", type=Path,
+                   help="a runtime artifact (.json), or a scikit-learn Pipeline saved with pickle or joblib")
+    p.add_argument("--family", choices=("lr", "gbt", "hgb"), default="lr",
+                   help="what to train: logistic regression, gradient-boosted trees, histogram boosting")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training data and split seed")
     add_threshold_args(p, plot=False)
     p.add_argument("--data-fingerprint", help="a pickle's training data fingerprint, to record")
@@ -368,10 +352,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.api = args.api or names.endpoint(int(os.environ.get("PORT") or names.RUN_API_PORT))
     args.by = args.by or publisher()
     try:
-        if args.command == "compare":
-            return int(args.func(None, args))
         s3 = boto3.client("s3", endpoint_url=args.endpoint_url)
-        return int(args.func(Registry(s3, bucket_of(args)), args))
+        try:
+            bucket = bucket_of(args)
+        except OpsError:
+            if args.command == "compare":  # compare needs only a database
+                return int(args.func(None, args))
+            raise
+        return int(args.func(Registry(s3, bucket, mirror_of(args, bucket)), args))
+    except UsageError as err:
+        log.error("%s", err)
+        return 2
     except (OpsError, RegistryError) as err:
         log.error("%s", err)
         return 1

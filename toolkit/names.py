@@ -115,3 +115,9 @@ SKIPPED_CHECKS_FILE = ROOT / "infra" / "skipped-checks.md"  # every check turned
 # The bucket make run creates in its LocalStack (a deployed stack creates its own:
 # its ModelBucketName output). `MODEL_BUCKET=` (empty) runs make run without a registry.
 MODEL_BUCKET = "ad-moderation-models"
+
+
+def model_registry_mirror(name: str) -> Path:
+    """The state directory's copy of a local model registry (a bucket, or a deployed
+    LocalStack stack's by stack name): LocalStack keeps nothing across restarts."""
+    return state_dir() / "model-registry" / name

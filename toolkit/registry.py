@@ -16,12 +16,14 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from chalicelib.serving.registry import (
     ALIASES_KEY,
     DOC_FORMAT,
     LIVE,
+    SHADOW,
     VERSIONS_PREFIX,
     AliasEntry,
     RegistryError,
@@ -49,14 +51,30 @@ class Published(NamedTuple):
     version: str
     sha256: str
     created: bool  # False: this exact artifact was already published
+    repaired: str | None = None  # the sha256 of the wrong bytes this publish replaced
+
+
+class Change(NamedTuple):
+    """An alias change: what it named before and after, and an alias the change cleared
+    (promoting shadow's version to live clears shadow: one version is not scored twice)."""
+
+    before: AliasEntry | None
+    after: AliasEntry
+    cleared: tuple[str, AliasEntry] | None = None
 
 
 class Registry:
-    """Publish versions, move aliases, list what is there (ops/models.py, make run)."""
+    """Publish versions, move aliases, list what is there (ops/models.py, make run).
 
-    def __init__(self, s3: Any, bucket: str) -> None:
+    `mirror`: a directory that holds a copy of every object this registry writes
+    (make run's state directory): LocalStack keeps nothing across a restart, and
+    `restore` puts the copy back (docs/local-stack.md).
+    """
+
+    def __init__(self, s3: Any, bucket: str, mirror: Path | None = None) -> None:
         self.s3 = s3
         self.bucket = bucket
+        self.mirror = mirror
 
     # -- objects
 
@@ -76,7 +94,35 @@ class Registry:
             if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
             raise
+        self._mirror(key, body)
         return True
+
+    def _mirror(self, key: str, body: bytes) -> None:
+        if self.mirror is None:
+            return
+        path = self.mirror / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(body)
+        partial.replace(path)  # atomic: a restore never reads half a file
+
+    def restore(self) -> int:
+        """Put back every mirrored object the bucket lacks (a restarted LocalStack's
+        bucket is empty); how many. An object already there is left as it is."""
+        if self.mirror is None or not self.mirror.is_dir():
+            return 0
+        restored = 0
+        for path in sorted(self.mirror.rglob("*")):
+            if path.is_file() and not path.name.endswith(".partial"):
+                key = path.relative_to(self.mirror).as_posix()
+                try:
+                    self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes(),
+                                       ContentType="application/json", IfNoneMatch="*")
+                    restored += 1
+                except self.s3.exceptions.ClientError as err:
+                    if err.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                        raise
+        return restored
 
     def ensure_bucket(self) -> bool:
         """Create the bucket (versioned: every aliases.json ever written is kept) unless it exists; True if created."""
@@ -109,22 +155,33 @@ class Registry:
 
     def publish(self, artifact: bytes, metadata: Mapping[str, Any]) -> Published:
         """Store a new immutable version. Publishing the same bytes again is a no-op;
-        other bytes under an existing version are refused."""
+        other bytes under an existing version are refused, unless the stored bytes
+        no longer match the sha256 the version was published with and these do: then
+        they are written back (a repair; `repaired` says so)."""
         version, digest = str(metadata["version"]), str(metadata["sha256"])
         if not VERSION_NAME.match(version):
             raise RegistryError(f"version {version!r}: use letters, digits, '.', '_' or '-' (at most 64)")
         if digest != sha256(artifact):
             raise RegistryError(f"metadata sha256 {digest} is not the artifact's {sha256(artifact)}")
         created = self._put(artifact_key(version), artifact)
+        repaired = None
         if not created:
             stored = self._get(artifact_key(version))
             if stored is not None and sha256(stored[0]) != digest:
-                raise RegistryError(f"version {version} is already published with other content "
-                                    f"(sha256 {sha256(stored[0])[:12]}, this one {digest[:12]}); versions are immutable")
+                published = self._get(metadata_key(version))
+                recorded = str(json.loads(published[0])["sha256"]) if published else None
+                if recorded != digest:
+                    raise RegistryError(f"version {version} is already published with other content "
+                                        f"(sha256 {sha256(stored[0])[:12]}, this one {digest[:12]}); versions are immutable")
+                # The stored bytes were changed after publishing (a tamper, a bad copy):
+                # these are the published ones. If-Match: only over what was read.
+                if not self._put(artifact_key(version), artifact, if_match=stored[1]):
+                    raise RegistryError(f"version {version}'s artifact changed during the repair; try again")
+                repaired = sha256(stored[0])
         # The metadata last: a version is listed once both exist, and a crash in
         # between is finished by publishing again.
         self._put(metadata_key(version), (json.dumps(dict(metadata), indent=1, ensure_ascii=False) + "\n").encode())
-        return Published(version, digest, created)
+        return Published(version, digest, created, repaired)
 
     def metadata(self, version: str) -> dict[str, Any]:
         found = self._get(metadata_key(version))
@@ -137,6 +194,27 @@ class Registry:
         if found is None:
             raise RegistryError(f"no version {version!r} in s3://{self.bucket}")
         return found[0]
+
+    def verify(self, version: str) -> dict[str, Any]:
+        """Check the stored artifact as a function will before serving it: its bytes
+        match the published sha256, it loads as `version`, its probe ads score as
+        published. Its metadata, or RegistryError with the reason."""
+        from chalicelib.serving.model import loads
+
+        meta = self.metadata(version)
+        data = self.artifact(version)
+        if sha256(data) != meta["sha256"]:
+            raise RegistryError(f"version {version} refused: its stored bytes have sha256 {sha256(data)[:12]}, "
+                                f"published as {str(meta['sha256'])[:12]} (the object was changed; "
+                                "make model-publish with the original artifact repairs it)")
+        try:
+            model = loads(data)
+            if model.version != version:
+                raise ValueError(f"the artifact calls itself {model.version}")
+            model.check_probe(meta["probe"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"version {version} refused: {type(exc).__name__}: {exc}") from exc
+        return meta
 
     def versions(self) -> list[dict[str, Any]]:
         """Every published version's metadata, oldest first."""
@@ -154,7 +232,14 @@ class Registry:
         return (parse_aliases(found[0]), found[1]) if found else ({}, None)
 
     def promote(self, alias: str, version: str, by: str, *, rollback: bool = False) -> tuple[AliasEntry | None, AliasEntry]:
-        """Point `alias` at `version` (the version it named goes on its history).
+        """promote_change's (before, after)."""
+        change = self.promote_change(alias, version, by, rollback=rollback)
+        return change.before, change.after
+
+    def promote_change(self, alias: str, version: str, by: str, *, rollback: bool = False) -> Change:
+        """Point `alias` at `version` (the version it named goes on its history),
+        once the stored artifact verifies (`verify`). Promoting to live the version
+        shadow names clears shadow in the same write.
         With rollback=True, `version` is ignored: the alias goes back to the newest
         version of its history, which leaves the history. Returns (before, after).
 
@@ -173,12 +258,19 @@ class Registry:
             else:
                 history = tuple(v for v in ((before.version, *before.history) if before else ()) if v != version)
             if before is not None and before.version == version and not rollback:
-                return before, before  # already there: no write, no audit record
-            meta = self.metadata(version)
+                return Change(before, before)  # already there: no write, no audit record
+            meta = self.verify(version)
             after = AliasEntry(version, str(meta["sha256"]), tuple(meta["probe"]), utc_now(), by, history[:HISTORY])
-            if self._put(ALIASES_KEY, render_aliases({**aliases, alias: after}), if_match=etag):
+            changed = {**aliases, alias: after}
+            shadow = aliases.get(SHADOW)
+            cleared = (SHADOW, shadow) if alias == LIVE and shadow is not None and shadow.version == version else None
+            if cleared:
+                del changed[SHADOW]
+            if self._put(ALIASES_KEY, render_aliases(changed), if_match=etag):
                 self._audit(alias, before, after, "rollback" if rollback else "promote")
-                return before, after
+                if cleared:
+                    self._audit(SHADOW, shadow, None, f"unset (now {LIVE})", by=by)
+                return Change(before, after, cleared)
         raise RegistryError(f"{ALIASES_KEY} kept changing under this promote; try again")
 
     def unset(self, alias: str, by: str) -> AliasEntry | None:
@@ -220,6 +312,7 @@ def bootstrap(registry: Registry, packaged: bytes, by: str) -> tuple[AliasEntry 
     """make run: the bucket, and in an empty registry the packaged artifact as its
     first version, live. Returns (live alias, what was published or None)."""
     registry.ensure_bucket()
+    registry.restore()  # what the state directory kept of the registry, before deciding it is empty
     aliases, _ = registry.aliases()
     if aliases or registry.versions():
         return aliases.get(LIVE), None

@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from chalicelib.domain.features import AdFeatures
-from chalicelib.serving.model import Model
+from chalicelib.serving.model import TREES_FORMAT, Model
 
 COLUMNS = ("text", "category", "is_verified_seller", "images_qty")
 NUMERIC = ("is_verified_seller", "images_qty")
@@ -94,82 +95,124 @@ def _categories(onehot: OneHotEncoder, where: str) -> list[int]:
     return [int(c) for c in categories]
 
 
-def parts(pipeline: Any) -> dict[str, Any]:
-    """The artifact's model fields (text, categories, numerics, coef, intercept) of a fitted pipeline."""
+SUPPORTED_SHAPES = ("Pipeline([('features', ColumnTransformer([...])), ('model', LogisticRegression "
+                    "| GradientBoostingClassifier | HistGradientBoostingClassifier)])")
+CLASSIFIERS = (LogisticRegression, GradientBoostingClassifier, HistGradientBoostingClassifier)
+WRAP_DOCS = "docs/models.md#wrap-a-bare-estimator-in-a-pipeline"
+
+
+def _shape(pipeline: Any) -> tuple[ColumnTransformer, str, Any]:
+    """(the ColumnTransformer, the classifier's step name, the classifier) of a supported pipeline."""
     if not isinstance(pipeline, Pipeline):
-        raise UnsupportedPipeline(f"expected a scikit-learn Pipeline, got {_describe(pipeline)}")
+        raise UnsupportedPipeline(f"expected a scikit-learn Pipeline, got {_describe(pipeline)}; supported: "
+                                  f"{SUPPORTED_SHAPES}, over the columns {', '.join(COLUMNS)}. How to wrap a fitted "
+                                  f"estimator's features in one: {WRAP_DOCS}")
     steps = [(name, step) for name, step in pipeline.steps if step not in (None, "passthrough")]
     kinds = [type(step) for _, step in steps]
-    if kinds != [ColumnTransformer, LogisticRegression]:
+    if len(kinds) != 2 or kinds[0] is not ColumnTransformer or kinds[1] not in CLASSIFIERS:
         unexpected = [f"{name!r} ({_describe(step)})" for name, step in steps
-                      if type(step) not in (ColumnTransformer, LogisticRegression)]
+                      if type(step) not in (ColumnTransformer, *CLASSIFIERS)]
         raise UnsupportedPipeline("unsupported step " + (", ".join(unexpected) if unexpected else
                                   f"order {[_describe(s) for _, s in steps]}")
-                                  + ": expected ColumnTransformer then LogisticRegression")
-    (_, features), (lr_name, lr) = steps
-    if [str(c) for c in lr.classes_] not in (["0", "1"], ["False", "True"]) or lr.coef_.shape[0] != 1:
-        raise UnsupportedPipeline(f"step {lr_name!r}: LogisticRegression classes {list(lr.classes_)}; "
+                                  + ": expected ColumnTransformer then LogisticRegression, GradientBoostingClassifier "
+                                  "or HistGradientBoostingClassifier")
+    (_, features), (name, classifier) = steps
+    if [str(c) for c in classifier.classes_] not in (["0", "1"], ["False", "True"]):
+        raise UnsupportedPipeline(f"step {name!r}: {_describe(classifier)} classes {list(classifier.classes_)}; "
                                   "expected a binary 0/1 classifier (1: violation)")
-    coef = [float(c) for c in lr.coef_[0]]
-    out: dict[str, Any] = {"categories": [], "coef": {"text": [], "category": []}}
-    numeric = {name: {"mean": 0.0, "scale": 1.0, "coef": 0.0} for name in NUMERIC}
-    seen: set[str] = set()
+    return features, name, classifier
+
+
+def _layout(features: ColumnTransformer) -> tuple[dict[str, Any], dict[str, int], int]:
+    """What the feature steps compute (text, categories, numeric scaling), where each
+    feature lands in the classifier's input ({"text": offset, "category": offset,
+    numeric: index}) and how many features there are."""
+    out: dict[str, Any] = {"categories": []}
+    numeric = {name: {"mean": 0.0, "scale": 1.0} for name in NUMERIC}
+    where: dict[str, int] = {}
     offset = 0
     # Fitted, a "passthrough" is a FunctionTransformer; the unfitted list says what it was.
     declared = {name: step for name, step, _ in features.transformers} | {"remainder": features.remainder}
     for name, step, spec in features.transformers_:
-        where = f"ColumnTransformer step {name!r}"
+        here = f"ColumnTransformer step {name!r}"
         if isinstance(declared.get(name), str):
             step = declared[name]
         if step == "drop" or (isinstance(spec, list | tuple | np.ndarray) and len(spec) == 0):
             continue
-        columns = _columns(spec, where)
+        columns = _columns(spec, here)
         if isinstance(step, TfidfVectorizer):
             if columns != ["text"] or not isinstance(spec, int | str | np.integer):
-                raise UnsupportedPipeline(f"{where}: TfidfVectorizer must read the text column alone, as a scalar "
+                raise UnsupportedPipeline(f"{here}: TfidfVectorizer must read the text column alone, as a scalar "
                                           f"(0 or 'text'), got {spec!r}")
             if "text" in out:
-                raise UnsupportedPipeline(f"{where}: a second TfidfVectorizer")
-            out["text"] = _text(step, where)
+                raise UnsupportedPipeline(f"{here}: a second TfidfVectorizer")
+            out["text"] = _text(step, here)
+            where["text"] = offset
             width = len(out["text"]["vocabulary"])
-            out["coef"]["text"] = coef[offset:offset + width]
         elif isinstance(step, OneHotEncoder):
             if columns != ["category"] or out["categories"]:
-                raise UnsupportedPipeline(f"{where}: OneHotEncoder must read the category column only, once")
-            out["categories"] = _categories(step, where)
+                raise UnsupportedPipeline(f"{here}: OneHotEncoder must read the category column only, once")
+            out["categories"] = _categories(step, here)
+            where["category"] = offset
             width = len(out["categories"])
-            out["coef"]["category"] = coef[offset:offset + width]
         elif step == "passthrough" or type(step) is StandardScaler:
             if not set(columns) <= set(NUMERIC):
-                raise UnsupportedPipeline(f"{where}: {_describe(step)} of {columns}; only {', '.join(NUMERIC)} are numeric")
+                raise UnsupportedPipeline(f"{here}: {_describe(step)} of {columns}; only {', '.join(NUMERIC)} are numeric")
             for i, column in enumerate(columns):
-                if column in seen:
-                    raise UnsupportedPipeline(f"{where}: column {column!r} is used twice")
-                seen.add(column)
+                if column in where:
+                    raise UnsupportedPipeline(f"{here}: column {column!r} is used twice")
+                where[column] = offset + i
                 if isinstance(step, StandardScaler):
                     numeric[column]["mean"] = float(step.mean_[i]) if step.with_mean else 0.0
                     numeric[column]["scale"] = float(step.scale_[i]) if step.with_std else 1.0
-                numeric[column]["coef"] = coef[offset + i]
             width = len(columns)
         else:
-            raise UnsupportedPipeline(f"{where}: unsupported transformer {_describe(step)} "
+            raise UnsupportedPipeline(f"{here}: unsupported transformer {_describe(step)} "
                                       "(supported: TfidfVectorizer, OneHotEncoder, StandardScaler, 'passthrough', 'drop')")
         offset += width
-    if offset != len(coef):
-        raise UnsupportedPipeline(f"the transformers give {offset} features, the classifier has {len(coef)} coefficients")
     if "text" not in out:
         raise UnsupportedPipeline("no TfidfVectorizer on the text column")
+    out |= numeric
+    return out, where, offset
+
+
+def parts(pipeline: Any) -> dict[str, Any]:
+    """The artifact's model fields of a fitted pipeline: text, categories, numerics and
+    coef/intercept (linear), or classifier/features (trees, format 2)."""
+    features, name, classifier = _shape(pipeline)
+    fields, where, width = _layout(features)
+    if isinstance(classifier, LogisticRegression):
+        return _linear(fields, where, width, name, classifier)
+    from training.trees import tree_fields
+
+    return {"format": TREES_FORMAT, **fields, **tree_fields(classifier, name, where, width)}
+
+
+def _linear(fields: dict[str, Any], where: dict[str, int], width: int, name: str, lr: LogisticRegression) -> dict[str, Any]:
+    if lr.coef_.shape[0] != 1:
+        raise UnsupportedPipeline(f"step {name!r}: LogisticRegression with {lr.coef_.shape[0]} rows of coefficients; "
+                                  "expected a binary 0/1 classifier (1: violation)")
+    coef = [float(c) for c in lr.coef_[0]]
+    if width != len(coef):
+        raise UnsupportedPipeline(f"the transformers give {width} features, the classifier has {len(coef)} coefficients")
+    text_at, vocabulary = where["text"], fields["text"]["vocabulary"]
+    out: dict[str, Any] = {"categories": fields["categories"], "coef": {
+        "text": coef[text_at:text_at + len(vocabulary)],
+        "category": coef[where["category"]:where["category"] + len(fields["categories"])] if "category" in where else []}}
+    out["text"] = fields["text"]
     for column in NUMERIC:
-        out["coef"][column] = numeric[column].pop("coef")
-        out[column] = numeric[column]
+        out["coef"][column] = coef[where[column]] if column in where else 0.0
+        out[column] = fields[column]
     out["intercept"] = float(lr.intercept_[0]) if lr.fit_intercept else 0.0
     return out
 
 
 def content_version(fields: dict[str, Any]) -> str:
-    """A version id for a converted pipeline: a hash of what the runtime will compute with."""
+    """A version id for a converted pipeline: a hash of what the runtime will compute with
+    ("lr-" a linear model, "gbt-" boosted trees)."""
     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-    return "lr-" + hashlib.sha256(canonical).hexdigest()[:12]
+    prefix = "gbt-" if fields.get("format") == TREES_FORMAT else "lr-"
+    return prefix + hashlib.sha256(canonical).hexdigest()[:12]
 
 
 def pipeline_input(pipeline: Pipeline, ads: Sequence[AdFeatures]) -> Any:

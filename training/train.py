@@ -49,6 +49,7 @@ import numpy as np
 import scipy
 import sklearn
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -84,6 +85,15 @@ PARAMS: dict[str, Any] = {
     "thresholds": {"target_precision": DEFAULT_TARGET_PRECISION, "review_recall": DEFAULT_REVIEW_RECALL},
 }
 
+# The second model family (docs/models.md#gradient-boosted-trees): the same feature
+# steps, then boosted trees. "gbt" on the sparse features; "hgb" needs them dense.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "lr": {},
+    "gbt": {"gradient_boosting": {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.1, "random_state": 0}},
+    "hgb": {"hist_gradient_boosting": {"max_iter": 100, "max_leaf_nodes": 15, "learning_rate": 0.1,
+                                       "early_stopping": False, "random_state": 0}},
+}
+
 # Column indices of the matrix built by ads_to_matrix.
 _TEXT, _CATEGORY, _VERIFIED, _IMAGES = 0, 1, 2, 3
 
@@ -97,7 +107,7 @@ def ads_to_matrix(ads: Sequence[AdFeatures]) -> np.ndarray:
     return matrix
 
 
-def build_pipeline() -> Pipeline:
+def build_pipeline(family: str = "lr") -> Pipeline:
     text = PARAMS["text"]
     features = ColumnTransformer(
         [
@@ -115,9 +125,17 @@ def build_pipeline() -> Pipeline:
             ("is_verified_seller", "passthrough", [_VERIFIED]),
             ("images_qty", StandardScaler(), [_IMAGES]),
         ],
-        sparse_threshold=1.0,  # always sparse: one code path, whatever the density
+        # Always sparse (one code path, whatever the density); dense for
+        # HistGradientBoostingClassifier, which takes nothing else.
+        sparse_threshold=0.0 if family == "hgb" else 1.0,
     )
-    return Pipeline([("features", features), ("model", LogisticRegression(**PARAMS["logistic_regression"]))])
+    if family == "gbt":
+        classifier: Any = GradientBoostingClassifier(**FAMILIES["gbt"]["gradient_boosting"])
+    elif family == "hgb":
+        classifier = HistGradientBoostingClassifier(**FAMILIES["hgb"]["hist_gradient_boosting"])
+    else:
+        classifier = LogisticRegression(**PARAMS["logistic_regression"])
+    return Pipeline([("features", features), ("model", classifier)])
 
 
 def split(n: int, seed: int) -> tuple[list[GeneratedAd], list[GeneratedAd]]:
@@ -129,10 +147,10 @@ def split(n: int, seed: int) -> tuple[list[GeneratedAd], list[GeneratedAd]]:
     return list(train), list(heldout)
 
 
-def fit(n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> tuple[Pipeline, list[GeneratedAd]]:
+def fit(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, family: str = "lr") -> tuple[Pipeline, list[GeneratedAd]]:
     """Fit on the training split of generate_ads(n, seed); return the pipeline and the held-out ads."""
     train, heldout = split(n, seed)
-    pipeline = build_pipeline()
+    pipeline = build_pipeline(family)
     pipeline.fit(ads_to_matrix([ad.features() for ad in train]), np.array([int(ad.is_violation) for ad in train]))
     return pipeline, heldout
 
@@ -175,7 +193,7 @@ def dataset_fingerprint(ads: Sequence[GeneratedAd]) -> str:
 
 
 def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, seed: int,
-                   evaluation: Evaluation | None = None) -> dict[str, Any]:
+                   evaluation: Evaluation | None = None, family: str = "lr") -> dict[str, Any]:
     """Everything chalicelib.serving.model needs, plus metadata. Deterministic for a given fit."""
     if evaluation is None:
         targets = PARAMS["thresholds"]
@@ -189,7 +207,7 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
         "seed": seed,
         "dataset_sha256": dataset_fingerprint(all_ads),
         "dataset_violation_rate": round(sum(ad.is_violation for ad in all_ads) / n, 4),
-        "params": PARAMS | {"thresholds": {"target_precision": evaluation.choice.target_precision,
+        "params": PARAMS | FAMILIES[family] | {"thresholds": {"target_precision": evaluation.choice.target_precision,
                                            "review_recall": evaluation.choice.review_recall}},
     }
     hashed = {
@@ -199,9 +217,10 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
         "vocabulary": vocabulary,
         "categories": categories,
     }
+    prefix = "lr-" if family == "lr" else f"{family}-"
     return {
         "format": ARTIFACT_FORMAT,
-        "version": "lr-" + hashlib.sha256(_canonical(hashed)).hexdigest()[:12],
+        "version": prefix + hashlib.sha256(_canonical(hashed)).hexdigest()[:12],
         "threshold": evaluation.choice.threshold,
         "review_threshold": evaluation.choice.review_threshold,
         "threshold_selection": evaluation.choice.as_json(),
@@ -217,7 +236,7 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
     }
 
 
-def from_pipeline(pipeline: Any, *, source: str, source_sha256: str, target_precision: float,
+def from_pipeline(pipeline: Any, *, source: str, source_sha256: str | None, target_precision: float,
                   review_recall: float | None, data_fingerprint: str | None = None) -> tuple[dict[str, Any], Evaluation]:
     """The artifact of a pipeline fitted elsewhere (a data scientist's notebook):
     converted (training/convert.py), checked against the pipeline's own
@@ -236,7 +255,8 @@ def from_pipeline(pipeline: Any, *, source: str, source_sha256: str, target_prec
     worst = convert.verify(pipeline, Model.from_artifact(artifact), [ad.features() for ad in heldout])
     sklearn_version = getattr(pipeline, "_sklearn_version", sklearn.__version__)
     artifact |= {
-        "training": {"source": source, "source_sha256": source_sha256, "dataset_sha256": data_fingerprint,
+        "training": {"source": source, **({"source_sha256": source_sha256} if source_sha256 else {}),
+                     "dataset_sha256": data_fingerprint,
                      "evaluated_on": f"generate_ads({DEFAULT_N}, {DEFAULT_SEED}) held-out split",
                      "conversion_max_abs_diff": worst},
         "metrics": {"heldout": evaluation.metrics},
@@ -250,11 +270,18 @@ def render(artifact: dict[str, Any]) -> bytes:
     return (json.dumps(artifact, ensure_ascii=False, indent=1) + "\n").encode()
 
 
-def train(n: int, seed: int, target_precision: float, review_recall: float | None) -> tuple[dict[str, Any], Evaluation]:
-    """Fit and export with these targets: (artifact, evaluation)."""
-    pipeline, heldout = fit(n, seed)
+def train(n: int, seed: int, target_precision: float, review_recall: float | None,
+          family: str = "lr") -> tuple[dict[str, Any], Evaluation]:
+    """Fit and export with these targets: (artifact, evaluation). `family`: lr, gbt or hgb."""
+    pipeline, heldout = fit(n, seed, family)
     evaluation = evaluate(sklearn_proba(pipeline), heldout, seed, target_precision, review_recall)
-    return build_artifact(pipeline, heldout, n, seed, evaluation), evaluation
+    artifact = build_artifact(pipeline, heldout, n, seed, evaluation, family)
+    if family != "lr":  # the trees' conversion checked against scikit-learn, as a notebook pipeline's is
+        from chalicelib.serving.model import Model
+
+        artifact["training"]["conversion_max_abs_diff"] = convert.verify(
+            pipeline, Model.from_artifact(artifact), [ad.features() for ad in heldout])
+    return artifact, evaluation
 
 
 def report(artifact: dict[str, Any]) -> str:

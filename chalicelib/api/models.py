@@ -220,10 +220,25 @@ class DependencyCheck(Contract):
     probability: Probability | None = Field(default=None, description="the model's score of the fixed probe ad")
 
 
+class RefusedModel(Contract):
+    version: str | None = Field(description="the version refused (null: the registry could not be read)")
+    reason: str = Field(description="why: sha256 mismatch, does not load, probe ads scored otherwise, unreadable")
+
+
+class ModelCheck(DependencyCheck):
+    """The model check, with the registry's view (docs/models.md#the-registry-ship-a-model-without-a-deploy)."""
+
+    registry: str | None = Field(default=None, description="the registry's bucket; null: the packaged model, no registry")
+    live_alias: str | None = Field(default=None, description="the version the registry's `live` alias names")
+    refused: RefusedModel | None = Field(default=None, description="the latest version refused, and why "
+                                         "(status degraded; the version in `version` serves)")
+    check_seconds: int | None = Field(default=None, description="MODEL_ALIAS_CHECK_SECONDS: how often the alias is re-checked")
+
+
 class HealthChecks(Contract):
     database: DependencyCheck
     queue: DependencyCheck
-    model: DependencyCheck
+    model: ModelCheck
 
 
 class PipelineCheck(Contract):
@@ -244,7 +259,7 @@ class Health(Contract):
     )
     checks: HealthChecks
     pipeline: PipelineCheck
-    code: str | None = Field(default=None, description="dependency_unavailable or pipeline_degraded")
+    code: str | None = Field(default=None, description="dependency_unavailable, pipeline_degraded or model_refused")
     message: str | None = Field(default=None, description="names what is down, or why the pipeline is degraded")
 
 

@@ -203,11 +203,12 @@ class ModerationService:
             checks["queue"] = {"ok": True, "depth": {self._queue.dlq_name: dlq}}
         except TransientError as exc:
             checks["queue"] = {"ok": False, "error": exc.message}
-        checks["model"] = self._probe_model()
+        checks["model"] = self._probe_model() | self._model_registry()
         down = [name for name, c in checks.items() if not c["ok"]]
         reasons = self._pipeline_reasons(age, dlq, down)
+        refused = checks["model"].get("refused")
         body: dict[str, Any] = {
-            "status": "unavailable" if down else "degraded" if reasons else "ok",
+            "status": "unavailable" if down else "degraded" if reasons or refused else "ok",
             "checks": checks,
             "pipeline": {
                 "ok": not reasons,
@@ -222,7 +223,28 @@ class ModerationService:
             body.update(code="dependency_unavailable", message=f"down: {', '.join(down)}")
         elif reasons:
             body.update(code="pipeline_degraded", message="; ".join(reasons))
+        elif refused:
+            serving = checks["model"]["version"]
+            also = ("the copy verified when it was loaded keeps serving" if refused["version"] == serving
+                    else f"{serving} serves")
+            body.update(code="model_refused",
+                        message=f"model version {refused['version']} refused: {refused['reason']}; {also}")
         return body
+
+    def _model_registry(self) -> dict[str, Any]:
+        """Which version the registry's `live` names and the latest refusal
+        (chalicelib/serving/aliases.py): a refused version degrades /health, never
+        fails it, since the version serving still answers (docs/models.md)."""
+        status = getattr(self._models, "status", None)
+        if status is None:
+            return {}
+        state = status()
+        if state.get("registry") is None:
+            return {"registry": None}
+        refused = state.get("refused")
+        return {"registry": state["registry"], "live_alias": state.get("aliases", {}).get("live"),
+                "refused": {"version": refused["version"], "reason": refused["reason"]} if refused else None,
+                "check_seconds": state.get("check_seconds")}
 
     def _probe_model(self) -> dict[str, Any]:
         """Score the fixed probe ad: the model is ok if it answers a probability in [0, 1]."""

@@ -73,6 +73,9 @@ class Pinned:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
+    def status(self) -> dict[str, object]:
+        return {"registry": None, "serving": self._snapshot.live.version, "refused": None}
+
 
 def as_models(model: Model | Models) -> Models:
     """A source of snapshots; a bare model is pinned."""
@@ -96,6 +99,10 @@ class Followed:
         self._next_check = 0.0
         # Loaded versions by (version, sha256): promoting the shadow to live costs no fetch.
         self._loaded: dict[tuple[str, str], Model] = {}
+        # ... and the ETag their artifact had: each re-check asks S3 whether it still has it.
+        self._artifact_etags: dict[tuple[str, str], str] = {}
+        self._aliased: dict[str, str] = {}  # alias -> the version aliases.json names
+        self._refused: dict[str, str | None] | None = None  # the latest refusal: version, reason, alias
 
     def snapshot(self) -> Snapshot:
         current = self._snapshot
@@ -132,7 +139,8 @@ class Followed:
         except RegistryError as exc:
             self._refuse("registry unreadable", None, str(exc))
             return
-        if fetched is None:  # 304: nothing changed
+        if fetched is None:  # 304: the aliases did not move; are the objects served still the published ones?
+            self._reverify()
             return
         try:
             aliases = parse_aliases(fetched.body)
@@ -165,10 +173,14 @@ class Followed:
         # again, so a version that failed for a passing reason is retried.
         self._etag = etag if complete else None
         self._loaded = {k: m for k, m in self._loaded.items() if m is snapshot.live or m is snapshot.shadow}
+        self._artifact_etags = {k: e for k, e in self._artifact_etags.items() if k in self._loaded}
+        self._aliased = {a: v for a, v in self._aliased.items() if aliases.get(a) is not None}
 
     def _load(self, alias: str, entry: AliasEntry) -> Model | None:
         key = (entry.version, entry.sha256)
+        self._aliased[alias] = entry.version
         if key in self._loaded:
+            self._accepted(alias)
             return self._loaded[key]
         try:
             fetched = self._reader.get(artifact_key(entry.version))
@@ -181,12 +193,51 @@ class Followed:
                 raise ValueError(f"the artifact calls itself {model.version}")
             model.check_probe(entry.probe)
         except Exception as exc:  # noqa: BLE001 - any failure to load a version refuses it
-            self._refuse(f"{alias} version refused", entry.version, f"{type(exc).__name__}: {exc}")
+            self._refuse(f"{alias} version refused", entry.version, f"{type(exc).__name__}: {exc}", alias)
             return None
         self._loaded[key] = model
+        self._artifact_etags[key] = fetched.etag
+        self._accepted(alias)
         return model
 
-    def _refuse(self, what: str, version: str | None, error: str) -> None:
+    def _accepted(self, alias: str) -> None:
+        if self._refused is not None and self._refused.get("alias") in (alias, "registry unreadable"):
+            self._refused = None
+
+    def _reverify(self) -> None:
+        """A conditional GET of each artifact served from the registry: 304 while S3
+        holds the bytes that were verified. Other bytes under the version are refused
+        (logged, counted, reported by /health) until they match again: the verified
+        copy in memory keeps serving, and a cold start would serve the packaged model."""
+        for (version, published), etag in list(self._artifact_etags.items()):
+            alias = next((a for a, v in self._aliased.items() if v == version), LIVE)
+            try:
+                fetched = self._reader.get(artifact_key(version), if_none_match=etag)
+            except KeyError:
+                self._refuse(f"{alias} version refused", version, "its artifact is gone from the registry", alias)
+                continue
+            except RegistryError as exc:
+                self._refuse("registry unreadable", None, str(exc))
+                continue
+            if fetched is None or digest(fetched.body) == published:  # the verified bytes (again, after a repair)
+                if fetched is not None:
+                    self._artifact_etags[(version, published)] = fetched.etag
+                if self._refused is not None and self._refused.get("version") == version:
+                    self._refused = None
+                continue
+            if digest(fetched.body) != published:
+                self._refuse(f"{alias} version refused", version, f"its stored artifact changed: sha256 "
+                             f"{digest(fetched.body)[:12]} is not the published {published[:12]}", alias)
+
+    def status(self) -> dict[str, object]:
+        """What /health reports: the version each alias names, the version served, the latest refusal."""
+        current = self._snapshot
+        return {"registry": self._reader.bucket, "aliases": dict(self._aliased),
+                "serving": current.live.version if current else None, "refused": self._refused,
+                "check_seconds": self._check_seconds}
+
+    def _refuse(self, what: str, version: str | None, error: str, alias: str | None = None) -> None:
+        self._refused = {"version": version, "reason": error, "alias": alias or what}
         logger.error(what, extra={"model_version": version, "error": error, "serving": self._serving().live.version,
                                   "bucket": self._reader.bucket})
         from chalicelib import metrics  # only here: the happy path of a cold start does without Powertools Metrics

@@ -28,12 +28,17 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain.features import AdFeatures
 from chalicelib.domain.verdicts import Thresholds
 
+if TYPE_CHECKING:
+    from chalicelib.serving.trees import Forest
+
 ARTIFACT_FORMAT = 1
+# Format 2: gradient-boosted trees over the same features (chalicelib/serving/trees.py).
+TREES_FORMAT = 2
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "artifacts" / "model.json"
 
 # Scored by every version before it serves (chalicelib.serving.aliases): a clear
@@ -74,12 +79,21 @@ class Model:
     review_threshold: float | None = None
     verified_mean: float = 0.0  # a passthrough 0/1 column unless the artifact says otherwise
     verified_scale: float = 1.0
+    forest: Forest | None = None  # format 2: trees instead of coefficients
 
     @classmethod
     def from_artifact(cls, artifact: dict[str, Any]) -> Model:
-        if artifact.get("format") != ARTIFACT_FORMAT:
+        if artifact.get("format") not in (ARTIFACT_FORMAT, TREES_FORMAT):
             raise ValueError(f"unsupported model artifact format {artifact.get('format')!r}")
-        text, coef = artifact["text"], artifact["coef"]
+        forest = None
+        if artifact["format"] == TREES_FORMAT:
+            from chalicelib.serving.trees import Forest  # only a tree model's cold start pays for it
+
+            forest = Forest.from_artifact(artifact)
+        text = artifact["text"]
+        coef = artifact.get("coef") or {"text": [0.0] * len(text["vocabulary"]),
+                                        "category": [0.0] * len(artifact["categories"]),
+                                        "is_verified_seller": 0.0, "images_qty": 0.0}
         if text["norm"] != "l2":
             raise ValueError(f"unsupported tf-idf norm {text['norm']!r}")
         low, high = text["ngram_range"]
@@ -98,12 +112,13 @@ class Model:
             terms={t: (float(i), float(c)) for t, i, c in zip(text["vocabulary"], text["idf"], coef["text"], strict=True)},
             category_coef={int(k): float(c) for k, c in zip(artifact["categories"], coef["category"], strict=True)},
             verified_coef=float(coef["is_verified_seller"]),
-            images_mean=float(artifact["images_qty"]["mean"]),
-            images_scale=float(artifact["images_qty"]["scale"]),
+            images_mean=float(artifact.get("images_qty", {"mean": 0.0})["mean"]),
+            images_scale=float(artifact.get("images_qty", {"scale": 1.0})["scale"]),
             images_coef=float(coef["images_qty"]),
-            intercept=float(artifact["intercept"]),
+            intercept=float(artifact.get("intercept", 0.0)),
             verified_mean=float(verified["mean"]),
             verified_scale=float(verified["scale"]),
+            forest=forest,
         )
 
     def _ngrams(self, text: str) -> list[str]:
@@ -129,8 +144,16 @@ class Model:
     def thresholds(self) -> Thresholds:
         return Thresholds(self.threshold, self.review_threshold)
 
+    @property
+    def family(self) -> str:
+        return "linear" if self.forest is None else "trees"
+
     def logit(self, ad: AdFeatures) -> float:
-        """The logit: intercept + sum of feature * coefficient, summed exactly with fsum."""
+        """The logit: intercept + sum of feature * coefficient, summed exactly with fsum
+        (a tree model: its raw score, chalicelib/serving/trees.py)."""
+        if self.forest is not None:
+            counts = _ngram_counts(self.token_re, self.lowercase, self.ngram_range, ad.name + " " + ad.description)
+            return self.forest.raw(self.forest.features(counts, self.sublinear_tf, ad))
         parts = self._text_terms(ad.name + " " + ad.description)
         # An unseen category gets no one-hot column, like OneHotEncoder(handle_unknown="ignore").
         parts.append(self.category_coef.get(ad.category, 0.0))

@@ -376,5 +376,19 @@ def _lock(conn: psycopg2.extensions.connection) -> None:
 
 def _adopt(cur: Any, stand_in: StandIn) -> None:
     """Run a stand-in's conversion in the caller's transaction (helpers first)."""
+    _set_stuck_horizon(cur)
     cur.execute((ADOPTION_DIR / "helpers.sql").read_text(encoding="utf-8"))
     cur.execute((ADOPTION_DIR / stand_in.sql).read_text(encoding="utf-8"))
+
+
+def _set_stuck_horizon(cur: Any) -> None:
+    """The reconciler's stuck-task horizon (STUCK_AFTER_SECONDS), for this transaction:
+    adopted unfinished tasks younger than it are handed to the pipeline, older ones
+    fail as stuck (adoption/V2__moderation_results.legacy.sql)."""
+    import os
+
+    from chalicelib.config import STUCK_AFTER_SECONDS_DEFAULT
+
+    seconds = int(os.environ.get("STUCK_AFTER_SECONDS") or STUCK_AFTER_SECONDS_DEFAULT)
+    cur.execute("SELECT set_config('ad_moderation.stuck_after_seconds', %s, true)", (str(seconds),))
+

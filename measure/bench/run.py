@@ -4,6 +4,8 @@ One run, three sections (pick with --only):
 
   cold   cold start per deployed function in fresh interpreters, against
          loading the scikit-learn pipeline the usual way (measure/bench/cold.py)
+  trees  the gradient-boosted-trees model beside the linear one: cold start, batch-100 rate
+         (measure/bench/trees.py)
   batch  Scorer.handle throughput at batch 1, 10, 100 on real PostgreSQL with
          SQS stubbed, and PostgreSQL alone as the ceiling (measure/bench/batch.py)
   e2e    one `make run` stack: raw SQS rate of its LocalStack, and `make load`
@@ -31,11 +33,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from measure.bench import batch, cold, e2e, report
+from measure.bench import batch, cold, e2e, report, trees
 from toolkit import logs, names
 
 OUT_DIR = names.BUILD_DIR / "bench"
-SECTIONS = ("cold", "batch", "e2e")
+SECTIONS = ("cold", "batch", "e2e", "trees")
 # option: (full run, --quick)
 DEFAULTS: dict[str, tuple[float, float]] = {
     "runs": (7, 3),  # cold starts per function
@@ -90,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cold": (cold.steps(args.runs), lambda bar: cold.run(args.runs, OUT_DIR, bar)),
         "batch": (batch.steps(), lambda bar: batch.run(args.messages, args.budget, bar)),
         "e2e": (e2e.steps(), lambda bar: e2e.run(args.tasks, args.raw_messages, OUT_DIR, bar)),
+        "trees": (trees.steps(args.runs), lambda bar: trees.run(args.runs, args.messages, args.budget, OUT_DIR, bar)),
     }
     started = time.monotonic()
     results: dict[str, Any] = {"meta": _meta(args)}

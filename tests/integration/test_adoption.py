@@ -266,3 +266,36 @@ def test_a_failing_migration_is_rolled_back_and_the_ones_before_it_stay(empty_db
     rest = sorted(f.stem for f in MIGRATIONS_DIR.glob("V*.sql") if f.stem not in ("V1__users_and_advertisements",
                                                                                   "V2__moderation_results"))
     assert sorted(apply_migrations(url)) == rest
+
+
+@pytest.mark.parametrize("seed", ["002", "000_001"])
+def test_in_flight_tasks_younger_than_the_horizon_are_handed_to_the_pipeline(empty_db: str, seed: str, client_for,
+                                                                              sqs) -> None:
+    """A cutover: the old service stopped minutes before `make migrate`. Its unfinished
+    tasks younger than STUCK_AFTER_SECONDS become pending and unsent, so the reconciler
+    re-sends them like a task whose send was lost; older ones fail as stuck."""
+    url = seeded(empty_db, seed)
+    rows = execute(url, """
+        INSERT INTO moderation_results (item_id, status, created_at)
+        VALUES (1, 'pending', now() AT TIME ZONE 'UTC' - INTERVAL '3 minutes'),
+               (2, 'processing', now() AT TIME ZONE 'UTC' - INTERVAL '10 minutes'),
+               (3, 'pending', now() AT TIME ZONE 'UTC' - INTERVAL '2 hours')
+        RETURNING id""")
+    young_pending, young_processing, old = (r[0] for r in rows)
+    apply_migrations(url)
+    got = dict((r[0], r[1:]) for r in execute(
+        url, "SELECT id, status, enqueued_at, error_kind, error_message FROM moderation_results WHERE id = ANY(%s)",
+        ([young_pending, young_processing, old],)))
+    assert got[young_pending] == got[young_processing] == ("pending", None, None, None)
+    assert got[old] == ("failed", None, "stuck", STUCK)
+    with client_for(url) as client:
+        report = deps.reconciler().run()
+        assert set(report.resent) >= {young_pending, young_processing} and old not in report.resent
+        # The fixtures' own unfinished tasks are months old: none of them is re-sent.
+        assert set(report.resent) == {young_pending, young_processing}
+        for task_id in (young_pending, young_processing):
+            polled = json.loads(client.http.get(f"/moderation_result/{task_id}").body)
+            assert (polled["status"], polled["error_message"]) == ("pending", None)
+    queue_url = sqs.get_queue_url(QueueName=deps.get_settings().queue_name)["QueueUrl"]
+    bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]]
+    assert {b["task_id"] for b in bodies} == {young_pending, young_processing}

@@ -90,7 +90,7 @@ def test_compare_reads_the_latest_verdicts_of_one_shadow_version(db):
     verdicts = deps.scoring_store().shadow_verdicts(3)
     assert len(verdicts) == 3 and {v.shadow_version for v in verdicts} == {"lr-strict"}
     assert deps.scoring_store().shadow_verdicts(10, "lr-other") == []
-    from ops.models import compare_figures
+    from ops.model_compare import compare_figures
 
     figures = compare_figures(deps.scoring_store().shadow_verdicts(10))
     assert figures["n"] == 4 and figures["live_version"] == LIVE.version

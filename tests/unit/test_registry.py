@@ -212,6 +212,7 @@ def test_promote_rollback_unset_and_their_audit(reg: Registry) -> None:
 def test_a_promote_that_loses_a_race_redoes_its_change(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     a = reg.publish_artifact(PACKAGED, source="t", by="t")[0].version
     b = reg.publish_artifact(variant(version="lr-b", threshold=0.6), source="t", by="t")[0].version
+    c = reg.publish_artifact(variant(version="lr-c", threshold=0.7), source="t", by="t")[0].version
     reg.promote(LIVE, a, "t")
     real, raced = reg.aliases, []
 
@@ -219,14 +220,14 @@ def test_a_promote_that_loses_a_race_redoes_its_change(reg: Registry, monkeypatc
         found = real()
         if not raced:  # between this promote's read and its write, another sets shadow
             raced.append(True)
-            Registry(reg.s3, BUCKET).promote(SHADOW, b, "other")
+            Registry(reg.s3, BUCKET).promote(SHADOW, c, "other")
         return found
 
     monkeypatch.setattr(reg, "aliases", aliases_then_someone_else_promotes)
     reg.promote(LIVE, b, "me")
     aliases, _ = real()
     assert aliases[LIVE].version == b and aliases[LIVE].history == (a,)
-    assert aliases[SHADOW].version == b  # the other change was not lost
+    assert aliases[SHADOW].version == c  # the other change was not lost
 
 
 def test_the_functions_reader_gets_conditionally(reg: Registry, endpoint: str) -> None:
@@ -243,3 +244,61 @@ def test_the_functions_reader_gets_conditionally(reg: Registry, endpoint: str) -
     assert body is not None and body.body == PACKAGED
     with pytest.raises(registry.RegistryUnavailable):
         ObjectReader(BUCKET, endpoint=f"http://127.0.0.1:{free_port()}", timeout_seconds=1).get(ALIASES_KEY)
+
+
+def test_a_changed_artifact_is_repaired_by_publishing_it_again(reg: Registry) -> None:
+    published, _ = reg.publish_artifact(PACKAGED, source="t", by="t")
+    reg.s3.put_object(Bucket=BUCKET, Key=artifact_key(published.version), Body=PACKAGED + b" ")  # tampered
+    with pytest.raises(RegistryError, match="refused: its stored bytes have sha256"):
+        reg.promote(LIVE, published.version, "ann")  # verified before the alias moves
+    assert reg.aliases() == ({}, None)
+    repaired, _ = reg.publish_artifact(PACKAGED, source="t", by="t")
+    assert (repaired.created, repaired.repaired) == (False, registry.sha256(PACKAGED + b" "))
+    assert reg.artifact(published.version) == PACKAGED
+    assert reg.promote(LIVE, published.version, "ann")[1].version == published.version
+    again, _ = reg.publish_artifact(PACKAGED, source="t", by="t")  # identical content: idempotent, nothing to repair
+    assert (again.created, again.repaired) == (False, None)
+
+
+def test_promote_refuses_an_artifact_that_does_not_score_as_published(reg: Registry) -> None:
+    published, meta = reg.publish_artifact(PACKAGED, source="t", by="t")
+    doc = json.loads(PACKAGED)
+    doc["intercept"] += 1.0  # loads, but scores the probe ads otherwise
+    bad = json.dumps(doc, ensure_ascii=False).encode()
+    meta = dict(meta, sha256=registry.sha256(bad))  # as if published so: the sha256 check alone would pass
+    reg.s3.put_object(Bucket=BUCKET, Key=artifact_key(published.version), Body=bad)
+    reg.s3.put_object(Bucket=BUCKET, Key=f"versions/{published.version}/metadata.json", Body=json.dumps(meta).encode())
+    with pytest.raises(RegistryError, match="refused: ValueError: probe ads scored"):
+        reg.promote(LIVE, published.version, "ann")
+
+
+def test_promoting_shadows_version_to_live_clears_shadow(reg: Registry) -> None:
+    a = reg.publish_artifact(PACKAGED, source="t", by="t")[0].version
+    b = reg.publish_artifact(variant(version="lr-b", threshold=0.6), source="t", by="t")[0].version
+    reg.promote(LIVE, a, "ann")
+    reg.promote(SHADOW, b, "ann")
+    change = reg.promote_change(LIVE, b, "bob")
+    assert change.after.version == b and change.cleared is not None and change.cleared[1].version == b
+    aliases, _ = reg.aliases()
+    assert set(aliases) == {LIVE} and aliases[LIVE].version == b
+    assert reg.audit(limit=1)[0] | {"at": None} == {"at": None, "alias": SHADOW, "action": "unset (now live)",
+                                                     "by": "bob", "from": b, "to": None}
+
+
+def test_the_state_directory_copy_brings_a_registry_back_after_a_restart(
+        reg: Registry, tmp_path, endpoint: str) -> None:
+    mirrored = Registry(reg.s3, BUCKET, tmp_path / "mirror")
+    a = mirrored.publish_artifact(PACKAGED, source="t", by="t")[0].version
+    b = mirrored.publish_artifact(variant(version="lr-b", threshold=0.6), source="t", by="t")[0].version
+    mirrored.promote(LIVE, a, "ann")
+    mirrored.promote(LIVE, b, "bob")
+    before = (mirrored.aliases()[0], [m["version"] for m in mirrored.versions()], mirrored.audit())
+    # A restarted LocalStack: the bucket is back, empty.
+    for page in reg.s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
+        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            reg.s3.delete_object(Bucket=BUCKET, Key=v["Key"], VersionId=v["VersionId"])
+    assert mirrored.versions() == []
+    live, published = bootstrap(Registry(reg.s3, BUCKET, tmp_path / "mirror"), PACKAGED, "make run")
+    assert published is None and live is not None and live.version == b
+    assert (mirrored.aliases()[0], [m["version"] for m in mirrored.versions()], mirrored.audit()) == before
+    assert mirrored.promote(LIVE, "", "cid", rollback=True)[1].version == a  # the history came back too

@@ -92,7 +92,8 @@ def test_cold_start_loads_live_and_shadow_then_rechecks_once_per_window(s3: Fake
     clock.now += 59
     assert models.snapshot() is first and len(s3.gets) == 3  # inside the window: no request at all
     clock.now += 1
-    assert models.snapshot() is first and s3.gets[3:] == [ALIASES_KEY]  # 304: nothing changed
+    # 304s: the aliases did not move, and the artifacts served are still the bytes verified.
+    assert models.snapshot() is first and s3.gets[3:] == [ALIASES_KEY, artifact_key("lr-a"), artifact_key("lr-b")]
 
 
 def test_a_promote_is_followed_within_the_window_and_a_shadow_promoted_costs_no_fetch(s3: FakeS3, clock: Clock) -> None:
@@ -161,3 +162,43 @@ def test_a_bare_model_is_pinned() -> None:
     pinned = as_models(model)
     assert isinstance(pinned, Pinned) and pinned.snapshot() == Snapshot(model)
     assert as_models(pinned) is pinned
+
+
+def test_a_warm_function_notices_a_changed_object_within_the_window(
+    s3: FakeS3, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = s3.publish(version("lr-a"))
+    s3.point(live=a)
+    models = follow(s3, clock)
+    assert models.snapshot().live.version == "lr-a"
+    assert models.status()["refused"] is None and models.status()["aliases"] == {"live": "lr-a"}
+    original = s3.objects[artifact_key("lr-a")]
+    s3.objects[artifact_key("lr-a")] = version("lr-a", threshold=0.99)  # changed under the warm function
+    capsys.readouterr()
+    clock.now += 30
+    assert models.snapshot().live.version == "lr-a" and models.status()["refused"] is None  # not yet re-checked
+    clock.now += 30
+    assert models.snapshot().live.version == "lr-a"  # the verified copy in memory keeps serving
+    assert refused(capsys) == 1
+    status = models.status()
+    assert status["refused"]["version"] == "lr-a" and "stored artifact changed" in status["refused"]["reason"]
+    s3.objects[artifact_key("lr-a")] = original  # repaired (make model-publish with the original)
+    clock.now += 60
+    models.snapshot()
+    assert models.status()["refused"] is None and refused(capsys) == 0
+
+
+def test_the_status_names_a_refused_version_and_its_reason(s3: FakeS3, clock: Clock) -> None:
+    a = s3.publish(version("lr-a"))
+    s3.point(live=a)
+    models = follow(s3, clock)
+    models.snapshot()
+    bad = s3.publish(version("lr-bad"))
+    s3.objects[artifact_key("lr-bad")] += b" "
+    s3.point(live=bad)
+    clock.now += 60
+    assert models.snapshot().live.version == "lr-a"
+    status = models.status()
+    assert status["aliases"] == {"live": "lr-bad"} and status["serving"] == "lr-a"
+    assert status["refused"]["version"] == "lr-bad" and "sha256" in status["refused"]["reason"]
+    assert Pinned(load_model()).status() == {"registry": None, "serving": load_model().version, "refused": None}

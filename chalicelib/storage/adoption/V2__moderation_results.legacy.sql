@@ -40,12 +40,22 @@ ALTER TABLE moderation_results
     ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();
 
 -- Tasks the older service accepted and never finished: their message is in its own
--- queue (Kafka), which nothing reads any more, and they are far past our retry
--- horizon. They end failed now, as stuck, with a reason a client can act on.
+-- queue (Kafka), which nothing reads any more. Those younger than the stuck-task
+-- horizon (STUCK_AFTER_SECONDS, set for this transaction by chalicelib/storage/migrations.py
+-- as ad_moderation.stuck_after_seconds) are handed to this pipeline: pending, never
+-- sent (enqueued_at NULL), so the reconciler re-sends them like a task whose send was
+-- lost, and they are scored and answered. Older ones end failed now, as stuck, with a
+-- reason a client can act on (docs/moving-over.md).
+CREATE TEMP TABLE adopted_horizon ON COMMIT DROP AS
+SELECT now() - make_interval(secs => coalesce(
+    nullif(current_setting('ad_moderation.stuck_after_seconds', true), '')::int, 1800)) AS since;
 UPDATE moderation_results
 SET status = 'failed', error_kind = 'stuck', is_violation = NULL, probability = NULL, processed_at = now(),
     error_message = 'accepted by the older moderation service but not finished before the move to ad-moderation: '
                     || 'submit the ad again'
+WHERE status IN ('pending', 'processing') AND created_at <= (SELECT since FROM adopted_horizon);
+UPDATE moderation_results
+SET status = 'pending', is_violation = NULL, probability = NULL, processed_at = NULL, error_message = NULL
 WHERE status IN ('pending', 'processing');
 -- Verdicts of the older service's model; failures it recorded no reason for.
 UPDATE moderation_results SET model_version = 'legacy' WHERE status = 'completed';
