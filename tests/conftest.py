@@ -30,6 +30,20 @@ for _k, _v in LOCAL_CREDENTIALS.items():
     os.environ.setdefault(_k, _v)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (make test: -n ... --dist loadgroup), tests that share an expensive
+    stack run on one worker: session and module fixtures are built once per worker that uses them.
+    Every user of the session's `deployed` stack is one group; the tests of a module with a
+    module-scoped fixture (a make run, a deployment) are a group; the rest go wherever a worker is free."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        scopes = {name: defs[-1].scope for name, defs in (fixtures.name2fixturedefs.items() if fixtures else ()) if defs}
+        if scopes.get("deployed") == "session":  # this file's (test_two_stacks.py has a module fixture of that name)
+            item.add_marker(pytest.mark.xdist_group("deployed"))
+        elif "module" in scopes.values():
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture(scope="session")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     """The packaged stack deployed to LocalStack (tests/e2e/deployed_stack.py), 20 ads.
