@@ -30,6 +30,7 @@ for _k, _v in LOCAL_CREDENTIALS.items():
     os.environ.setdefault(_k, _v)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook has no order of its own)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (make test: -n ... --dist loadgroup), tests that share an expensive
     stack run on one worker: session and module fixtures are built once per worker that uses them.
