@@ -35,6 +35,19 @@ def watched(app_dir: Path) -> list[Path]:
     return [app_dir / "app.py", app_dir / "chalicelib"]
 
 
+# What make package writes into chalicelib/ (infra/package.py; git-ignored): not code, and a test
+# packaging beside a make run must not restart its app.
+GENERATED = ("migrations_sql", "certs")
+
+
+class _CodeFilter(watchfiles.DefaultFilter):
+    def __init__(self) -> None:
+        super().__init__(ignore_dirs=(*watchfiles.DefaultFilter.ignore_dirs, *GENERATED))
+
+
+_code_filter = _CodeFilter()
+
+
 class Watcher:
     """Changes under `watched(app_dir)`, collected by a thread; `changed()` takes them."""
 
@@ -48,7 +61,7 @@ class Watcher:
     def _watch(self) -> None:
         paths = [p for p in watched(self.app_dir) if p.exists()]
         for changes in watchfiles.watch(*paths, stop_event=self._stop, force_polling=True, poll_delay_ms=POLL_MS,
-                                        debounce=400, raise_interrupt=False):
+                                        debounce=400, raise_interrupt=False, watch_filter=_code_filter):
             self._changes.put({path for _, path in changes})
 
     def changed(self) -> list[str]:
