@@ -49,9 +49,9 @@ run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops 
 	$(PY) -m devstack.run
 
 # The suites run in parallel (pytest-xdist): TEST_WORKERS processes, each with its own PostgreSQL and
-# stacks; tests sharing an expensive stack stay on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
+# stacks; a module's tests, and the users of one deployed stack, stay on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
-PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test: $(STAMP) localstack checkov ## run every test: unit, integration, end-to-end (TEST_WORKERS=3, PYTEST_ARGS=)
 	$(PYTEST)
