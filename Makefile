@@ -18,16 +18,29 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# requirements-dev.lock: every package and version (transitive ones too) that
+# requirements-dev.txt resolves to, made by uv (make lock). make venv installs exactly it.
+LOCK := requirements-dev.lock
+UV   := $(VENV)/bin/uv
+# uv itself comes from PyPI with the virtualenv's pip, at the version the lock names.
+UV_PIN = $(shell grep -m1 -E '^uv==' $(LOCK))
+
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	# chalice 1.34 requires pip<26.3: an unpinned upgrade makes pip report a conflict.
-	$(PY) -m pip install --quiet --upgrade "pip<26.3"
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet "$(or $(UV_PIN),uv)"
+
+$(STAMP): $(LOCK) pyproject.toml | $(UV)
+	# Exactly the lock (pip too: chalice 1.34 runs it, and needs pip<26.3); what is not in it goes.
+	$(UV) pip sync --quiet --python $(PY) $(LOCK)
 	# The project itself, editable: every folder imports the others by package name.
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
-venv: $(STAMP) ## create/refresh the dev virtualenv
+venv: $(STAMP) ## create/refresh the dev virtualenv (from requirements-dev.lock)
+
+.PHONY: lock
+lock: | $(UV) ## after a change to requirements*.txt: re-resolve requirements-dev.lock (then make venv)
+	$(UV) pip compile --quiet --universal --python-version 3.11 requirements-dev.txt -o $(LOCK)
 
 localstack: $(STAMP) ## install LocalStack (host mode) into .venv-localstack
 	$(PY) -m toolkit.localstack install
@@ -35,17 +48,22 @@ localstack: $(STAMP) ## install LocalStack (host mode) into .venv-localstack
 run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops it)
 	$(PY) -m devstack.run
 
-test: $(STAMP) localstack checkov ## run every test: unit, integration, end-to-end
-	$(PY) -m pytest
+# The suites run in parallel (pytest-xdist): TEST_WORKERS processes, each with its own PostgreSQL and
+# stacks; a module's tests, and the users of one deployed stack, stay on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
+PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+
+test: $(STAMP) localstack checkov ## run every test: unit, integration, end-to-end (TEST_WORKERS=3, PYTEST_ARGS=)
+	$(PYTEST)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
-	$(PY) -m pytest tests/unit
+	$(PYTEST) tests/unit
 
 test-integration: $(STAMP) ## integration tests (embedded Postgres + moto/LocalStack)
-	$(PY) -m pytest tests/integration
+	$(PYTEST) tests/integration
 
 test-e2e: $(STAMP) localstack ## end-to-end tests against the running stack
-	$(PY) -m pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 # Thresholds (training/thresholds.py): block at TARGET_PRECISION, review down to REVIEW_RECALL (none: no band).
 TRAIN_ARGS = $(if $(TARGET_PRECISION),--target-precision $(TARGET_PRECISION)) $(if $(REVIEW_RECALL),--review-recall $(REVIEW_RECALL))
@@ -130,9 +148,9 @@ check-infra: package $(CHECKOV_STAMP) ## package STAGE, then check it: infra/che
 	$(PY) -m infra.check --checkov build/package/sam.json
 
 # checkov in a virtualenv of its own, pinned with everything it resolved to (infra/checkov-*.txt).
-$(CHECKOV_STAMP): infra/checkov-requirements.txt infra/checkov-constraints.txt
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r infra/checkov-requirements.txt -c infra/checkov-constraints.txt
+$(CHECKOV_STAMP): infra/checkov-requirements.txt infra/checkov-constraints.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(CHECKOV_VENV)
+	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python -r infra/checkov-requirements.txt -c infra/checkov-constraints.txt
 	@touch $@
 
 .PHONY: checkov

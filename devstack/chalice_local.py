@@ -243,10 +243,11 @@ class LocalServer(ThreadedHTTPServer):
     admission: Admission
 
 
-def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path = names.ROOT,
+def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_dir: Path | None = None,
                  admission: Admission | None = None) -> LocalDevServer:
     """What `chalice local --stage STAGE` builds (chalice.cli.create_local_server), with our handler and server.
-    `admission`: the bound on requests in flight (default: API_MAX_IN_FLIGHT, API_ADMIT_TIMEOUT_SECONDS)."""
+    `admission`: the bound on requests in flight (default: API_MAX_IN_FLIGHT, API_ADMIT_TIMEOUT_SECONDS).
+    `project_dir`: the app's (default names.app_dir(): the repository, or DEVSTACK_APP_DIR)."""
     from chalice.cli import factory
     from chalice.deploy.validate import validate_routes
     from chalice.local import CustomLocalChalice, LocalChalice
@@ -254,6 +255,7 @@ def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_di
     # The CLI's own set-up: app code may look at this, and the factory loads app.py
     # from the project directory after adding the stage's environment to os.environ.
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
+    project_dir = project_dir or names.app_dir()
     os.chdir(project_dir)
     cli = factory.CLIFactory(str(project_dir), environ=os.environ)
     config = cli.create_config_obj(chalice_stage_name=stage)

@@ -19,6 +19,7 @@ import boto3
 
 from chalicelib.serving.model import DEFAULT_MODEL_PATH
 from chalicelib.storage.migrations import apply_migrations
+from devstack import reload
 from devstack.consumers import QueueConsumedError, ensure_no_other_consumer
 from toolkit import logs, names, procs
 from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
@@ -170,21 +171,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("refusing to start: %s", err)
             return 1
         client_key = api_key()
-        services: list[procs.Process] = []
-        for command, ready, timeout in (
+        services = reload.Services([
             # The server `chalice local --stage local --no-autoreload` builds (devstack/chalice_local.py).
-            # No autoreload: it stat-polls every file, and .local/ changes constantly.
+            # Chalice's autoreload stat-polls every file of the project, and .local/ changes constantly:
+            # devstack/reload.py watches app.py and chalicelib/ only, and restarts these two.
             (["devstack.chalice_local", "--host", args.host, "--port", str(args.port)], f"http://{args.host}:{args.port}/health", 30),
             # Its timeout bounds the stop: the batch in hand (the function's 30 s) finishes first.
             (["devstack.runner", "--reconcile-every", str(args.reconcile_every), "--queue", queue], None, 40),
-        ):
-            services.append(procs.start([sys.executable, "-m", *command], ready=ready, env=os.environ, timeout=timeout))
-            resources.callback(procs.stop, services[-1])  # the runner first, then the API, LocalStack, PostgreSQL
+        ], env=os.environ)
+        resources.callback(services.stop)  # the runner first, then the API; then LocalStack, PostgreSQL
+        services.start()
+        watcher = reload.Watcher(names.app_dir())
+        resources.callback(watcher.close)
         print(banner(f"http://{args.host}:{args.port}", queue_urls, client_key), flush=True)
-        log.info("%s %.1f s", READY, time.monotonic() - started)
+        log.info("%s %.1f s; app.py and chalicelib/ are watched: a change reloads the app", READY, time.monotonic() - started)
         while not stopping:
-            if exited := [s for s in services if not s.running()]:
-                log.error("%s exited; stopping", exited[0].command_parts[2])
+            if changed := watcher.changed():
+                services.reload(changed)
+            elif exited := services.exited():
+                log.error("%s exited; stopping", exited)
                 return 1
             time.sleep(0.5)
         log.info("stopping")

@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import fasteners
 import urllib3
 from chalice.utils import to_cfn_resource_name
 
@@ -325,11 +326,15 @@ def package(stage: str, out: Path = DEFAULT_OUT) -> dict[str, Any]:
     """Build OUT/sam.json + OUT/deployment.zip; return a summary."""
     started = time.monotonic()
     settings = stage_settings(stage)
-    sql = sync_migrations()
-    ca_bundle = ship_ca_bundle(stage, settings)
-    run_chalice_package(stage, out)
     template_path, zip_path = out / TEMPLATE_NAME, out / ZIP_NAME
-    verify_zip(zip_path, sql, ca_bundle)
+    # chalicelib/migrations_sql/ and chalicelib/certs/ are one per checkout: two packagings at once
+    # (parallel test workers, a deploy beside make package) would ship each other's CA bundle.
+    names.BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with fasteners.InterProcessLock(names.BUILD_DIR / ".package.lock"):
+        sql = sync_migrations()
+        ca_bundle = ship_ca_bundle(stage, settings)
+        run_chalice_package(stage, out)
+        verify_zip(zip_path, sql, ca_bundle)
     template = json.loads(template_path.read_text())
     post_process(template, stage, settings, zip_path)
     template_path.write_text(json.dumps(template, indent=2) + "\n")

@@ -30,6 +30,35 @@ for _k, _v in LOCAL_CREDENTIALS.items():
     os.environ.setdefault(_k, _v)
 
 
+# The modules whose tests use the session's `deployed` stack: under pytest-xdist they run on one worker.
+DEPLOYED_MODULES = ("tests/contract/test_fuzz_deployed.py", "tests/e2e/test_deployed.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """make test (-n N --dist loadscope): each module runs on one worker, so a module fixture (a make run,
+    a deployment) is built once; the modules of DEPLOYED_MODULES share one worker, and so one `deployed`.
+    (Not --dist loadgroup and xdist_group marks: xdist 3.8 writes the group into item._nodeid, which
+    pytest 9 no longer reads, so the marks are silently ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "deployed" if module in DEPLOYED_MODULES else module
+
+    return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A new user of the session's `deployed` stack must join DEPLOYED_MODULES, or xdist builds a second one."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = fixtures.name2fixturedefs.get("deployed") if fixtures else None
+        module = item.nodeid.split("::", 1)[0]
+        if defs and defs[-1].scope == "session" and module not in DEPLOYED_MODULES:
+            raise pytest.UsageError(f"{module} uses the session's `deployed` stack: add it to DEPLOYED_MODULES (conftest.py)")
+
+
 @pytest.fixture(scope="session")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     """The packaged stack deployed to LocalStack (tests/e2e/deployed_stack.py), 20 ads.

@@ -145,13 +145,21 @@ class HostLocalStack:
             if self.is_installed():
                 return
             install_log, started = self.data_dir / "install.log", time.monotonic()
-            if _python_version(self.python) != REQUIRED_PYTHON:  # else reused: pip applies the difference
+            # uv (make venv installs it beside this interpreter) when there is one: ~4x faster than pip here.
+            # --seed: pip in it too, for the executor plugin (infra/deploy_localstack.py).
+            uv = Path(sys.executable).with_name("uv")
+            if _python_version(self.python) != REQUIRED_PYTHON:  # else reused: the installer applies the difference
                 base = find_python313()
                 log.info("creating %s with %s", self.venv_dir, base)
-                self._run_logged([str(base), "-m", "venv", "--clear", str(self.venv_dir)], install_log)
-            log.info("installing LocalStack into %s (about a minute the first time; log: %s)", self.venv_dir, install_log)
-            self._run_logged([str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
-                              "off", "-r", str(REQUIREMENTS_FILE), "-c", str(CONSTRAINTS_FILE)], install_log)
+                self._run_logged([str(uv), "venv", "--quiet", "--clear", "--seed", "--python", str(base), str(self.venv_dir)]
+                                 if uv.exists() else [str(base), "-m", "venv", "--clear", str(self.venv_dir)], install_log)
+            log.info("installing LocalStack into %s (%s; log: %s)", self.venv_dir,
+                     "uv, seconds with a warm cache" if uv.exists() else "pip, about a minute the first time", install_log)
+            if uv.exists():
+                install = [str(uv), "pip", "install", "--python", str(self.python)]
+            else:
+                install = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+            self._run_logged([*install, "-r", str(REQUIREMENTS_FILE), "-c", str(CONSTRAINTS_FILE)], install_log)
             # Written last, so an interrupted install is retried next time.
             (self.venv_dir / _STAMP_NAME).write_text(_requirements_hash() + "\n")
             log.info("LocalStack installed in %.0f s", time.monotonic() - started)

@@ -106,6 +106,12 @@ def state_dir() -> Path:
     return Path(os.environ.get("LOCAL_STATE_DIR") or LOCAL_DIR)
 
 
+def app_dir() -> Path:
+    """Where make run finds the app (app.py, chalicelib/, .chalice/) and watches it for changes:
+    DEVSTACK_APP_DIR, so a test can serve and edit a copy, else the repository."""
+    return Path(os.environ.get("DEVSTACK_APP_DIR") or ROOT)
+
+
 # --- infra (issue 14): the security scanners and the local API keys ---
 CHECKOV_VENV = ROOT / ".venv-checkov"  # checkov's own virtualenv (git-ignored): it pins an older boto3
 SKIPPED_CHECKS_FILE = ROOT / "infra" / "skipped-checks.md"  # every check turned off, with the reason

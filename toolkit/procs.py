@@ -5,18 +5,32 @@ reaches only `make run`, which stops its children in order), waits until it is
 ready, stops the whole group (SIGKILL after a timeout) and, at exit, kills what it
 started and nobody stopped: a crashed test run leaves no server holding a port.
 psutil names who holds a port and finds a server another process started.
+
+Which processes are "what it started" is told by a marker in their environment
+(mirakuru_uuid). mirakuru's own marker is "<pid>:<uuid4>", and at exit every
+interpreter that imported mirakuru SIGKILLs each process of the machine whose marker
+*contains* its pid as a substring: pid 2345 exiting kills the servers of pid 12345,
+or of any marker whose uuid holds the digits 2345. With pids wrapping at 32,768 and
+many short-lived processes (make run refusing to start, deploy-localstack up/stop,
+xdist workers finishing) that killed another test's stack now and then. So ours
+carry a marker with no decimal digit at all (no pid can be found in it), and the
+exit clean-up is ours: exactly the markers of this pid, never a substring match.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import resource
 import socket
 import subprocess
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
+import mirakuru.base
 import psutil
 from mirakuru import Executor, HTTPExecutor, SimpleExecutor
 from mirakuru.base import ENV_UUID
@@ -32,17 +46,49 @@ class StartError(RuntimeError):
     """A process exited, timed out or found its port taken before it was ready; ends with its log."""
 
 
+# Digits written as letters: a marker holds no decimal digit, so no pid is ever a substring of it.
+_NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
+
+
+def marker_prefix(pid: int) -> str:
+    """The start of the marker of every process the executors of process `pid` start."""
+    return f"devstack-{str(pid).translate(_NO_DIGITS)}-"
+
+
+# mirakuru's exit hook kills by substring (see the module's docstring); ours below kills by prefix.
+atexit.unregister(mirakuru.base.cleanup_subprocesses)
+
+
+@atexit.register
+def kill_leftovers() -> None:
+    """At exit: SIGKILL what this interpreter's executors started and nobody stopped, and nothing else."""
+    prefix = marker_prefix(os.getpid())
+    for proc in psutil.process_iter():
+        with suppress(psutil.Error):
+            if proc.environ().get(ENV_UUID, "").startswith(prefix):
+                proc.kill()
+
+
 class Process(SimpleExecutor):
     """A process `start()` started (ready at once, unless a subclass waits for something)."""
 
     # Without mirakuru's marker, and not killed when its executor goes: outlives this interpreter.
     detached = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Unique, and holding no digit (mirakuru's is "<pid>:<uuid4>"); its own kill
+        # (_kill_all_kids) looks for the whole of it.
+        self._uuid = marker_prefix(os.getpid()) + uuid.uuid4().hex.translate(_NO_DIGITS)
+
     @property
     def envvars(self) -> dict[str, str]:
         # mirakuru gives a child os.environ plus `envvars`; ours get exactly what they are
         # given, so a variable can be left out (our virtualenv's, for LocalStack's Python).
-        return self._envvars if self.detached else {**self._envvars, ENV_UUID: self._uuid}
+        # A detached process carries no marker, not even one inherited from its starter.
+        if self.detached:
+            return {k: v for k, v in self._envvars.items() if k != ENV_UUID}
+        return {**self._envvars, ENV_UUID: self._uuid}
 
     def __del__(self) -> None:
         if not self.detached:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -81,7 +84,10 @@ def deployed_stack(tmp_path_factory: pytest.TempPathFactory, *, n_ads: int = 20,
     timings = {} if timings is None else timings
     base = tmp_path_factory.mktemp("deployed")
     endpoint = names.endpoint(free_port())
-    pg = EmbeddedPostgres(base / "pg", port=free_port())
+    # Not under tmp_path_factory (see tests/conftest.py's pg_server): every pytest process, each xdist
+    # worker included, chmods /tmp/pytest-of-<user> back to 0700, and initdb, run as another user, fails.
+    pg_root = Path(tempfile.mkdtemp(prefix="moderation-deployed-pg-"))
+    pg = EmbeddedPostgres(pg_root / "pg", port=free_port())
     stack = HostLocalStack(data_dir=base / "localstack", endpoint=endpoint)
     t0 = time.monotonic()
     database_url = pg.start()
@@ -99,6 +105,7 @@ def deployed_stack(tmp_path_factory: pytest.TempPathFactory, *, n_ads: int = 20,
     finally:
         stack.stop()
         pg.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)
 
 
 _REPORT = re.compile(r"REPORT RequestId: \S+\s+Duration: ([\d.]+) ms.*?(?:Init Duration: ([\d.]+) ms)?\s*$")
