@@ -199,7 +199,8 @@ def test_poison_and_busy_messages_in_one_batch_through_the_real_mapping(deployed
     """
     sqs = deployed.client("sqs")
     queue_url, dlq_url = deployed.d.outputs["ModerationQueueUrl"], deployed.d.outputs["ModerationDLQUrl"]
-    good, busy = (r[0] for r in deployed.sql("INSERT INTO moderation_results (item_id) VALUES (2), (3) RETURNING id"))
+    good, busy = (r[0] for r in deployed.sql(
+        "INSERT INTO moderation_results (item_id, client_id) VALUES (2, 'e2e'), (3, 'e2e') RETURNING id"))
     locker = psycopg2.connect(deployed.database_url)
     try:
         with locker.cursor() as cur:

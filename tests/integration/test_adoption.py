@@ -22,7 +22,7 @@ from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.storage.migrations import MIGRATIONS_DIR, MigrationError, SchemaNotRecognised, apply_migrations, status
-from tests.helpers import execute, insert_ad
+from tests.helpers import execute, insert_ad, register_test_clients, with_keys
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
 OURS = ("users", "advertisements", "moderation_results", "task_events", "idempotency_keys")
@@ -82,7 +82,8 @@ def client_for(sqs: object, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     def make(url: str) -> Client:
         monkeypatch.setenv("DATABASE_URL", url)
         deps.reset()
-        return Client(app)
+        register_test_clients(url)
+        return with_keys(Client(app), app)
 
     yield make
     deps.reset()

@@ -38,5 +38,8 @@ def test_v6_keeps_indexes_ops_built_concurrently_beforehand(empty_db, tmp_path):
     indexes = dict(execute(empty_db, "SELECT indexrelid::regclass::text, indexrelid FROM pg_index "
                                      "WHERE indrelid = 'moderation_results'::regclass"))
     assert set(indexes) == {"moderation_results_pkey", "moderation_results_unfinished_idx",
-                            "moderation_results_item_id_id_idx", "moderation_results_status_id_idx"}
+                            "moderation_results_item_id_id_idx", "moderation_results_status_id_idx",
+                            # V8's, per client
+                            "moderation_results_client_id_idx", "moderation_results_client_item_id_idx",
+                            "moderation_results_client_status_id_idx"}
     assert set(indexes.values()) <= built  # the same indexes: none rebuilt

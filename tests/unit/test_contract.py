@@ -159,3 +159,26 @@ def test_the_vendored_docs_assets_are_the_published_ones():
     assert set(sums) >= {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"}
     for name, digest in sums.items():
         assert hashlib.sha256((static / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_every_route_has_its_scopes_and_only_keyed_routes_need_one():
+    """The route x scope table (chalicelib/api/routes.py, SCOPES) covers exactly the
+    operations, and a route needs a scope exactly when it needs the API key."""
+    assert set(routes.SCOPES) == set(routes.OPERATIONS)
+    for method, path in ROUTES:
+        needed = routes.scopes_of(method, path)
+        assert bool(app.routes[path][method].api_key_required) == (needed is not None), (method, path)
+
+
+def test_the_document_gives_each_keyed_route_its_scopes_and_a_403(doc):
+    for method, path in ROUTES:
+        op = doc["paths"][path][method.lower()]
+        needed = routes.scopes_of(method, path)
+        assert "400" in op["responses"]
+        if needed is None:
+            assert "403" not in op["responses"] and "x-scopes" not in op
+            continue
+        assert op["x-scopes"] == sorted(needed)
+        assert "insufficient_scope" in op["responses"]["403"]["description"]
+        refs = {s["$ref"].rsplit("/", 1)[-1] for s in op["responses"]["403"]["content"]["application/json"]["schema"]["anyOf"]}
+        assert refs == {"GatewayError", "Error"}
