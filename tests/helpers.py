@@ -194,6 +194,8 @@ TEST_CLIENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "key-closer": ("id-closer", "closer", ("close",)),
     "key-ops": ("id-ops", "ops", ("admin",)),
     "key-moderator": ("id-moderator", "moderator", ("moderate",)),
+    "key-legacy": ("id-legacy", "legacy", ("submit",)),  # migrations/V8's default owner of older tasks
+    "key-older": ("id-older", "older-clients", ("submit",)),  # a name given to make migrate --client
 }
 DEFAULT_TEST_KEY = "key-tester"  # what a request without x-api-key is sent as (see keyed_client)
 

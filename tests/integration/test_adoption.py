@@ -268,3 +268,23 @@ def test_a_failing_migration_is_rolled_back_and_the_ones_before_it_stay(empty_db
     rest = sorted(f.stem for f in MIGRATIONS_DIR.glob("V*.sql") if f.stem not in ("V1__users_and_advertisements",
                                                                                   "V2__moderation_results"))
     assert sorted(apply_migrations(url)) == rest
+
+
+@pytest.mark.parametrize(("named", "key"), [(None, "key-legacy"), ("older-clients", "key-older")])
+def test_adopted_tasks_belong_to_the_client_named_at_migrate_time(empty_db: str, client_for, named, key) -> None:
+    """make migrate ARGS="--client NAME" (default `legacy`, docs/clients.md): that client's key reads
+    the older services' tasks, through both result paths; any other client's key gets 404."""
+    url = seeded(empty_db, "002")
+    before = old_tasks(url)
+    apply_migrations(url, default_client=named)
+    assert {owner for (owner,) in execute(url, "SELECT DISTINCT client_id FROM moderation_results")} == {
+        named or "legacy"}
+    with client_for(url) as client:
+        for task_id in before:
+            for path in (f"/moderation/moderation_result/{task_id}", f"/moderation_result/{task_id}"):
+                assert client.http.get(path, headers={"x-api-key": key}).status_code == 200
+                assert client.http.get(path, headers={"x-api-key": "key-a"}).status_code == 404
+        listed = json.loads(client.http.get("/moderation/tasks?limit=100", headers={"x-api-key": key}).body)["tasks"]
+        assert len(listed) == min(100, len(before)) and {t["task_id"] for t in listed} <= set(before)
+        others = json.loads(client.http.get("/moderation/tasks", headers={"x-api-key": "key-a"}).body)["tasks"]
+        assert others == []
