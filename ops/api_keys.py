@@ -163,7 +163,7 @@ class StackKeys:
         return dict(body)
 
     def list(self) -> list[ClientKey]:
-        scopes = {r["key_id"]: tuple(r["scopes"]) for r in self._registrations({"action": "list"})["clients"]}
+        scopes = {r["key_id"]: _ordered(frozenset(r["scopes"])) for r in self._registrations({"action": "list"})["clients"]}
         out = []
         for plan in self.plans():
             for member in self._pages("get_usage_plan_keys", usagePlanId=plan["id"]):

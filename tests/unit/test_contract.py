@@ -182,3 +182,19 @@ def test_the_document_gives_each_keyed_route_its_scopes_and_a_403(doc):
         assert "insufficient_scope" in op["responses"]["403"]["description"]
         refs = {s["$ref"].rsplit("/", 1)[-1] for s in op["responses"]["403"]["content"]["application/json"]["schema"]["anyOf"]}
         assert refs == {"GatewayError", "Error"}
+
+
+def test_docs_clients_md_shows_the_route_scope_table_as_the_code_has_it():
+    """docs/clients.md, "Routes and scopes": one row per route (aliases beside their route), its
+    scopes as chalicelib/api/routes.py SCOPES has them."""
+    text = (ROOT / "docs" / "clients.md").read_text()
+    table = text.split("## Routes and scopes", 1)[1].split("\n\n", 2)[1]
+    shown: dict[tuple[str, str], frozenset[str] | None] = {}
+    for row in table.splitlines()[2:]:
+        route_cell, scope_cell = row.strip("|").split("|")
+        scopes = None if "open" in scope_cell else frozenset(re.findall(r"`(\w+)`", scope_cell))
+        for method, path in re.findall(r"`(GET|POST) ([^`]+)`", route_cell):
+            shown[(method, path)] = scopes
+        if "(and its two files)" in route_cell:
+            shown.update({("GET", "/docs/swagger-ui-bundle.js"): None, ("GET", "/docs/swagger-ui.css"): None})
+    assert shown == {route: routes.scopes_of(*route) for route in ROUTES}
