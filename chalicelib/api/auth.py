@@ -21,9 +21,10 @@ from chalice.app import Request
 from chalicelib import deps
 from chalicelib.api import routes
 from chalicelib.api.requests import check_query
-from chalicelib.api.responses import error_response
+from chalicelib.api.responses import error_response, internal_error
 from chalicelib.domain.clients import Caller
 from chalicelib.errors import Forbidden, InsufficientScope, ModerationError
+from chalicelib.logs import logger
 
 
 def key_id(request: Request) -> str | None:
@@ -45,14 +46,14 @@ def caller(request: Request) -> Caller:
     return found
 
 
-def authorize(request: Request) -> Caller | None:
-    """The caller, if the route lets them in; None for an open route. Raises Forbidden."""
-    method, path = request.method, (request.context or {}).get("resourcePath", "")
-    needed = routes.scopes_of(method, path)
+def authorize(request: Request, needed: frozenset[str] | None) -> Caller | None:
+    """The caller, if a route needing any of `needed` lets them in; None for an open route.
+    Raises Forbidden."""
     if needed is None:
         return None
     who = caller(request)
     if not who.may(needed):
+        method, path = request.method, (request.context or {}).get("resourcePath", "")
         raise InsufficientScope(f"client {who.client!r} needs scope {' or '.join(sorted(needed))} for "
                                 f"{method} {path} (make api-key ARGS=\"create <client> --scope ...\")")
     return who
@@ -62,14 +63,19 @@ def guard(request: Request, get_response: Callable[[Request], Response]) -> Resp
     """Before every route: who may call it, and the query string it takes."""
     method, path = request.method, (request.context or {}).get("resourcePath", "")
     try:
-        authorize(request)
-        check_query(request.query_params, routes.query_names(method, path))
-    except ModerationError as exc:
-        return error_response(exc)
+        needed, takes = routes.scopes_of(method, path), routes.query_names(method, path)
     except KeyError:
         # No such method on the path: Chalice answers 405 itself. (Every route of app.py
         # has its row in the table: tests/unit/test_contract.py.)
-        pass
+        return get_response(request)
+    try:
+        authorize(request, needed)
+        check_query(request.query_params, takes)
+    except ModerationError as exc:
+        return error_response(exc)
+    except Exception:  # noqa: BLE001 - a bug: refuse, log it, show the client no internals
+        logger.exception("unhandled error deciding who may call")
+        return internal_error()
     return get_response(request)
 
 

@@ -222,3 +222,21 @@ def test_a_repeated_query_parameter_is_400(client, app_env, query):
 def test_an_unknown_query_parameter_is_400(client, app_env, method, path):
     resp = call(client, method, path, "key-tester")
     assert resp.status_code == 400 and out(resp)["code"] == "invalid_parameter", resp.body
+
+
+def test_a_broken_client_directory_lets_nothing_through(client, app_env):
+    """Whatever the lookup raises, the route does not run: a bug there refuses, it never admits."""
+    from chalicelib import deps
+
+    class Broken:
+        def lookup(self, key_id: str) -> None:
+            raise KeyError(key_id)
+
+    item_id = insert_ad(app_env)
+    deps.use_clients(Broken())
+    try:
+        resp = call(client, "POST", f"/moderation/close?item_id={item_id}", "key-tester")
+        assert resp.status_code == 500 and out(resp)["code"] == "internal_error"
+        assert execute(app_env, "SELECT is_closed FROM advertisements WHERE id = %s", (item_id,)) == [(False,)]
+    finally:
+        deps.use_clients(None)
