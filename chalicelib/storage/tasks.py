@@ -253,14 +253,17 @@ def task_page_query(
     `limit` entries wherever the tasks are. Both filters: the ad's index, the
     status filtered among the ad's tasks.
 
-    One client's page (`owner`): the same, with the client leading (migrations/V8's
-    (client_id, ...) indexes), written as a range for the same reason.
+    One client's page (`owner`): the client leads too (migrations/V8's (client_id, id) and
+    (client_id, status, id)), written as a range for the same reason; by ad, the ad's index,
+    the client filtered among the ad's few tasks.
     """
     # (column, parameter) that lead the index walked, in its order; each is a range.
-    lead = [("client_id", "owner")] if owner is not None else []
+    lead = [("client_id", "owner")] if owner is not None and item_id is None else []
     where = []
     if item_id is not None:
         lead.append(("item_id", "item_id"))
+        if owner is not None:
+            where.append("client_id = %(owner)s")
         if status is not None:
             where.append("status = %(status)s")
     elif status is not None:

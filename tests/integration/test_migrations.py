@@ -42,15 +42,14 @@ def test_v6_keeps_indexes_ops_built_concurrently_beforehand(empty_db, tmp_path):
     assert set(indexes) == {"moderation_results_pkey", "moderation_results_unfinished_idx",
                             "moderation_results_item_id_id_idx", "moderation_results_status_id_idx",
                             # V8's, per client
-                            "moderation_results_client_id_idx", "moderation_results_client_item_id_idx",
-                            "moderation_results_client_status_id_idx"}
+                            "moderation_results_client_id_idx", "moderation_results_client_status_id_idx"}
     v6 = {"moderation_results_item_id_id_idx", "moderation_results_status_id_idx"}
     assert {indexes[name] for name in v6} <= built  # the same indexes: none rebuilt
 
 
 def test_a_clients_page_reads_its_own_index_however_many_tasks_others_have(app_env):
-    """migrations/V8: GET /moderation/tasks for one client walks (client_id, ...) indexes, so
-    its page reads about `limit` entries when other clients own almost every task."""
+    """migrations/V8: GET /moderation/tasks for one client walks (client_id, ...) indexes (by ad:
+    the ad's), so its page reads about `limit` entries when other clients own almost every task."""
     from chalicelib.storage.tasks import task_page_query
 
     execute(app_env, "INSERT INTO moderation_results (item_id, status, error_message, client_id) "
@@ -63,5 +62,6 @@ def test_a_clients_page_reads_its_own_index_however_many_tasks_others_have(app_e
                                                                                   **filters})
         plan = execute(app_env, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)[0][0][0]["Plan"]
         text = json.dumps(plan)
-        assert "moderation_results_client" in text, (filters, text[:400])
+        index = "moderation_results_item_id_id_idx" if "item_id" in filters else "moderation_results_client"
+        assert index in text, (filters, text[:400])
         assert plan["Shared Hit Blocks"] + plan.get("Shared Read Blocks", 0) < 200, (filters, plan)
