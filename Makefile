@@ -87,7 +87,7 @@ clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 # Migrations (ops/migrate.py): DATABASE_URL, else make run's embedded PostgreSQL (never started here).
 # Adopts an older service's database, or stops before changing anything (docs/operations/migrations.md).
 .PHONY: migrate
-migrate: $(STAMP) ## apply pending migrations to DATABASE_URL (ARGS=--status: list applied/pending, change nothing)
+migrate: $(STAMP) ## apply pending migrations to DATABASE_URL (ARGS=--status: list, change nothing; ARGS="--client NAME": owner of older tasks, default legacy)
 	$(PY) -m ops.migrate $(ARGS)
 
 # The DLQ tool (ops/dlq.py). --local: make run's LocalStack and test credentials
@@ -173,5 +173,5 @@ policies: $(STAMP) ## regenerate the IAM policy files .chalice/policy-*.json (in
 # One API key per client (ops/api_keys.py). --local: make deploy-localstack's LocalStack unless
 # AWS_ENDPOINT_URL is set (`AWS_ENDPOINT_URL= make api-key ...` means AWS); ARGS="--make-run ..." for make run's keys.
 .PHONY: api-key
-api-key: $(STAMP) ## keys per client: ARGS="create <client> [--rate R --burst B --quota N --period DAY]", "list", "revoke <client>"
+api-key: $(STAMP) ## keys per client: ARGS="create <client> [--scope submit,close,moderate,admin --rate R --burst B --quota N --period DAY]", "list", "revoke <client>"
 	$(PY) -m ops.api_keys --local --stage $(STAGE) $(or $(ARGS),list)

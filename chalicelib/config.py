@@ -114,6 +114,9 @@ class Settings:
     # default `prefer` encrypts if the server offers it, verifies nothing).
     db_require_tls: bool = False
     db_ssl_root_cert: Path | None = None
+    # How long a warm API function keeps what it read of an API key's client and scopes
+    # (api_clients, chalicelib/api/auth.py): a scope change takes effect within this.
+    clients_cache_seconds: int = 60
 
 
 def _tls_settings() -> tuple[bool, Path | None]:
@@ -170,6 +173,7 @@ def get_settings() -> Settings:
         db_ssl_root_cert=root_cert,
         model_bucket=env.get("MODEL_BUCKET") or None,
         model_alias_check_seconds=_int("MODEL_ALIAS_CHECK_SECONDS", 60),
+        clients_cache_seconds=_int("CLIENTS_CACHE_SECONDS", 60),
     )
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from chalicelib.config import get_settings
 
 if TYPE_CHECKING:
+    from chalicelib.domain.clients import Directory
     from chalicelib.moderation.service import ModerationService
     from chalicelib.operations.reconcile import Reconciler
     from chalicelib.queue import TaskQueue
@@ -193,10 +194,31 @@ def reconciler() -> Reconciler:
     )
 
 
+_clients_override: list[Directory] = []
+
+
+@_once
+def clients() -> Directory:
+    """API key id -> client and scopes (docs/clients.md): api_clients, cached per warm
+    container; or what `use_clients` installed (make run's key store)."""
+    if _clients_override:
+        return _clients_override[0]
+    from chalicelib.storage.clients import CachedDirectory, ClientStore
+
+    return CachedDirectory(ClientStore(database()), get_settings().clients_cache_seconds)
+
+
+def use_clients(directory: Directory | None) -> None:
+    """Where clients are looked up from now on (None: api_clients again). make run's server
+    installs its key store (devstack/chalice_local.py): the same mapping it checks keys with."""
+    _clients_override[:] = [directory] if directory is not None else []
+    clients.cache_clear()
+
+
 def reset() -> None:
     """Forget every adapter (tests and the local runner after config changes)."""
     if database.built:
         database().close()
-    for fn in (database, task_store, scoring_store, maintenance_store, queue, service, scorer, reconciler):
+    for fn in (database, task_store, scoring_store, maintenance_store, queue, service, scorer, reconciler, clients):
         fn.cache_clear()
     get_settings.cache_clear()

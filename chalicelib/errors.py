@@ -66,6 +66,19 @@ class IdempotencyKeyMismatch(ModerationError):
     code = "idempotency_key_mismatch"
 
 
+class Forbidden(ModerationError):
+    """The gateway verified the key, but it is not a client's (docs/clients.md)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class InsufficientScope(Forbidden):
+    """The client lacks every scope the route needs (chalicelib/api/routes.py, SCOPES)."""
+
+    code = "insufficient_scope"
+
+
 class NotFound(ModerationError):
     status_code = 404
     code = "not_found"

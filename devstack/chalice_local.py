@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from http import HTTPStatus
 from pathlib import Path
@@ -36,8 +37,9 @@ from typing import Any
 
 from chalice.app import Chalice
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, ThreadedHTTPServer
+from chalice.local import ChaliceRequestHandler, LocalDevServer, LocalGateway, RouteMatcher, ThreadedHTTPServer
 
+from chalicelib import deps
 from chalicelib.api.routes import NEVER_SHED
 from chalicelib.errors import Overloaded
 from toolkit import logs, names, procs
@@ -47,8 +49,11 @@ DEFAULT_STAGE = "local"
 # Pending connections the kernel queues while every accept is busy: socketserver's 5
 # drops connections when a few dozen clients arrive at once. Linux caps it at somaxconn.
 REQUEST_QUEUE_SIZE = 1024
-# Paths and methods are echoed in error messages; a fuzzer sends long ones.
-_ECHO_LIMIT = 200
+# Paths and methods are echoed in error messages (twice: `message` and `detail`); a fuzzer
+# sends long ones. No error body repeats more than 200 characters of a request (docs/clients.md).
+_ECHO_LIMIT = 80
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+API_KEY_HEADER = "x-api-key"
 # The bound on requests in flight (read once, at start). 32, four times the stage's DB_POOL_SIZE: a
 # submit holds a connection for part of its time only (its SQS send is outside the transaction).
 # Measured with 256 clients: 16 refused 1.4-2.3 times as many submits as 32 at the same p99.
@@ -115,6 +120,41 @@ class Admission:
         self._places.release()
 
 
+class KeyedGateway(LocalGateway):
+    """Chalice's LocalGateway, filling in `requestContext.identity.apiKeyId` as API Gateway does:
+    the id of the key the server verified (`key_id` of the request's headers), and nothing a
+    client sent. The app learns who calls from there alone (chalicelib/api/auth.py)."""
+
+    def __init__(self, app_object: Chalice, config: Config, key_id: Callable[[Mapping[str, str]], str | None]) -> None:
+        super().__init__(app_object, config)
+        self._key_id = key_id
+
+    def _generate_lambda_event(self, method: str, path: str, headers: Any, body: bytes | None) -> Any:
+        event = super()._generate_lambda_event(method, path, headers, body)
+        identity = event["requestContext"].setdefault("identity", {})
+        identity.pop("apiKeyId", None)
+        if (key_id := self._key_id(headers)) is not None:
+            identity["apiKeyId"] = key_id
+        return event
+
+
+class _HeaderRecorder:
+    """The request's header lines as sent (http.server's parser trims each value's leading
+    whitespace; an API key is compared exactly)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner: Any = inner
+        self.lines: list[bytes] = []
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.inner.readline(limit)
+        self.lines.append(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class JsonErrorsRequestHandler(ChaliceRequestHandler):
     """Chalice's request handler, with JSON answers for what no route handles."""
 
@@ -125,7 +165,28 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         self._routes: dict[str, dict[str, Any]] = app_object.routes
         self._matcher = RouteMatcher(list(app_object.routes))
         self._payload: tuple[dict[str, str], bytes | None] | None = None
+        self._app_and_config = (app_object, config)
+        self._verified_key_id: str | None = None
+        self._raw_headers: list[bytes] = []
         super().__init__(request, client_address, server, app_object, config)
+
+    @property
+    def local_gateway(self) -> LocalGateway:
+        return self._gateway
+
+    @local_gateway.setter
+    def local_gateway(self, _plain: LocalGateway) -> None:
+        # Chalice's __init__ sets a plain LocalGateway; this one adds the key id this server verified.
+        self._gateway = KeyedGateway(*self._app_and_config, key_id=lambda _headers: self._verified_key_id)
+
+    def parse_request(self) -> bool:
+        inner: Any = self.__dict__["rfile"]
+        recorder = _HeaderRecorder(inner)
+        self.__dict__["rfile"] = recorder
+        try:
+            return bool(super().parse_request())
+        finally:
+            self.__dict__["rfile"], self._raw_headers = inner, recorder.lines
 
     def _parse_payload(self) -> tuple[dict[str, str], bytes | None]:
         """The request's headers and body, read once: before admission (a client slow to send its
@@ -147,7 +208,10 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         return sorted(methods | {"OPTIONS"})
 
     def _routed_handle(self) -> None:
-        self._payload = None  # a kept-alive connection's previous request had its own
+        self._payload, self._verified_key_id = None, None  # a kept-alive connection's previous request had its own
+        if not self._content_length_valid():
+            self.close_connection = True  # where its body ends is unknown: no reuse
+            return self._send_json_error(HTTPStatus.BAD_REQUEST, "Content-Length must be a non-negative integer")
         route = self._route()
         if route is not None and (self.command == "OPTIONS" or self.command in self._routes[route]):
             if self.command == "OPTIONS" or not self._routes[route][self.command].api_key_required or self._key_valid():
@@ -178,10 +242,29 @@ class JsonErrorsRequestHandler(ChaliceRequestHandler):
         finally:
             admission.leave()
 
+    def _content_length_valid(self) -> bool:
+        """Chalice's handler takes int() of it, and a ValueError used to end the thread unanswered."""
+        given = self.headers.get_all("content-length") or []
+        return not given or (len(set(given)) == 1 and _CONTENT_LENGTH.fullmatch(given[0].strip()) is not None)
+
+    def _api_key(self) -> str | None:
+        """The x-api-key value exactly as sent: after the colon and one optional space, nothing
+        trimmed (`x-api-key:  KEY` is not KEY). None when absent or sent twice."""
+        found = []
+        for line in self._raw_headers:
+            name, colon, rest = line.decode("latin-1").partition(":")
+            if colon and name.lower() == API_KEY_HEADER:
+                value = rest.removesuffix("\n").removesuffix("\r")
+                found.append(value[1:] if value.startswith(" ") else value)
+        return found[0] if len(found) == 1 else None
+
     def _key_valid(self) -> bool:
-        """API Gateway's check: the x-api-key header is a key of the usage plan (here: the state dir's)."""
-        value = self.headers.get("x-api-key")
-        return bool(value) and self.server.api_keys.find(value) is not None
+        """API Gateway's check: the x-api-key header is a key of the usage plan (here: the state dir's).
+        The key's id then goes to the app in the request context, as API Gateway's does."""
+        value = self._api_key()
+        key = self.server.api_keys.find(value) if value else None
+        self._verified_key_id = key.id if key else None
+        return key is not None
 
     def _send_forbidden(self) -> None:
         status, body = self.server.forbidden
@@ -267,6 +350,8 @@ def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_di
     app_obj.__class__ = CustomLocalChalice
     dev_server = LocalDevServer(app_obj, config, host, port, handler_cls=JsonErrorsRequestHandler, server_cls=LocalServer)
     dev_server.server.api_keys, dev_server.server.forbidden = LocalKeys(), forbidden_response()
+    # The app looks clients up in the same key store the server checks keys against.
+    deps.use_clients(dev_server.server.api_keys)
     dev_server.server.admission = admission or Admission.from_env()
     return dev_server
 

@@ -98,8 +98,8 @@ def model_registry() -> None:
 
 
 def api_key() -> str:
-    """The key of client `local` (API_KEY if set, else the one in the state dir, else a new one):
-    the API enforces keys as the deployed API does (devstack/chalice_local.py)."""
+    """The key of client `local`, with every scope (API_KEY if set, else the one in the state dir,
+    else a new one): the API enforces keys as the deployed API does (devstack/chalice_local.py)."""
     return LocalKeys().ensure(DEFAULT_CLIENT, os.environ.get("API_KEY") or None).value
 
 

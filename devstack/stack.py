@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from devstack.run import READY
 from toolkit import names, procs
-from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
+from toolkit.local_keys import LocalKeys
 
 AWS_CLI = Path(sys.executable).with_name("aws")  # the virtualenv's
 STOP_TIMEOUT_S = 120.0  # make run stops the runner, the API, LocalStack and PostgreSQL in turn
@@ -98,7 +98,7 @@ def make_run(*, log: Path | None = None, extra_env: Mapping[str, str] | None = N
         yield RunningStack(api=f"http://{names.HOST}:{env['PORT']}", endpoint=env["AWS_ENDPOINT_URL"],
                            database_url=env.get("DATABASE_URL") or names.database_url(int(env["EMBEDDED_PG_PORT"])),
                            env=env, log=log, state_dir=state, startup_seconds=time.monotonic() - started,
-                           api_key=LocalKeys(state).keys()[DEFAULT_CLIENT].value)
+                           api_key=LocalKeys(state).own_key())
     finally:
         # As a developer stops it. Only make run gets the signal (its children have
         # process groups of their own): stopping them is its job, checked below.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -251,14 +252,17 @@ def deploy(*, endpoint: str, database_url: str, stage: str = "dev", package_dir:
         raise DeployError(f"{err}\nFailed resources:\n{failed_events(cfn, stack_name)}") from None
     timings["deploy"] = time.monotonic() - t
 
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["Outputs"]}
     # LocalStack Community has no provider for Lambda-backed custom resources: it marks
     # DatabaseMigrations done without calling `migrate`. So call it as CloudFormation would on
-    # AWS (applying the migrations again is a no-op).
-    result = client(endpoint, "lambda").invoke(FunctionName=function_name(stage, "migrate"), Payload=b"{}")
+    # AWS (applying the migrations again is a no-op), with the resource's properties that matter:
+    # the stack's own key, registered as a client (docs/clients.md).
+    event = {"ResourceProperties": {"StackClientKeyId": outputs["ApiKeyId"]}}
+    result = client(endpoint, "lambda").invoke(FunctionName=function_name(stage, "migrate"),
+                                               Payload=json.dumps(event).encode())
     if result.get("FunctionError"):
         raise DeployError(f"migrate failed: {result['Payload'].read().decode(errors='replace')[:2000]}")
 
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["Outputs"]}
     api_url = f"{endpoint.rstrip('/')}/restapis/{outputs['RestAPIId']}/api/_user_request_"
     key = client(endpoint, "apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)["value"]
     restore_model_registry(endpoint, stack_name, outputs.get("ModelBucketName"))

@@ -1,6 +1,6 @@
 """One API key per client (`make api-key`; docs/operations/api-keys.md).
 
-    python -m ops.api_keys create <client> [--rate R] [--burst B] [--quota N] [--period DAY|WEEK|MONTH]
+    python -m ops.api_keys create <client> [--scope SCOPES] [--rate R] [--burst B] [--quota N] [--period DAY|WEEK|MONTH]
     python -m ops.api_keys list [--json]
     python -m ops.api_keys revoke <client> [--yes]
 
@@ -16,6 +16,11 @@ Revoking removes the key from its plan and deletes it (and the client's own plan
 
 With `--make-run`: the keys of `make run` (its state dir; toolkit/local_keys.py), which it enforces
 the same way, without quotas or throttles.
+
+Scopes (docs/clients.md): `--scope` (repeatable, or comma-separated) of submit (the default), close,
+moderate, admin; `list` shows them. On a deployed stack the key's client and scopes are a row of
+api_clients in the stack's (private) database, written by invoking the stack's `migrate` function
+(the operator needs lambda:InvokeFunction on it); make run keeps them in its key store.
 
 Exit codes: 0 ok, 1 error or aborted, 2 usage (or --yes needed). The key itself is printed once, on
 create; later, `aws apigateway get-api-key --api-key <id> --include-value` shows it.
@@ -35,6 +40,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.domain.clients import DEFAULT_SCOPES, SCOPES, parse_scopes
 from ops.dlq import EXIT_ERROR, EXIT_OK, EXIT_USAGE, OpsError, UsageError, confirm
 from toolkit import logs, names
 from toolkit.local_keys import LocalKeys
@@ -83,6 +89,7 @@ class ClientKey:
     limits: str
     created: str
     managed_by_stack: bool = False
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,11 @@ class Created:
     key_id: str
     plan: str
     limits: str
+    scopes: tuple[str, ...] = ()
+
+
+def _ordered(scopes: frozenset[str]) -> tuple[str, ...]:
+    return tuple(s for s in SCOPES if s in scopes)
 
 
 def check_client_name(client: str) -> str:
@@ -103,8 +115,9 @@ def check_client_name(client: str) -> str:
 class StackKeys:
     """The client keys of one deployed stack, in API Gateway."""
 
-    def __init__(self, apigateway: Any, cloudformation: Any, stack_name: str) -> None:
-        self.apigw, self.stack = apigateway, stack_name
+    def __init__(self, apigateway: Any, cloudformation: Any, stack_name: str, lambda_client: Any = None) -> None:
+        self.apigw, self.stack, self.lambda_ = apigateway, stack_name, lambda_client
+        self._cfn = cloudformation
         try:
             stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
         except ClientError as err:
@@ -137,7 +150,20 @@ class StackKeys:
         name = self.key_name(client)
         return next((k for k in self._pages("get_api_keys", nameQuery=name) if k.get("name") == name), None)
 
+    def _registrations(self, request: dict[str, Any]) -> dict[str, Any]:
+        """api_clients through the stack's `migrate` function (the database is private)."""
+        if self.lambda_ is None:
+            raise OpsError("no Lambda client to reach the stack's migrate function with")
+        function = self._cfn.describe_stack_resource(StackName=self.stack, LogicalResourceId="Migrate")
+        name = function["StackResourceDetail"]["PhysicalResourceId"]
+        answer = self.lambda_.invoke(FunctionName=name, Payload=json.dumps({"clients": request}).encode())
+        body = json.loads(answer["Payload"].read() or b"{}")
+        if answer.get("FunctionError") or "error" in body:
+            raise OpsError(f"{name} refused {request.get('action')}: {body.get('error') or body}")
+        return dict(body)
+
     def list(self) -> list[ClientKey]:
+        scopes = {r["key_id"]: _ordered(frozenset(r["scopes"])) for r in self._registrations({"action": "list"})["clients"]}
         out = []
         for plan in self.plans():
             for member in self._pages("get_usage_plan_keys", usagePlanId=plan["id"]):
@@ -147,11 +173,13 @@ class StackKeys:
                 out.append(ClientKey(client=client, key_id=key["id"], enabled=bool(key.get("enabled")),
                                      plan=plan.get("name", plan["id"]), limits=Limits.of_plan(plan).text(),
                                      created=str(key.get("createdDate", ""))[:19],
-                                     managed_by_stack=key["id"] == self.stack_key_id))
+                                     managed_by_stack=key["id"] == self.stack_key_id,
+                                     scopes=scopes.get(key["id"], ())))
         return sorted(out, key=lambda k: (not k.managed_by_stack, k.client))
 
-    def create(self, client: str, limits: Limits) -> Created:
-        """A new key for the client in the stack's plan, or in a plan of its own with these limits."""
+    def create(self, client: str, limits: Limits, scopes: frozenset[str] = DEFAULT_SCOPES) -> Created:
+        """A new key for the client in the stack's plan, or in a plan of its own with these limits,
+        registered with its scopes (api_clients) before the key is shown."""
         if client == STACK_CLIENT:
             raise OpsError(f"{self.key_name(client)} is the stack's own key (ClientApiKey): pick another client name")
         if (existing := self.find(client)) is not None:
@@ -162,11 +190,12 @@ class StackKeys:
             plan = self.shared_plan
             if limits.given():
                 plan = self._create_own_plan(client, limits.over(Limits.of_plan(self.shared_plan)))
+            self._registrations({"action": "put", "key_id": key["id"], "client": client, "scopes": sorted(scopes)})
             self.apigw.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
-        except (ClientError, BotoCoreError):
-            self._delete_quietly(key["id"])  # no key without a plan (it would admit nobody, confusingly)
+        except (ClientError, BotoCoreError, OpsError):
+            self._delete_quietly(key["id"])  # no key without a plan and a client (it would admit nobody)
             raise
-        return Created(client, key["value"], key["id"], plan["name"], Limits.of_plan(plan).text())
+        return Created(client, key["value"], key["id"], plan["name"], Limits.of_plan(plan).text(), _ordered(scopes))
 
     def _create_own_plan(self, client: str, limits: Limits) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -195,6 +224,7 @@ class StackKeys:
             if plan.get("name") == self.own_plan_name(client):
                 self._delete_plan(plan)
         self.apigw.delete_api_key(apiKey=key["id"])
+        self._registrations({"action": "delete", "key_id": key["id"]})
         return str(key["id"])
 
     def _delete_plan(self, plan: dict[str, Any]) -> None:
@@ -220,17 +250,18 @@ class MakeRunKeys:
         self.where = "make run"
         self.hint = f"make run's server reads {self.keys.path} on every change"
 
-    def create(self, client: str, limits: Limits) -> Created:
+    def create(self, client: str, limits: Limits, scopes: frozenset[str] = DEFAULT_SCOPES) -> Created:
         if limits.given():
             raise UsageError("make run enforces keys, not quotas or throttles: give limits to a deployed stack's keys")
         try:
-            key = self.keys.create(client)
+            key = self.keys.create(client, scopes=scopes)
         except KeyError as err:
             raise OpsError(str(err.args[0])) from None
-        return Created(client, key.value, key.id, "make run", "none")
+        return Created(client, key.value, key.id, "make run", "none", key.key.scopes)
 
     def list(self) -> list[ClientKey]:
-        return [ClientKey(k.client, k.id, True, "make run", "none", k.created) for k in self.keys.keys().values()]
+        return [ClientKey(k.client, k.id, True, "make run", "none", k.created, scopes=k.scopes)
+                for k in self.keys.keys().values()]
 
     def revoke(self, client: str) -> str:
         try:
@@ -240,9 +271,10 @@ class MakeRunKeys:
 
 
 def print_table(rows: list[ClientKey]) -> None:
-    header = ("CLIENT", "KEY ID", "ENABLED", "PLAN", "LIMITS (each key)", "CREATED")
+    header = ("CLIENT", "KEY ID", "SCOPES", "ENABLED", "PLAN", "LIMITS (each key)", "CREATED")
     table = [header, *[(r.client + (" (the stack's own)" if r.managed_by_stack else ""), r.key_id,
-                        "yes" if r.enabled else "no", r.plan, r.limits, r.created) for r in rows]]
+                        ",".join(r.scopes) or "none (not registered)", "yes" if r.enabled else "no", r.plan, r.limits,
+                        r.created) for r in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -255,17 +287,23 @@ def stack_keys(args: argparse.Namespace) -> StackKeys:
         os.environ.update({k: v for k, v in names.LOCAL_CREDENTIALS.items() if k not in os.environ})
     endpoint = endpoint if endpoint is not None else os.environ.get("AWS_ENDPOINT_URL")
     # An empty AWS_ENDPOINT_URL means AWS itself, not "endpoint ''".
-    apigw, cfn = (boto3.client(s, endpoint_url=endpoint or None) for s in ("apigateway", "cloudformation"))
-    return StackKeys(apigw, cfn, args.stack_name or f"{names.APP_NAME}-{args.stage}")
+    apigw, cfn, lambda_ = (boto3.client(s, endpoint_url=endpoint or None) for s in ("apigateway", "cloudformation", "lambda"))
+    return StackKeys(apigw, cfn, args.stack_name or f"{names.APP_NAME}-{args.stage}", lambda_)
 
 
 def execute(args: argparse.Namespace, keys: StackKeys | MakeRunKeys) -> int:
     if args.command == "create":
-        created = keys.create(check_client_name(args.client), Limits(args.rate, args.burst, args.quota, args.period))
+        try:
+            scopes = parse_scopes(args.scope) if args.scope else DEFAULT_SCOPES
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        created = keys.create(check_client_name(args.client), Limits(args.rate, args.burst, args.quota, args.period),
+                              scopes)
         if args.json:
             print(json.dumps(asdict(created)))
         else:
-            print(f"client   {created.client}\nkey      {created.key}\nkey id   {created.key_id}\n"
+            print(f"client   {created.client}\nkey      {created.key}   (shown once: keep it now)\n"
+                  f"key id   {created.key_id}\nscopes   {','.join(created.scopes)}\n"
                   f"plan     {created.plan}: {created.limits}\nsend it as the x-api-key header; {keys.hint}")
     elif args.command == "list":
         rows = keys.list()
@@ -296,6 +334,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", parents=[common], help="a new key for a client (printed once)")
     create.add_argument("client")
+    create.add_argument("--scope", action="append", metavar="SCOPES",
+                        help=f"what the key may do, any of {', '.join(SCOPES)} (repeat or comma-separate; "
+                        "default submit; docs/clients.md)")
     create.add_argument("--rate", type=float, help="requests per second (a plan of the client's own)")
     create.add_argument("--burst", type=int, help="burst (a plan of the client's own)")
     create.add_argument("--quota", type=int, help="requests per --period (a plan of the client's own)")
@@ -306,7 +347,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     revoke.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
     args = parser.parse_args(argv)
     for name, default in (("stage", "dev"), ("stack_name", None), ("local", False), ("make_run", False), ("json", False),
-                          ("yes", False), ("rate", None), ("burst", None), ("quota", None), ("period", None)):
+                          ("yes", False), ("scope", None), ("rate", None), ("burst", None), ("quota", None), ("period", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
     return args

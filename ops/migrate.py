@@ -3,6 +3,8 @@ adopting an older service's database on the way, or preview them (docs/operation
 
     python -m ops.migrate            apply; print what was applied
     python -m ops.migrate --status   what the database is, what is applied and pending; changes nothing
+    python -m ops.migrate --client older-clients   the tasks already there (adopted ones too) are that
+                                     client's when they get owners (migrations/V8; default `legacy`)
 
 The same code as the deployed `migrate` function (chalicelib.operations.deploy_migrations.run),
 over migrations/ instead of the copy the package ships. Without DATABASE_URL it uses
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from chalicelib.domain.clients import CLIENT_NAME, LEGACY_CLIENT
 from chalicelib.operations import deploy_migrations
 from chalicelib.storage import migrations as migrate
 from toolkit import logs, names
@@ -54,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Apply pending migrations to DATABASE_URL (default: make run's embedded PostgreSQL).",
     )
     parser.add_argument("--status", action="store_true", help="show applied and pending migrations; change nothing")
+    parser.add_argument("--client", default=None, metavar="NAME",
+                        help="who owns the tasks already in the database (older services' included) when they get "
+                        f"owners (migrations/V8); default {LEGACY_CLIENT!r} (docs/clients.md)")
     args = parser.parse_args(argv)
     logs.setup()
     url, default = database_url()
@@ -66,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.status:
             print_status(migrate.status(url, names.MIGRATIONS_DIR))
             return 0
-        applied = deploy_migrations.run(url, names.MIGRATIONS_DIR)
+        if args.client is not None and not CLIENT_NAME.fullmatch(args.client):
+            log.error("--client %r: 1-63 lower-case letters, digits and '-'", args.client[:70])
+            return 2
+        applied = deploy_migrations.run(url, names.MIGRATIONS_DIR, default_client=args.client)
     except migrate.MigrationError as exc:
         log.error("%s", exc)
         if default and str(exc).startswith("cannot connect"):

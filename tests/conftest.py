@@ -116,7 +116,8 @@ def db(pg_url: str) -> str:
     """The test database, emptied before each test."""
     conn = psycopg2.connect(pg_url)
     with conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE idempotency_keys, task_events, moderation_results, advertisements, users RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE idempotency_keys, task_events, moderation_results, advertisements, users, api_clients "
+                    "RESTART IDENTITY CASCADE")
     conn.close()
     return pg_url
 
@@ -141,7 +142,9 @@ def sqs() -> Iterator[object]:
 def app_env(db: str, sqs: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Settings pointing chalicelib at the test database and moto; adapters rebuilt."""
     from chalicelib import deps
+    from tests.helpers import register_test_clients
 
+    register_test_clients(db)
     monkeypatch.setenv("DATABASE_URL", db)
     monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
     deps.reset()

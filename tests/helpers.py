@@ -180,3 +180,54 @@ class Ca:
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
         return pem(cert), key_pem
+
+
+# --- clients (issue 20; docs/clients.md) -------------------------------------------------
+
+# API key value -> (key id, client, scopes) of the clients the integration tests call as. The
+# value is what a test sends as x-api-key; the gateway stand-in (keyed_client) turns it into
+# the key id in the request context, as API Gateway does; api_clients maps that to the client.
+TEST_CLIENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "key-tester": ("id-tester", "tester", ("submit", "close", "moderate", "admin")),
+    "key-a": ("id-a", "client-a", ("submit",)),
+    "key-b": ("id-b", "client-b", ("submit",)),
+    "key-closer": ("id-closer", "closer", ("close",)),
+    "key-ops": ("id-ops", "ops", ("admin",)),
+    "key-moderator": ("id-moderator", "moderator", ("moderate",)),
+    "key-legacy": ("id-legacy", "legacy", ("submit",)),  # migrations/V8's default owner of older tasks
+    "key-older": ("id-older", "older-clients", ("submit",)),  # a name given to make migrate --client
+}
+DEFAULT_TEST_KEY = "key-tester"  # what a request without x-api-key is sent as (see keyed_client)
+
+
+def register_test_clients(url: str) -> None:
+    """The api_clients rows of TEST_CLIENTS."""
+    for key_id, client, scopes in TEST_CLIENTS.values():
+        execute(url, "INSERT INTO api_clients (key_id, client, scopes) VALUES (%s, %s, %s) "
+                     "ON CONFLICT (key_id) DO UPDATE SET client = EXCLUDED.client, scopes = EXCLUDED.scopes",
+                (key_id, client, list(scopes)))
+
+
+def with_keys(client: Any, app: Any, default_key: str | None = DEFAULT_TEST_KEY) -> Any:
+    """Chalice's test client behind a stand-in for API Gateway's key check: x-api-key (else
+    `default_key`, so the suites written before clients need no header) becomes
+    `identity.apiKeyId` in the request context (devstack.chalice_local.KeyedGateway). An
+    unknown key reaches the app with no key id, which answers 403: API Gateway would have."""
+    from devstack.chalice_local import KeyedGateway
+
+    def key_id(headers: Any) -> str | None:
+        value = headers.get("x-api-key", default_key)
+        return TEST_CLIENTS[value][0] if value in TEST_CLIENTS else None
+
+    http = client.http
+    http._local_gateway = KeyedGateway(app, http._config, key_id=key_id)
+    return client
+
+
+@contextmanager
+def keyed_client(app: Any, default_key: str | None = DEFAULT_TEST_KEY, **kwargs: Any) -> Iterator[Any]:
+    """with_keys over `Client(app, **kwargs)`, as a context manager."""
+    from chalice.test import Client
+
+    with Client(app, **kwargs) as client:
+        yield with_keys(client, app, default_key)

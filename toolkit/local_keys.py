@@ -6,15 +6,25 @@ keeps its keys in `<LOCAL_STATE_DIR>/api-keys.json`: it creates the key of clien
 `local` at start (from API_KEY if set), devstack/chalice_local.py refuses any other with
 the deployed API's own 403, and `make api-key ARGS="--make-run create|list|revoke"`
 (ops/api_keys.py) manages more. Local keys have no quota or throttle.
+
+Each key is stored as its SHA-256 with its client, id and scopes (docs/clients.md): the
+value is shown once, at creation, as API Gateway does. (A key is 40 random letters and
+digits, about 238 bits: a plain hash is enough, no password stretching.) make run's own
+key is the exception: make run prints it at every start and the tools that drive it
+(make load, the tests) read it, so its value is kept in `<state>/run-api-key` (0600).
+The key store is also make run's client directory: key id -> client and scopes, as the
+api_clients table is on a deployed stack (chalicelib/api/auth.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import string
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,24 +32,63 @@ from typing import Any
 
 import fasteners
 
+from chalicelib.domain.clients import ALL_SCOPES, DEFAULT_SCOPES, SCOPES, Caller
 from toolkit import names
 
 FILE_NAME = "api-keys.json"
-DEFAULT_CLIENT = "local"  # the key make run creates for its own user
+OWN_KEY_FILE = "run-api-key"  # make run's own key's value (see above)
+DEFAULT_CLIENT = "local"  # the key make run creates for its own user: every scope
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class LocalKey:
+    """A key as stored: never its value."""
+
     client: str
     id: str
-    value: str
+    sha256: str
+    scopes: tuple[str, ...]
     created: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key with its value: what create (and ensure, for make run's own) hands out once."""
+
+    key: LocalKey
+    value: str
+
+    @property
+    def client(self) -> str:
+        return self.key.client
+
+    @property
+    def id(self) -> str:
+        return self.key.id
 
 
 def new_value() -> str:
     """40 letters and digits, like the keys API Gateway generates (alphanumeric, 20-128)."""
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(40))
+
+
+def _ordered(scopes: Iterable[str]) -> tuple[str, ...]:
+    return tuple(s for s in SCOPES if s in set(scopes))
+
+
+def _stored(raw: dict[str, Any]) -> LocalKey:
+    """An entry of the file; one written before keys were hashed (`value`) is hashed here, and
+    rewritten so at the next change (it keeps working meanwhile, with the default scope)."""
+    sha = raw.get("sha256") or digest(raw["value"])
+    scopes = raw.get("scopes")
+    if scopes is None:
+        scopes = ALL_SCOPES if raw["client"] == DEFAULT_CLIENT else DEFAULT_SCOPES
+    return LocalKey(raw["client"], raw["id"], sha, _ordered(scopes), raw["created"])
 
 
 class LocalKeys:
@@ -59,39 +108,58 @@ class LocalKeys:
         except FileNotFoundError:
             return {}
         version = (stat.st_ino, stat.st_mtime_ns)
-        if self._cache is None or self._cache[0] != version:
+        cache = self._cache
+        if cache is None or cache[0] != version:
             raw = json.loads(self.path.read_text())
-            self._cache = (version, {k["client"]: LocalKey(**k) for k in raw.get("keys", [])})
-        return dict(self._cache[1])
+            cache = self._cache = (version, {k["client"]: _stored(k) for k in raw.get("keys", [])})
+        return dict(cache[1])
 
     def find(self, value: str) -> LocalKey | None:
-        """The key with this value; compared in constant time, like any secret."""
-        found = None
+        """The key with exactly this value (no trimming); hashes compared in constant time."""
+        wanted, found = digest(value).encode(), None
         for key in self.keys().values():
-            if secrets.compare_digest(key.value.encode(), value.encode()):
+            if secrets.compare_digest(key.sha256.encode(), wanted):
                 found = key
         return found
 
-    def create(self, client: str, value: str | None = None) -> LocalKey:
+    def lookup(self, key_id: str) -> Caller | None:
+        """make run's client directory (chalicelib.domain.clients.Directory): key id -> client."""
+        key = next((k for k in self.keys().values() if k.id == key_id), None)
+        return Caller(key.client, frozenset(key.scopes)) if key else None
+
+    def create(self, client: str, value: str | None = None, scopes: Iterable[str] = DEFAULT_SCOPES) -> IssuedKey:
         with self._lock:
             keys = self.keys()
             if client in keys:
                 raise KeyError(f"client {client!r} already has a key ({keys[client].id}): revoke it first")
-            return self._add(keys, client, value)
+            return self._add(keys, client, value, scopes)
 
-    def ensure(self, client: str, value: str | None = None) -> LocalKey:
-        """The client's key: kept if it exists (and has this value, when one is given), else (re)made."""
+    def ensure(self, client: str, value: str | None = None, scopes: Iterable[str] = ALL_SCOPES) -> IssuedKey:
+        """make run's own key: kept if it exists with this value and these scopes, else (re)made.
+        Its value is kept in OWN_KEY_FILE (when none is given, the one there is used)."""
+        own = self.path.with_name(OWN_KEY_FILE)
+        if value is None and own.is_file():
+            value = own.read_text().strip() or None
         with self._lock:
             keys = self.keys()
-            if client in keys and (value is None or keys[client].value == value):
-                return keys[client]
-            return self._add(keys, client, value)
+            kept = keys.get(client)
+            if kept and value is not None and kept.sha256 == digest(value) and set(kept.scopes) == set(scopes):
+                issued = IssuedKey(kept, value)
+            else:
+                issued = self._add(keys, client, value, scopes)
+            _write_private(own, issued.value + "\n")
+            return issued
 
-    def _add(self, keys: dict[str, LocalKey], client: str, value: str | None) -> LocalKey:
-        key = LocalKey(client=client, id=secrets.token_hex(5), value=value or new_value(),
+    def own_key(self) -> str:
+        """make run's own key (DEFAULT_CLIENT), as make run last printed it."""
+        return self.path.with_name(OWN_KEY_FILE).read_text().strip()
+
+    def _add(self, keys: dict[str, LocalKey], client: str, value: str | None, scopes: Iterable[str]) -> IssuedKey:
+        value = value or new_value()
+        key = LocalKey(client=client, id=secrets.token_hex(5), sha256=digest(value), scopes=_ordered(scopes),
                        created=datetime.now(UTC).isoformat(timespec="seconds"))
         self._write({**keys, client: key})
-        return key
+        return IssuedKey(key, value)
 
     def revoke(self, client: str) -> LocalKey:
         with self._lock:
@@ -103,12 +171,17 @@ class LocalKeys:
         return key
 
     def _write(self, keys: dict[str, LocalKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"keys": [asdict(k) for k in keys.values()]}, indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{FILE_NAME}.")
-        with os.fdopen(fd, "w") as out:  # 0600 from mkstemp: the keys are secrets
-            out.write(body)
-        os.replace(tmp, self.path)
+        _write_private(self.path, body)
+
+
+def _write_private(path: Path, body: str) -> None:
+    """Replace `path` whole with `body`, readable by its owner only (mkstemp's 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(body)
+    os.replace(tmp, path)
 
 
 def forbidden_response() -> tuple[int, bytes]:

@@ -17,6 +17,7 @@ from chalice import Response
 from chalice.app import Request
 
 from chalicelib import deps
+from chalicelib.api import auth
 from chalicelib.api.models import (
     REPLAYED_HEADER,
     Accepted,
@@ -78,9 +79,10 @@ def submit(request: Request, lambda_context: Any = None) -> Response:
     item_id = query_id(request.query_params, "item_id")
     key = idempotency_key(request.headers)
     rid = request_id(request, lambda_context)
+    client = auth.client(request)
     if key is None:
-        return reply(Accepted, deps.service().submit(item_id, request_id=rid), 202)
-    body, replayed = deps.service().submit_once(item_id, key, request_id=rid)
+        return reply(Accepted, deps.service().submit(item_id, client=client, request_id=rid), 202)
+    body, replayed = deps.service().submit_once(item_id, key, client=client, request_id=rid)
     return reply(Accepted, body, 202, {REPLAYED_HEADER: "true"} if replayed else None)
 
 
@@ -89,24 +91,26 @@ def submit_batch(request: Request, lambda_context: Any = None) -> Response:
     require_json(request.headers)
     batch = parse_batch(request.raw_body, get_settings().max_body_bytes)
     service = deps.service()
-    return reply(BatchAccepted, service.submit_batch(batch.item_ids, request_id=request_id(request, lambda_context)), 202)
+    accepted = service.submit_batch(batch.item_ids, client=auth.client(request), request_id=request_id(request, lambda_context))
+    return reply(BatchAccepted, accepted, 202)
 
 
 @handle_errors
 def result(request: Request, task_id: str) -> Response:
-    return reply(TaskResult, deps.service().result(parse_id(task_id, "task_id")))
+    return reply(TaskResult, deps.service().result(parse_id(task_id, "task_id"), owner=auth.owner(request)))
 
 
 @handle_errors
 def tasks(request: Request) -> Response:
     query = task_query(request.query_params)
-    views, below = deps.service().tasks(item_id=query.item_id, status=query.status, before_id=query.before_id, limit=query.limit)
+    views, below = deps.service().tasks(item_id=query.item_id, status=query.status, before_id=query.before_id,
+                                        limit=query.limit, owner=auth.owner(request))
     return reply(TaskPage, {"tasks": views, "next_cursor": None if below is None else encode_cursor(below)})
 
 
 @handle_errors
 def events(request: Request, task_id: str) -> Response:
-    return reply(TaskEvents, deps.service().events(parse_id(task_id, "task_id")))
+    return reply(TaskEvents, deps.service().events(parse_id(task_id, "task_id"), owner=auth.owner(request)))
 
 
 @handle_errors
@@ -193,6 +197,7 @@ def _asset(name: str) -> str:
 
 
 def contract_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
-    """HTTP middleware: errors Chalice answers by itself (405 for an undeclared
-    method, ...) in the contract's Error shape, like every other error."""
-    return contract_error(get_response(event))
+    """HTTP middleware, before every route: who may call it and with what query string
+    (chalicelib/api/auth.py, the one place); then errors Chalice answers by itself (405 for
+    an undeclared method, ...) in the contract's Error shape, like every other error."""
+    return contract_error(auth.guard(event, get_response))

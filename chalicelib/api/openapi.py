@@ -33,7 +33,15 @@ task (`/moderation/async_predict`, one ad; `/moderation/async_predict/batch`, up
 
 **API key.** Every moderation and task route needs an `x-api-key` header, one key per client; without a
 valid one API Gateway answers 403 `{"code": "forbidden", ...}`. `make run` checks keys the same way (its
-key is printed at start). `/health`, `/docs` and `/openapi.json` are open. A method a path does not have is
+key is printed at start). `/health`, `/docs` and `/openapi.json` are open.
+
+**Clients and scopes.** A key is a client's, with scopes (`x-scopes` on each operation): `submit` (submit,
+score, read its own tasks), `close`, `moderate` (reserved), `admin` (read every client's tasks). A route
+without its scope answers 403 `insufficient_scope`. Another client's task answers 404 `task_not_found`,
+as one that does not exist; Idempotency-Keys are per client.
+
+**Query strings.** A query parameter an operation does not list, or one given twice, answers 400
+`invalid_parameter`, on every route. A method a path does not have is
 405 with `Allow` under `chalice local`; on the deployed API, API Gateway answers it with 403
 `{"message": "Missing Authentication Token"}`, as it does for an unknown path.
 
@@ -166,12 +174,20 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
             "content": {"application/json": {"schema": dict(refs[(op.body, "validation")])}},
         }
     responses = {str(status): _response(reply, refs) for status, reply in sorted(op.replies.items())}
-    if entry.api_key_required:
+    responses["400"] = _bad_query(op.replies.get(400), refs)
+    scopes = table.scopes_of(method, path)
+    if bool(entry.api_key_required) != (scopes is not None):
+        raise ContractError(f"{method} {path}: needs the API key but no scope, or a scope but no key")
+    if scopes is not None:
         out["security"] = [{API_KEY_SCHEME: []}]
-        gateway = {"$ref": REF.format(model="GatewayError")}
+        named = " or ".join(f"`{s}`" for s in sorted(scopes))
+        out["x-scopes"] = sorted(scopes)
+        out["description"] = (out.get("description", "") + f" Scope: {named}.").strip()
+        schemas = [{"$ref": REF.format(model="GatewayError")}, {"$ref": REF.format(model="Error")}]
         responses["403"] = {
-            "description": "API Gateway (and `make run`): missing or wrong `x-api-key`",
-            "content": {"application/json": {"schema": gateway}},
+            "description": "API Gateway (and `make run`): missing or wrong `x-api-key`; or "
+            + table.FORBIDDEN_SCOPE.format(scopes=named),
+            "content": {"application/json": {"schema": {"anyOf": schemas}}},
         }
     else:
         out["security"] = []
@@ -181,6 +197,15 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
         responses["202"]["links"] = _task_links()
     out["responses"] = dict(sorted(responses.items()))
     return out
+
+
+def _bad_query(own: Reply | None, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    """Every route's 400 for an unknown or repeated query parameter, with the route's own 400s."""
+    if own is None:
+        return _response(Reply(table.BAD_QUERY[0].upper() + table.BAD_QUERY[1:], contract.Error), refs)
+    models = _reply_models(own)
+    return _response(own._replace(description=f"{own.description}; or {table.BAD_QUERY}",
+                                  model=models if contract.Error in models else (*models, contract.Error)), refs)
 
 
 def _unavailable(own: Reply | None, path: str) -> Reply:

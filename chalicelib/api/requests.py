@@ -1,7 +1,9 @@
 """Validation of what HTTP clients send: ids in the query or path, JSON bodies,
 headers. The bodies' shapes are the models of chalicelib/api/models.py.
 
-Pure functions; each failure is a domain error naming the parameter.
+Pure functions; each failure is a domain error naming the parameter. An error
+never echoes more than ECHO_LIMIT characters of what was sent (docs/clients.md,
+"The input edge").
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import NamedTuple, TypeVar
 
@@ -31,6 +33,34 @@ from chalicelib.errors import InvalidBody, InvalidParameter, PayloadTooLarge, Un
 
 M = TypeVar("M", bound=BaseModel)
 
+# How much of one value an error message repeats, and of a body's field names in all: an
+# error body says its message twice (`detail`), so it echoes at most 200 characters of the request.
+ECHO_LIMIT = 40
+FIELDS_ECHO_LIMIT = 60
+
+
+def echo(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` as an error message may repeat it: its repr, cut to `limit` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def check_query(params: object, allowed: Iterable[str]) -> None:
+    """What every route checks of its query string (chalicelib/api/auth.py runs it for all): a
+    parameter the route does not take, or one given twice, is a 400 (docs/clients.md).
+    `params` is Chalice's MultiDict (None without a query string)."""
+    if not params:
+        return
+    allowed = frozenset(allowed)
+    names = list(params)  # type: ignore[call-overload]
+    for name in names:
+        if name not in allowed:
+            known = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+            raise InvalidParameter(name[:ECHO_LIMIT], f"unknown query parameter {echo(name)}: {known}")
+        given = len(params.getlist(name))  # type: ignore[attr-defined]
+        if given > 1:
+            raise InvalidParameter(name, f"{name} is given {given} times: give it once")
+
 
 # A number as JSON writes it. The document types ids as JSON Schema integers,
 # and for JSON Schema 42.0 and 4.2e1 are the integer 42 (a fuzzer sends them:
@@ -43,17 +73,17 @@ def parse_id(raw: str | None, name: str, maximum: int = MAX_ID) -> int:
         raise InvalidParameter(name, f"{name} is required")
     text = raw.strip()
     if not (text.isascii() and _NUMBER.fullmatch(text)):
-        raise InvalidParameter(name, f"{name} must be an integer, got {raw!r}")
+        raise InvalidParameter(name, f"{name} must be an integer, got {echo(raw)}")
     try:
         number = Decimal(text)
         integral = number == number.to_integral_value()
     except ArithmeticError:  # an exponent beyond what Decimal handles: no id anyway
         integral = False
     if not integral:
-        raise InvalidParameter(name, f"{name} must be an integer, got {raw!r}")
+        raise InvalidParameter(name, f"{name} must be an integer, got {echo(raw)}")
     # Bounds on the Decimal: int() of 1e999999999 would build a huge number first.
     if number < 1:
-        raise InvalidParameter(name, f"{name} must be a positive integer, got {raw.strip()}")
+        raise InvalidParameter(name, f"{name} must be a positive integer, got {echo(text)}")
     if number > maximum:
         raise InvalidParameter(name, f"{name} must be at most {maximum}")
     return int(number)
@@ -76,7 +106,7 @@ def task_query(params: Mapping[str, str] | None) -> TaskQuery:
     """Every parameter is optional; one given empty is an error, not left out."""
     item_id, status, limit, cursor = (_optional(params, name) for name in ("item_id", "status", "limit", "cursor"))
     if status is not None and status not in TASK_STATUSES:
-        raise InvalidParameter("status", f"status must be one of {', '.join(TASK_STATUSES)}, got {status[:40]!r}")
+        raise InvalidParameter("status", f"status must be one of {', '.join(TASK_STATUSES)}, got {echo(status)}")
     return TaskQuery(
         item_id=None if item_id is None else parse_id(item_id, "item_id"),
         status=status,
@@ -102,7 +132,7 @@ def encode_cursor(task_id: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     if not _CURSOR.fullmatch(cursor):
-        raise InvalidParameter("cursor", f"cursor must be a next_cursor this route returned, got {cursor[:40]!r}")
+        raise InvalidParameter("cursor", f"cursor must be a next_cursor this route returned, got {echo(cursor)}")
     return int.from_bytes(base64.urlsafe_b64decode(cursor + "="), "big")
 
 
@@ -127,7 +157,7 @@ def require_json(headers: Mapping[str, str]) -> None:
         return
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(f"the body must be application/json, got {content_type[:100]!r}")
+        raise UnsupportedMediaType(f"the body must be application/json, got {echo(content_type)}")
 
 
 def parse_body(raw_body: bytes | str | None, max_bytes: int, model: type[M], what: str) -> M:
@@ -139,18 +169,35 @@ def parse_body(raw_body: bytes | str | None, max_bytes: int, model: type[M], wha
         raise InvalidBody(f"request body must be a JSON object with the {what}")
     try:
         data = json.loads(body)
+    except RecursionError as exc:  # any depth fits in MAX_BODY_BYTES; Python's parser stops near 1,000
+        raise InvalidBody("request body is nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidBody(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidBody("request body must be a JSON object")
     try:
         return model.model_validate(data)
+    except RecursionError as exc:
+        raise InvalidBody("request body is nested too deeply") from exc
     except ValidationError as exc:
-        errors: list[dict[str, object]] = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]} for e in exc.errors()
-        ]
-        fields = ", ".join(dict.fromkeys(str(e["field"]) for e in errors))
-        raise InvalidBody(f"invalid {what}: {fields}", errors) from exc
+        raise InvalidBody(*_field_errors(exc, what)) from exc
+
+
+def _field_errors(exc: ValidationError, what: str) -> tuple[str, list[dict[str, object]]]:
+    """The message and one entry per field. Field names can be the client's (an unknown
+    key): each is cut to ECHO_LIMIT, and they stop at FIELDS_ECHO_LIMIT characters in all."""
+    errors: list[dict[str, object]] = []
+    budget = FIELDS_ECHO_LIMIT
+    for e in exc.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(body)"
+        field = field if len(field) <= ECHO_LIMIT else field[: ECHO_LIMIT - 3] + "..."
+        budget -= len(field)
+        if budget < 0:
+            break
+        errors.append({"field": field, "message": e["msg"]})
+    fields = ", ".join(dict.fromkeys(str(e["field"]) for e in errors))
+    more = exc.error_count() - len(errors)
+    return f"invalid {what}: {fields}" + (f" and {more} more" if more > 0 else ""), errors
 
 
 def parse_ad(raw_body: bytes | str | None, max_bytes: int) -> AdRequest:

@@ -35,6 +35,7 @@ from chalicelib.api.models import (
     TaskPage,
     TaskResult,
 )
+from chalicelib.domain.clients import ADMIN, CLOSE, SUBMIT
 
 
 # NamedTuples, not dataclasses: a tenth of the class-creation cost, and this
@@ -80,7 +81,7 @@ IDEMPOTENCY_KEY = Param(
     "header",
     "Optional. The same key with the same item_id returns the original task (202, `Idempotent-Replayed: true`) and "
     "sends nothing new; with another item_id it is a 409. Keys are kept at least 24 h. Use a fresh random value "
-    "(a UUID) per logical request: keys are shared by every client of the API.",
+    "(a UUID) per logical request. Keys are your client's own: another client's identical key is another request.",
     schema={"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": IDEMPOTENCY_KEY_PATTERN},
     required=False,
 )
@@ -315,3 +316,48 @@ ALIASES: dict[tuple[str, str], Alias] = {
     ("POST", "/async_predict"): Alias("POST", "/moderation/async_predict"),
     ("GET", "/moderation_result/{task_id}"): Alias("GET", "/moderation/moderation_result/{task_id}"),
 }
+
+
+# Which scopes a route needs, any one of them (docs/clients.md, "Routes and scopes"): the one
+# table chalicelib/api/auth.py enforces and openapi.py documents (403 `insufficient_scope`).
+# None: an open route (no API key). Reads with `admin` see every client's tasks; with
+# `submit`, the client's own. `moderate` is reserved for the review queue: no route yet.
+# tests/unit/test_contract.py holds it to exactly the routes of OPERATIONS.
+_READ = frozenset({SUBMIT, ADMIN})
+SCOPES: dict[tuple[str, str], frozenset[str] | None] = {
+    ("POST", "/moderation/predict"): frozenset({SUBMIT}),
+    ("POST", "/moderation/simple_predict"): frozenset({SUBMIT}),
+    ("POST", "/moderation/async_predict"): frozenset({SUBMIT}),
+    ("POST", "/moderation/async_predict/batch"): frozenset({SUBMIT}),
+    ("POST", "/moderation/close"): frozenset({CLOSE}),
+    ("GET", "/moderation/moderation_result/{task_id}"): _READ,
+    ("GET", "/moderation/tasks"): _READ,
+    ("GET", "/moderation/moderation_result/{task_id}/events"): _READ,
+    ("GET", "/health"): None,
+    ("GET", "/health/pipeline"): None,
+    ("GET", "/openapi.json"): None,
+    ("GET", "/docs"): None,
+    ("GET", "/docs/swagger-ui-bundle.js"): None,
+    ("GET", "/docs/swagger-ui.css"): None,
+}
+
+FORBIDDEN_SCOPE = ("`insufficient_scope`: this key's client has none of the route's scopes ({scopes}); "
+                   "or `forbidden`: the key is not registered to a client (docs/clients.md)")
+# Every route answers an unknown or repeated query parameter with this 400 (chalicelib/api/requests.py).
+BAD_QUERY = "`invalid_parameter`: a query parameter this route does not take, or one given more than once"
+
+
+def canonical(method: str, path: str) -> tuple[str, str]:
+    """The route an alias stands for; any other route itself."""
+    alias = ALIASES.get((method, path))
+    return (alias.method, alias.path) if alias else (method, path)
+
+
+def scopes_of(method: str, path: str) -> frozenset[str] | None:
+    """The scopes `method path` needs (any one); None for an open route. KeyError: no such route."""
+    return SCOPES[canonical(method, path)]
+
+
+def query_names(method: str, path: str) -> frozenset[str]:
+    """The query parameters a route takes; any other is a 400."""
+    return frozenset(p.name for p in OPERATIONS[canonical(method, path)].params if p.location == "query")

@@ -66,14 +66,14 @@ class ModerationService:
         logger.info("ad closed", extra={"item_id": item_id})
         return {"item_id": item_id, "status": "closed"}
 
-    def submit(self, item_id: int, *, request_id: str | None = None) -> dict[str, Any]:
-        """Store a pending task, then enqueue it.
+    def submit(self, item_id: int, *, client: str, request_id: str | None = None) -> dict[str, Any]:
+        """Store a pending task of `client`, then enqueue it.
 
         The row is committed before the send, so the scorer never sees a
         message for a task it cannot find. If the send fails the task is still
         accepted: the reconciler re-sends tasks whose enqueued_at stays NULL.
         """
-        task_id = self._store.create_task(item_id, request_id=request_id)
+        task_id = self._store.create_task(item_id, client=client, request_id=request_id)
         if task_id is None:
             raise AdNotFound(f"advertisement {item_id} not found")
         self._enqueue(PendingTask(task_id, item_id, request_id))
@@ -81,15 +81,15 @@ class ModerationService:
         return accepted_view(task_id)
 
     def submit_once(
-        self, item_id: int, idempotency_key: str, *, request_id: str | None = None
+        self, item_id: int, idempotency_key: str, *, client: str, request_id: str | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """submit under an Idempotency-Key: (the 202 body, replayed).
+        """submit under one of `client`'s Idempotency-Keys: (the 202 body, replayed).
 
         A key seen before answers with its first request's body and sends
         nothing; if that first send was lost, the reconciler re-sends it as for
         any task. A key first used for another item is a client bug: 409.
         """
-        keyed = self._store.create_task_once(item_id, idempotency_key, request_id=request_id)
+        keyed = self._store.create_task_once(item_id, idempotency_key, client=client, request_id=request_id)
         if keyed.task_id is None:
             raise AdNotFound(f"advertisement {item_id} not found")
         if keyed.item_id != item_id:
@@ -102,14 +102,14 @@ class ModerationService:
             metrics.emit("api_handler", {metrics.SUBMITTED: 1})
         return accepted_view(keyed.task_id), keyed.replayed
 
-    def submit_batch(self, item_ids: Sequence[int], *, request_id: str | None = None) -> dict[str, Any]:
+    def submit_batch(self, item_ids: Sequence[int], *, client: str, request_id: str | None = None) -> dict[str, Any]:
         """Tasks for many ads: stored in one transaction, sent ten per
         SendMessageBatch, marked enqueued once sent. A send that fails is left
         to the reconciler (the tasks stay accepted), as in submit.
 
         One result per requested item, in request order.
         """
-        task_ids = self._store.create_tasks(item_ids, request_id=request_id)
+        task_ids = self._store.create_tasks(item_ids, client=client, request_id=request_id)
         created = [PendingTask(t, i, request_id) for t, i in zip(task_ids, item_ids, strict=True) if t is not None]
         if created:
             sent = self._send_created(created)
@@ -159,24 +159,26 @@ class ModerationService:
             # scorer acknowledges the duplicate.
             logger.warning("task enqueued but not marked", extra={**context, "error": exc.message})
 
-    def result(self, task_id: int) -> dict[str, Any]:
-        task = self._store.get_task(task_id)
+    def result(self, task_id: int, *, owner: str | None) -> dict[str, Any]:
+        """The task, if it is `owner`'s (None: anyone's). Another client's task is the
+        same 404 as one that does not exist: nothing tells them apart."""
+        task = self._store.get_task(task_id, owner=owner)
         if task is None:
             raise TaskNotFound(f"task {task_id} not found")
         return task_view(task)
 
     def tasks(
-        self, *, item_id: int | None, status: str | None, before_id: int | None, limit: int
+        self, *, item_id: int | None, status: str | None, before_id: int | None, limit: int, owner: str | None
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of tasks, newest first, as the result route shows each, and the
         id the next page continues below (None: this is the last page). One query:
         it reads one task more than the page, to know whether another page follows."""
-        found = self._store.list_tasks(item_id=item_id, status=status, before_id=before_id, limit=limit + 1)
+        found = self._store.list_tasks(item_id=item_id, status=status, before_id=before_id, limit=limit + 1, owner=owner)
         page = found[:limit]
         return [task_view(t) for t in page], page[-1].task_id if len(found) > limit else None
 
-    def events(self, task_id: int) -> dict[str, Any]:
-        events = self._store.task_events(task_id)
+    def events(self, task_id: int, *, owner: str | None) -> dict[str, Any]:
+        events = self._store.task_events(task_id, owner=owner)
         if events is None:
             raise TaskNotFound(f"task {task_id} not found")
         return {"task_id": task_id, "events": [event_view(e) for e in events]}

@@ -65,7 +65,7 @@ def migrations_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def run(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def run(database_url: str, directory: Path = MIGRATIONS_DIR, *, default_client: str | None = None) -> list[str]:
     """Apply pending migrations; return the ids applied (empty when up to date)."""
     if not sql_files(directory):
         raise MigrationsMissing(
@@ -73,15 +73,30 @@ def run(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         )
     from chalicelib.storage.migrations import apply_migrations
 
-    return apply_migrations(database_url, directory)
+    return apply_migrations(database_url, directory, default_client=default_client)
 
 
 def handler(event: Mapping[str, Any], context: Any, database_url: Callable[[], str]) -> dict[str, Any]:
     """Entry point of the `migrate` Lambda function. `database_url` is called inside
     the handler, so a missing setting or secret is a FAILED answer to CloudFormation."""
 
+    if "clients" in event:  # make api-key's registrations (chalicelib/operations/clients.py)
+        from chalicelib.operations import clients
+
+        try:
+            return clients.handle(event["clients"], database_url())
+        except ValueError as exc:
+            return {"error": str(exc)}
+
     def migrate() -> list[str]:
-        return run(database_url())
+        url = database_url()
+        applied = run(url)
+        # The stack's own key (ClientApiKey): a client with every scope, as make run's own key.
+        if key_id := (event.get("ResourceProperties") or {}).get("StackClientKeyId"):
+            from chalicelib.operations import clients
+
+            clients.register_stack_key(url, str(key_id))
+        return applied
 
     if "RequestType" in event and "ResponseURL" in event:
         return handle_custom_resource(event, context, migrate=migrate)

@@ -157,10 +157,13 @@ class _Found:
     pgmigrate: tuple[int, ...] | None
 
 
-def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR, *, default_client: str | None = None) -> list[str]:
     """Apply pending migrations (adopting an older service's tables where a
     stand-in fits); return what was applied, empty when up to date. Raises
-    MigrationError, having changed nothing, if the database cannot be adopted."""
+    MigrationError, having changed nothing, if the database cannot be adopted.
+
+    `default_client`: who owns the tasks already there when V8 gives tasks owners
+    (adopted ones included; docs/clients.md); None: `legacy`."""
     migrations = read_migrations(str(directory))
     with _connect(database_url) as conn:
         _lock(conn)
@@ -171,6 +174,8 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
         backend = get_backend(database_url)  # creates yoyo's lock table: only now
         try:
             backend.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            if default_client is not None:  # read by migrations/V8__clients.sql
+                backend.cursor().execute("SELECT set_config('moderation.default_client', %s, false)", (default_client,))
             with backend.lock():
                 pending = {m.id for m in backend.to_apply(migrations)}  # creates yoyo's ledger if missing
                 done: list[str] = []

@@ -57,12 +57,12 @@ class TaskStore:
             cur.execute("UPDATE advertisements SET is_closed = TRUE WHERE id = %s AND NOT is_closed RETURNING id", (item_id,))
             return cur.fetchone() is not None
 
-    def create_task(self, item_id: int, *, request_id: str | None = None) -> int | None:
-        """Insert a pending task for a live ad, and its `accepted` event, in one
-        statement; None when the ad does not exist."""
-        return self.create_tasks([item_id], request_id=request_id)[0]
+    def create_task(self, item_id: int, *, client: str, request_id: str | None = None) -> int | None:
+        """Insert a pending task of `client` for a live ad, and its `accepted` event,
+        in one statement; None when the ad does not exist."""
+        return self.create_tasks([item_id], client=client, request_id=request_id)[0]
 
-    def create_task_once(self, item_id: int, key: str, *, request_id: str | None = None) -> KeyedTask:
+    def create_task_once(self, item_id: int, key: str, *, client: str, request_id: str | None = None) -> KeyedTask:
         """create_task under an Idempotency-Key: the key, the task and its
         `accepted` event are written by one statement, so they commit together.
 
@@ -78,6 +78,9 @@ class TaskStore:
         in it. A crash between the two leaves a key without a task (a retry is
         refused or answered with nothing) or a task without a key (a retry
         makes a second task). Here the key commits with the task or not at all.
+
+        Keys are the client's own (primary key (client_id, key), migrations/V8): another
+        client's key is never replayed, nor answered 409 (docs/clients.md).
         """
         with self._db.transaction() as cur:
             cur.execute(
@@ -85,13 +88,13 @@ class TaskStore:
                 WITH ad AS (
                     SELECT id FROM advertisements WHERE id = %(item_id)s AND NOT is_closed
                 ), claimed AS (
-                    INSERT INTO idempotency_keys (key, item_id, task_id)
-                    SELECT %(key)s, id, nextval(pg_get_serial_sequence('moderation_results', 'id')) FROM ad
-                    ON CONFLICT (key) DO NOTHING
+                    INSERT INTO idempotency_keys (client_id, key, item_id, task_id)
+                    SELECT %(client)s, %(key)s, id, nextval(pg_get_serial_sequence('moderation_results', 'id')) FROM ad
+                    ON CONFLICT (client_id, key) DO NOTHING
                     RETURNING task_id, item_id
                 ), task AS (
-                    INSERT INTO moderation_results (id, item_id, status, request_id)
-                    SELECT task_id, item_id, 'pending', %(request_id)s FROM claimed
+                    INSERT INTO moderation_results (id, item_id, status, request_id, client_id)
+                    SELECT task_id, item_id, 'pending', %(request_id)s, %(client)s FROM claimed
                     RETURNING id
                 ), event AS (
                     INSERT INTO task_events (task_id, kind, request_id)
@@ -99,20 +102,20 @@ class TaskStore:
                 )
                 SELECT id FROM task
                 """,
-                {"item_id": item_id, "key": key, "request_id": request_id},
+                {"item_id": item_id, "key": key, "request_id": request_id, "client": client},
             )
             row = cur.fetchone()
             if row:
                 return KeyedTask(int(row["id"]), item_id, replayed=False)
             # Nothing inserted: the key was used before (by a transaction that
             # has committed by now), or the ad does not exist.
-            cur.execute("SELECT task_id, item_id FROM idempotency_keys WHERE key = %s", (key,))
+            cur.execute("SELECT task_id, item_id FROM idempotency_keys WHERE client_id = %s AND key = %s", (client, key))
             used = cur.fetchone()
         if used is None:
             return KeyedTask(None, item_id, replayed=False)
         return KeyedTask(int(used["task_id"]), int(used["item_id"]), replayed=True)
 
-    def create_tasks(self, item_ids: Sequence[int], *, request_id: str | None = None) -> list[int | None]:
+    def create_tasks(self, item_ids: Sequence[int], *, client: str, request_id: str | None = None) -> list[int | None]:
         """Batch create_task: one task (and `accepted` event) per live ad, in
         one statement; the task id for each requested item, in request order,
         None where the ad does not exist. A repeated item gets a task each time.
@@ -133,15 +136,15 @@ class TaskStore:
                 ), numbered AS (
                     SELECT item_id, pos, nextval(pg_get_serial_sequence('moderation_results', 'id')) AS task_id FROM live
                 ), task AS (
-                    INSERT INTO moderation_results (id, item_id, status, request_id)
-                    SELECT task_id, item_id, 'pending', %(request_id)s FROM numbered
+                    INSERT INTO moderation_results (id, item_id, status, request_id, client_id)
+                    SELECT task_id, item_id, 'pending', %(request_id)s, %(client)s FROM numbered
                 ), event AS (
                     INSERT INTO task_events (task_id, kind, request_id)
                     SELECT task_id, 'accepted', %(request_id)s FROM numbered
                 )
                 SELECT pos, task_id FROM numbered
                 """,
-                {"item_ids": list(item_ids), "request_id": request_id},
+                {"item_ids": list(item_ids), "request_id": request_id, "client": client},
             )
             created = {int(r["pos"]): int(r["task_id"]) for r in cur.fetchall()}
         return [created.get(pos) for pos in range(1, len(item_ids) + 1)]
@@ -197,30 +200,38 @@ class TaskStore:
                 (error, list(task_ids)),
             )
 
-    def get_task(self, task_id: int) -> Task | None:
+    def get_task(self, task_id: int, *, owner: str | None = None) -> Task | None:
+        """The task; None when there is none, or it is not `owner`'s (None: anyone's).
+        One answer for both: another client's task does not exist for this one."""
         with self._db.transaction() as cur:
-            cur.execute(f"SELECT {_TASK_COLUMNS} FROM moderation_results WHERE id = %s", (task_id,))
+            cur.execute(
+                f"SELECT {_TASK_COLUMNS} FROM moderation_results WHERE id = %(id)s"
+                " AND (%(owner)s::text IS NULL OR client_id = %(owner)s)",
+                {"id": task_id, "owner": owner},
+            )
             row = cur.fetchone()
         return Task(**row) if row else None
 
-    def list_tasks(self, *, item_id: int | None, status: str | None, before_id: int | None, limit: int) -> list[Task]:
-        """Up to `limit` tasks, newest first (id DESC), below `before_id` if given:
-        one page of a keyset walk, so tasks submitted meanwhile never shift it.
-        One query, on an index (task_page_query)."""
+    def list_tasks(self, *, item_id: int | None, status: str | None, before_id: int | None, limit: int,
+                   owner: str | None = None) -> list[Task]:
+        """Up to `limit` tasks of `owner` (None: every client's), newest first (id DESC),
+        below `before_id` if given: one page of a keyset walk, so tasks submitted
+        meanwhile never shift it. One query, on an index (task_page_query)."""
         with self._db.transaction() as cur:
-            cur.execute(*task_page_query(item_id=item_id, status=status, before_id=before_id, limit=limit))
+            cur.execute(*task_page_query(item_id=item_id, status=status, before_id=before_id, limit=limit, owner=owner))
             return [Task(**row) for row in cur.fetchall()]
 
-    def task_events(self, task_id: int) -> list[TaskEvent] | None:
-        """The task's trail, oldest first; None when the task does not exist."""
+    def task_events(self, task_id: int, *, owner: str | None = None) -> list[TaskEvent] | None:
+        """The task's trail, oldest first; None when the task does not exist or is
+        not `owner`'s (None: anyone's)."""
         with self._db.transaction() as cur:
             cur.execute(
                 """
                 SELECT e.at, e.kind, e.attempt, e.outcome, e.error, e.message_id, e.request_id
                 FROM moderation_results m LEFT JOIN task_events e ON e.task_id = m.id
-                WHERE m.id = %s ORDER BY e.id
+                WHERE m.id = %(id)s AND (%(owner)s::text IS NULL OR m.client_id = %(owner)s) ORDER BY e.id
                 """,
-                (task_id,),
+                {"id": task_id, "owner": owner},
             )
             rows = cur.fetchall()
         if not rows:
@@ -229,7 +240,7 @@ class TaskStore:
 
 
 def task_page_query(
-    *, item_id: int | None, status: str | None, before_id: int | None, limit: int
+    *, item_id: int | None, status: str | None, before_id: int | None, limit: int, owner: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """TaskStore.list_tasks's statement and parameters.
 
@@ -241,20 +252,28 @@ def task_page_query(
     (status, id) index (migrations/V6) gives the order, and a page reads about
     `limit` entries wherever the tasks are. Both filters: the ad's index, the
     status filtered among the ad's tasks.
+
+    One client's page (`owner`): the client leads too (migrations/V8's (client_id, id) and
+    (client_id, status, id)), written as a range for the same reason; by ad, the ad's index,
+    the client filtered among the ad's few tasks.
     """
-    where, order = [], ["id DESC"]
+    # (column, parameter) that lead the index walked, in its order; each is a range.
+    lead = [("client_id", "owner")] if owner is not None and item_id is None else []
+    where = []
     if item_id is not None:
-        where.append("item_id >= %(item_id)s AND item_id <= %(item_id)s")
-        order.insert(0, "item_id DESC")
+        lead.append(("item_id", "item_id"))
+        if owner is not None:
+            where.append("client_id = %(owner)s")
         if status is not None:
             where.append("status = %(status)s")
     elif status is not None:
-        where.append("status >= %(status)s AND status <= %(status)s")
-        order.insert(0, "status DESC")
+        lead.append(("status", "status"))
+    where[:0] = [f"{column} >= %({param})s AND {column} <= %({param})s" for column, param in lead]
+    order = [f"{column} DESC" for column, _ in lead] + ["id DESC"]
     if before_id is not None:
         where.append("id < %(before_id)s")
     sql = f"SELECT {_TASK_COLUMNS} FROM moderation_results"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {', '.join(order)} LIMIT %(limit)s"
-    return sql, {"item_id": item_id, "status": status, "before_id": before_id, "limit": limit}
+    return sql, {"item_id": item_id, "status": status, "before_id": before_id, "limit": limit, "owner": owner}

@@ -115,8 +115,9 @@ def _sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def insert_tasks(url: str, n: int) -> list[tuple[int, int]]:
     """n pending, already-enqueued tasks over the demo ads: (task_id, item_id)."""
-    return _sql(url, "INSERT INTO moderation_results (item_id, status, enqueued_at) "
-                     "SELECT g %% %s + 1, 'pending', now() FROM generate_series(1, %s) g RETURNING id, item_id", DEMO_ADS, n)
+    return _sql(url, "INSERT INTO moderation_results (item_id, status, enqueued_at, client_id) "
+                     "SELECT g %% %s + 1, 'pending', now(), 'bench' FROM generate_series(1, %s) g RETURNING id, item_id",
+                DEMO_ADS, n)
 
 
 def count_completed(url: str, task_ids: Sequence[int]) -> int:

@@ -38,7 +38,7 @@ import urllib3
 
 from measure.load.report import Recording, format_overload, format_report, overload_problems, parse_items, summarise
 from toolkit import logs, names, procs
-from toolkit.local_keys import DEFAULT_CLIENT, LocalKeys
+from toolkit.local_keys import LocalKeys
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_OUT = names.BUILD_DIR / "load" / "results.json"
@@ -128,8 +128,10 @@ def overload(url: str, *, phases: Sequence[int], duration: float, items: str, ap
 
 def default_key() -> str:
     """make run's own key (toolkit/local_keys.py), if this state dir has one: make run enforces keys."""
-    key = LocalKeys().keys().get(DEFAULT_CLIENT)
-    return key.value if key else ""
+    try:
+        return LocalKeys().own_key()
+    except FileNotFoundError:
+        return ""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

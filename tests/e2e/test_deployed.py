@@ -120,8 +120,9 @@ def test_each_client_has_its_own_key_and_revoking_one_leaves_the_others_working(
     assert deployed.post("/moderation/async_predict?item_id=1", api_key=keys["alice"])[0] == 403
     assert deployed.get("/moderation/moderation_result/1", api_key=keys["alice"])[0] == 403
     for who in ("bob", "stack"):
-        assert deployed.post("/moderation/async_predict?item_id=2", api_key=keys[who])[0] == 202, who
-        assert deployed.get("/moderation/moderation_result/1", api_key=keys[who])[0] == 200, who
+        status, body = deployed.post("/moderation/async_predict?item_id=2", api_key=keys[who])
+        assert status == 202, who
+        assert deployed.get(f"/moderation/moderation_result/{body['task_id']}", api_key=keys[who])[0] == 200, who
 
     # Revoking bob takes its own plan with it; the stack's own key is the stack's to remove.
     assert api_key_command(deployed, "revoke", "bob", "--yes").returncode == 0
@@ -139,9 +140,9 @@ def test_what_localstack_enforces_of_api_keys(deployed: Deployed):
     apigw = deployed.client("apigateway")
     key = json.loads(api_key_command(deployed, "create", "carol", "--json").stdout)
     try:
-        assert deployed.get("/moderation/moderation_result/1", api_key=key["key"])[0] == 200
+        assert deployed.get("/moderation/tasks", api_key=key["key"])[0] == 200
         apigw.update_api_key(apiKey=key["key_id"], patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}])
-        assert deployed.get("/moderation/moderation_result/1", api_key=key["key"])[0] == 403
+        assert deployed.get("/moderation/tasks", api_key=key["key"])[0] == 403
     finally:
         api_key_command(deployed, "revoke", "carol", "--yes")
 
@@ -199,7 +200,8 @@ def test_poison_and_busy_messages_in_one_batch_through_the_real_mapping(deployed
     """
     sqs = deployed.client("sqs")
     queue_url, dlq_url = deployed.d.outputs["ModerationQueueUrl"], deployed.d.outputs["ModerationDLQUrl"]
-    good, busy = (r[0] for r in deployed.sql("INSERT INTO moderation_results (item_id) VALUES (2), (3) RETURNING id"))
+    good, busy = (r[0] for r in deployed.sql(
+        "INSERT INTO moderation_results (item_id, client_id) VALUES (2, 'e2e'), (3, 'e2e') RETURNING id"))
     locker = psycopg2.connect(deployed.database_url)
     try:
         with locker.cursor() as cur:

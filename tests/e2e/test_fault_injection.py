@@ -152,7 +152,7 @@ def test_fault_injection(localstack_endpoint, db, monkeypatch):
 
         queue.send_task = lossy_send  # type: ignore[method-assign]
         service = ModerationService(TaskStore(Database(url)), queue, load_model())
-        task_ids = [service.submit(item_id)["task_id"] for item_id in range(1, N_TASKS + 1)]
+        task_ids = [service.submit(item_id, client="tester")["task_id"] for item_id in range(1, N_TASKS + 1)]
         queue.send_task = real_send  # type: ignore[method-assign]
         submitted_at = time.monotonic()
 

@@ -114,11 +114,14 @@ def test_outside_the_routes_answers_are_json(stack: Stack):
 
 
 def test_the_api_key_is_enforced_as_on_the_deployed_api(stack: Stack):
-    """make run prints its key and keeps it in its state dir; without it a moderation route is the deployed 403."""
-    from toolkit.local_keys import FILE_NAME, forbidden_response
+    """make run prints its key; its key store holds hashes only, and its own key's value in a file of its
+    own (docs/clients.md); without the key a moderation route is the deployed 403."""
+    from toolkit.local_keys import FILE_NAME, OWN_KEY_FILE, digest, forbidden_response
 
     assert f"API key    {stack.api_key}" in stack.log.read_text()
-    assert stack.api_key in (stack.state_dir / FILE_NAME).read_text()
+    store = (stack.state_dir / FILE_NAME).read_text()
+    assert stack.api_key not in store and digest(stack.api_key) in store
+    assert (stack.state_dir / OWN_KEY_FILE).read_text().strip() == stack.api_key
     for method, path in (("POST", "/moderation/async_predict?item_id=1"), ("GET", "/moderation/moderation_result/1")):
         status, body = http(method, f"{stack.api}{path}")
         assert (status, body) == (403, json.loads(forbidden_response()[1])), (method, path)

@@ -21,7 +21,7 @@ from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.storage.migrations import MIGRATIONS_DIR, MigrationError, SchemaNotRecognised, apply_migrations, status
-from tests.helpers import execute, insert_ad
+from tests.helpers import execute, insert_ad, register_test_clients, with_keys
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
 OURS = ("users", "advertisements", "moderation_results", "task_events", "idempotency_keys")
@@ -81,7 +81,8 @@ def client_for(sqs: object, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     def make(url: str) -> Client:
         monkeypatch.setenv("DATABASE_URL", url)
         deps.reset()
-        return Client(app)
+        register_test_clients(url)
+        return with_keys(Client(app), app)
 
     yield make
     deps.reset()
@@ -294,8 +295,28 @@ def test_in_flight_tasks_younger_than_the_horizon_are_handed_to_the_pipeline(emp
         # The fixtures' own unfinished tasks are months old: none of them is re-sent.
         assert set(report.resent) == {young_pending, young_processing}
         for task_id in (young_pending, young_processing):
-            polled = json.loads(client.http.get(f"/moderation_result/{task_id}").body)
+            polled = json.loads(client.http.get(f"/moderation_result/{task_id}", headers={"x-api-key": "key-legacy"}).body)
             assert (polled["status"], polled["error_message"]) == ("pending", None)
     queue_url = sqs.get_queue_url(QueueName=deps.get_settings().queue_name)["QueueUrl"]
     bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]]
     assert {b["task_id"] for b in bodies} == {young_pending, young_processing}
+
+
+@pytest.mark.parametrize(("named", "key"), [(None, "key-legacy"), ("older-clients", "key-older")])
+def test_adopted_tasks_belong_to_the_client_named_at_migrate_time(empty_db: str, client_for, named, key) -> None:
+    """make migrate ARGS="--client NAME" (default `legacy`, docs/clients.md): that client's key reads
+    the older services' tasks, through both result paths; any other client's key gets 404."""
+    url = seeded(empty_db, "002")
+    before = old_tasks(url)
+    apply_migrations(url, default_client=named)
+    assert {owner for (owner,) in execute(url, "SELECT DISTINCT client_id FROM moderation_results")} == {
+        named or "legacy"}
+    with client_for(url) as client:
+        for task_id in before:
+            for path in (f"/moderation/moderation_result/{task_id}", f"/moderation_result/{task_id}"):
+                assert client.http.get(path, headers={"x-api-key": key}).status_code == 200
+                assert client.http.get(path, headers={"x-api-key": "key-a"}).status_code == 404
+        listed = json.loads(client.http.get("/moderation/tasks?limit=100", headers={"x-api-key": key}).body)["tasks"]
+        assert len(listed) == min(100, len(before)) and {t["task_id"] for t in listed} <= set(before)
+        others = json.loads(client.http.get("/moderation/tasks", headers={"x-api-key": "key-a"}).body)["tasks"]
+        assert others == []

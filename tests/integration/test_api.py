@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.errors import TransientError
 from chalicelib.operations.reconcile import Reconciler
-from tests.helpers import execute, fetch_task, insert_ad
+from tests.helpers import execute, fetch_task, insert_ad, keyed_client
 
 AD = {"seller_id": 1, "is_verified_seller": False, "item_id": 1, "name": "iPhone 13",
       "description": "реплика, только предоплата", "category": 1, "images_qty": 0}
@@ -20,7 +19,7 @@ AD = {"seller_id": 1, "is_verified_seller": False, "item_id": 1, "name": "iPhone
 def client(app_env):
     from app import app
 
-    with Client(app) as c:
+    with keyed_client(app) as c:
         yield c
 
 
@@ -149,7 +148,7 @@ def test_lost_send_is_accepted_and_recovered_by_the_reconciler(client, app_env, 
 
 def test_reconciler_fails_stuck_tasks_with_a_reason(app_env, sqs):
     item_id = insert_ad(app_env)
-    task_id = deps.task_store().create_task(item_id)
+    task_id = deps.task_store().create_task(item_id, client="tester")
     execute(app_env, "UPDATE moderation_results SET created_at = now() - interval '2 hours', enqueued_at = now() "
                      "WHERE id = %s", (task_id,))
     report = deps.reconciler().run()

@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from chalice.test import Client
 
 from chalicelib import deps
-from tests.helpers import execute, insert_ad
+from tests.helpers import execute, insert_ad, keyed_client
 
 
 @pytest.fixture()
 def client(app_env):
     from app import app
 
-    with Client(app) as c:
+    with keyed_client(app) as c:
         yield c
 
 

@@ -7,10 +7,9 @@ import json
 import threading
 
 import pytest
-from chalice.test import Client
 
 from chalicelib import deps
-from tests.helpers import execute, fetch_task, insert_ad
+from tests.helpers import execute, fetch_task, insert_ad, keyed_client
 
 KEY = "Idempotency-Key"
 
@@ -22,7 +21,7 @@ def client(app_env):
     # tests/conftest.py's `db` empties the other tables (and restarts the task
     # ids); a key left from an earlier test would name another test's task.
     execute(app_env, "TRUNCATE idempotency_keys")
-    with Client(app) as c:
+    with keyed_client(app) as c:
         yield c
 
 
@@ -120,7 +119,7 @@ def test_32_concurrent_identical_requests_make_one_task_and_one_message(app_env,
     def one() -> None:
         start.wait()
         try:
-            results.append(service.submit_once(item_id, "same-key"))
+            results.append(service.submit_once(item_id, "same-key", client="tester"))
         except BaseException as exc:  # reported below
             errors.append(exc)
 

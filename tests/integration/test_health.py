@@ -13,19 +13,18 @@ import json
 import math
 
 import pytest
-from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.domain.verdicts import Thresholds
 from chalicelib.serving.aliases import Pinned
-from tests.helpers import execute, insert_ad
+from tests.helpers import execute, insert_ad, keyed_client
 
 
 @pytest.fixture()
 def client(app_env):
     from app import app
 
-    with Client(app) as c:
+    with keyed_client(app) as c:
         yield c
 
 
@@ -37,8 +36,9 @@ def get(client, path: str) -> tuple[int, dict]:
 def stall(db: str, minutes: int) -> int:
     """A task submitted `minutes` ago that no scorer ever finished."""
     item_id = insert_ad(db)
-    return execute(db, "INSERT INTO moderation_results (item_id, status, created_at) "
-                       "VALUES (%s, 'pending', now() - make_interval(mins => %s)) RETURNING id", (item_id, minutes))[0][0]
+    return execute(db, "INSERT INTO moderation_results (item_id, status, created_at, client_id) "
+                       "VALUES (%s, 'pending', now() - make_interval(mins => %s), 'tester') RETURNING id",
+                   (item_id, minutes))[0][0]
 
 
 def test_a_healthy_service_scores_the_probe_ad_and_reports_its_pipeline(client, app_env):
@@ -114,8 +114,9 @@ def test_sqs_down_is_unavailable_and_says_the_pipeline_is_unknown(client, app_en
 def test_one_queue_call_and_one_indexed_query(client, app_env, monkeypatch):
     """The cost, by construction: one GetQueueAttributes per check, and a query
     PostgreSQL answers from the first entry of the partial index of unfinished tasks."""
-    execute(app_env, "INSERT INTO moderation_results (item_id, status, is_violation, probability, model_version) "
-                     "SELECT g, 'completed', false, 0.1, 'v' FROM generate_series(1, 20000) g; ANALYZE moderation_results")
+    execute(app_env, "INSERT INTO moderation_results (item_id, status, is_violation, probability, model_version, client_id) "
+                     "SELECT g, 'completed', false, 0.1, 'v', 'tester' FROM generate_series(1, 20000) g; "
+                     "ANALYZE moderation_results")
     get(client, "/health")  # the first check also looks the DLQ's URL up, once per process
     queue = deps.queue()
     calls: list[str] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg2
 
 from chalicelib.storage.migrations import MIGRATIONS_DIR, apply_migrations
@@ -38,5 +40,28 @@ def test_v6_keeps_indexes_ops_built_concurrently_beforehand(empty_db, tmp_path):
     indexes = dict(execute(empty_db, "SELECT indexrelid::regclass::text, indexrelid FROM pg_index "
                                      "WHERE indrelid = 'moderation_results'::regclass"))
     assert set(indexes) == {"moderation_results_pkey", "moderation_results_unfinished_idx",
-                            "moderation_results_item_id_id_idx", "moderation_results_status_id_idx"}
-    assert set(indexes.values()) <= built  # the same indexes: none rebuilt
+                            "moderation_results_item_id_id_idx", "moderation_results_status_id_idx",
+                            # V8's, per client
+                            "moderation_results_client_id_idx", "moderation_results_client_status_id_idx"}
+    v6 = {"moderation_results_item_id_id_idx", "moderation_results_status_id_idx"}
+    assert {indexes[name] for name in v6} <= built  # the same indexes: none rebuilt
+
+
+def test_a_clients_page_reads_its_own_index_however_many_tasks_others_have(app_env):
+    """migrations/V8: GET /moderation/tasks for one client walks (client_id, ...) indexes (by ad:
+    the ad's), so its page reads about `limit` entries when other clients own almost every task."""
+    from chalicelib.storage.tasks import task_page_query
+
+    execute(app_env, "INSERT INTO moderation_results (item_id, status, error_message, client_id) "
+                     "SELECT 1 + g % 500, CASE WHEN g % 7 = 0 THEN 'failed' ELSE 'pending' END, "
+                     "CASE WHEN g % 7 = 0 THEN 'boom' END, "
+                     "CASE WHEN g % 1000 = 0 THEN 'small' ELSE 'big' END FROM generate_series(1, 60000) g; "
+                     "ANALYZE moderation_results")
+    for filters in ({}, {"item_id": 1}, {"status": "failed"}, {"item_id": 1, "status": "failed"}):
+        sql, params = task_page_query(before_id=None, limit=21, owner="small", **{"item_id": None, "status": None,
+                                                                                  **filters})
+        plan = execute(app_env, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)[0][0][0]["Plan"]
+        text = json.dumps(plan)
+        index = "moderation_results_item_id_id_idx" if "item_id" in filters else "moderation_results_client"
+        assert index in text, (filters, text[:400])
+        assert plan["Shared Hit Blocks"] + plan.get("Shared Read Blocks", 0) < 200, (filters, plan)

@@ -31,10 +31,10 @@ def add_tasks(db: str, n: int, *, created: str, processed: str | None = None, st
     execute(db, """
         WITH t AS (
             INSERT INTO moderation_results (item_id, status, is_violation, probability, model_version, error_message,
-                                            created_at, processed_at, updated_at)
+                                            created_at, processed_at, updated_at, client_id)
             SELECT 1 + g %% 300, %(status)s, %(verdict)s, %(probability)s, %(version)s, %(error)s,
                    now() - %(created)s::interval + g * interval '1 ms', now() - %(processed)s::interval + g * interval '1 ms',
-                   now() - %(processed)s::interval + g * interval '1 ms'
+                   now() - %(processed)s::interval + g * interval '1 ms', 'tester'
             FROM generate_series(1, %(n)s) AS g
             RETURNING id, status
         ), a AS (INSERT INTO task_events (task_id, kind) SELECT id, 'accepted' FROM t)
@@ -64,8 +64,9 @@ def test_purging_100k_old_tasks_keeps_submits_answering(app_env, monkeypatch, ca
     add_tasks(app_env, OLD * 9 // 10, created="40 days")
     add_tasks(app_env, OLD // 10, created="35 days", status="failed")
     keep = {  # what must survive: unfinished, finished recently, or young
-        "old_unfinished": execute(app_env, "INSERT INTO moderation_results (item_id, status, created_at) SELECT 1, 'processing', "
-                                           "now() - interval '40 days' FROM generate_series(1, 20) RETURNING id"),
+        "old_unfinished": execute(app_env, "INSERT INTO moderation_results (item_id, status, created_at, client_id) "
+                                           "SELECT 1, 'processing', now() - interval '40 days', 'tester' "
+                                           "FROM generate_series(1, 20) RETURNING id"),
     }
     add_tasks(app_env, 50, created="40 days", processed="1 day")  # e.g. failed as stuck only yesterday
     add_tasks(app_env, 500, created="29 days")
@@ -83,7 +84,7 @@ def test_purging_100k_old_tasks_keeps_submits_answering(app_env, monkeypatch, ca
         while purging.is_set() or not submitted[n]:
             started = time.perf_counter()
             try:
-                submitted[n].append(service.submit(item_id)["task_id"])
+                submitted[n].append(service.submit(item_id, client="tester")["task_id"])
             except BaseException as exc:  # reported below
                 errors.append(exc)
                 return

@@ -84,7 +84,7 @@ def test_the_real_handler_through_the_runner(app_env, sqs):
     import app
 
     item_id = insert_ad(app_env)
-    task_id = deps.task_store().create_task(item_id)
+    task_id = deps.task_store().create_task(item_id, client="tester")
     send(sqs, [json.dumps(task_body(task_id, item_id)), "{garbage"])
     runner = Runner(sqs, queue_url(sqs), app.score, reconcile=app.reconcile, wait_seconds=0)
     assert runner.poll_once() == 2
@@ -184,7 +184,7 @@ def test_the_runner_process_budgets_connections_and_stops_on_sigterm(app_env, tm
             proc = subprocess.Popen([sys.executable, "-m", "devstack.runner", "--pollers", "3"], cwd=ROOT, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
         try:
-            tasks = [deps.task_store().create_task(item_id) for _ in range(30)]
+            tasks = [deps.task_store().create_task(item_id, client="tester") for _ in range(30)]
             deps.reset()  # closes this process's own connection: only the runner's are counted below
             for start in range(0, len(tasks), 10):
                 client.send_message_batch(QueueUrl=url, Entries=[

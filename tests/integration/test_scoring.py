@@ -24,7 +24,7 @@ from tests.helpers import drop_verdict_audit, execute, fetch_task, insert_ad, in
 
 def new_task(db: str, *, deleted: bool = False, **ad) -> tuple[int, int]:
     item_id = insert_ad(db, **ad)
-    task_id = deps.task_store().create_task(item_id)
+    task_id = deps.task_store().create_task(item_id, client="tester")
     assert task_id is not None
     if deleted:  # the seller withdrew the ad after submitting it
         execute(db, "UPDATE advertisements SET is_closed = true WHERE id = %s", (item_id,))

@@ -23,7 +23,6 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
-from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.errors import TransientError
@@ -32,7 +31,7 @@ from chalicelib.storage.credentials import SecretUrl, url_from_secret
 from chalicelib.storage.db import Database, is_auth_failure
 from chalicelib.storage.migrations import apply_migrations
 from infra.policies import secret_name
-from tests.helpers import execute, fetch_task, free_port, insert_ad, sqs_record, task_body
+from tests.helpers import execute, fetch_task, free_port, insert_ad, keyed_client, register_test_clients, sqs_record, task_body
 from toolkit import names
 from toolkit.postgres import EmbeddedPostgres
 
@@ -228,7 +227,8 @@ def test_the_api_follows_a_rotation_and_answers_503_not_500_while_the_password_i
 
     arn, _ = app_on_secret
     item_id = insert_ad(db.admin_url)
-    with Client(app) as client:
+    register_test_clients(db.admin_url)
+    with keyed_client(app) as client:
         def submit() -> Any:
             return client.http.post(f"/moderation/async_predict?item_id={item_id}", body=b"")
 
@@ -253,7 +253,7 @@ def test_the_scorer_retries_a_batch_it_cannot_log_in_for_and_never_fails_its_tas
     tasks = []
     for _ in range(3):
         item_id = insert_ad(db.admin_url)
-        tasks.append((deps.task_store().create_task(item_id), item_id))
+        tasks.append((deps.task_store().create_task(item_id, client="tester"), item_id))
     db.set_password("rotated-but-not-yet-stored")
     db.end_sessions()
     for attempt in (1, 2):  # the attempts before the last (maxReceiveCount 3)

@@ -32,7 +32,7 @@ def batch(db: str, n: int) -> tuple[list[int], list[dict]]:
     for i in range(n):
         name, description, verified, images = ads[i % 2]
         item_id = insert_ad(db, name=name, description=description, verified=verified, images_qty=images)
-        tasks.append((deps.task_store().create_task(item_id), item_id))
+        tasks.append((deps.task_store().create_task(item_id, client="tester"), item_id))
     return [t for t, _ in tasks], [sqs_record(task_body(t, i)) for t, i in tasks]
 
 

@@ -11,20 +11,19 @@ from urllib.parse import urlencode
 
 import psycopg2
 import pytest
-from chalice.test import Client
 
 from chalicelib import deps
 from chalicelib.api.requests import encode_cursor
 from chalicelib.storage.db import Database
 from chalicelib.storage.tasks import TaskStore, task_page_query
-from tests.helpers import execute, insert_ad
+from tests.helpers import execute, insert_ad, keyed_client
 
 
 @pytest.fixture()
 def client(app_env):
     from app import app
 
-    with Client(app) as c:
+    with keyed_client(app) as c:
         yield c
 
 
@@ -35,7 +34,7 @@ def get(client, **query) -> tuple[int, dict]:
 
 def submit(item_id: int, n: int = 1, store: TaskStore | None = None) -> list[int]:
     """Tasks as the API stores them (one statement per call), without the send."""
-    ids = (store or deps.task_store()).create_tasks([item_id] * n)
+    ids = (store or deps.task_store()).create_tasks([item_id] * n, client="tester")
     assert None not in ids
     return [i for i in ids if i is not None]
 
@@ -180,10 +179,11 @@ def test_every_page_is_read_from_an_index_wherever_its_tasks_are(app_env):
     2,000 tasks and all the failures are among the oldest ids. Each page's query
     reads a few dozen buffers (the primary key walk it replaced: ~1,400)."""
     execute(app_env, """
-        INSERT INTO moderation_results (item_id, status, is_violation, probability, model_version, error_message)
+        INSERT INTO moderation_results (item_id, status, is_violation, probability, model_version, error_message,
+                                        client_id)
         SELECT CASE WHEN g % 20 = 0 THEN 1 WHEN g <= 4000 AND g % 2 = 1 THEN 3 ELSE 4 + g % 4999 END, s,
                CASE WHEN s = 'completed' THEN false END, CASE WHEN s = 'completed' THEN 0.1 END,
-               CASE WHEN s = 'completed' THEN 'v' END, CASE WHEN s = 'failed' THEN 'boom' END
+               CASE WHEN s = 'completed' THEN 'v' END, CASE WHEN s = 'failed' THEN 'boom' END, 'tester'
         FROM (SELECT g, CASE WHEN g > 99850 THEN 'pending' WHEN g BETWEEN 10000 AND 12000 THEN 'failed'
                              ELSE 'completed' END AS s FROM generate_series(1, 100000) g) x""")
     conn = psycopg2.connect(app_env)

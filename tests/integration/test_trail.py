@@ -14,7 +14,7 @@ from chalice.test import Client
 from chalicelib import deps
 from chalicelib.scoring.scorer import Scorer
 from devstack.runner import lambda_record
-from tests.helpers import execute, fetch_task, insert_ad
+from tests.helpers import execute, fetch_task, insert_ad, keyed_client
 
 
 class CrashingModel:
@@ -32,7 +32,7 @@ class CrashingModel:
 def client(app_env):
     from app import app
 
-    with Client(app, stage_name="local") as c:  # the stage make run serves
+    with keyed_client(app, stage_name="local") as c:  # the stage make run serves
         yield c
 
 
@@ -221,7 +221,7 @@ def test_marking_sent_tasks_survives_losing_a_deadlock_to_a_claim(app_env):
 
     item_id = insert_ad(app_env)
     store = deps.task_store()
-    first, second = (store.create_task(item_id) for _ in range(2))
+    first, second = (store.create_task(item_id, client="tester") for _ in range(2))
     other = psycopg2.connect(app_env)
     try:
         with other.cursor() as cur:

@@ -159,3 +159,42 @@ def test_the_vendored_docs_assets_are_the_published_ones():
     assert set(sums) >= {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"}
     for name, digest in sums.items():
         assert hashlib.sha256((static / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_every_route_has_its_scopes_and_only_keyed_routes_need_one():
+    """The route x scope table (chalicelib/api/routes.py, SCOPES) covers exactly the
+    operations, and a route needs a scope exactly when it needs the API key."""
+    assert set(routes.SCOPES) == set(routes.OPERATIONS)
+    for method, path in ROUTES:
+        needed = routes.scopes_of(method, path)
+        assert bool(app.routes[path][method].api_key_required) == (needed is not None), (method, path)
+
+
+def test_the_document_gives_each_keyed_route_its_scopes_and_a_403(doc):
+    for method, path in ROUTES:
+        op = doc["paths"][path][method.lower()]
+        needed = routes.scopes_of(method, path)
+        assert "400" in op["responses"]
+        if needed is None:
+            assert "403" not in op["responses"] and "x-scopes" not in op
+            continue
+        assert op["x-scopes"] == sorted(needed)
+        assert "insufficient_scope" in op["responses"]["403"]["description"]
+        refs = {s["$ref"].rsplit("/", 1)[-1] for s in op["responses"]["403"]["content"]["application/json"]["schema"]["anyOf"]}
+        assert refs == {"GatewayError", "Error"}
+
+
+def test_docs_clients_md_shows_the_route_scope_table_as_the_code_has_it():
+    """docs/clients.md, "Routes and scopes": one row per route (aliases beside their route), its
+    scopes as chalicelib/api/routes.py SCOPES has them."""
+    text = (ROOT / "docs" / "clients.md").read_text()
+    table = text.split("## Routes and scopes", 1)[1].split("\n\n", 2)[1]
+    shown: dict[tuple[str, str], frozenset[str] | None] = {}
+    for row in table.splitlines()[2:]:
+        route_cell, scope_cell = row.strip("|").split("|")
+        scopes = None if "open" in scope_cell else frozenset(re.findall(r"`(\w+)`", scope_cell))
+        for method, path in re.findall(r"`(GET|POST) ([^`]+)`", route_cell):
+            shown[(method, path)] = scopes
+        if "(and its two files)" in route_cell:
+            shown.update({("GET", "/docs/swagger-ui-bundle.js"): None, ("GET", "/docs/swagger-ui.css"): None})
+    assert shown == {route: routes.scopes_of(*route) for route in ROUTES}
