@@ -1,6 +1,7 @@
 """One API key per client (`make api-key`; docs/operations/api-keys.md).
 
-    python -m ops.api_keys create <client> [--scope SCOPES] [--contract legacy|current] [--rate R] [--burst B] [--quota N] [--period DAY|WEEK|MONTH]
+    python -m ops.api_keys create <client> [--scope SCOPES] [--contract legacy|current]
+                                           [--rate R] [--burst B] [--quota N] [--period DAY|WEEK|MONTH]
     python -m ops.api_keys list [--json]
     python -m ops.api_keys contract <client> legacy|current
     python -m ops.api_keys revoke <client> [--yes]
@@ -382,7 +383,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     revoke.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
     args = parser.parse_args(argv)
     for name, default in (("stage", "dev"), ("stack_name", None), ("local", False), ("make_run", False), ("json", False),
-                          ("yes", False), ("scope", None), ("contract", None), ("rate", None), ("burst", None), ("quota", None), ("period", None)):
+                          ("yes", False), ("scope", None), ("contract", None), ("rate", None), ("burst", None), ("quota", None),
+                          ("period", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
     return args

@@ -69,7 +69,7 @@ def _allowed(request: Request, who: Caller, needed: frozenset[str]) -> Caller:
 
 def asked_contract(request: Request) -> str | None:
     """The contract the request's header asks for; None without the header. 400 for an unknown one."""
-    value = (request.headers or {}).get(CONTRACT_HEADER.lower())
+    value = request.headers.get(CONTRACT_HEADER.lower()) if request.headers else None
     if value is None:
         return None
     try:
