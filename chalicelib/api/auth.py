@@ -26,7 +26,7 @@ from chalice.app import Request
 from chalicelib import deps
 from chalicelib.api import legacy, routes
 from chalicelib.api.requests import check_query
-from chalicelib.api.responses import error_response, internal_error
+from chalicelib.api.responses import contract_error, error_response, internal_error
 from chalicelib.domain.clients import CONTRACT_HEADER, CURRENT, LEGACY, Caller, parse_contract
 from chalicelib.errors import Forbidden, InsufficientScope, InvalidParameter, ModerationError
 from chalicelib.logs import logger
@@ -100,7 +100,7 @@ def guard(request: Request, get_response: Callable[[Request], Response]) -> Resp
         check_query(request.query_params, takes)
         if contract == LEGACY:
             legacy.check_request(request, method, path)
-        response = get_response(request)
+        response = contract_error(get_response(request))  # Chalice's own errors too, in either contract
     except ModerationError as exc:
         response = error_response(exc)
     except Exception:  # noqa: BLE001 - a bug: refuse, log it, show the client no internals

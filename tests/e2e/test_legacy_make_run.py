@@ -38,7 +38,8 @@ def api_key(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 def client(stack: Stack, key: str, transcript: list[str] | None = None) -> Client:
     def call(method: str, path: str, body: bytes | None, headers: dict[str, str] | None) -> tuple[int, Any]:
         sent = {"x-api-key": key, **({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})}
-        req = urllib.request.Request(stack.api + path, data=body if body is not None else b"", method=method, headers=sent)
+        data = body if body is not None else (b"" if method == "POST" else None)
+        req = urllib.request.Request(stack.api + path, data=data, method=method, headers=sent)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read())

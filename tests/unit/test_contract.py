@@ -89,9 +89,10 @@ def test_the_document_covers_every_route_with_its_auth_and_statuses(doc):
     body = doc["components"]["schemas"]["BatchRequest"]["properties"]["item_ids"]
     assert (body["minItems"], body["maxItems"]) == (1, contract.MAX_BATCH_ITEMS)
     listing = doc["paths"]["/moderation/tasks"]["get"]
-    assert set(listing["responses"]) == {"200", "400", "403", "429", "503"}
+    assert set(listing["responses"]) == {"200", "400", "403", "422", "429", "503"}  # 422: the legacy contract
     assert [(p["name"], p["required"]) for p in listing["parameters"]] == [
-        ("item_id", False), ("status", False), ("limit", False), ("cursor", False)]
+        ("item_id", False), ("status", False), ("limit", False), ("cursor", False),
+        ("Moderation-Contract", False)]  # the legacy contract's header, on every keyed operation
     limit = listing["parameters"][2]["schema"]
     assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, contract.MAX_PAGE, contract.DEFAULT_PAGE)
     assert doc["components"]["schemas"]["TaskPage"]["properties"]["tasks"]["items"] == {"$ref": "#/components/schemas/TaskResult"}
