@@ -48,12 +48,16 @@ def _request() -> Request:
 
 # Routes with a JSON body take any Content-Type too: chalicelib/api/handlers.py answers
 # a wrong one with the contract's 415 instead of Chalice's own error body.
+# The root paths are seed 000's; every route answers each client in its pinned contract
+# (chalicelib/api/auth.py decides; docs/clients.md#contracts).
 @app.route("/moderation/predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+@app.route("/predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 def predict() -> Any:
     return api().predict(_request())
 
 
 @app.route("/moderation/simple_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+@app.route("/simple_predict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 def simple_predict() -> Any:
     return api().simple_predict(_request())
 
@@ -71,6 +75,7 @@ def async_predict_batch() -> Any:
 
 # Seed 002's route: the ad is closed, and new moderation of it is 404.
 @app.route("/moderation/close", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+@app.route("/close", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
 def close() -> Any:
     return api().close(_request())
 

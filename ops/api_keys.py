@@ -1,7 +1,9 @@
 """One API key per client (`make api-key`; docs/operations/api-keys.md).
 
-    python -m ops.api_keys create <client> [--scope SCOPES] [--rate R] [--burst B] [--quota N] [--period DAY|WEEK|MONTH]
+    python -m ops.api_keys create <client> [--scope SCOPES] [--contract legacy|current]
+                                           [--rate R] [--burst B] [--quota N] [--period DAY|WEEK|MONTH]
     python -m ops.api_keys list [--json]
+    python -m ops.api_keys contract <client> legacy|current
     python -m ops.api_keys revoke <client> [--yes]
 
 Against a deployed stack (`--stage dev`, or `--stack-name`): its API Gateway usage plan, on AWS (an
@@ -22,6 +24,11 @@ moderate, admin; `list` shows them. On a deployed stack the key's client and sco
 api_clients in the stack's (private) database, written by invoking the stack's `migrate` function
 (the operator needs lambda:InvokeFunction on it); make run keeps them in its key store.
 
+Contracts (docs/clients.md#contracts): `--contract legacy` pins the client to the older FastAPI
+services' answers (422, 200 on submit); the default is the client's pin if it has one (`make migrate`
+pins the clients it moves over to legacy), else current. Without `--scope` a legacy client's key gets
+submit and close. `contract <client> legacy|current` changes the pin later; `list` shows it.
+
 Exit codes: 0 ok, 1 error or aborted, 2 usage (or --yes needed). The key itself is printed once, on
 create; later, `aws apigateway get-api-key --api-key <id> --include-value` shows it.
 """
@@ -40,7 +47,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.domain.clients import DEFAULT_SCOPES, SCOPES, parse_scopes
+from chalicelib.domain.clients import CONTRACTS, CURRENT, SCOPES, parse_scopes
 from ops.dlq import EXIT_ERROR, EXIT_OK, EXIT_USAGE, OpsError, UsageError, confirm
 from toolkit import logs, names
 from toolkit.local_keys import LocalKeys
@@ -90,6 +97,7 @@ class ClientKey:
     created: str
     managed_by_stack: bool = False
     scopes: tuple[str, ...] = ()
+    contract: str = CURRENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,7 @@ class Created:
     plan: str
     limits: str
     scopes: tuple[str, ...] = ()
+    contract: str = CURRENT
 
 
 def _ordered(scopes: frozenset[str]) -> tuple[str, ...]:
@@ -163,7 +172,7 @@ class StackKeys:
         return dict(body)
 
     def list(self) -> list[ClientKey]:
-        scopes = {r["key_id"]: _ordered(frozenset(r["scopes"])) for r in self._registrations({"action": "list"})["clients"]}
+        registered = {r["key_id"]: r for r in self._registrations({"action": "list"})["clients"]}
         out = []
         for plan in self.plans():
             for member in self._pages("get_usage_plan_keys", usagePlanId=plan["id"]):
@@ -174,12 +183,15 @@ class StackKeys:
                                      plan=plan.get("name", plan["id"]), limits=Limits.of_plan(plan).text(),
                                      created=str(key.get("createdDate", ""))[:19],
                                      managed_by_stack=key["id"] == self.stack_key_id,
-                                     scopes=scopes.get(key["id"], ())))
+                                     scopes=_ordered(frozenset(registered.get(key["id"], {}).get("scopes", ()))),
+                                     contract=registered.get(key["id"], {}).get("contract", CURRENT)))
         return sorted(out, key=lambda k: (not k.managed_by_stack, k.client))
 
-    def create(self, client: str, limits: Limits, scopes: frozenset[str] = DEFAULT_SCOPES) -> Created:
+    def create(self, client: str, limits: Limits, scopes: frozenset[str] | None = None,
+               contract: str | None = None) -> Created:
         """A new key for the client in the stack's plan, or in a plan of its own with these limits,
-        registered with its scopes (api_clients) before the key is shown."""
+        registered with its scopes (api_clients) and contract (client_contracts) before the key is
+        shown. None: the client's pin, and its contract's default scopes (the migrate function decides)."""
         if client == STACK_CLIENT:
             raise OpsError(f"{self.key_name(client)} is the stack's own key (ClientApiKey): pick another client name")
         if (existing := self.find(client)) is not None:
@@ -190,12 +202,19 @@ class StackKeys:
             plan = self.shared_plan
             if limits.given():
                 plan = self._create_own_plan(client, limits.over(Limits.of_plan(self.shared_plan)))
-            self._registrations({"action": "put", "key_id": key["id"], "client": client, "scopes": sorted(scopes)})
+            put = {"action": "put", "key_id": key["id"], "client": client, "contract": contract,
+                   "scopes": sorted(scopes) if scopes is not None else None}
+            registered = self._registrations(put)
             self.apigw.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
         except (ClientError, BotoCoreError, OpsError):
             self._delete_quietly(key["id"])  # no key without a plan and a client (it would admit nobody)
             raise
-        return Created(client, key["value"], key["id"], plan["name"], Limits.of_plan(plan).text(), _ordered(scopes))
+        return Created(client, key["value"], key["id"], plan["name"], Limits.of_plan(plan).text(),
+                       _ordered(frozenset(registered.get("scopes", ()))), str(registered.get("contract", CURRENT)))
+
+    def pin(self, client: str, contract: str) -> str:
+        """Pin the client to `contract`: its requests speak it within CLIENTS_CACHE_SECONDS."""
+        return str(self._registrations({"action": "contract", "client": client, "contract": contract})["contract"])
 
     def _create_own_plan(self, client: str, limits: Limits) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -250,17 +269,24 @@ class MakeRunKeys:
         self.where = "make run"
         self.hint = f"make run's server reads {self.keys.path} on every change"
 
-    def create(self, client: str, limits: Limits, scopes: frozenset[str] = DEFAULT_SCOPES) -> Created:
+    def create(self, client: str, limits: Limits, scopes: frozenset[str] | None = None,
+               contract: str | None = None) -> Created:
         if limits.given():
             raise UsageError("make run enforces keys, not quotas or throttles: give limits to a deployed stack's keys")
         try:
-            key = self.keys.create(client, scopes=scopes)
+            key = self.keys.create(client, scopes=scopes, contract=contract or CURRENT)
         except KeyError as err:
             raise OpsError(str(err.args[0])) from None
-        return Created(client, key.value, key.id, "make run", "none", key.key.scopes)
+        return Created(client, key.value, key.id, "make run", "none", key.key.scopes, key.key.contract)
+
+    def pin(self, client: str, contract: str) -> str:
+        try:
+            return self.keys.pin(client, contract).contract
+        except KeyError as err:
+            raise OpsError(str(err.args[0])) from None
 
     def list(self) -> list[ClientKey]:
-        return [ClientKey(k.client, k.id, True, "make run", "none", k.created, scopes=k.scopes)
+        return [ClientKey(k.client, k.id, True, "make run", "none", k.created, scopes=k.scopes, contract=k.contract)
                 for k in self.keys.keys().values()]
 
     def revoke(self, client: str) -> str:
@@ -271,9 +297,9 @@ class MakeRunKeys:
 
 
 def print_table(rows: list[ClientKey]) -> None:
-    header = ("CLIENT", "KEY ID", "SCOPES", "ENABLED", "PLAN", "LIMITS (each key)", "CREATED")
+    header = ("CLIENT", "KEY ID", "SCOPES", "CONTRACT", "ENABLED", "PLAN", "LIMITS (each key)", "CREATED")
     table = [header, *[(r.client + (" (the stack's own)" if r.managed_by_stack else ""), r.key_id,
-                        ",".join(r.scopes) or "none (not registered)", "yes" if r.enabled else "no", r.plan, r.limits,
+                        ",".join(r.scopes) or "none (not registered)", r.contract, "yes" if r.enabled else "no", r.plan, r.limits,
                         r.created) for r in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
@@ -294,16 +320,16 @@ def stack_keys(args: argparse.Namespace) -> StackKeys:
 def execute(args: argparse.Namespace, keys: StackKeys | MakeRunKeys) -> int:
     if args.command == "create":
         try:
-            scopes = parse_scopes(args.scope) if args.scope else DEFAULT_SCOPES
+            scopes = parse_scopes(args.scope) if args.scope else None
         except ValueError as err:
             raise UsageError(str(err)) from None
         created = keys.create(check_client_name(args.client), Limits(args.rate, args.burst, args.quota, args.period),
-                              scopes)
+                              scopes, args.contract)
         if args.json:
             print(json.dumps(asdict(created)))
         else:
             print(f"client   {created.client}\nkey      {created.key}   (shown once: keep it now)\n"
-                  f"key id   {created.key_id}\nscopes   {','.join(created.scopes)}\n"
+                  f"key id   {created.key_id}\nscopes   {','.join(created.scopes)}\ncontract {created.contract}\n"
                   f"plan     {created.plan}: {created.limits}\nsend it as the x-api-key header; {keys.hint}")
     elif args.command == "list":
         rows = keys.list()
@@ -312,6 +338,10 @@ def execute(args: argparse.Namespace, keys: StackKeys | MakeRunKeys) -> int:
                 print(json.dumps(asdict(row)))
         else:
             print_table(rows)
+    elif args.command == "contract":
+        client = check_client_name(args.client)
+        pinned = keys.pin(client, args.contract)
+        print(json.dumps({"client": client, "contract": pinned}) if args.json else f"client {client}: contract {pinned}")
     else:
         client = check_client_name(args.client)
         confirm(f"revoke the key of client {client} in {keys.where} (its requests get 403 from then on)?", args.yes)
@@ -337,17 +367,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     create.add_argument("--scope", action="append", metavar="SCOPES",
                         help=f"what the key may do, any of {', '.join(SCOPES)} (repeat or comma-separate; "
                         "default submit; docs/clients.md)")
+    create.add_argument("--contract", choices=CONTRACTS, default=None,
+                        help="the answers its requests get (docs/clients.md#contracts): legacy (the older FastAPI "
+                        "services') or current; default: the client's pin, else current")
     create.add_argument("--rate", type=float, help="requests per second (a plan of the client's own)")
     create.add_argument("--burst", type=int, help="burst (a plan of the client's own)")
     create.add_argument("--quota", type=int, help="requests per --period (a plan of the client's own)")
     create.add_argument("--period", choices=PERIODS, help="the quota's period (default DAY)")
-    sub.add_parser("list", parents=[common], help="every client's key, plan and limits")
+    sub.add_parser("list", parents=[common], help="every client's key, scopes, contract, plan and limits")
+    pin = sub.add_parser("contract", parents=[common], help="pin a client to a contract (docs/clients.md#contracts)")
+    pin.add_argument("client")
+    pin.add_argument("contract", choices=CONTRACTS)
     revoke = sub.add_parser("revoke", parents=[common], help="delete a client's key: it gets 403, the others keep working")
     revoke.add_argument("client")
     revoke.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
     args = parser.parse_args(argv)
     for name, default in (("stage", "dev"), ("stack_name", None), ("local", False), ("make_run", False), ("json", False),
-                          ("yes", False), ("scope", None), ("rate", None), ("burst", None), ("quota", None), ("period", None)):
+                          ("yes", False), ("scope", None), ("contract", None), ("rate", None), ("burst", None), ("quota", None),
+                          ("period", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
     return args

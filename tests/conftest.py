@@ -31,7 +31,12 @@ for _k, _v in LOCAL_CREDENTIALS.items():
 
 
 # The modules whose tests use the session's `deployed` stack: under pytest-xdist they run on one worker.
-DEPLOYED_MODULES = ("tests/contract/test_fuzz_deployed.py", "tests/e2e/test_deployed.py", "tests/e2e/test_deployed_clients.py")
+DEPLOYED_MODULES = (
+    "tests/contract/test_fuzz_deployed.py",
+    "tests/e2e/test_deployed.py",
+    "tests/e2e/test_deployed_clients.py",
+    "tests/e2e/test_legacy_deployed.py",
+)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:

@@ -25,14 +25,14 @@ import secrets
 import string
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fasteners
 
-from chalicelib.domain.clients import ALL_SCOPES, DEFAULT_SCOPES, SCOPES, Caller
+from chalicelib.domain.clients import ALL_SCOPES, CURRENT, DEFAULT_SCOPES, SCOPES, Caller, default_scopes
 from toolkit import names
 
 FILE_NAME = "api-keys.json"
@@ -53,6 +53,7 @@ class LocalKey:
     sha256: str
     scopes: tuple[str, ...]
     created: str
+    contract: str = CURRENT  # the contract its client is pinned to (docs/clients.md#contracts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ def _stored(raw: dict[str, Any]) -> LocalKey:
     scopes = raw.get("scopes")
     if scopes is None:
         scopes = ALL_SCOPES if raw["client"] == DEFAULT_CLIENT else DEFAULT_SCOPES
-    return LocalKey(raw["client"], raw["id"], sha, _ordered(scopes), raw["created"])
+    return LocalKey(raw["client"], raw["id"], sha, _ordered(scopes), raw["created"], raw.get("contract", CURRENT))
 
 
 class LocalKeys:
@@ -125,14 +126,26 @@ class LocalKeys:
     def lookup(self, key_id: str) -> Caller | None:
         """make run's client directory (chalicelib.domain.clients.Directory): key id -> client."""
         key = next((k for k in self.keys().values() if k.id == key_id), None)
-        return Caller(key.client, frozenset(key.scopes)) if key else None
+        return Caller(key.client, frozenset(key.scopes), key.contract) if key else None
 
-    def create(self, client: str, value: str | None = None, scopes: Iterable[str] = DEFAULT_SCOPES) -> IssuedKey:
+    def create(self, client: str, value: str | None = None, scopes: Iterable[str] | None = None,
+               contract: str = CURRENT) -> IssuedKey:
+        """A new key; without `scopes`, the default of its contract (legacy: submit and close)."""
         with self._lock:
             keys = self.keys()
             if client in keys:
                 raise KeyError(f"client {client!r} already has a key ({keys[client].id}): revoke it first")
-            return self._add(keys, client, value, scopes)
+            return self._add(keys, client, value, default_scopes(contract) if scopes is None else scopes, contract)
+
+    def pin(self, client: str, contract: str) -> LocalKey:
+        """Pin the client's key to `contract`; the server reads it at the next request."""
+        with self._lock:
+            keys = self.keys()
+            if client not in keys:
+                raise KeyError(f"client {client!r} has no key here ({self.path})")
+            keys[client] = replace(keys[client], contract=contract)
+            self._write(keys)
+            return keys[client]
 
     def ensure(self, client: str, value: str | None = None, scopes: Iterable[str] = ALL_SCOPES) -> IssuedKey:
         """make run's own key: kept if it exists with this value and these scopes, else (re)made.
@@ -154,10 +167,11 @@ class LocalKeys:
         """make run's own key (DEFAULT_CLIENT), as make run last printed it."""
         return self.path.with_name(OWN_KEY_FILE).read_text().strip()
 
-    def _add(self, keys: dict[str, LocalKey], client: str, value: str | None, scopes: Iterable[str]) -> IssuedKey:
+    def _add(self, keys: dict[str, LocalKey], client: str, value: str | None, scopes: Iterable[str],
+             contract: str = CURRENT) -> IssuedKey:
         value = value or new_value()
         key = LocalKey(client=client, id=secrets.token_hex(5), sha256=digest(value), scopes=_ordered(scopes),
-                       created=datetime.now(UTC).isoformat(timespec="seconds"))
+                       created=datetime.now(UTC).isoformat(timespec="seconds"), contract=contract)
         self._write({**keys, client: key})
         return IssuedKey(key, value)
 

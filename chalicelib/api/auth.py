@@ -9,6 +9,11 @@ per-container cache, or make run's key store.
 
 `guard` runs before every route (app.py's middleware): the route's scopes
 (chalicelib/api/routes.py, SCOPES) against the client's, then its query string.
+
+It is also the one place that decides which contract a request speaks (issue 25;
+docs/clients.md#contracts): the `Moderation-Contract` header if the request sends one, else
+the contract the client is pinned to, else `current`. It records it in the request context
+(`contract`) and, for `legacy`, answers through chalicelib/api/legacy.py, for every route alike.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from chalice import Response
 from chalice.app import Request
 
 from chalicelib import deps
-from chalicelib.api import routes
+from chalicelib.api import legacy, routes
 from chalicelib.api.requests import check_query
-from chalicelib.api.responses import error_response, internal_error
-from chalicelib.domain.clients import Caller
-from chalicelib.errors import Forbidden, InsufficientScope, ModerationError
+from chalicelib.api.responses import contract_error, error_response, internal_error
+from chalicelib.domain.clients import CONTRACT_HEADER, CURRENT, LEGACY, Caller, parse_contract
+from chalicelib.errors import Forbidden, InsufficientScope, InvalidParameter, ModerationError
 from chalicelib.logs import logger
 
 
@@ -51,7 +56,10 @@ def authorize(request: Request, needed: frozenset[str] | None) -> Caller | None:
     Raises Forbidden."""
     if needed is None:
         return None
-    who = caller(request)
+    return _allowed(request, caller(request), needed)
+
+
+def _allowed(request: Request, who: Caller, needed: frozenset[str]) -> Caller:
     if not who.may(needed):
         method, path = request.method, (request.context or {}).get("resourcePath", "")
         raise InsufficientScope(f"client {who.client!r} needs scope {' or '.join(sorted(needed))} for "
@@ -59,8 +67,19 @@ def authorize(request: Request, needed: frozenset[str] | None) -> Caller | None:
     return who
 
 
+def asked_contract(request: Request) -> str | None:
+    """The contract the request's header asks for; None without the header. 400 for an unknown one."""
+    value = request.headers.get(CONTRACT_HEADER.lower()) if request.headers else None
+    if value is None:
+        return None
+    try:
+        return parse_contract(value.strip())
+    except ValueError as exc:
+        raise InvalidParameter(CONTRACT_HEADER, str(exc)) from None
+
+
 def guard(request: Request, get_response: Callable[[Request], Response]) -> Response:
-    """Before every route: who may call it, and the query string it takes."""
+    """Before every route: who may call it, which contract it speaks, and the query string it takes."""
     method, path = request.method, (request.context or {}).get("resourcePath", "")
     try:
         needed, takes = routes.scopes_of(method, path), routes.query_names(method, path)
@@ -68,15 +87,31 @@ def guard(request: Request, get_response: Callable[[Request], Response]) -> Resp
         # No such method on the path: Chalice answers 405 itself. (Every route of app.py
         # has its row in the table: tests/unit/test_contract.py.)
         return get_response(request)
+    contract = CURRENT  # open routes (health, docs) speak the current contract only
     try:
-        authorize(request, needed)
+        if needed is not None:
+            asked = asked_contract(request)
+            contract = asked or CURRENT
+            who = caller(request)
+            contract = asked or who.contract
+            _allowed(request, who, needed)
+        if request.context is not None:
+            request.context["contract"] = contract
         check_query(request.query_params, takes)
+        if contract == LEGACY:
+            legacy.check_request(request, method, path)
+        response = contract_error(get_response(request))  # Chalice's own errors too, in either contract
     except ModerationError as exc:
-        return error_response(exc)
+        response = error_response(exc)
     except Exception:  # noqa: BLE001 - a bug: refuse, log it, show the client no internals
         logger.exception("unhandled error deciding who may call")
-        return internal_error()
-    return get_response(request)
+        response = internal_error()
+    return legacy.adapt(response, method, path) if contract == LEGACY else response
+
+
+def contract(request: Request) -> str:
+    """The contract `guard` decided for this request."""
+    return str((request.context or {}).get("contract") or CURRENT)
 
 
 def owner(request: Request) -> str | None:
@@ -89,4 +124,4 @@ def client(request: Request) -> str:
     return caller(request).client
 
 
-__all__ = ["authorize", "caller", "client", "guard", "key_id", "owner"]
+__all__ = ["asked_contract", "authorize", "caller", "client", "contract", "guard", "key_id", "owner"]

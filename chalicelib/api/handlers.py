@@ -32,10 +32,10 @@ from chalicelib.api.models import (
 from chalicelib.api.requests import (
     encode_cursor,
     idempotency_key,
+    item_id,
     parse_ad,
     parse_batch,
     parse_id,
-    query_id,
     require_json,
     task_query,
 )
@@ -60,12 +60,17 @@ def predict(request: Request) -> Response:
 
 @handle_errors
 def simple_predict(request: Request) -> Response:
-    return reply(Prediction, deps.service().simple_predict(query_id(request.query_params, "item_id")))
+    return reply(Prediction, deps.service().simple_predict(_item_id(request)))
 
 
 @handle_errors
 def close(request: Request) -> Response:
-    return reply(Closed, deps.service().close(query_id(request.query_params, "item_id")))
+    return reply(Closed, deps.service().close(_item_id(request)))
+
+
+def _item_id(request: Request) -> int:
+    """`?item_id=N`, or a JSON body `{"item_id": N}` as seed 000's clients send it."""
+    return item_id(request.query_params, request.raw_body, get_settings().max_body_bytes)
 
 
 def request_id(request: Request, lambda_context: Any) -> str | None:
@@ -76,13 +81,13 @@ def request_id(request: Request, lambda_context: Any) -> str | None:
 
 @handle_errors
 def submit(request: Request, lambda_context: Any = None) -> Response:
-    item_id = query_id(request.query_params, "item_id")
+    ad = _item_id(request)
     key = idempotency_key(request.headers)
     rid = request_id(request, lambda_context)
     client = auth.client(request)
     if key is None:
-        return reply(Accepted, deps.service().submit(item_id, client=client, request_id=rid), 202)
-    body, replayed = deps.service().submit_once(item_id, key, client=client, request_id=rid)
+        return reply(Accepted, deps.service().submit(ad, client=client, request_id=rid), 202)
+    body, replayed = deps.service().submit_once(ad, key, client=client, request_id=rid)
     return reply(Accepted, body, 202, {REPLAYED_HEADER: "true"} if replayed else None)
 
 

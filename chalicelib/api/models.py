@@ -115,6 +115,14 @@ class AdRequest(Contract):
         return AdFeatures.of(self)
 
 
+class LegacyAdRequest(AdRequest):
+    """The legacy contract's POST /moderation/predict body (docs/clients.md#contracts): both older
+    services required `description`, so a missing or empty one is their 422, where the current
+    contract scores it as ""."""
+
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)
+
+
 class BatchRequest(Contract):
     """Body of POST /moderation/async_predict/batch. A misspelt field is an
     error rather than silently an empty batch."""
@@ -276,6 +284,24 @@ class Error(Contract):
     detail: str = Field(description="the same text as message, for clients written for the FastAPI services")
     parameter: str | None = Field(default=None, description="invalid_parameter: the query, path or header parameter")
     errors: list[FieldError] | None = Field(default=None, description="invalid_body: one entry per invalid field")
+
+
+class LegacyError(Contract):
+    """An error under the legacy contract: FastAPI's HTTPException body."""
+
+    detail: str
+
+
+class LegacyFieldError(Contract):
+    loc: list[str | int] = Field(description='where: ["query", "item_id"], ["path", "task_id"], ["body", "name"], ...')
+    msg: str
+    type: str = Field(description="missing, int_parsing, greater_than, value_error, ...")
+
+
+class LegacyValidationError(Contract):
+    """422 under the legacy contract: FastAPI's RequestValidationError body."""
+
+    detail: list[LegacyFieldError]
 
 
 class GatewayError(Contract):

@@ -54,12 +54,14 @@ was done, so the same request can be sent again then. The health probes are neve
 FastAPI services), `parameter` for a bad parameter, `errors` (one per field) for a bad body. A 503 carries
 `Retry-After`. Never a stack trace.
 
-**Compared with the older FastAPI/Kafka services**, whose paths keep working (`POST /async_predict`,
-`GET /moderation_result/{task_id}`, documented here as deprecated aliases): submitting answers 202, not 200;
-invalid input is 400 `invalid_parameter` / `invalid_body`, not FastAPI's 422; a task can be `processing`
-(picked up, or between retries); a task `failed` for a transient reason (`error_kind` transient or stuck) can
-become `completed` after its message is redriven from the dead-letter queue; results and events need the API
-key on the deployed API.
+**Two contracts** (pinned per client, as Stripe pins API versions; `make api-key ARGS="create <client>
+--contract legacy"`): `current`, described by each operation's replies, and `legacy`, the older FastAPI
+services' answers: 200 where `current` answers 202, 422 `{"detail": [{"loc", "msg", "type"}]}` where it
+answers 400 `invalid_parameter` / `invalid_body`, `{"detail": "..."}` for every other error, `description`
+required by `/moderation/predict`, close's `message`. The `Moderation-Contract` header asks for the other one
+on a request. The older services' paths (`/predict`, `/simple_predict`, `/async_predict`,
+`/moderation_result/{task_id}`, `/close`) are deprecated aliases, and the ad may be named by a JSON body
+`{"item_id": N}` instead of the query parameter, under either contract.
 """
 
 
@@ -130,6 +132,8 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
             for model in _reply_models(reply):
                 seen[(model, "serialization")] = None
     seen[(contract.GatewayError, "serialization")] = None
+    seen[(contract.LegacyError, "serialization")] = None
+    seen[(contract.LegacyValidationError, "serialization")] = None
     return list(seen)
 
 
@@ -166,8 +170,12 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
         out["description"] = f"The path of the older FastAPI/Kafka services; use `{method} {canonical}`. " + op.description
     elif op.description:
         out["description"] = op.description
-    if op.params:
-        out["parameters"] = [_parameter(p) for p in op.params]
+    params = op.params + ((table.CONTRACT,) if table.scopes_of(method, path) is not None else ())
+    if params:
+        out["parameters"] = [_parameter(p) for p in params]
+    if table.canonical(method, path) in table.ITEM_BODY:
+        out["description"] = (out.get("description", "") + " The ad may instead be given as a JSON body "
+                              '`{"item_id": N}` (the query parameter wins when both are).').strip()
     if op.body is not None:
         out["requestBody"] = {
             "required": True,
@@ -193,10 +201,30 @@ def _operation(method: str, path: str, entry: RouteEntryLike, refs: Mapping[Any,
         out["security"] = []
     responses["429"] = _response(table.THROTTLED, refs)
     responses["503"] = _response(_unavailable(op.replies.get(503), path), refs)
+    if scopes is not None:
+        _legacy(responses, op, refs)
     if op.operation_id == "async_predict" and "202" in responses:
         responses["202"]["links"] = _task_links()
     out["responses"] = dict(sorted(responses.items()))
     return out
+
+
+def _legacy(responses: dict[str, Any], op: Operation, refs: Mapping[Any, Any]) -> None:
+    """The legacy contract's answers beside the current ones (chalicelib/api/legacy.py): its 200
+    for a 202, its 422, and `{"detail": "..."}` as one more shape of every error."""
+    if 202 in op.replies and 200 not in op.replies:
+        own = op.replies[202]
+        responses["200"] = _response(Reply("Under the legacy contract: " + own.description, own.model), refs)
+    responses["422"] = _response(Reply("Under the legacy contract: a rejected parameter or body (FastAPI's "
+                                       "validation error), where the current contract answers 400",
+                                       contract.LegacyValidationError), refs)
+    legacy = {"$ref": REF.format(model="LegacyError")}
+    for status, answer in responses.items():
+        if status.startswith(("4", "5")) and status not in ("400", "422", "429"):
+            content = answer["content"]["application/json"]
+            shapes = content["schema"].get("anyOf") or [content["schema"]]
+            content["schema"] = {"anyOf": [*shapes, legacy]}
+            answer["description"] += "; under the legacy contract `{\"detail\": \"...\"}`"
 
 
 def _bad_query(own: Reply | None, refs: Mapping[Any, Any]) -> dict[str, Any]:

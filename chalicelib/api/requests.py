@@ -93,6 +93,27 @@ def query_id(params: Mapping[str, str] | None, name: str) -> int:
     return parse_id((params or {}).get(name), name)
 
 
+def item_id(params: Mapping[str, str] | None, raw_body: bytes | str | None, max_bytes: int) -> int:
+    """The ad a route names, the two ways the older services' clients send it (issue 25): the
+    query string (`?item_id=N`, which wins when both are given, so a request that worked before
+    reads the same ad) or a JSON body `{"item_id": N}`. Neither: 400 "item_id is required"."""
+    if params and params.get("item_id") is not None:
+        return query_id(params, "item_id")
+    body = raw_body.encode() if isinstance(raw_body, str) else (raw_body or b"")
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {max_bytes}")
+    try:
+        data = json.loads(body) if body.strip() else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        data = None  # not a body naming the ad: as if none was sent
+    value = data.get("item_id") if isinstance(data, dict) else None
+    if value is None:
+        return parse_id(None, "item_id")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidParameter("item_id", f"item_id must be an integer, got {echo(json.dumps(value))}")
+    return parse_id(str(value), "item_id")
+
+
 class TaskQuery(NamedTuple):
     """GET /moderation/tasks's query: the filters and the page."""
 

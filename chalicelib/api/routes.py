@@ -30,12 +30,13 @@ from chalicelib.api.models import (
     Error,
     GatewayError,
     Health,
+    LegacyAdRequest,
     Prediction,
     TaskEvents,
     TaskPage,
     TaskResult,
 )
-from chalicelib.domain.clients import ADMIN, CLOSE, SUBMIT
+from chalicelib.domain.clients import ADMIN, CLOSE, CONTRACT_HEADER, CONTRACTS, SUBMIT
 
 
 # NamedTuples, not dataclasses: a tenth of the class-creation cost, and this
@@ -311,11 +312,35 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
 }
 
-# Root paths of the older FastAPI/Kafka clients -> the canonical route.
+# Root paths of the older FastAPI/Kafka clients (seed 000's) -> the canonical route.
 ALIASES: dict[tuple[str, str], Alias] = {
+    ("POST", "/predict"): Alias("POST", "/moderation/predict"),
+    ("POST", "/simple_predict"): Alias("POST", "/moderation/simple_predict"),
     ("POST", "/async_predict"): Alias("POST", "/moderation/async_predict"),
     ("GET", "/moderation_result/{task_id}"): Alias("GET", "/moderation/moderation_result/{task_id}"),
+    ("POST", "/close"): Alias("POST", "/moderation/close"),
 }
+
+# The legacy contract (issue 25; docs/clients.md#contracts), as data: chalicelib/api/legacy.py
+# applies it to every route alike, chalicelib/api/auth.py decides when. Routes whose ad may also be
+# named by a JSON body `{"item_id": N}` (every contract; the document keeps the query parameter).
+ITEM_BODY = frozenset({("POST", "/moderation/simple_predict"), ("POST", "/moderation/async_predict"),
+                       ("POST", "/moderation/close")})
+# Bodies the older services required more of than the current contract does: validated first.
+LEGACY_BODIES: dict[tuple[str, str], type[BaseModel]] = {("POST", "/moderation/predict"): LegacyAdRequest}
+# Fields their success bodies had that the current contract's do not.
+LEGACY_FIELDS: dict[tuple[str, str], Mapping[str, Any]] = {
+    ("POST", "/moderation/close"): MappingProxyType({"message": "Ad successfully closed"}),
+}
+CONTRACT = Param(
+    CONTRACT_HEADER,
+    "header",
+    "Optional. The contract this request speaks, instead of the one the client is pinned to (`make api-key`): "
+    "`legacy`, the older FastAPI services' answers (200 on submit, 422 `{\"detail\": [{loc, msg, type}]}` for a "
+    "rejected parameter or body, `{\"detail\": \"...\"}` for other errors, `description` required), or `current`.",
+    schema={"type": "string", "enum": list(CONTRACTS)},
+    required=False,
+)
 
 
 # Which scopes a route needs, any one of them (docs/clients.md, "Routes and scopes"): the one

@@ -25,6 +25,30 @@ CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # services, unless `make migrate ARGS="--client NAME"` names another (migrations/V8).
 LEGACY_CLIENT = "legacy"
 
+# Which contract a client's requests speak (issue 25; docs/clients.md#contracts), pinned per client
+# as Stripe pins API versions: CURRENT (this service's 400/202 and error shape) or LEGACY (the older
+# FastAPI services' answers: 422 in FastAPI's shape, 200 on submit). A request may ask for the
+# other one with CONTRACT_HEADER; chalicelib/api/auth.py decides, in one place.
+CURRENT = "current"
+LEGACY = "legacy"
+CONTRACTS = (CURRENT, LEGACY)
+CONTRACT_HEADER = "Moderation-Contract"
+# A legacy client's key, unless `--scope` says otherwise: what the older services' clients call
+# (submit, poll, score, close). The client `make migrate` moves over is pinned to LEGACY (migrations/V9).
+LEGACY_SCOPES = frozenset({SUBMIT, CLOSE})
+
+
+def parse_contract(value: str) -> str:
+    """A contract name; ValueError naming the choices."""
+    if value not in CONTRACTS:
+        raise ValueError(f"unknown contract {value[:40]!r}: the contracts are {', '.join(CONTRACTS)}")
+    return value
+
+
+def default_scopes(contract: str) -> frozenset[str]:
+    """The scopes of a new key given without `--scope`."""
+    return LEGACY_SCOPES if contract == LEGACY else DEFAULT_SCOPES
+
 
 def parse_scopes(values: Iterable[str]) -> frozenset[str]:
     """Scopes from `--scope a,b --scope c`; ValueError naming an unknown one."""
@@ -40,6 +64,7 @@ class Caller(NamedTuple):
 
     client: str
     scopes: frozenset[str]
+    contract: str = CURRENT  # the contract the client is pinned to
 
     @property
     def sees_all(self) -> bool:

@@ -1,4 +1,5 @@
-"""api_clients (migrations/V8): which client an API key id is, with its scopes.
+"""api_clients (migrations/V8): which client an API key id is, with its scopes; and
+client_contracts (migrations/V9): the contract each client is pinned to.
 
 Read by the API function on a cache miss (chalicelib/api/auth.py), written by
 `make api-key` through the `migrate` function (docs/clients.md).
@@ -10,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from chalicelib.domain.clients import Caller, Directory
+from chalicelib.domain.clients import CURRENT, Caller, Directory
 from chalicelib.storage.db import Database
 
 
@@ -20,9 +21,25 @@ class ClientStore:
 
     def lookup(self, key_id: str) -> Caller | None:
         with self._db.transaction() as cur:
-            cur.execute("SELECT client, scopes FROM api_clients WHERE key_id = %s", (key_id,))
+            cur.execute(_SELECT + " WHERE a.key_id = %s", (key_id,))
             row = cur.fetchone()
-        return Caller(row["client"], frozenset(row["scopes"])) if row else None
+        return _caller(row) if row else None
+
+    def contract(self, client: str) -> str:
+        """The contract `client` is pinned to (CURRENT without a pin)."""
+        with self._db.transaction() as cur:
+            cur.execute("SELECT contract FROM client_contracts WHERE client = %s", (client,))
+            row = cur.fetchone()
+        return str(row["contract"]) if row else CURRENT
+
+    def pin(self, client: str, contract: str) -> None:
+        """Pin `client` to `contract` (its keys' requests speak it within CLIENTS_CACHE_SECONDS)."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                "INSERT INTO client_contracts (client, contract) VALUES (%s, %s) "
+                "ON CONFLICT (client) DO UPDATE SET contract = EXCLUDED.contract, updated_at = now()",
+                (client, contract),
+            )
 
     def put(self, key_id: str, client: str, scopes: Iterable[str]) -> None:
         with self._db.transaction() as cur:
@@ -41,8 +58,17 @@ class ClientStore:
     def all(self) -> dict[str, Caller]:
         """key id -> client, for `make api-key list`."""
         with self._db.transaction() as cur:
-            cur.execute("SELECT key_id, client, scopes FROM api_clients ORDER BY client, key_id")
-            return {r["key_id"]: Caller(r["client"], frozenset(r["scopes"])) for r in cur.fetchall()}
+            cur.execute(_SELECT + " ORDER BY a.client, a.key_id")
+            return {r["key_id"]: _caller(r) for r in cur.fetchall()}
+
+
+# No pin: 'current' (domain.clients.CURRENT).
+_SELECT = ("SELECT a.key_id, a.client, a.scopes, COALESCE(c.contract, 'current') AS contract "
+           "FROM api_clients a LEFT JOIN client_contracts c ON c.client = a.client")
+
+
+def _caller(row: dict[str, object]) -> Caller:
+    return Caller(str(row["client"]), frozenset(row["scopes"]), str(row["contract"]))  # type: ignore[call-overload]
 
 
 class CachedDirectory:

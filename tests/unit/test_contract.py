@@ -89,9 +89,10 @@ def test_the_document_covers_every_route_with_its_auth_and_statuses(doc):
     body = doc["components"]["schemas"]["BatchRequest"]["properties"]["item_ids"]
     assert (body["minItems"], body["maxItems"]) == (1, contract.MAX_BATCH_ITEMS)
     listing = doc["paths"]["/moderation/tasks"]["get"]
-    assert set(listing["responses"]) == {"200", "400", "403", "429", "503"}
+    assert set(listing["responses"]) == {"200", "400", "403", "422", "429", "503"}  # 422: the legacy contract
     assert [(p["name"], p["required"]) for p in listing["parameters"]] == [
-        ("item_id", False), ("status", False), ("limit", False), ("cursor", False)]
+        ("item_id", False), ("status", False), ("limit", False), ("cursor", False),
+        ("Moderation-Contract", False)]  # the legacy contract's header, on every keyed operation
     limit = listing["parameters"][2]["schema"]
     assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, contract.MAX_PAGE, contract.DEFAULT_PAGE)
     assert doc["components"]["schemas"]["TaskPage"]["properties"]["tasks"]["items"] == {"$ref": "#/components/schemas/TaskResult"}
@@ -181,7 +182,7 @@ def test_the_document_gives_each_keyed_route_its_scopes_and_a_403(doc):
         assert op["x-scopes"] == sorted(needed)
         assert "insufficient_scope" in op["responses"]["403"]["description"]
         refs = {s["$ref"].rsplit("/", 1)[-1] for s in op["responses"]["403"]["content"]["application/json"]["schema"]["anyOf"]}
-        assert refs == {"GatewayError", "Error"}
+        assert refs == {"GatewayError", "Error", "LegacyError"}  # LegacyError: the legacy contract's {"detail"}
 
 
 def test_docs_clients_md_shows_the_route_scope_table_as_the_code_has_it():
