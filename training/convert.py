@@ -39,14 +39,12 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from chalicelib.domain.features import AdFeatures
 from chalicelib.serving.model import TREES_FORMAT, Model
+from training.errors import UnsupportedPipeline
+from training.trees import tree_fields
 
 COLUMNS = ("text", "category", "is_verified_seller", "images_qty")
 NUMERIC = ("is_verified_seller", "images_qty")
 TOLERANCE = 1e-9
-
-
-class UnsupportedPipeline(ValueError):
-    """The pipeline has a step (or a setting) the runtime cannot reproduce."""
 
 
 def _describe(step: Any) -> str:
@@ -183,8 +181,6 @@ def parts(pipeline: Any) -> dict[str, Any]:
     fields, where, width = _layout(features)
     if isinstance(classifier, LogisticRegression):
         return _linear(fields, where, width, name, classifier)
-    from training.trees import tree_fields
-
     return {"format": TREES_FORMAT, **fields, **tree_fields(classifier, name, where, width)}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 
 from chalicelib.serving.trees import LEAF
-from training.convert import UnsupportedPipeline
+from training.errors import UnsupportedPipeline
 
 
 class UnsupportedTrees(UnsupportedPipeline):
