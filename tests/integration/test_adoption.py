@@ -311,6 +311,8 @@ def test_adopted_tasks_belong_to_the_client_named_at_migrate_time(empty_db: str,
     apply_migrations(url, default_client=named)
     assert {owner for (owner,) in execute(url, "SELECT DISTINCT client_id FROM moderation_results")} == {
         named or "legacy"}
+    # V9: the client moved over is pinned to the older services' contract (issue 25).
+    assert execute(url, "SELECT client, contract FROM client_contracts") == [(named or "legacy", "legacy")]
     with client_for(url) as client:
         for task_id in before:
             for path in (f"/moderation/moderation_result/{task_id}", f"/moderation_result/{task_id}"):
