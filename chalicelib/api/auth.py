@@ -84,14 +84,14 @@ def guard(request: Request, get_response: Callable[[Request], Response]) -> Resp
     try:
         needed, takes = routes.scopes_of(method, path), routes.query_names(method, path)
     except KeyError:
-        # No such method on the path: Chalice answers 405 itself. (Every route of app.py
-        # has its row in the table: tests/unit/test_contract.py.)
-        return get_response(request)
+        # No such method on the path: Chalice answers 405 itself, shaped as the contract's
+        # Error. (Every route of app.py has its row in the table: tests/unit/test_contract.py.)
+        return contract_error(get_response(request))
     contract = CURRENT  # open routes (health, docs) speak the current contract only
     try:
         if needed is not None:
             asked = asked_contract(request)
-            contract = asked or CURRENT
+            contract = asked or CURRENT  # a refused key is answered in the contract it asked for
             who = caller(request)
             contract = asked or who.contract
             _allowed(request, who, needed)
@@ -104,7 +104,7 @@ def guard(request: Request, get_response: Callable[[Request], Response]) -> Resp
     except ModerationError as exc:
         response = error_response(exc)
     except Exception:  # noqa: BLE001 - a bug: refuse, log it, show the client no internals
-        logger.exception("unhandled error deciding who may call")
+        logger.exception("unhandled error in the guard or the route behind it")
         response = internal_error()
     return legacy.adapt(response, method, path) if contract == LEGACY else response
 

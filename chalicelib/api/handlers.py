@@ -39,7 +39,7 @@ from chalicelib.api.requests import (
     require_json,
     task_query,
 )
-from chalicelib.api.responses import RETRY_AFTER_SECONDS, contract_error, handle_errors, json_response, reply
+from chalicelib.api.responses import RETRY_AFTER_SECONDS, handle_errors, json_response, reply
 from chalicelib.config import get_settings
 from chalicelib.errors import NotFound
 
@@ -205,4 +205,4 @@ def contract_errors(event: Request, get_response: Callable[[Request], Response])
     """HTTP middleware, before every route: who may call it and with what query string
     (chalicelib/api/auth.py, the one place); then errors Chalice answers by itself (405 for
     an undeclared method, ...) in the contract's Error shape, like every other error."""
-    return contract_error(auth.guard(event, get_response))
+    return auth.guard(event, get_response)
