@@ -219,15 +219,15 @@ class Followed:
             except RegistryError as exc:
                 self._refuse("registry unreadable", None, str(exc))
                 continue
-            if fetched is None or digest(fetched.body) == published:  # the verified bytes (again, after a repair)
-                if fetched is not None:
-                    self._artifact_etags[(version, published)] = fetched.etag
-                if self._refused is not None and self._refused.get("version") == version:
-                    self._refused = None
-                continue
-            if digest(fetched.body) != published:
+            stored = None if fetched is None else digest(fetched.body)
+            if stored is not None and stored != published:
                 self._refuse(f"{alias} version refused", version, f"its stored artifact changed: sha256 "
-                             f"{digest(fetched.body)[:12]} is not the published {published[:12]}", alias)
+                             f"{stored[:12]} is not the published {published[:12]}", alias)
+                continue
+            if fetched is not None:  # the verified bytes again, after a repair
+                self._artifact_etags[(version, published)] = fetched.etag
+            if self._refused is not None and self._refused.get("version") == version:
+                self._refused = None
 
     def status(self) -> dict[str, object]:
         """What /health reports: the version each alias names, the version served, the latest refusal."""
