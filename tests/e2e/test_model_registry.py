@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,71 +85,77 @@ def strict_version(tmp: Path) -> tuple[Path, str]:
     return path, artifact["version"]
 
 
-def test_promote_and_rollback_are_followed_without_a_deploy_and_no_task_fails(tmp_path_factory, tmp_path):
-    with make_run(tmp_path_factory, extra_env={"MODEL_ALIAS_CHECK_SECONDS": str(CHECK_SECONDS)}) as stack:
-        listed = models(stack, "list")
-        assert f"live -> {PACKAGED}" in listed and f"serves {PACKAGED}" in listed  # make run's first version
-        path, strict = strict_version(tmp_path)
-        assert f"published {strict}" in models(stack, "publish", "--artifact", str(path))
-
-        traffic = Traffic(stack)
-        traffic.thread.start()
-        try:
-            time.sleep(2)
-            promoting = time.monotonic()
-            models(stack, "promote", strict)
-            promoted = time.monotonic()  # done: aliases.json names it
-            lag = traffic.first_with(strict, promoted)
-            print(f"\n[model registry e2e] the first task scored by the promoted version was submitted {lag:.1f} s after")
-            assert lag <= FOLLOW_WITHIN_S, f"the scorer followed the promote after {lag:.1f} s"
-            _, health = http("GET", f"{stack.api}/health")
-            assert health["checks"]["model"]["version"] == strict  # the API follows too
-            time.sleep(FOLLOW_WITHIN_S)
-            rolling_back = time.monotonic()
-            assert f"live: {strict} -> {PACKAGED}" in models(stack, "rollback")
-            rolled_back = time.monotonic()
-            lag = traffic.first_with(PACKAGED, rolled_back)
-            print(f"[model registry e2e] ... and by the rolled-back-to version {lag:.1f} s after the rollback")
-            assert lag <= FOLLOW_WITHIN_S, f"the scorer followed the rollback after {lag:.1f} s"
-            time.sleep(FOLLOW_WITHIN_S)
-        finally:
-            traffic.stopping.set()
-            traffic.thread.join(10)
-
-        results = [(at, traffic.result(task_id)) for at, task_id in traffic.sent]
-        print(f"[model registry e2e] {len(results)} tasks submitted across the promote and the rollback")
-        assert len(results) > 100
-        assert [r for _, r in results if r["status"] != "completed"] == []
-        for at, r in results:
-            expected = ({strict} if promoted + FOLLOW_WITHIN_S <= at < rolling_back else
-                        {PACKAGED} if at < promoting or at >= rolled_back + FOLLOW_WITHIN_S else {PACKAGED, strict})
-            assert r["model_version"] in expected, (at - promoted, r)
-            # The decision is the version's own: the strict one has no review band.
-            assert r["decision"] in ({"allow", "block"} if r["model_version"] == strict else {"allow", "review", "block"})
-        changes = models(stack, "list")  # the audit of the alias: promoted, then rolled back
-        assert re.search(rf"promote\s+live\s+{PACKAGED} -> {strict}", changes), changes
-        assert re.search(rf"rollback\s+live\s+{strict} -> {PACKAGED}", changes), changes
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One `make run` for the module: starting one is most of a test's cost. The first test leaves
+    live where it found it (promote, then roll back); each test publishes what it uses."""
+    with make_run(tmp_path_factory, extra_env={"MODEL_ALIAS_CHECK_SECONDS": str(CHECK_SECONDS)}) as running:
+        yield running
 
 
-def test_a_shadow_version_is_scored_recorded_and_compared(tmp_path_factory, tmp_path):
-    with make_run(tmp_path_factory, extra_env={"MODEL_ALIAS_CHECK_SECONDS": str(CHECK_SECONDS)}) as stack:
-        path, strict = strict_version(tmp_path)
-        models(stack, "publish", "--artifact", str(path))
-        models(stack, "promote", strict, "--alias", "shadow")
-        time.sleep(CHECK_SECONDS + 1)
-        traffic = Traffic(stack)
-        ids = []
-        for item in range(1, 41):
-            status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item}", key=stack.api_key)
-            assert status == 202
-            ids.append(body["task_id"])
-        results = [traffic.result(t) for t in ids]
-        assert {r["status"] for r in results} == {"completed"} and {r["model_version"] for r in results} == {PACKAGED}
-        time.sleep(1)
-        out = models(stack, "compare", "--n", "40")
-        assert f"shadow {strict} against live {PACKAGED}, the latest 40 tasks" in out
-        assert "agreement (same decision)" in out and "chart: " in out
-        # Same coefficients, another threshold: the probabilities agree exactly, the decisions need not.
-        assert "max 0.0000" in out
-        chart = out.split("chart: ")[1].strip()
-        assert (Path(__file__).resolve().parents[2] / chart).stat().st_size > 10_000
+def test_promote_and_rollback_are_followed_without_a_deploy_and_no_task_fails(stack: Stack, tmp_path: Path):
+    listed = models(stack, "list")
+    assert f"live -> {PACKAGED}" in listed and f"serves {PACKAGED}" in listed  # make run's first version
+    path, strict = strict_version(tmp_path)
+    assert f"published {strict}" in models(stack, "publish", "--artifact", str(path))
+
+    traffic = Traffic(stack)
+    traffic.thread.start()
+    try:
+        time.sleep(2)
+        promoting = time.monotonic()
+        models(stack, "promote", strict)
+        promoted = time.monotonic()  # done: aliases.json names it
+        lag = traffic.first_with(strict, promoted)
+        print(f"\n[model registry e2e] the first task scored by the promoted version was submitted {lag:.1f} s after")
+        assert lag <= FOLLOW_WITHIN_S, f"the scorer followed the promote after {lag:.1f} s"
+        _, health = http("GET", f"{stack.api}/health")
+        assert health["checks"]["model"]["version"] == strict  # the API follows too
+        time.sleep(FOLLOW_WITHIN_S)
+        rolling_back = time.monotonic()
+        assert f"live: {strict} -> {PACKAGED}" in models(stack, "rollback")
+        rolled_back = time.monotonic()
+        lag = traffic.first_with(PACKAGED, rolled_back)
+        print(f"[model registry e2e] ... and by the rolled-back-to version {lag:.1f} s after the rollback")
+        assert lag <= FOLLOW_WITHIN_S, f"the scorer followed the rollback after {lag:.1f} s"
+        time.sleep(FOLLOW_WITHIN_S)
+    finally:
+        traffic.stopping.set()
+        traffic.thread.join(10)
+
+    results = [(at, traffic.result(task_id)) for at, task_id in traffic.sent]
+    print(f"[model registry e2e] {len(results)} tasks submitted across the promote and the rollback")
+    assert len(results) > 100
+    assert [r for _, r in results if r["status"] != "completed"] == []
+    for at, r in results:
+        expected = ({strict} if promoted + FOLLOW_WITHIN_S <= at < rolling_back else
+                    {PACKAGED} if at < promoting or at >= rolled_back + FOLLOW_WITHIN_S else {PACKAGED, strict})
+        assert r["model_version"] in expected, (at - promoted, r)
+        # The decision is the version's own: the strict one has no review band.
+        assert r["decision"] in ({"allow", "block"} if r["model_version"] == strict else {"allow", "review", "block"})
+    changes = models(stack, "list")  # the audit of the alias: promoted, then rolled back
+    assert re.search(rf"promote\s+live\s+{PACKAGED} -> {strict}", changes), changes
+    assert re.search(rf"rollback\s+live\s+{strict} -> {PACKAGED}", changes), changes
+
+
+def test_a_shadow_version_is_scored_recorded_and_compared(stack: Stack, tmp_path: Path):
+    path, strict = strict_version(tmp_path)
+    models(stack, "publish", "--artifact", str(path))
+    models(stack, "promote", strict, "--alias", "shadow")
+    time.sleep(CHECK_SECONDS + 1)
+    traffic = Traffic(stack)
+    ids = []
+    for item in range(1, 41):
+        status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item}", key=stack.api_key)
+        assert status == 202
+        ids.append(body["task_id"])
+    results = [traffic.result(t) for t in ids]
+    assert {r["status"] for r in results} == {"completed"} and {r["model_version"] for r in results} == {PACKAGED}
+    time.sleep(1)
+    out = models(stack, "compare", "--n", "40")
+    assert f"shadow {strict} against live {PACKAGED}, the latest 40 tasks" in out
+    assert "agreement (same decision)" in out and "chart: " in out
+    # Same coefficients, another threshold: the probabilities agree exactly, the decisions need not.
+    assert "max 0.0000" in out
+    chart = out.split("chart: ")[1].strip()
+    assert (Path(__file__).resolve().parents[2] / chart).stat().st_size > 10_000
