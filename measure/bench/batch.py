@@ -90,11 +90,11 @@ def database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def stdout_to_devnull() -> Iterator[None]:
-    """File descriptor 1 to /dev/null: the app's JSON logs and metrics (Powertools)
+def stdout_to_devnull(path: str = os.devnull) -> Iterator[None]:
+    """File descriptor 1 to /dev/null (or to `path`): the app's JSON logs and metrics (Powertools)
     hold the stream in their own ways; the progress bar draws on stderr."""
     sys.stdout.flush()
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    saved, devnull = os.dup(1), os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         os.dup2(devnull, 1)
         yield
@@ -140,16 +140,24 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _printed() -> int:
+    """Bytes written so far to file descriptor 1 (0 unless it is a regular file: stdout_to_devnull(path))."""
+    sys.stdout.flush()
+    return os.fstat(1).st_size
+
+
 def _timed(url: str, size: int, n: int, budget_s: float, batches_of: Callable[[list[tuple[int, int]]], list[Any]],
            handle: Callable[[Any], int]) -> dict[str, Any]:
     """n fresh tasks through `handle`, `size` at a time, after one untimed warm-up batch; stops
-    past the time budget once MIN_BATCHES are done. `handle` returns how many messages failed."""
+    past the time budget once MIN_BATCHES are done. `handle` returns how many messages failed.
+    log_bytes: what the timed batches printed (logs and EMF metrics: CloudWatch Logs' bill)."""
     n = max(n, MIN_BATCHES * size)
     tasks = insert_tasks(url, n - n % size + size)
     batches = _chunks(batches_of(tasks), size)
     handle(batches[0])  # warm-up: connection, caches
     per_batch_ms: list[float] = []
     failures = 0
+    printed = _printed()
     started = time.perf_counter()
     for batch in batches[1:]:
         t = time.perf_counter()
@@ -158,10 +166,11 @@ def _timed(url: str, size: int, n: int, budget_s: float, batches_of: Callable[[l
         if len(per_batch_ms) >= MIN_BATCHES and time.perf_counter() - started > budget_s:
             break
     seconds = time.perf_counter() - started
+    log_bytes = _printed() - printed
     messages = len(per_batch_ms) * size
     completed = count_completed(url, [t for t, _ in tasks[size : size + messages]])
     return {"messages": messages, "seconds": seconds, "per_batch_ms": per_batch_ms, "completed": completed,
-            "batch_item_failures": failures}
+            "batch_item_failures": failures, "log_bytes": log_bytes}
 
 
 def _merge(size: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -173,6 +182,7 @@ def _merge(size: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "msg_per_s_rounds": rates,
         "ms_per_batch": stats.summary([ms for r in rounds for ms in r["per_batch_ms"]]),
         **{k: sum(r[k] for r in rounds) for k in ("messages", "seconds", "completed", "batch_item_failures")},
+        "log_bytes_per_message": sum(r.get("log_bytes", 0) for r in rounds) / max(1, sum(r["messages"] for r in rounds)),
     }
 
 
@@ -203,7 +213,8 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
         return len(shadowed.handle(batch)["batchItemFailures"])
 
     progress.set_description_str("scorer: starting PostgreSQL")
-    with database() as url, stdout_to_devnull():
+    # The app's output goes to a scratch file, not /dev/null, so its bytes can be counted (measure/bench/cost.py).
+    with tempfile.NamedTemporaryFile(prefix="bench-logs-") as printed, database() as url, stdout_to_devnull(printed.name):
         settings = dict(_sql(url, "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
                              ["server_version", "fsync", "synchronous_commit"]))
         store = ScoringStore(Database(url))

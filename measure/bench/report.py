@@ -111,10 +111,12 @@ def render(results: dict[str, Any]) -> str:
     out = [f"ad-moderation bench  {m['started']}  commit {m['commit']}  python {m['python']}  "
            f"{m['cpus']} CPUs, load average {m['load_average']} at start  ({m['seconds']:.0f} s)",
            "figures on a shared machine are indicative; the bench reports, it asserts nothing", ""]
+    from measure.bench.cost import lines as cost_lines
     from measure.bench.trees import lines as trees_lines
 
     sections: dict[str, Callable[[dict[str, Any]], list[str]]] = {"cold": cold_lines, "batch": batch_lines,
-                                                                  "e2e": e2e_lines, "trees": trees_lines}
+                                                                  "e2e": e2e_lines, "trees": trees_lines,
+                                                                  "cost": cost_lines}
     for key, lines in sections.items():
         if key in results:
             out += [*lines(results[key]), ""]
@@ -146,10 +148,13 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    from measure.bench.cost import chart as _chart_cost
+
+    fig, axes = plt.subplots(1, 4, figsize=(24, 5.5))
     m = results["meta"]
     fig.suptitle(f"ad-moderation bench, {m['started']}, commit {m['commit']} ({m['cpus']} CPUs, shared: indicative)")
-    for ax, (key, draw) in zip(axes, (("cold", _chart_cold), ("batch", _chart_batch), ("e2e", _chart_e2e)), strict=True):
+    panels = (("cold", _chart_cold), ("batch", _chart_batch), ("e2e", _chart_e2e), ("cost", _chart_cost))
+    for ax, (key, draw) in zip(axes, panels, strict=True):
         if key in results:
             draw(ax, results[key])
         else:
