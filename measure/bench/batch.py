@@ -46,6 +46,7 @@ MIN_BATCHES = 10
 ROUNDS = 3
 TARGET_RATIOS = {10: 6.0, 100: 14.0}
 TARGET_SHADOW_KEEPS = 0.6  # scorer + shadow / scorer, at batch 100
+TARGET_OF_CEILING = 0.6  # scorer / PostgreSQL alone, at batch 100 (issue 24)
 T = TypeVar("T")
 
 
@@ -241,12 +242,14 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     for sizes in rows.values():
         for row in sizes:
             row["ratio_to_batch1"] = row["msg_per_s"] / sizes[0]["msg_per_s"]
-    for plain, shadowed_row in zip(rows["scorer"], rows["scorer_shadow"], strict=True):
+    for plain, shadowed_row, alone in zip(rows["scorer"], rows["scorer_shadow"], rows["postgres_alone"], strict=True):
         shadowed_row["keeps_of_scorer"] = shadowed_row["msg_per_s"] / plain["msg_per_s"]
+        plain["of_postgres_alone"] = plain["msg_per_s"] / alone["msg_per_s"]
     return {
         "database": "embedded PostgreSQL, " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
         "sqs": "stubbed: max_receive_count, send_to_dlq, change_visibility are in-process no-ops",
         **rows,
         "targets": {str(k): v for k, v in TARGET_RATIOS.items()},
         "target_shadow_keeps": TARGET_SHADOW_KEEPS,
+        "target_of_ceiling": TARGET_OF_CEILING,
     }

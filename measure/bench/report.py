@@ -64,16 +64,19 @@ def batch_lines(r: dict[str, Any]) -> list[str]:
     out = [f"2. SCORER THROUGHPUT by batch size: Scorer.handle on {r['database']}; SQS {r['sqs']}"]
     rows = []
     keep_target = r.get("target_shadow_keeps", 0.6)
+    ceiling_target = r.get("target_of_ceiling", 0.6)
     for sc, sh, pg in zip(r["scorer"], r["scorer_shadow"], r["postgres_alone"], strict=True):
         target = r["targets"].get(str(sc["batch"]))
         verdict = f">= {target:.0f}x {_verdict(sc['ratio_to_batch1'] >= target)}" if target else ""
         keeps = f"{sh['keeps_of_scorer']:.2f}" + (f" (>= {keep_target} {_verdict(sh['keeps_of_scorer'] >= keep_target)})"
                                                   if sc["batch"] == 100 else "")
         lat = sc["ms_per_batch"]
-        rows.append([str(sc["batch"]), _rate(sc["msg_per_s"]), f"{sc['ratio_to_batch1']:.1f}x", verdict,
+        of_pg = sc.get("of_postgres_alone", sc["msg_per_s"] / pg["msg_per_s"])
+        ceiling = f"{of_pg:.2f}" + (f" (>= {ceiling_target} {_verdict(of_pg >= ceiling_target)})" if sc["batch"] == 100 else "")
+        rows.append([str(sc["batch"]), _rate(sc["msg_per_s"]), f"{sc['ratio_to_batch1']:.1f}x", verdict, ceiling,
                      f"{lat['p50']:.1f} / {lat['p95']:.1f}", _rate(sh["msg_per_s"]), keeps, _rate(pg["msg_per_s"]),
                      f"{pg['ratio_to_batch1']:.1f}x", f"{sc['messages']} / {sc['completed']}"])
-    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "ms/batch p50/p95", "+ shadow msg/s", "keeps",
+    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "of PG alone", "ms/batch p50/p95", "+ shadow msg/s", "keeps",
                    "PG alone msg/s", "x b1", "msgs / completed"], rows)
     out.append("  + shadow: the scorer with a shadow version set (every task scored twice, the shadow's verdicts "
                "written after the commit); keeps = its rate / the scorer's")
