@@ -9,7 +9,9 @@ in production (INFO), to /dev/null.
 
 "PostgreSQL alone" runs the same claim + write transaction through the store
 with every claimed task marked completed: no parsing, no model, no logging.
-It is the ceiling the scorer can approach at that batch size.
+It is the ceiling the scorer can approach at that batch size. It writes the
+outcomes only; "PostgreSQL alone + trail" also writes the `attempt` trail row
+per task that the scorer's one write statement carries (issue 24: both shown).
 
 "scorer + shadow" is the scorer with a `shadow` version set (chalicelib/scoring/scorer.py):
 every completed task is scored again by another version (the packaged model with
@@ -192,7 +194,7 @@ def steps() -> int:
 
 
 def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
-    from chalicelib.domain.tasks import COMPLETED, BatchWrite, TaskUpdate
+    from chalicelib.domain.tasks import COMPLETED, BatchWrite, EventRow, TaskUpdate
     from chalicelib.queue import TaskQueue
     from chalicelib.scoring.scorer import Scorer
     from chalicelib.serving.aliases import Pinned
@@ -205,6 +207,15 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
             claimed = store.claim(cur, batch).tasks
             done = [TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed]
             store.write(cur, BatchWrite(done, []), model_version="bench")
+        return 0
+
+    def postgres_alone_trail(batch: Sequence[int]) -> int:
+        # The write the scorer makes: every outcome and its `attempt` trail row (chalicelib.scoring.dispositions.trail).
+        with store.transaction() as cur:
+            claimed = store.claim(cur, batch).tasks
+            done = [TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed]
+            trail = [EventRow(tid, "attempt", 1, COMPLETED, None, str(uuid.uuid4()), None) for tid in claimed]
+            store.write(cur, BatchWrite(done, trail), model_version="bench")
         return 0
 
     def scorer(batch: Sequence[dict[str, Any]]) -> int:
@@ -227,7 +238,8 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
         progress.update(1)
         series: dict[str, tuple[Callable[[list[tuple[int, int]]], list[Any]], Callable[[Any], int]]] = {
             "scorer": (sqs_records, scorer), "scorer_shadow": (sqs_records, scorer_shadow),
-            "postgres_alone": (lambda ts: [t for t, _ in ts], postgres_alone)}
+            "postgres_alone": (lambda ts: [t for t, _ in ts], postgres_alone),
+            "postgres_alone_trail": (lambda ts: [t for t, _ in ts], postgres_alone_trail)}
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         # Rounds over every size and series, interleaved: a noisy neighbour on the
         # machine then hits batch 1 and batch 100 alike instead of skewing their ratio.
@@ -242,9 +254,11 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     for sizes in rows.values():
         for row in sizes:
             row["ratio_to_batch1"] = row["msg_per_s"] / sizes[0]["msg_per_s"]
-    for plain, shadowed_row, alone in zip(rows["scorer"], rows["scorer_shadow"], rows["postgres_alone"], strict=True):
+    for plain, shadowed_row, alone, alone_trail in zip(rows["scorer"], rows["scorer_shadow"], rows["postgres_alone"],
+                                                       rows["postgres_alone_trail"], strict=True):
         shadowed_row["keeps_of_scorer"] = shadowed_row["msg_per_s"] / plain["msg_per_s"]
         plain["of_postgres_alone"] = plain["msg_per_s"] / alone["msg_per_s"]
+        plain["of_postgres_alone_trail"] = plain["msg_per_s"] / alone_trail["msg_per_s"]
     return {
         "database": "embedded PostgreSQL, " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
         "sqs": "stubbed: max_receive_count, send_to_dlq, change_visibility are in-process no-ops",

@@ -65,7 +65,8 @@ def batch_lines(r: dict[str, Any]) -> list[str]:
     rows = []
     keep_target = r.get("target_shadow_keeps", 0.6)
     ceiling_target = r.get("target_of_ceiling", 0.6)
-    for sc, sh, pg in zip(r["scorer"], r["scorer_shadow"], r["postgres_alone"], strict=True):
+    trails = r.get("postgres_alone_trail") or [None] * len(r["scorer"])
+    for sc, sh, pg, pgt in zip(r["scorer"], r["scorer_shadow"], r["postgres_alone"], trails, strict=True):
         target = r["targets"].get(str(sc["batch"]))
         verdict = f">= {target:.0f}x {_verdict(sc['ratio_to_batch1'] >= target)}" if target else ""
         keeps = f"{sh['keeps_of_scorer']:.2f}" + (f" (>= {keep_target} {_verdict(sh['keeps_of_scorer'] >= keep_target)})"
@@ -73,15 +74,21 @@ def batch_lines(r: dict[str, Any]) -> list[str]:
         lat = sc["ms_per_batch"]
         of_pg = sc.get("of_postgres_alone", sc["msg_per_s"] / pg["msg_per_s"])
         ceiling = f"{of_pg:.2f}" + (f" (>= {ceiling_target} {_verdict(of_pg >= ceiling_target)})" if sc["batch"] == 100 else "")
+        of_pgt = sc.get("of_postgres_alone_trail")
+        ceiling_trail = "-" if of_pgt is None else f"{of_pgt:.2f}" + (
+            f" ({_verdict(of_pgt >= ceiling_target)})" if sc["batch"] == 100 else "")
         rows.append([str(sc["batch"]), _rate(sc["msg_per_s"]), f"{sc['ratio_to_batch1']:.1f}x", verdict, ceiling,
+                     ceiling_trail,
                      f"{lat['p50']:.1f} / {lat['p95']:.1f}", _rate(sh["msg_per_s"]), keeps, _rate(pg["msg_per_s"]),
-                     f"{pg['ratio_to_batch1']:.1f}x", f"{sc['messages']} / {sc['completed']}"])
-    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "of PG alone", "ms/batch p50/p95", "+ shadow msg/s", "keeps",
-                   "PG alone msg/s", "x b1", "msgs / completed"], rows)
+                     f"{pg['ratio_to_batch1']:.1f}x", _rate(pgt["msg_per_s"]) if pgt else "-",
+                     f"{sc['messages']} / {sc['completed']}"])
+    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "of PG alone", "of PG+trail", "ms/batch p50/p95",
+                   "+ shadow msg/s", "keeps", "PG alone msg/s", "x b1", "PG+trail msg/s", "msgs / completed"], rows)
     out.append("  + shadow: the scorer with a shadow version set (every task scored twice, the shadow's verdicts "
                "written after the commit); keeps = its rate / the scorer's")
     out.append("  PG alone: the same claim + write transaction through the store, every task completed: no parsing, "
-               "no model, no logging (the ceiling)")
+               "no model, no logging (the ceiling); PG+trail: the same, writing also the trail row per task that the "
+               "scorer's write carries")
     return out
 
 
