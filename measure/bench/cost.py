@@ -308,7 +308,7 @@ def chart(ax: Any, r: Mapping[str, Any]) -> None:
     ax.set_xticks(range(len(bars)), [label for label, _ in bars], fontsize=7)
     ax.set_ylabel("USD per month (us-east-1, on demand)")
     g = r["goal"]
-    ax.set_title(f"Monthly bill; at 1M tasks (polling) {g['share']:.2f} x always-on (goal <= {g['max_share']})")
+    ax.set_title(f"Monthly bill: 1M tasks polling = {g['share']:.2f} x always-on (goal <= {g['max_share']})")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize=7)
