@@ -197,14 +197,20 @@ def _chart_cold(ax: Any, r: dict[str, Any]) -> None:
 
 def _chart_batch(ax: Any, r: dict[str, Any]) -> None:
     sizes = [row["batch"] for row in r["scorer"]]
-    for i, (label, key, color) in enumerate((("scorer (Scorer.handle)", "scorer", "tab:blue"),
-                                             ("scorer + shadow", "scorer_shadow", "tab:cyan"),
-                                             ("PostgreSQL alone", "postgres_alone", "tab:orange"))):
-        _bars(ax, [j + (i - 1) * 0.27 for j in range(len(sizes))], [row["msg_per_s"] for row in r[key]],
-              lambda v: f"{v:,.0f}", width=0.27, label=label, color=color)
+    series = [("scorer (Scorer.handle)", "scorer", "tab:blue"), ("scorer + shadow", "scorer_shadow", "tab:cyan"),
+              ("PostgreSQL alone", "postgres_alone", "tab:orange"),
+              ("PostgreSQL alone + trail", "postgres_alone_trail", "tab:red")]
+    series = [s for s in series if s[1] in r]
+    width = 0.8 / len(series)
+    for i, (label, key, color) in enumerate(series):
+        _bars(ax, [j + (i - (len(series) - 1) / 2) * width for j in range(len(sizes))], [row["msg_per_s"] for row in r[key]],
+              lambda v: f"{v:,.0f}", width=width, label=label, color=color)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(sizes)), [f"batch {row['batch']}\nscorer {row['ratio_to_batch1']:.1f}x batch 1"
-                                      for row in r["scorer"]])
+    ax.set_xticks(range(len(sizes)), [
+        f"batch {row['batch']}\nscorer {row['ratio_to_batch1']:.1f}x b1"
+        + (f"\n{row['of_postgres_alone']:.2f} of PG" if "of_postgres_alone" in row else "")
+        + (f"\n{row['of_postgres_alone_trail']:.2f} of PG+trail" if "of_postgres_alone_trail" in row else "")
+        for row in r["scorer"]], fontsize=7)
     ax.set_ylabel("messages / s (log scale)")
     ax.set_title("Scorer throughput by batch size (PostgreSQL real, SQS stubbed)")
     ax.legend(loc="upper left")
