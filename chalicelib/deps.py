@@ -118,15 +118,16 @@ def aws_client(service: str) -> Any:
     """A botocore client. Not boto3: importing boto3 drags in s3transfer
     (~50 ms of every cold start) for nothing; botocore honours the same
     AWS_ENDPOINT_URL (LocalStack) and AWS_DEFAULT_REGION settings."""
-    import botocore.session
     from botocore.config import Config
+
+    from chalicelib import awsclient
 
     # Short timeouts and few retries so a dead endpoint becomes a 503, not a
     # hung request. 32 pooled connections: on Lambda one is used; under the
     # threaded `chalice local` botocore's default of 10 discarded hundreds of
     # connections a run (make bench), each a new TCP handshake.
     config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2}, max_pool_connections=32)
-    return botocore.session.get_session().create_client(service, config=config)
+    return awsclient.create(service, config)  # without botocore's service census (chalicelib/awsclient.py)
 
 
 @_once

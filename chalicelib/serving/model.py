@@ -21,6 +21,7 @@ served by the same code.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import re
@@ -126,15 +127,17 @@ class Model:
 
     def _text_terms(self, text: str) -> list[float]:
         """Contributions tfidf_j * coef_j of the in-vocabulary terms, after l2 normalisation."""
-        weighted: list[tuple[float, float]] = []  # (tf * idf, coef)
-        terms, sublinear = self.terms, self.sublinear_tf
-        for term, count in _ngram_counts(self.token_re, self.lowercase, self.ngram_range, text).items():
-            known = terms.get(term)
-            if known is not None:  # out-of-vocabulary n-grams are dropped, as in sklearn
-                idf, c = known
-                # 1 + log(1) is exactly 1.0: most terms occur once, skip the log.
-                tf = (1.0 + math.log(count) if count > 1 else 1.0) if sublinear else float(count)
-                weighted.append((tf * idf, c))
+        terms = self.terms
+        # Out-of-vocabulary n-grams are dropped, as in sklearn; comprehensions rather than a
+        # loop with appends: this is the model's inner loop (a third of the scorer's CPU at batch 100).
+        hits = [(known, count) for term, count in
+                _ngram_counts(self.token_re, self.lowercase, self.ngram_range, text).items()
+                if (known := terms.get(term)) is not None]
+        if self.sublinear_tf:
+            # 1 + log(1) is exactly 1.0 and 1.0 * idf is idf: most terms occur once, skip the log.
+            weighted = [(idf if count == 1 else (1.0 + math.log(count)) * idf, c) for (idf, c), count in hits]
+        else:
+            weighted = [(float(count) * idf, c) for (idf, c), count in hits]
         norm = math.sqrt(math.fsum([v * v for v, _ in weighted]))
         if norm == 0.0:  # no known terms: sklearn leaves the row all-zero
             return []
@@ -189,6 +192,8 @@ def _ngrams(token_re: re.Pattern[str], lowercase: bool, ngram_range: tuple[int, 
     # Same order of operations as sklearn's word analyzer: lowercase, tokenise, join n-grams with " ".
     tokens = token_re.findall(text.lower() if lowercase else text)
     low, high = ngram_range
+    if low == 1 and high == 2:  # words and word pairs, what this project trains: no slices, no joins
+        return [*tokens, *[a + " " + b for a, b in itertools.pairwise(tokens)]]
     return [" ".join(tokens[i:i + n]) for n in range(low, high + 1) for i in range(len(tokens) - n + 1)]
 
 

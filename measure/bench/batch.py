@@ -9,7 +9,9 @@ in production (INFO), to /dev/null.
 
 "PostgreSQL alone" runs the same claim + write transaction through the store
 with every claimed task marked completed: no parsing, no model, no logging.
-It is the ceiling the scorer can approach at that batch size.
+It is the ceiling the scorer can approach at that batch size. It writes the
+outcomes only; "PostgreSQL alone + trail" also writes the `attempt` trail row
+per task that the scorer's one write statement carries (issue 24: both shown).
 
 "scorer + shadow" is the scorer with a `shadow` version set (chalicelib/scoring/scorer.py):
 every completed task is scored again by another version (the packaged model with
@@ -46,6 +48,7 @@ MIN_BATCHES = 10
 ROUNDS = 3
 TARGET_RATIOS = {10: 6.0, 100: 14.0}
 TARGET_SHADOW_KEEPS = 0.6  # scorer + shadow / scorer, at batch 100
+TARGET_OF_CEILING = 0.6  # scorer / PostgreSQL alone, at batch 100 (issue 24)
 T = TypeVar("T")
 
 
@@ -90,11 +93,11 @@ def database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def stdout_to_devnull() -> Iterator[None]:
-    """File descriptor 1 to /dev/null: the app's JSON logs and metrics (Powertools)
+def stdout_to_devnull(path: str = os.devnull) -> Iterator[None]:
+    """File descriptor 1 to /dev/null (or to `path`): the app's JSON logs and metrics (Powertools)
     hold the stream in their own ways; the progress bar draws on stderr."""
     sys.stdout.flush()
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    saved, devnull = os.dup(1), os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         os.dup2(devnull, 1)
         yield
@@ -140,16 +143,24 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _printed() -> int:
+    """Bytes written so far to file descriptor 1 (0 unless it is a regular file: stdout_to_devnull(path))."""
+    sys.stdout.flush()
+    return os.fstat(1).st_size
+
+
 def _timed(url: str, size: int, n: int, budget_s: float, batches_of: Callable[[list[tuple[int, int]]], list[Any]],
            handle: Callable[[Any], int]) -> dict[str, Any]:
     """n fresh tasks through `handle`, `size` at a time, after one untimed warm-up batch; stops
-    past the time budget once MIN_BATCHES are done. `handle` returns how many messages failed."""
+    past the time budget once MIN_BATCHES are done. `handle` returns how many messages failed.
+    log_bytes: what the timed batches printed (logs and EMF metrics: CloudWatch Logs' bill)."""
     n = max(n, MIN_BATCHES * size)
     tasks = insert_tasks(url, n - n % size + size)
     batches = _chunks(batches_of(tasks), size)
     handle(batches[0])  # warm-up: connection, caches
     per_batch_ms: list[float] = []
     failures = 0
+    printed = _printed()
     started = time.perf_counter()
     for batch in batches[1:]:
         t = time.perf_counter()
@@ -158,10 +169,11 @@ def _timed(url: str, size: int, n: int, budget_s: float, batches_of: Callable[[l
         if len(per_batch_ms) >= MIN_BATCHES and time.perf_counter() - started > budget_s:
             break
     seconds = time.perf_counter() - started
+    log_bytes = _printed() - printed
     messages = len(per_batch_ms) * size
     completed = count_completed(url, [t for t, _ in tasks[size : size + messages]])
     return {"messages": messages, "seconds": seconds, "per_batch_ms": per_batch_ms, "completed": completed,
-            "batch_item_failures": failures}
+            "batch_item_failures": failures, "log_bytes": log_bytes}
 
 
 def _merge(size: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -173,6 +185,7 @@ def _merge(size: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "msg_per_s_rounds": rates,
         "ms_per_batch": stats.summary([ms for r in rounds for ms in r["per_batch_ms"]]),
         **{k: sum(r[k] for r in rounds) for k in ("messages", "seconds", "completed", "batch_item_failures")},
+        "log_bytes_per_message": sum(r.get("log_bytes", 0) for r in rounds) / max(1, sum(r["messages"] for r in rounds)),
     }
 
 
@@ -181,7 +194,7 @@ def steps() -> int:
 
 
 def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
-    from chalicelib.domain.tasks import COMPLETED, BatchWrite, TaskUpdate
+    from chalicelib.domain.tasks import COMPLETED, BatchWrite, EventRow, TaskUpdate
     from chalicelib.queue import TaskQueue
     from chalicelib.scoring.scorer import Scorer
     from chalicelib.serving.aliases import Pinned
@@ -196,6 +209,15 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
             store.write(cur, BatchWrite(done, []), model_version="bench")
         return 0
 
+    def postgres_alone_trail(batch: Sequence[int]) -> int:
+        # The write the scorer makes: every outcome and its `attempt` trail row (chalicelib.scoring.dispositions.trail).
+        with store.transaction() as cur:
+            claimed = store.claim(cur, batch).tasks
+            done = [TaskUpdate(tid, COMPLETED, 1, is_violation=False, probability=0.5) for tid in claimed]
+            trail = [EventRow(tid, "attempt", 1, COMPLETED, None, str(uuid.uuid4()), None) for tid in claimed]
+            store.write(cur, BatchWrite(done, trail), model_version="bench")
+        return 0
+
     def scorer(batch: Sequence[dict[str, Any]]) -> int:
         return len(score.handle(batch)["batchItemFailures"])
 
@@ -203,7 +225,8 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
         return len(shadowed.handle(batch)["batchItemFailures"])
 
     progress.set_description_str("scorer: starting PostgreSQL")
-    with database() as url, stdout_to_devnull():
+    # The app's output goes to a scratch file, not /dev/null, so its bytes can be counted (measure/bench/cost.py).
+    with tempfile.NamedTemporaryFile(prefix="bench-logs-") as printed, database() as url, stdout_to_devnull(printed.name):
         settings = dict(_sql(url, "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
                              ["server_version", "fsync", "synchronous_commit"]))
         store = ScoringStore(Database(url))
@@ -215,7 +238,8 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
         progress.update(1)
         series: dict[str, tuple[Callable[[list[tuple[int, int]]], list[Any]], Callable[[Any], int]]] = {
             "scorer": (sqs_records, scorer), "scorer_shadow": (sqs_records, scorer_shadow),
-            "postgres_alone": (lambda ts: [t for t, _ in ts], postgres_alone)}
+            "postgres_alone": (lambda ts: [t for t, _ in ts], postgres_alone),
+            "postgres_alone_trail": (lambda ts: [t for t, _ in ts], postgres_alone_trail)}
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         # Rounds over every size and series, interleaved: a noisy neighbour on the
         # machine then hits batch 1 and batch 100 alike instead of skewing their ratio.
@@ -230,12 +254,16 @@ def run(messages: int, budget_s: float, progress: Any) -> dict[str, Any]:
     for sizes in rows.values():
         for row in sizes:
             row["ratio_to_batch1"] = row["msg_per_s"] / sizes[0]["msg_per_s"]
-    for plain, shadowed_row in zip(rows["scorer"], rows["scorer_shadow"], strict=True):
+    for plain, shadowed_row, alone, alone_trail in zip(rows["scorer"], rows["scorer_shadow"], rows["postgres_alone"],
+                                                       rows["postgres_alone_trail"], strict=True):
         shadowed_row["keeps_of_scorer"] = shadowed_row["msg_per_s"] / plain["msg_per_s"]
+        plain["of_postgres_alone"] = plain["msg_per_s"] / alone["msg_per_s"]
+        plain["of_postgres_alone_trail"] = plain["msg_per_s"] / alone_trail["msg_per_s"]
     return {
         "database": "embedded PostgreSQL, " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
         "sqs": "stubbed: max_receive_count, send_to_dlq, change_visibility are in-process no-ops",
         **rows,
         "targets": {str(k): v for k, v in TARGET_RATIOS.items()},
         "target_shadow_keeps": TARGET_SHADOW_KEEPS,
+        "target_of_ceiling": TARGET_OF_CEILING,
     }

@@ -64,21 +64,31 @@ def batch_lines(r: dict[str, Any]) -> list[str]:
     out = [f"2. SCORER THROUGHPUT by batch size: Scorer.handle on {r['database']}; SQS {r['sqs']}"]
     rows = []
     keep_target = r.get("target_shadow_keeps", 0.6)
-    for sc, sh, pg in zip(r["scorer"], r["scorer_shadow"], r["postgres_alone"], strict=True):
+    ceiling_target = r.get("target_of_ceiling", 0.6)
+    trails = r.get("postgres_alone_trail") or [None] * len(r["scorer"])
+    for sc, sh, pg, pgt in zip(r["scorer"], r["scorer_shadow"], r["postgres_alone"], trails, strict=True):
         target = r["targets"].get(str(sc["batch"]))
         verdict = f">= {target:.0f}x {_verdict(sc['ratio_to_batch1'] >= target)}" if target else ""
         keeps = f"{sh['keeps_of_scorer']:.2f}" + (f" (>= {keep_target} {_verdict(sh['keeps_of_scorer'] >= keep_target)})"
                                                   if sc["batch"] == 100 else "")
         lat = sc["ms_per_batch"]
-        rows.append([str(sc["batch"]), _rate(sc["msg_per_s"]), f"{sc['ratio_to_batch1']:.1f}x", verdict,
+        of_pg = sc.get("of_postgres_alone", sc["msg_per_s"] / pg["msg_per_s"])
+        ceiling = f"{of_pg:.2f}" + (f" (>= {ceiling_target} {_verdict(of_pg >= ceiling_target)})" if sc["batch"] == 100 else "")
+        of_pgt = sc.get("of_postgres_alone_trail")
+        ceiling_trail = "-" if of_pgt is None else f"{of_pgt:.2f}" + (
+            f" ({_verdict(of_pgt >= ceiling_target)})" if sc["batch"] == 100 else "")
+        rows.append([str(sc["batch"]), _rate(sc["msg_per_s"]), f"{sc['ratio_to_batch1']:.1f}x", verdict, ceiling,
+                     ceiling_trail,
                      f"{lat['p50']:.1f} / {lat['p95']:.1f}", _rate(sh["msg_per_s"]), keeps, _rate(pg["msg_per_s"]),
-                     f"{pg['ratio_to_batch1']:.1f}x", f"{sc['messages']} / {sc['completed']}"])
-    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "ms/batch p50/p95", "+ shadow msg/s", "keeps",
-                   "PG alone msg/s", "x b1", "msgs / completed"], rows)
+                     f"{pg['ratio_to_batch1']:.1f}x", _rate(pgt["msg_per_s"]) if pgt else "-",
+                     f"{sc['messages']} / {sc['completed']}"])
+    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "of PG alone", "of PG+trail", "ms/batch p50/p95",
+                   "+ shadow msg/s", "keeps", "PG alone msg/s", "x b1", "PG+trail msg/s", "msgs / completed"], rows)
     out.append("  + shadow: the scorer with a shadow version set (every task scored twice, the shadow's verdicts "
                "written after the commit); keeps = its rate / the scorer's")
     out.append("  PG alone: the same claim + write transaction through the store, every task completed: no parsing, "
-               "no model, no logging (the ceiling)")
+               "no model, no logging (the ceiling); PG+trail: the same, writing also the trail row per task that the "
+               "scorer's write carries")
     return out
 
 
@@ -111,10 +121,12 @@ def render(results: dict[str, Any]) -> str:
     out = [f"ad-moderation bench  {m['started']}  commit {m['commit']}  python {m['python']}  "
            f"{m['cpus']} CPUs, load average {m['load_average']} at start  ({m['seconds']:.0f} s)",
            "figures on a shared machine are indicative; the bench reports, it asserts nothing", ""]
+    from measure.bench.cost import lines as cost_lines
     from measure.bench.trees import lines as trees_lines
 
     sections: dict[str, Callable[[dict[str, Any]], list[str]]] = {"cold": cold_lines, "batch": batch_lines,
-                                                                  "e2e": e2e_lines, "trees": trees_lines}
+                                                                  "e2e": e2e_lines, "trees": trees_lines,
+                                                                  "cost": cost_lines}
     for key, lines in sections.items():
         if key in results:
             out += [*lines(results[key]), ""]
@@ -146,10 +158,13 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    from measure.bench.cost import chart as _chart_cost
+
+    fig, axes = plt.subplots(1, 4, figsize=(24, 5.5))
     m = results["meta"]
     fig.suptitle(f"ad-moderation bench, {m['started']}, commit {m['commit']} ({m['cpus']} CPUs, shared: indicative)")
-    for ax, (key, draw) in zip(axes, (("cold", _chart_cold), ("batch", _chart_batch), ("e2e", _chart_e2e)), strict=True):
+    panels = (("cold", _chart_cold), ("batch", _chart_batch), ("e2e", _chart_e2e), ("cost", _chart_cost))
+    for ax, (key, draw) in zip(axes, panels, strict=True):
         if key in results:
             draw(ax, results[key])
         else:
@@ -182,14 +197,20 @@ def _chart_cold(ax: Any, r: dict[str, Any]) -> None:
 
 def _chart_batch(ax: Any, r: dict[str, Any]) -> None:
     sizes = [row["batch"] for row in r["scorer"]]
-    for i, (label, key, color) in enumerate((("scorer (Scorer.handle)", "scorer", "tab:blue"),
-                                             ("scorer + shadow", "scorer_shadow", "tab:cyan"),
-                                             ("PostgreSQL alone", "postgres_alone", "tab:orange"))):
-        _bars(ax, [j + (i - 1) * 0.27 for j in range(len(sizes))], [row["msg_per_s"] for row in r[key]],
-              lambda v: f"{v:,.0f}", width=0.27, label=label, color=color)
+    series = [("scorer (Scorer.handle)", "scorer", "tab:blue"), ("scorer + shadow", "scorer_shadow", "tab:cyan"),
+              ("PostgreSQL alone", "postgres_alone", "tab:orange"),
+              ("PostgreSQL alone + trail", "postgres_alone_trail", "tab:red")]
+    series = [s for s in series if s[1] in r]
+    width = 0.8 / len(series)
+    for i, (label, key, color) in enumerate(series):
+        _bars(ax, [j + (i - (len(series) - 1) / 2) * width for j in range(len(sizes))], [row["msg_per_s"] for row in r[key]],
+              lambda v: f"{v:,.0f}", width=width, label=label, color=color)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(sizes)), [f"batch {row['batch']}\nscorer {row['ratio_to_batch1']:.1f}x batch 1"
-                                      for row in r["scorer"]])
+    ax.set_xticks(range(len(sizes)), [
+        f"batch {row['batch']}\nscorer {row['ratio_to_batch1']:.1f}x b1"
+        + (f"\n{row['of_postgres_alone']:.2f} of PG" if "of_postgres_alone" in row else "")
+        + (f"\n{row['of_postgres_alone_trail']:.2f} of PG+trail" if "of_postgres_alone_trail" in row else "")
+        for row in r["scorer"]], fontsize=7)
     ax.set_ylabel("messages / s (log scale)")
     ax.set_title("Scorer throughput by batch size (PostgreSQL real, SQS stubbed)")
     ax.legend(loc="upper left")

@@ -11,6 +11,9 @@ One run, three sections (pick with --only):
   e2e    one `make run` stack: raw SQS rate of its LocalStack, and `make load`
          with 32 concurrent clients end to end (measure/bench/e2e.py)
 
+Whenever batch ran: the monthly bill at 100 k, 1 M and 10 M tasks from what was
+measured and the price table measure/bench/prices.json (measure/bench/cost.py).
+
 Prints a table, writes build/bench/results.json and build/bench/bench.png.
 Reports; asserts nothing. Figures on a shared machine are indicative.
 
@@ -33,7 +36,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from measure.bench import batch, cold, e2e, report, trees
+from measure.bench import batch, cold, cost, e2e, report, trees
 from toolkit import logs, names
 
 OUT_DIR = names.BUILD_DIR / "bench"
@@ -104,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - report it and carry on with the next section
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 (OUT_DIR / f"{name}-error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+    if "batch" in results:  # the bill, from what was measured (and e2e's latencies if it ran)
+        try:
+            results["cost"] = cost.run(results)
+        except Exception as exc:  # noqa: BLE001 - report it like a section
+            errors["cost"] = f"{type(exc).__name__}: {exc}"
+            (OUT_DIR / "cost-error.txt").write_text(traceback.format_exc(), encoding="utf-8")
     results["meta"]["seconds"] = time.monotonic() - started
     if errors:
         results["errors"] = errors
