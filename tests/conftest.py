@@ -24,6 +24,7 @@ from toolkit.names import LOCAL_CREDENTIALS, REGION
 
 if TYPE_CHECKING:
     from tests.e2e.deployed_stack import Deployed
+    from tests.e2e.e2e_stack import Stack
 
 # Local credentials only; no test ever talks to AWS.
 for _k, _v in LOCAL_CREDENTIALS.items():
@@ -114,6 +115,20 @@ def pg_url(pg_server: str) -> str:
     url = pg_server.rsplit("/", 1)[0] + "/" + name
     apply_migrations(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def shared_make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One `make run` per test process for the modules that use a stack without stopping, restarting or
+    counting all of it (their `stack` fixture takes this one and calls `settle` after the module, so the
+    next starts from a quiet stack). Starting one (PostgreSQL, LocalStack, migrations, chalice local, the
+    runner) is most of such a module's cost; under xdist each worker that runs one of those modules
+    builds one and stops it when the worker ends. Its alias re-check is every 2 s, what
+    tests/e2e/test_model_registry.py needs."""
+    from tests.e2e.e2e_stack import make_run
+
+    with make_run(tmp_path_factory, extra_env={"MODEL_ALIAS_CHECK_SECONDS": "2"}) as stack:
+        yield stack
 
 
 @pytest.fixture()

@@ -14,15 +14,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests.contract.contract_fuzz import CHALICE_LOCAL, run
-from tests.e2e.e2e_stack import Stack, make_run
+from tests.e2e.e2e_stack import Stack, settle
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with make_run(tmp_path_factory) as s:
-        yield s
+def stack(shared_make_run: Stack) -> Iterator[Stack]:
+    yield shared_make_run  # tests/conftest.py: one make run per test process
+    settle(shared_make_run)
 
 
 def test_chalice_local_keeps_its_contract(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:

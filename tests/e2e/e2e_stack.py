@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+import boto3
 import pytest
 
 from devstack.stack import RunningStack
 from devstack.stack import make_run as start_make_run
+from tests.helpers import execute
+from toolkit import names
 
 Stack = RunningStack
 
@@ -33,3 +37,26 @@ def http(method: str, url: str, data: bytes | None = None, *, key: str | None = 
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def settle(stack: Stack, timeout: float = 60) -> None:
+    """Leave a shared stack as the next module expects it: every queued task finished, the ads a test
+    closed reopened, the DLQ empty (a module that parks messages there must not turn the next one's
+    /health/pipeline degraded or its DLQ counts wrong)."""
+    creds = names.LOCAL_CREDENTIALS
+    sqs = boto3.client("sqs", endpoint_url=stack.endpoint, region_name=creds["AWS_DEFAULT_REGION"],
+                       aws_access_key_id=creds["AWS_ACCESS_KEY_ID"], aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+    queues = names.queues()
+    queue_url = sqs.get_queue_url(QueueName=queues.main)["QueueUrl"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+        if attrs["ApproximateNumberOfMessages"] == attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+            break
+        time.sleep(0.5)
+    # Drained, not purged: SQS refuses a second purge of a queue within 60 s.
+    dlq_url = sqs.get_queue_url(QueueName=queues.dlq)["QueueUrl"]
+    while messages := sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages", []):
+        sqs.delete_message_batch(QueueUrl=dlq_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+    execute(stack.database_url, "UPDATE advertisements SET is_closed = false WHERE is_closed")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.e2e_stack import Stack, make_run
+from tests.e2e.e2e_stack import Stack, settle
 from tests.helpers import insert_ad
 from tests.legacy_clients import Client, current_untouched, seed_000, seed_002
 
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with make_run(tmp_path_factory) as running:
-        yield running
+def stack(shared_make_run: Stack) -> Iterator[Stack]:
+    yield shared_make_run  # tests/conftest.py: one make run per test process
+    settle(shared_make_run)
 
 
 def api_key(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

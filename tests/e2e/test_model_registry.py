@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from chalicelib.serving.model import DEFAULT_MODEL_PATH, load_model
-from tests.e2e.e2e_stack import Stack, http, make_run
+from tests.e2e.e2e_stack import Stack, http, settle
 
 pytestmark = pytest.mark.e2e
 
-CHECK_SECONDS = 2
+CHECK_SECONDS = 2  # the shared stack's MODEL_ALIAS_CHECK_SECONDS (tests/conftest.py)
 # A task is claimed within about a second of its submit; the API and the scorer re-check
 # the alias at most CHECK_SECONDS after the promote. Anything later is a failure to follow.
 FOLLOW_WITHIN_S = CHECK_SECONDS + 8
@@ -86,11 +86,13 @@ def strict_version(tmp: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One `make run` for the module: starting one is most of a test's cost. The first test leaves
-    live where it found it (promote, then roll back); each test publishes what it uses."""
-    with make_run(tmp_path_factory, extra_env={"MODEL_ALIAS_CHECK_SECONDS": str(CHECK_SECONDS)}) as running:
-        yield running
+def stack(shared_make_run: Stack) -> Iterator[Stack]:
+    """The test process's `make run` (tests/conftest.py; its alias re-check is every CHECK_SECONDS).
+    The first test leaves live where it found it (promote, then roll back); each test publishes
+    what it uses; shadow scoring is stopped after the module."""
+    yield shared_make_run
+    models(shared_make_run, "unset", "shadow")
+    settle(shared_make_run)
 
 
 def test_promote_and_rollback_are_followed_without_a_deploy_and_no_task_fails(stack: Stack, tmp_path: Path):
