@@ -57,7 +57,9 @@ TaskStatus = Literal["pending", "processing", "completed", "failed"]
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 ErrorKind = Literal["permanent", "transient", "stuck"]
 # task_events.kind (migrations/V3__task_events.sql).
-EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck"]
+EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck",
+                    # the review loop (migrations/V10; docs/reviews.md)
+                    "claimed", "lease_expired", "reviewed", "appealed", "appeal_decided"]
 Probability = Annotated[float, Field(ge=0, le=1)]
 # What to do with the ad (chalicelib/domain/tasks.py decide): `block` is exactly is_violation;
 # `review`, only from a model with a review band, is the band just below its threshold.
@@ -174,6 +176,17 @@ class TaskResult(Contract):
     created_at: Timestamp
     started_at: Timestamp | None
     processed_at: Timestamp | None
+    # The review loop (docs/reviews.md). Defaults: the fields came after the seeds' clients.
+    decided_by: Literal["model", "human"] | None = Field(
+        default=None, description="who made `decision`: the model, or a moderator (a review or an appeal); null until completed")
+    model_decision: Decision | None = Field(default=None, description="the model's own decision, kept when a person "
+                                            "overrode it (the same as `decision` otherwise)")
+    reviewed_by: str | None = Field(default=None, description="the client id of the moderator who made the latest "
+                                    "human decision")
+    review_reason: str | None = Field(default=None, description="that decision's reason code (docs/reviews.md)")
+    reviewed_at: Timestamp | None = Field(default=None, description="when")
+    appeal: Literal["pending", "upheld", "overturned"] | None = Field(
+        default=None, description="the task's appeal: pending, upheld (the block stands) or overturned (allowed); null: none")
 
 
 class TaskPage(Contract):
@@ -191,6 +204,8 @@ class TaskEvent(Contract):
     error: str | None
     message_id: str | None
     request_id: str | None
+    actor: str | None = Field(default=None, description="who acted: the moderator's or the client's id "
+                              "(claimed, lease_expired, reviewed, appealed, appeal_decided)")
 
 
 class TaskEvents(Contract):
@@ -267,6 +282,8 @@ class Health(Contract):
     )
     checks: HealthChecks
     pipeline: PipelineCheck
+    reviews: ReviewBacklog | None = Field(default=None, description="the human review backlog (docs/reviews.md): "
+                                          "reported, never failing the check")
     code: str | None = Field(default=None, description="dependency_unavailable, pipeline_degraded or model_refused")
     message: str | None = Field(default=None, description="names what is down, or why the pipeline is degraded")
 
@@ -308,3 +325,109 @@ class GatewayError(Contract):
     """What API Gateway itself answers (missing API key, throttling), before the API runs."""
 
     message: str
+
+
+# --- the review loop (issue 21; docs/reviews.md) ---------------------------------
+
+ReviewKind = Literal["review", "appeal"]
+REVIEW_KINDS: tuple[str, ...] = get_args(ReviewKind)
+Verdict = Literal["allow", "block"]
+# The reason codes: chalicelib/domain/reviews.py REASONS (tests/unit/test_reviews.py holds the two equal).
+ReasonCode = Literal["spam", "prohibited_item", "fraud", "misleading", "other"]
+REASON_CODES: tuple[str, ...] = get_args(ReasonCode)
+
+
+class VerdictRequest(Contract):
+    """Body of POST /moderation/reviews/{task_id}/verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Verdict
+    reason: ReasonCode = Field(description="a reason code (docs/reviews.md#reason-codes)")
+    note: str | None = Field(default=None, max_length=2000, description="free text for the record; never shown to the client")
+
+
+class AppealRequest(Contract):
+    """Body of POST /moderation/appeals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: Id
+    reason: str = Field(min_length=1, max_length=2000, description="the client's statement: why the block is wrong")
+
+
+class QueuedTask(Contract):
+    task_id: Id
+    kind: ReviewKind = Field(description="review: the model's review band; appeal: a client appealed a block")
+    waiting_since: Timestamp | None
+    item_id: Id
+    probability: Probability | None = Field(description="the model's probability")
+    model_version: str | None
+    model_decision: Decision | None
+    decision: Decision | None = Field(description="the current decision (review, or the block appealed)")
+    reviewed_by: str | None = Field(description="an appeal of a human block: who blocked it (not you: four eyes)")
+    review_reason: str | None
+    name: str | None = Field(description="the ad's title (null: the ad was deleted)")
+    description: str | None
+    category: int | None
+    images_qty: int | None
+    seller_id: int | None
+    is_verified_seller: bool | None
+    appeal_reason: str | None = Field(description="an appeal: the client's statement")
+    lease_holder: str | None = Field(description="who holds the lease (you, if anyone: others' leased tasks are not listed)")
+    lease_expires_at: Timestamp | None
+
+
+class ReviewPage(Contract):
+    tasks: list[QueuedTask] = Field(description="oldest first (by task_id)")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page (same filters); null on the last page")
+
+
+class Claim(Contract):
+    task_id: Id
+    kind: ReviewKind
+    lease_holder: str = Field(description="your client id")
+    lease_expires_at: Timestamp = Field(description="decide before this, or the task goes back to the queue")
+
+
+class AppealAccepted(Contract):
+    task_id: Id
+    appeal: Literal["pending"]
+    message: str
+
+
+class Redress(Contract):
+    internal_complaint: bool = Field(description="an appeal is still open to the seller")
+    appeal_state: Literal["pending", "upheld", "overturned"] | None
+    how: str
+
+
+class Statement(Contract):
+    """A statement of reasons (DSA Art. 17) in the DSA Transparency Database's field names."""
+
+    puid: str
+    platform_name: str
+    decision_visibility: list[str]
+    decision_ground: Literal["DECISION_GROUND_ILLEGAL_CONTENT", "DECISION_GROUND_INCOMPATIBLE_CONTENT"]
+    incompatible_content_ground: str
+    incompatible_content_explanation: str
+    category: str
+    content_type: list[str]
+    decision_facts: str
+    source_type: str
+    automated_detection: Literal["Yes", "No"]
+    automated_decision: Literal["AUTOMATED_DECISION_FULLY", "AUTOMATED_DECISION_PARTIALLY",
+                                "AUTOMATED_DECISION_NOT_AUTOMATED"]
+    application_date: str | None
+    content_date: str | None
+    redress: Redress
+    task_id: Id
+    item_id: Id | None
+    reason_code: str | None
+    decided_by: Literal["model", "human"]
+
+
+class ReviewBacklog(Contract):
+    review: int = Field(ge=0, description="tasks in the review band waiting for a verdict (leased ones too)")
+    appeal: int = Field(ge=0, description="appeals waiting for a verdict")
+    oldest_seconds: float | None = Field(description="how long the oldest has waited; null: none")
