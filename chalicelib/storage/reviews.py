@@ -54,7 +54,7 @@ class ReviewStore:
                 AND l.prior_reviewer IS DISTINCT FROM %(me)s
                 ORDER BY m.id LIMIT %(limit)s)""")
         sql = f"""
-            WITH q AS ({" UNION ALL ".join(parts)} ORDER BY id LIMIT %(limit)s)
+            WITH q AS (SELECT * FROM ({" UNION ALL ".join(parts)}) u ORDER BY id LIMIT %(limit)s)
             SELECT {_QUEUE_COLUMNS}
             FROM q JOIN moderation_results m ON m.id = q.id
             LEFT JOIN human_reviews h ON h.task_id = q.id AND h.kind = q.kind
