@@ -42,6 +42,14 @@ venv: $(STAMP) ## create/refresh the dev virtualenv (from requirements-dev.lock)
 lock: | $(UV) ## after a change to requirements*.txt: re-resolve requirements-dev.lock (then make venv)
 	$(UV) pip compile --quiet --universal --python-version 3.11 requirements-dev.txt -o $(LOCK)
 
+# The moderator console's browser test (tests/e2e/test_console.py) drives the operating system's
+# Chromium with Playwright (docs/testing.md#the-moderator-consoles-browser-test): Debian's package, installed
+# here when missing (apt-get, as root); Playwright's own browser download is never used.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: chromium
+chromium: ## install Debian's Chromium for the console's browser test, if missing (apt-get)
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 localstack: $(STAMP) ## install LocalStack (host mode) into .venv-localstack
 	$(PY) -m toolkit.localstack install
 
@@ -53,7 +61,7 @@ run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops 
 TEST_WORKERS ?= 3
 PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
-test: $(STAMP) localstack checkov ## run every test: unit, integration, end-to-end (TEST_WORKERS=3, PYTEST_ARGS=)
+test: $(STAMP) localstack checkov chromium ## run every test: unit, integration, end-to-end (TEST_WORKERS=3, PYTEST_ARGS=)
 	$(PYTEST)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
@@ -62,7 +70,7 @@ test-unit: $(STAMP) ## unit tests only (no servers)
 test-integration: $(STAMP) ## integration tests (embedded Postgres + moto/LocalStack)
 	$(PYTEST) tests/integration
 
-test-e2e: $(STAMP) localstack ## end-to-end tests against the running stack
+test-e2e: $(STAMP) localstack chromium ## end-to-end tests against the running stack
 	$(PYTEST) tests/e2e
 
 # Thresholds (training/thresholds.py): block at TARGET_PRECISION, review down to REVIEW_RECALL (none: no band).

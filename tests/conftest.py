@@ -121,8 +121,8 @@ def db(pg_url: str) -> str:
     """The test database, emptied before each test."""
     conn = psycopg2.connect(pg_url)
     with conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE idempotency_keys, task_events, moderation_results, advertisements, users, api_clients, human_reviews "
-                    "RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE idempotency_keys, task_events, moderation_results, advertisements, users, api_clients, "
+                    "human_reviews RESTART IDENTITY CASCADE")
     conn.close()
     return pg_url
 

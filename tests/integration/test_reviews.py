@@ -117,7 +117,8 @@ def test_the_queue_pages_oldest_first_and_filters_by_kind(client, app_env):
             break
     assert seen == [(t, "review") for t in tasks] + [(blocked, "appeal")]
     appeals = out(call(client, "GET", "/moderation/reviews?kind=appeal", MOD))["tasks"]
-    assert [(t["task_id"], t["appeal_reason"], t["model_decision"]) for t in appeals] == [(blocked, "it is a real phone", "block")]
+    assert [(t["task_id"], t["appeal_reason"], t["model_decision"]) for t in appeals] == \
+        [(blocked, "it is a real phone", "block")]
     assert [t["task_id"] for t in out(call(client, "GET", "/moderation/reviews?kind=review&limit=2", MOD))["tasks"]] == tasks[:2]
     expect(call(client, "GET", "/moderation/reviews?kind=nope", MOD), 400, "invalid_parameter")
     expect(call(client, "GET", "/moderation/reviews", A), 403, "insufficient_scope")
