@@ -35,7 +35,7 @@ APPEAL_OVERTURNED = "overturned"  # the ad is allowed
 # Every ground is the platform's terms (DECISION_GROUND_INCOMPATIBLE_CONTENT): this service
 # applies a marketplace's rules; whether an ad is also illegal is a lawyer's call, not a queue's.
 REASONS: dict[str, tuple[str, str]] = {
-    "spam": ("STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE", "spam: repeated, off-topic or bulk listings"),
+    "spam": ("STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE", "repeated, off-topic or bulk listings"),
     "prohibited_item": ("STATEMENT_CATEGORY_UNSAFE_AND_PROHIBITED_PRODUCTS",
                         "the item is on the marketplace's list of prohibited items"),
     "fraud": ("STATEMENT_CATEGORY_SCAMS_AND_FRAUD", "the listing looks like a scam or fraud"),
@@ -135,6 +135,15 @@ def check_appeal(decision: str | None, appeal: str | None, decided_at: datetime 
 
 def appeal_outcome(decision: str) -> str:
     return APPEAL_UPHELD if decision == BLOCK else APPEAL_OVERTURNED
+
+
+# The statement's fields that are the DSA Transparency Database API's own (make statements writes
+# these only, unless asked for all); the rest are this service's (docs/reviews.md#the-statement-of-reasons).
+DSA_FIELDS = (
+    "puid", "platform_name", "decision_visibility", "decision_ground", "incompatible_content_ground",
+    "incompatible_content_explanation", "category", "content_type", "decision_facts", "source_type",
+    "automated_detection", "automated_decision", "application_date", "content_date",
+)
 
 
 def statement(task: dict[str, Any], *, platform: str) -> dict[str, Any]:
