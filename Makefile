@@ -98,6 +98,11 @@ clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 migrate: $(STAMP) ## apply pending migrations to DATABASE_URL (ARGS=--status: list, change nothing; ARGS="--client NAME": owner of older tasks, default legacy)
 	$(PY) -m ops.migrate $(ARGS)
 
+# Statements of reasons (ops/statements.py; docs/reviews.md#exporting-them): DATABASE_URL, else make run's database.
+.PHONY: statements
+statements: $(STAMP) ## the statements of reasons of blocks since a time, as JSON lines (ARGS="--since 2026-12-01 [--out F] [--all-fields]")
+	$(PY) -m ops.statements $(ARGS)
+
 # The DLQ tool (ops/dlq.py). --local: make run's LocalStack and test credentials
 # (toolkit/names.py) unless AWS_ENDPOINT_URL is set; `AWS_ENDPOINT_URL= make dlq` means real AWS.
 .PHONY: dlq

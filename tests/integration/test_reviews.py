@@ -10,10 +10,12 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from chalicelib.domain.reviews import DSA_FIELDS
 from tests.helpers import TEST_CLIENTS, execute, keyed_client
 from tests.reviews_helpers import review_tasks, scored_task
 
@@ -266,3 +268,28 @@ def test_eight_moderators_at_once_over_500_tasks(client, app_env, monkeypatch):
     assert 0 < per_kind["lease_expired"] <= len(abandoned) + lost
     assert execute(app_env, "SELECT count(*) FROM human_reviews WHERE decided_at IS NULL")[0][0] == 0
     assert out(call(client, "GET", "/moderation/reviews", MODERATORS[0]))["tasks"] == []
+
+
+def test_make_statements_exports_the_blocks_since_a_time(client, app_env, monkeypatch, capsys, tmp_path):
+    from ops import statements
+
+    old = scored_task(app_env, "client-a", "block", days_ago=3)
+    model_block = scored_task(app_env, "client-a", "block", probability=0.9)
+    reviewed = scored_task(app_env, "client-b", "review")
+    scored_task(app_env, "client-a", "allow")
+    expect(claim(client, reviewed, MOD), 200)
+    expect(verdict(client, reviewed, MOD, "block", "misleading"), 200)
+    monkeypatch.setenv("DATABASE_URL", app_env)
+    since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    capsys.readouterr()  # the app's own log and metric lines so far
+    assert statements.main(["--since", since]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [s["puid"] for s in lines] == [f"task-{model_block}", f"task-{reviewed}"]  # not the old one
+    assert set(lines[0]) == set(DSA_FIELDS)
+    assert [s["automated_decision"] for s in lines] == ["AUTOMATED_DECISION_FULLY", "AUTOMATED_DECISION_NOT_AUTOMATED"]
+    # The route answers the same statement, field for field.
+    served = out(call(client, "GET", f"/moderation/moderation_result/{reviewed}/statement", B))
+    assert {k: served[k] for k in DSA_FIELDS} == lines[1]
+    out_file = tmp_path / "s.jsonl"
+    assert statements.main(["--since", "2000-01-01", "--out", str(out_file), "--all-fields"]) == 0
+    assert [json.loads(line)["task_id"] for line in out_file.read_text().splitlines()] == [old, model_block, reviewed]
