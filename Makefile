@@ -75,8 +75,11 @@ test-e2e: $(STAMP) localstack chromium ## end-to-end tests against the running s
 
 # Thresholds (training/thresholds.py): block at TARGET_PRECISION, review down to REVIEW_RECALL (none: no band).
 TRAIN_ARGS = $(if $(TARGET_PRECISION),--target-precision $(TARGET_PRECISION)) $(if $(REVIEW_RECALL),--review-recall $(REVIEW_RECALL))
-train: $(STAMP) ## retrain, rewrite chalicelib/artifacts/model.json (TARGET_PRECISION=0.95 REVIEW_RECALL=0.8)
-	$(PY) -m training.train $(TRAIN_ARGS)
+# HUMAN_LABELS=1: the moderators' verdicts as labels too (docs/reviews.md#the-loop-feeds-the-model), from
+# DATABASE_URL, else make run's database (ops/statements.py names it).
+HUMAN_DB = $(shell $(PY) -c "from ops.statements import database_url; print(database_url())")
+train: $(STAMP) ## retrain, rewrite chalicelib/artifacts/model.json (TARGET_PRECISION=0.95 REVIEW_RECALL=0.8 HUMAN_LABELS=1)
+	$(PY) -m training.train $(TRAIN_ARGS) $(if $(HUMAN_LABELS),--human-labels '$(HUMAN_DB)')
 
 lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports) + bandit on the shipped code
 	$(VENV)/bin/ruff check .
@@ -116,7 +119,7 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 MODELS = $(PY) -m ops.models --local $(if $(BUCKET),--bucket '$(BUCKET)') $(if $(STACK),--stack '$(STACK)')
 model-publish: $(STAMP) ## train (FAMILY=lr|gbt|hgb; or ARTIFACT=model.json|pipeline.pkl|.joblib) and publish a version (TARGET_PRECISION= REVIEW_RECALL= PROMOTE=)
 	$(MODELS) publish $(if $(ARTIFACT),--artifact '$(ARTIFACT)') $(TRAIN_ARGS) $(if $(SEED),--seed $(SEED)) $(if $(FAMILY),--family $(FAMILY)) \
-		$(if $(PROMOTE),--promote $(PROMOTE)) $(if $(NOTE),--note '$(NOTE)')
+		$(if $(PROMOTE),--promote $(PROMOTE)) $(if $(NOTE),--note '$(NOTE)') $(if $(HUMAN_LABELS),--human-labels)
 model-list: $(STAMP) ## the registry: versions, metrics, thresholds, aliases, what the API serves
 	$(MODELS) list
 model-promote: $(STAMP) ## point ALIAS (default live) at VERSION=...

@@ -244,6 +244,24 @@ class ReviewStore:
             )
             return [dict(r) for r in cur.fetchall()]
 
+    def human_agreement(self, shadow_version: str | None) -> list[dict[str, Any]]:
+        """Per task a person decided: the human's decision, the live model's, and the shadow's (null where the
+        shadow, or `shadow_version` if given, did not score it). For make model-compare."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                SELECT m.id AS task_id, m.decision AS human, COALESCE(m.model_decision, m.decision) AS live,
+                       s.shadow_decision AS shadow, s.shadow_version
+                FROM moderation_results m
+                LEFT JOIN LATERAL (SELECT shadow_decision, shadow_version FROM shadow_verdicts v WHERE v.task_id = m.id
+                                   AND (%(v)s::text IS NULL OR v.shadow_version = %(v)s)
+                                   ORDER BY scored_at DESC LIMIT 1) s ON true
+                WHERE m.decided_by = 'human' ORDER BY m.id
+                """,
+                {"v": shadow_version},
+            )
+            return [dict(r) for r in cur.fetchall()]
+
 
 _STATEMENT_COLUMNS = """
     m.id AS task_id, m.item_id, m.status, m.decision, m.probability, m.model_version, m.created_at, m.processed_at,

@@ -293,3 +293,40 @@ def test_make_statements_exports_the_blocks_since_a_time(client, app_env, monkey
     out_file = tmp_path / "s.jsonl"
     assert statements.main(["--since", "2000-01-01", "--out", str(out_file), "--all-fields"]) == 0
     assert [json.loads(line)["task_id"] for line in out_file.read_text().splitlines()] == [old, model_block, reviewed]
+
+
+def test_human_verdicts_are_labels_and_model_compare_reports_agreement(client, app_env, capsys):
+    """The loop feeds the model: training/labels.py reads the moderators' verdicts, splits them by ad,
+    weights them; make model-compare reports the live and shadow models' agreement with people."""
+    import argparse
+
+    from ops.model_compare import cmd_compare
+    from training import labels, train
+
+    tasks = review_tasks(app_env, "client-a", 6) + [scored_task(app_env, "client-a", "review") for _ in range(20)]
+    for n, task in enumerate(tasks):
+        expect(claim(client, task, MOD), 200)
+        expect(verdict(client, task, MOD, "block" if n % 2 else "allow", "spam"), 200)
+    execute(app_env, "INSERT INTO shadow_verdicts (task_id, shadow_version, live_version, live_probability, "
+                     "shadow_probability, live_decision, shadow_decision) "
+                     "SELECT id, 'lr-shadow', 'v-test', probability, 0.9, 'review', 'block' FROM moderation_results "
+                     "WHERE id = ANY(%s)", (tasks[:4],))
+    found = labels.load(app_env)
+    assert sorted(h.task_id for h in found) == sorted(tasks)
+    assert {h.task_id: h.is_violation for h in found} == {t: bool(n % 2) for n, t in enumerate(tasks)}
+    train_side, test_side = labels.split(found, 42)
+    assert {h.item_id for h in train_side}.isdisjoint({h.item_id for h in test_side})  # split by ad
+    assert labels.split(found, 42) == (train_side, test_side)  # seeded
+    artifact, _ = train.train(train.DEFAULT_N, 42, 0.95, 0.8, human=found)
+    summary = artifact["training"]["human_labels"]
+    assert (summary["n"], summary["train"] + summary["test"], summary["weight"]) == (26, 26, labels.HUMAN_WEIGHT)
+    plain, _ = train.train(train.DEFAULT_N, 42, 0.95, 0.8)
+    assert plain["version"] != artifact["version"] and "human_labels" not in plain["training"]
+    capsys.readouterr()
+    args = argparse.Namespace(database_url=app_env, local=False, shadow_version=None, n=500)
+    assert cmd_compare(None, args) == 0
+    printed = capsys.readouterr().out
+    # Every model decision was `review` (it abstained): live agrees with no human verdict; the shadow
+    # said block on 4, of which tasks[1] and tasks[3] were blocked by the person.
+    assert "agreement with human verdicts (26 tasks a moderator decided): live 0.0%, shadow 50.0% (of the 4 it scored)" \
+        in printed
