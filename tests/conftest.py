@@ -35,6 +35,7 @@ DEPLOYED_MODULES = (
     "tests/contract/test_fuzz_deployed.py",
     "tests/e2e/test_deployed.py",
     "tests/e2e/test_deployed_clients.py",
+    "tests/e2e/test_deployed_reviews.py",
     "tests/e2e/test_legacy_deployed.py",
 )
 
