@@ -6,15 +6,14 @@ under the 400 lines a shipped module may have).
 
 from __future__ import annotations
 
-from chalicelib.api.models import (
+from chalicelib.api.models import Error, TaskResult
+from chalicelib.api.review_models import (
     REVIEW_KINDS,
     AppealAccepted,
     AppealRequest,
     Claim,
-    Error,
     ReviewPage,
     Statement,
-    TaskResult,
     VerdictRequest,
 )
 from chalicelib.api.routes import (

@@ -15,20 +15,18 @@ from chalice.app import Request
 
 from chalicelib import deps
 from chalicelib.api import auth
-from chalicelib.api.models import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
+from chalicelib.api.models import DEFAULT_PAGE, MAX_PAGE, TaskResult
+from chalicelib.api.requests import _optional, decode_cursor, echo, encode_cursor, parse_body, parse_id, require_json
+from chalicelib.api.responses import handle_errors, reply
+from chalicelib.api.review_models import (
     REVIEW_KINDS,
     AppealAccepted,
     AppealRequest,
     Claim,
     ReviewPage,
     Statement,
-    TaskResult,
     VerdictRequest,
 )
-from chalicelib.api.requests import _optional, decode_cursor, echo, encode_cursor, parse_body, parse_id, require_json
-from chalicelib.api.responses import handle_errors, reply
 from chalicelib.config import get_settings
 from chalicelib.domain.clients import MODERATE, Caller
 from chalicelib.errors import InsufficientScope, InvalidParameter, NotFound, TaskNotFound

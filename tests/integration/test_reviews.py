@@ -330,3 +330,20 @@ def test_human_verdicts_are_labels_and_model_compare_reports_agreement(client, a
     # said block on 4, of which tasks[1] and tasks[3] were blocked by the person.
     assert "agreement with human verdicts (26 tasks a moderator decided): live 0.0%, shadow 50.0% (of the 4 it scored)" \
         in printed
+
+
+def test_retention_keeps_tasks_waiting_for_a_person_and_purges_decided_ones_with_their_reviews(client, app_env):
+    from chalicelib import deps
+
+    waiting = scored_task(app_env, "client-a", "review")
+    decided = scored_task(app_env, "client-a", "review")
+    appealed = scored_task(app_env, "client-a", "block")
+    expect(claim(client, decided, MOD), 200)
+    expect(verdict(client, decided, MOD, "allow", "other"), 200)
+    expect(call(client, "POST", "/moderation/appeals", A, {"task_id": appealed, "reason": "x"}), 202)
+    execute(app_env, "UPDATE moderation_results SET created_at = now() - interval '90 days', "
+                     "updated_at = now() - interval '90 days'")
+    purged = deps.maintenance_store().purge_finished(datetime.now(UTC) - timedelta(days=30), 0, 10**9, 100)
+    assert purged.tasks == 1
+    assert sorted(r[0] for r in execute(app_env, "SELECT id FROM moderation_results")) == sorted([waiting, appealed])
+    assert {r[0] for r in execute(app_env, "SELECT task_id FROM human_reviews")} == {appealed}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.api.models import REASON_CODES
+from chalicelib.api.review_models import REASON_CODES
 from chalicelib.domain import reviews as rules
 from chalicelib.domain.reviews import QueuedState
 from chalicelib.errors import ReviewConflict
