@@ -347,3 +347,46 @@ def test_retention_keeps_tasks_waiting_for_a_person_and_purges_decided_ones_with
     assert purged.tasks == 1
     assert sorted(r[0] for r in execute(app_env, "SELECT id FROM moderation_results")) == sorted([waiting, appealed])
     assert {r[0] for r in execute(app_env, "SELECT task_id FROM human_reviews")} == {appealed}
+
+
+def test_an_ad_the_scorer_puts_in_the_review_band_enters_the_queue(client, app_env):
+    """The real path: submitted through the API, scored by the scorer with the packaged model; an ad
+    in its review band is queued with nothing written for it (the partial index), one outside is not."""
+    from chalicelib import deps
+    from chalicelib.domain.verdicts import decide
+    from tests.helpers import insert_ad, sqs_record, task_body
+    from training.dataset import generate_ads
+
+    model = deps.service().model
+    by_decision: dict[str, Any] = {}
+    for ad in generate_ads(3000, 7):
+        by_decision.setdefault(decide(model.predict_proba([ad.features()])[0], model.thresholds), ad)
+        if {"review", "allow"} <= set(by_decision):
+            break
+    submitted = {}
+    for decision in ("review", "allow"):
+        ad = by_decision[decision]
+        item = insert_ad(app_env, name=ad.name, description=ad.description, category=ad.category,
+                         images_qty=ad.images_qty, verified=ad.is_verified_seller)
+        resp = call(client, "POST", f"/moderation/async_predict?item_id={item}", A)
+        submitted[decision] = (expect(resp, 202)["task_id"], item)
+    assert deps.scorer().handle([sqs_record(task_body(t, i)) for t, i in submitted.values()]) == {"batchItemFailures": []}
+    queued = out(call(client, "GET", "/moderation/reviews", MOD))["tasks"]
+    assert [(t["task_id"], t["model_decision"], t["model_version"]) for t in queued] == \
+        [(submitted["review"][0], "review", model.version)]
+    assert execute(app_env, "SELECT count(*) FROM human_reviews")[0][0] == 0  # nothing written to queue it
+
+
+def test_make_model_publish_trains_with_human_labels(client, app_env):
+    """ops/models.py's publish builds its artifact with the verdicts when asked (--human-labels)."""
+    import argparse
+
+    from ops.models import build_artifact
+
+    for task in review_tasks(app_env, "client-a", 4):
+        expect(claim(client, task, MOD), 200)
+        expect(verdict(client, task, MOD, "block", "fraud"), 200)
+    args = argparse.Namespace(artifact=None, seed=42, target_precision=0.95, review_recall=0.8, family="lr",
+                              human_labels=True, database_url=app_env)
+    data, source, _ = build_artifact(args)
+    assert json.loads(data)["training"]["human_labels"]["n"] == 4 and source.startswith("trained")
