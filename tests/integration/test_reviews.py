@@ -390,3 +390,19 @@ def test_make_model_publish_trains_with_human_labels(client, app_env):
                               human_labels=True, database_url=app_env)
     data, source, _ = build_artifact(args)
     assert json.loads(data)["training"]["human_labels"]["n"] == 4 and source.startswith("trained")
+
+
+def test_v10_is_idempotent(client, app_env):
+    """migrations/V10 run again (an operator re-applying it, or a database adopted half-way) changes nothing."""
+    from pathlib import Path
+
+    sql = (Path(__file__).resolve().parents[2] / "migrations" / "V10__reviews.sql").read_text()
+    task = scored_task(app_env, "client-a", "review")
+    expect(claim(client, task, MOD), 200)
+    schema = ("SELECT table_name, column_name, data_type FROM information_schema.columns "
+              "WHERE table_schema = 'public' ORDER BY 1, 2")
+    before = execute(app_env, schema), execute(app_env, "SELECT indexname FROM pg_indexes ORDER BY 1")
+    execute(app_env, sql)
+    execute(app_env, sql)
+    assert (execute(app_env, schema), execute(app_env, "SELECT indexname FROM pg_indexes ORDER BY 1")) == before
+    expect(verdict(client, task, MOD, "allow", "other"), 200)  # the lease survived
