@@ -36,16 +36,17 @@ MODEL_REFUSED = "ModelRefused"
 # Shadow scoring (chalicelib/scoring/scorer.py): verdicts recorded, and batches whose shadow failed.
 SHADOW_SCORED = "ShadowScored"
 SHADOW_FAILED = "ShadowFailed"
-# The human review loop (docs/reviews.md): verdicts and appeals counted; the backlog as gauges,
-# emitted whenever it is read (GET /health/pipeline, which probes poll): the template alarms on the age.
+# The human review loop (docs/reviews.md): verdicts and appeals counted; the backlog, emitted
+# whenever it is read (GET /health/pipeline, which probes poll): its depth (a count), and the
+# oldest waiting task's age (milliseconds, below), which the template alarms on.
 REVIEWS_DECIDED = "ReviewsDecided"
 APPEALED = "AppealsFiled"
 APPEALS_DECIDED = "AppealsDecided"
-REVIEW_QUEUE_DEPTH = "ReviewQueueDepth"  # Count
-REVIEW_OLDEST_AGE = "ReviewOldestAgeSeconds"  # Seconds
+REVIEW_QUEUE_DEPTH = "ReviewQueueDepth"
 # Milliseconds
 SCORING_LATENCY = "ScoringLatency"
 SUBMIT_TO_COMPLETED = "SubmitToCompletedLatency"
+REVIEW_OLDEST_AGE = "ReviewOldestAge"  # 0 when nothing waits
 
 # Values of one metric in one EMF document (the format's limit).
 MAX_VALUES = 100
@@ -77,16 +78,6 @@ def emit(
             by_kind.add_dimension(name="error_kind", value=kind)
             by_kind.add_metric(name=FAILED, unit=MetricUnit.Count, value=value)
             _flush(by_kind)
-
-
-def emit_gauges(function: str, values: Mapping[str, float]) -> None:
-    """One EMF document of point-in-time values (zeros included: an empty queue is news too);
-    names ending in `Seconds` in seconds, the others counts."""
-    metrics = _metrics(function)
-    for name, value in values.items():
-        unit = MetricUnit.Seconds if name.endswith("Seconds") else MetricUnit.Count
-        metrics.add_metric(name=name, unit=unit, value=float(value))
-    _flush(metrics)
 
 
 def _add_values(metrics: EphemeralMetrics, name: str, values: Sequence[float]) -> None:

@@ -75,11 +75,12 @@ class ReviewService:
         return rules.statement(_iso_dates(task), platform=self._platform)
 
     def backlog(self) -> dict[str, Any]:
-        """Queue depth and the oldest waiting age, also emitted as EMF metrics (ReviewQueueDepth,
-        ReviewOldestAgeSeconds: the template's alarm watches the age)."""
+        """Queue depth and the oldest waiting age, also emitted as EMF metrics (ReviewQueueDepth, left
+        out at 0 as every count is; ReviewOldestAge in ms, 0 when nothing waits: the template's alarm
+        watches it)."""
         backlog = self._reviews.backlog()
-        metrics.emit_gauges("api_handler", {metrics.REVIEW_QUEUE_DEPTH: backlog["review"] + backlog["appeal"],
-                                            metrics.REVIEW_OLDEST_AGE: backlog["oldest_seconds"] or 0.0})
+        metrics.emit("api_handler", {metrics.REVIEW_QUEUE_DEPTH: backlog["review"] + backlog["appeal"]},
+                     milliseconds={metrics.REVIEW_OLDEST_AGE: [1000.0 * (backlog["oldest_seconds"] or 0.0)]})
         return backlog
 
 
