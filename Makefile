@@ -42,6 +42,14 @@ venv: $(STAMP) ## create/refresh the dev virtualenv (from requirements-dev.lock)
 lock: | $(UV) ## after a change to requirements*.txt: re-resolve requirements-dev.lock (then make venv)
 	$(UV) pip compile --quiet --universal --python-version 3.11 requirements-dev.txt -o $(LOCK)
 
+# The moderator console's browser test (tests/e2e/test_console.py) drives the operating system's
+# Chromium with Playwright (docs/testing.md#the-moderator-consoles-browser-test): Debian's package, installed
+# here when missing (apt-get, as root); Playwright's own browser download is never used.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: chromium
+chromium: ## install Debian's Chromium for the console's browser test, if missing (apt-get)
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 localstack: $(STAMP) ## install LocalStack (host mode) into .venv-localstack
 	$(PY) -m toolkit.localstack install
 
@@ -53,7 +61,7 @@ run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops 
 TEST_WORKERS ?= 3
 PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
-test: $(STAMP) localstack checkov ## run every test: unit, integration, end-to-end (TEST_WORKERS=3, PYTEST_ARGS=)
+test: $(STAMP) localstack checkov chromium ## run every test: unit, integration, end-to-end (TEST_WORKERS=3, PYTEST_ARGS=)
 	$(PYTEST)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
@@ -62,13 +70,16 @@ test-unit: $(STAMP) ## unit tests only (no servers)
 test-integration: $(STAMP) ## integration tests (embedded Postgres + moto/LocalStack)
 	$(PYTEST) tests/integration
 
-test-e2e: $(STAMP) localstack ## end-to-end tests against the running stack
+test-e2e: $(STAMP) localstack chromium ## end-to-end tests against the running stack
 	$(PYTEST) tests/e2e
 
 # Thresholds (training/thresholds.py): block at TARGET_PRECISION, review down to REVIEW_RECALL (none: no band).
 TRAIN_ARGS = $(if $(TARGET_PRECISION),--target-precision $(TARGET_PRECISION)) $(if $(REVIEW_RECALL),--review-recall $(REVIEW_RECALL))
-train: $(STAMP) ## retrain, rewrite chalicelib/artifacts/model.json (TARGET_PRECISION=0.95 REVIEW_RECALL=0.8)
-	$(PY) -m training.train $(TRAIN_ARGS)
+# HUMAN_LABELS=1: the moderators' verdicts as labels too (docs/reviews.md#the-loop-feeds-the-model), from
+# DATABASE_URL, else make run's database (ops/statements.py names it).
+HUMAN_DB = $(shell $(PY) -c "from ops.statements import database_url; print(database_url())")
+train: $(STAMP) ## retrain, rewrite chalicelib/artifacts/model.json (TARGET_PRECISION=0.95 REVIEW_RECALL=0.8 HUMAN_LABELS=1)
+	$(PY) -m training.train $(TRAIN_ARGS) $(if $(HUMAN_LABELS),--human-labels '$(HUMAN_DB)')
 
 lint: $(STAMP) ## ruff + mypy + the import layers (lint-imports) + bandit on the shipped code
 	$(VENV)/bin/ruff check .
@@ -90,6 +101,11 @@ clean: ## remove local state (database, LocalStack data); keeps the virtualenvs
 migrate: $(STAMP) ## apply pending migrations to DATABASE_URL (ARGS=--status: list, change nothing; ARGS="--client NAME": owner of older tasks, default legacy)
 	$(PY) -m ops.migrate $(ARGS)
 
+# Statements of reasons (ops/statements.py; docs/reviews.md#exporting-them): DATABASE_URL, else make run's database.
+.PHONY: statements
+statements: $(STAMP) ## the statements of reasons of blocks since a time, as JSON lines (ARGS="--since 2026-12-01 [--out F] [--all-fields]")
+	$(PY) -m ops.statements $(ARGS)
+
 # The DLQ tool (ops/dlq.py). --local: make run's LocalStack and test credentials
 # (toolkit/names.py) unless AWS_ENDPOINT_URL is set; `AWS_ENDPOINT_URL= make dlq` means real AWS.
 .PHONY: dlq
@@ -103,7 +119,7 @@ dlq: $(STAMP) ## list the dead-letter queue (ARGS="show task:42", ARGS="redrive 
 MODELS = $(PY) -m ops.models --local $(if $(BUCKET),--bucket '$(BUCKET)') $(if $(STACK),--stack '$(STACK)')
 model-publish: $(STAMP) ## train (FAMILY=lr|gbt|hgb; or ARTIFACT=model.json|pipeline.pkl|.joblib) and publish a version (TARGET_PRECISION= REVIEW_RECALL= PROMOTE=)
 	$(MODELS) publish $(if $(ARTIFACT),--artifact '$(ARTIFACT)') $(TRAIN_ARGS) $(if $(SEED),--seed $(SEED)) $(if $(FAMILY),--family $(FAMILY)) \
-		$(if $(PROMOTE),--promote $(PROMOTE)) $(if $(NOTE),--note '$(NOTE)')
+		$(if $(PROMOTE),--promote $(PROMOTE)) $(if $(NOTE),--note '$(NOTE)') $(if $(HUMAN_LABELS),--human-labels)
 model-list: $(STAMP) ## the registry: versions, metrics, thresholds, aliases, what the API serves
 	$(MODELS) list
 model-promote: $(STAMP) ## point ALIAS (default live) at VERSION=...

@@ -99,6 +99,55 @@ def moderation_events(task_id: str) -> Any:
     return api().events(_request(), task_id)
 
 
+# The human review loop (issue 21; docs/reviews.md): chalicelib/api/reviews.py.
+def reviews_api() -> ModuleType:
+    from chalicelib.api import reviews as module
+
+    return module
+
+
+@app.route("/moderation/reviews", methods=["GET"], api_key_required=True)
+def review_queue() -> Any:
+    return reviews_api().queue(_request())
+
+
+@app.route("/moderation/reviews/{task_id}/claim", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def review_claim(task_id: str) -> Any:
+    return reviews_api().claim(_request(), task_id)
+
+
+@app.route("/moderation/reviews/{task_id}/verdict", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def review_verdict(task_id: str) -> Any:
+    return reviews_api().verdict(_request(), task_id)
+
+
+@app.route("/moderation/appeals", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def appeals() -> Any:
+    return reviews_api().appeal(_request())
+
+
+@app.route("/moderation/moderation_result/{task_id}/statement", methods=["GET"], api_key_required=True)
+def statement(task_id: str) -> Any:
+    return reviews_api().statement(_request(), task_id)
+
+
+# The moderator console: served by the API itself, like /docs (works offline). Open: the page
+# asks for the moderator's key and sends it with each call.
+@app.route("/console", methods=["GET"])
+def console() -> Any:
+    return reviews_api().console_asset("index.html")
+
+
+@app.route("/console/console.js", methods=["GET"])
+def console_script() -> Any:
+    return reviews_api().console_asset("console.js")
+
+
+@app.route("/console/console.css", methods=["GET"])
+def console_stylesheet() -> Any:
+    return reviews_api().console_asset("console.css")
+
+
 @app.route("/health", methods=["GET"])
 def health() -> Any:
     return api().health(_request())

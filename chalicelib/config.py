@@ -117,6 +117,9 @@ class Settings:
     # How long a warm API function keeps what it read of an API key's client and scopes
     # (api_clients, chalicelib/api/auth.py): a scope change takes effect within this.
     clients_cache_seconds: int = 60
+    # The review loop (docs/reviews.md): how long a claim holds, and how long after a block it may be appealed.
+    review_lease_seconds: int = 600
+    appeal_window_days: int = 14
 
 
 def _tls_settings() -> tuple[bool, Path | None]:
@@ -174,6 +177,8 @@ def get_settings() -> Settings:
         model_bucket=env.get("MODEL_BUCKET") or None,
         model_alias_check_seconds=_int("MODEL_ALIAS_CHECK_SECONDS", 60),
         clients_cache_seconds=_int("CLIENTS_CACHE_SECONDS", 60),
+        review_lease_seconds=_int("REVIEW_LEASE_SECONDS", 600),
+        appeal_window_days=_int("APPEAL_WINDOW_DAYS", 14),
     )
 
 

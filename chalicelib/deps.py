@@ -17,6 +17,7 @@ from chalicelib.config import get_settings
 
 if TYPE_CHECKING:
     from chalicelib.domain.clients import Directory
+    from chalicelib.moderation.reviews import ReviewService
     from chalicelib.moderation.service import ModerationService
     from chalicelib.operations.reconcile import Reconciler
     from chalicelib.queue import TaskQueue
@@ -165,6 +166,17 @@ def service() -> ModerationService:
 
 
 @_once
+def reviews() -> ReviewService:
+    """The human review loop (docs/reviews.md): queue, claims, verdicts, appeals, statements."""
+    from chalicelib.moderation.reviews import ReviewService
+    from chalicelib.storage.reviews import ReviewStore
+
+    s = get_settings()
+    return ReviewService(ReviewStore(database()), task_store(), lease_seconds=s.review_lease_seconds,
+                         appeal_window_days=s.appeal_window_days)
+
+
+@_once
 def scorer() -> Scorer:
     from chalicelib.scoring.scorer import Scorer
 
@@ -220,6 +232,7 @@ def reset() -> None:
     """Forget every adapter (tests and the local runner after config changes)."""
     if database.built:
         database().close()
-    for fn in (database, task_store, scoring_store, maintenance_store, queue, service, scorer, reconciler, clients):
+    for fn in (database, task_store, scoring_store, maintenance_store, queue, service, scorer, reconciler, clients,
+               reviews):
         fn.cache_clear()
     get_settings.cache_clear()

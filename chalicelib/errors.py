@@ -107,3 +107,16 @@ class TransientError(ModerationError):
 
     status_code = 503
     code = "dependency_unavailable"
+
+
+class ReviewConflict(ModerationError):
+    """A claim, verdict or appeal the review loop's rules refuse (chalicelib/domain/reviews.py):
+    409 with the rule's own code (lease_held, lease_required, not_in_queue, four_eyes,
+    not_blocked, already_appealed, appeal_window_closed)."""
+
+    status_code = 409
+    code = "conflict"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -37,9 +37,17 @@ MODEL_REFUSED = "ModelRefused"
 # Shadow scoring (chalicelib/scoring/scorer.py): verdicts recorded, and batches whose shadow failed.
 SHADOW_SCORED = "ShadowScored"
 SHADOW_FAILED = "ShadowFailed"
+# The human review loop (docs/reviews.md): verdicts and appeals counted; the backlog, emitted
+# whenever it is read (GET /health/pipeline, which probes poll): its depth (a count), and the
+# oldest waiting task's age (milliseconds, below), which the template alarms on.
+REVIEWS_DECIDED = "ReviewsDecided"
+APPEALED = "AppealsFiled"
+APPEALS_DECIDED = "AppealsDecided"
+REVIEW_QUEUE_DEPTH = "ReviewQueueDepth"
 # Milliseconds
 SCORING_LATENCY = "ScoringLatency"
 SUBMIT_TO_COMPLETED = "SubmitToCompletedLatency"
+REVIEW_OLDEST_AGE = "ReviewOldestAge"  # 0 when nothing waits
 
 # Values of one metric in one EMF document (the format's limit).
 MAX_VALUES = 100

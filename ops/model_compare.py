@@ -77,10 +77,34 @@ def compare_chart(verdicts: Sequence[Any], figures: dict[str, Any], path: Path) 
     return path
 
 
+def human_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The live and shadow models' agreement with people (docs/reviews.md#the-loop-feeds-the-model): of
+    the tasks a moderator decided, the share where the model decided the same (`review` is the model
+    abstaining: it counts as disagreeing). None when no person decided anything."""
+    if not rows:
+        return None
+    shadowed = [r for r in rows if r["shadow"] is not None]
+    return {
+        "n": len(rows),
+        "live": sum(1 for r in rows if r["live"] == r["human"]) / len(rows),
+        "shadow_n": len(shadowed),
+        "shadow": sum(1 for r in shadowed if r["shadow"] == r["human"]) / len(shadowed) if shadowed else None,
+    }
+
+
+def print_human(figures: dict[str, Any] | None) -> None:
+    if figures is None:
+        return
+    shadow = ("no shadow verdicts of these tasks" if figures["shadow"] is None
+              else f"shadow {figures['shadow']:.1%} (of the {figures['shadow_n']} it scored)")
+    print(f"  agreement with human verdicts ({figures['n']} tasks a moderator decided): live {figures['live']:.1%}, {shadow}")
+
+
 def cmd_compare(registry: Registry | None, args: argparse.Namespace) -> int:
     """The comparison; with no shadow alias set, says so and returns 1 (the verdicts a
     shadow left stay readable with --shadow-version)."""
     from chalicelib.storage.db import Database
+    from chalicelib.storage.reviews import ReviewStore
     from chalicelib.storage.scoring import ScoringStore
 
     url = args.database_url or os.environ.get("DATABASE_URL")
@@ -99,10 +123,13 @@ def cmd_compare(registry: Registry | None, args: argparse.Namespace) -> int:
     db = Database(url)
     try:
         verdicts = ScoringStore(db).shadow_verdicts(args.n, args.shadow_version)
+        shadow_version = verdicts[0].shadow_version if verdicts else args.shadow_version
+        humans = human_figures(ReviewStore(db).human_agreement(shadow_version))
     finally:
         db.close()
     if not verdicts:
         print("no shadow verdicts yet: make model-promote ALIAS=shadow VERSION=..., then let tasks be scored")
+        print_human(humans)
         return 0
     f = compare_figures(verdicts)
     print(f"shadow {f['shadow_version']} against live {f['live_version']}, the latest {f['n']} tasks both scored")
@@ -112,6 +139,7 @@ def cmd_compare(registry: Registry | None, args: argparse.Namespace) -> int:
         print(f"  live {live:<14}" + "".join(f"{f['confusion'][live][s]:>14}" for s in DECISIONS)
               + f"{f['rates']['live'][live]:>12.1%}")
     print("  shadow rate        " + "".join(f"{f['rates']['shadow'][d]:>14.1%}" for d in DECISIONS))
+    print_human(humans)
     d = f["delta"]
     print(f"  probability delta (shadow - live): mean {d['mean']:+.4f}; |delta| mean {d['mean_abs']:.4f}, "
           f"p50 {d['p50_abs']:.4f}, p95 {d['p95_abs']:.4f}, max {d['max_abs']:.4f}")

@@ -129,8 +129,14 @@ def build_artifact(args: argparse.Namespace) -> tuple[bytes, str, dict[str, Any]
 
     path: Path | None = args.artifact
     if path is None:
+        human = None
+        if getattr(args, "human_labels", False):  # the moderators' verdicts (docs/reviews.md#the-loop-feeds-the-model)
+            from training import labels
+
+            human = labels.load(args.database_url or os.environ.get("DATABASE_URL") or names.database_url(
+                int(os.environ.get("EMBEDDED_PG_PORT") or names.RUN_PG_PORT)))
         artifact, evaluation = train.train(train.DEFAULT_N, args.seed, args.target_precision, args.review_recall,
-                                           args.family)
+                                           args.family, human=human)
         print(train.report(artifact))
         plot = evaluation.plot(OUT_DIR / f"{artifact['version']}-precision_recall.png",
                                f"{artifact['version']}: precision/recall and the chosen thresholds")
@@ -315,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training data and split seed")
     add_threshold_args(p, plot=False)
     p.add_argument("--data-fingerprint", help="a pickle's training data fingerprint, to record")
+    p.add_argument("--human-labels", action="store_true",
+                   help="train with the moderators' verdicts too (DATABASE_URL, else make run's database)")
+    p.add_argument("--database-url", help="where the human verdicts are (default: $DATABASE_URL, else make run's)")
     p.add_argument("--note", help="free text kept with the version")
     p.add_argument("--promote", metavar="ALIAS", help="also point this alias at it")
     p.set_defaults(func=cmd_publish)

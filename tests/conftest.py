@@ -36,6 +36,7 @@ DEPLOYED_MODULES = (
     "tests/contract/test_fuzz_deployed.py",
     "tests/e2e/test_deployed.py",
     "tests/e2e/test_deployed_clients.py",
+    "tests/e2e/test_deployed_reviews.py",
     "tests/e2e/test_legacy_deployed.py",
 )
 
@@ -136,8 +137,8 @@ def db(pg_url: str) -> str:
     """The test database, emptied before each test."""
     conn = psycopg2.connect(pg_url)
     with conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE idempotency_keys, task_events, moderation_results, advertisements, users, api_clients "
-                    "RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE idempotency_keys, task_events, moderation_results, advertisements, users, api_clients, "
+                    "human_reviews RESTART IDENTITY CASCADE")
     conn.close()
     return pg_url
 

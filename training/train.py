@@ -58,7 +58,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from chalicelib.domain.features import AdFeatures
 from chalicelib.serving.model import ARTIFACT_FORMAT, DEFAULT_MODEL_PATH
-from training import convert, thresholds
+from training import convert, labels, thresholds
 from training.dataset import GeneratedAd, generate_ads
 from training.options import DEFAULT_N, DEFAULT_REVIEW_RECALL, DEFAULT_SEED, DEFAULT_TARGET_PRECISION, add_threshold_args
 
@@ -147,11 +147,19 @@ def split(n: int, seed: int) -> tuple[list[GeneratedAd], list[GeneratedAd]]:
     return list(train), list(heldout)
 
 
-def fit(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, family: str = "lr") -> tuple[Pipeline, list[GeneratedAd]]:
-    """Fit on the training split of generate_ads(n, seed); return the pipeline and the held-out ads."""
+def fit(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, family: str = "lr",
+        human: Sequence[labels.HumanLabel] = ()) -> tuple[Pipeline, list[GeneratedAd]]:
+    """Fit on the training split of generate_ads(n, seed), plus `human` verdicts weighted
+    labels.HUMAN_WEIGHT (training/labels.py); return the pipeline and the held-out ads."""
     train, heldout = split(n, seed)
     pipeline = build_pipeline(family)
-    pipeline.fit(ads_to_matrix([ad.features() for ad in train]), np.array([int(ad.is_violation) for ad in train]))
+    examples = [ad.features() for ad in train] + [h.features() for h in human]
+    y = np.array([int(ad.is_violation) for ad in train] + [int(h.is_violation) for h in human])
+    if not human:
+        pipeline.fit(ads_to_matrix(examples), y)
+        return pipeline, heldout
+    weights = np.array([1.0] * len(train) + [labels.HUMAN_WEIGHT] * len(human))
+    pipeline.fit(ads_to_matrix(examples), y, model__sample_weight=weights)
     return pipeline, heldout
 
 
@@ -193,7 +201,8 @@ def dataset_fingerprint(ads: Sequence[GeneratedAd]) -> str:
 
 
 def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, seed: int,
-                   evaluation: Evaluation | None = None, family: str = "lr") -> dict[str, Any]:
+                   evaluation: Evaluation | None = None, family: str = "lr",
+                   human: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything chalicelib.serving.model needs, plus metadata. Deterministic for a given fit."""
     if evaluation is None:
         targets = PARAMS["thresholds"]
@@ -210,6 +219,8 @@ def build_artifact(pipeline: Pipeline, heldout: Sequence[GeneratedAd], n: int, s
         "params": PARAMS | FAMILIES[family] | {"thresholds": {"target_precision": evaluation.choice.target_precision,
                                            "review_recall": evaluation.choice.review_recall}},
     }
+    if human is not None:  # hashed with the rest: labels change the model, so its version
+        training["human_labels"] = human
     hashed = {
         "format": ARTIFACT_FORMAT,
         "sklearn": sklearn.__version__,
@@ -271,11 +282,23 @@ def render(artifact: dict[str, Any]) -> bytes:
 
 
 def train(n: int, seed: int, target_precision: float, review_recall: float | None,
-          family: str = "lr") -> tuple[dict[str, Any], Evaluation]:
-    """Fit and export with these targets: (artifact, evaluation). `family`: lr, gbt or hgb."""
-    pipeline, heldout = fit(n, seed, family)
+          family: str = "lr", human: Sequence[labels.HumanLabel] | None = None) -> tuple[dict[str, Any], Evaluation]:
+    """Fit and export with these targets: (artifact, evaluation). `family`: lr, gbt or hgb. `human`:
+    moderators' verdicts (training/labels.py), split by ad: the train side is fitted on, the test
+    side measures the model's agreement with people."""
+    human_train, human_test = labels.split(human or [], seed)
+    pipeline, heldout = fit(n, seed, family, human_train)
     evaluation = evaluate(sklearn_proba(pipeline), heldout, seed, target_precision, review_recall)
-    artifact = build_artifact(pipeline, heldout, n, seed, evaluation, family)
+    summary = None
+    if human is not None:
+        from chalicelib.domain.verdicts import Thresholds, decide
+
+        cut = Thresholds(evaluation.choice.threshold, evaluation.choice.review_threshold)
+        probabilities = sklearn_proba(pipeline)([h.features() for h in human_test]) if human_test else []
+        summary = {"n": len(human), "train": len(human_train), "test": len(human_test), "weight": labels.HUMAN_WEIGHT,
+                   "sha256": labels.fingerprint(human),
+                   "test_agreement": labels.agreement(human_test, [decide(float(p), cut) for p in probabilities])}
+    artifact = build_artifact(pipeline, heldout, n, seed, evaluation, family, human=summary)
     if family != "lr":  # the trees' conversion checked against scikit-learn, as a notebook pipeline's is
         from chalicelib.serving.model import Model
 
@@ -304,16 +327,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of generated ads")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="dataset and split seed")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH, help="artifact path")
+    parser.add_argument("--human-labels", metavar="DATABASE_URL",
+                        help="add the moderators' verdicts of this database as labels (docs/reviews.md)")
     add_threshold_args(parser)
     args = parser.parse_args(argv)
 
+    human = labels.load(args.human_labels) if args.human_labels else None
     try:
-        artifact, evaluation = train(args.n, args.seed, args.target_precision, args.review_recall)
+        artifact, evaluation = train(args.n, args.seed, args.target_precision, args.review_recall, human=human)
     except thresholds.ThresholdError as err:
         print(f"train: {err}", file=sys.stderr)
         return 1
     print(f"dataset: n={args.n} seed={args.seed} violation rate={artifact['training']['dataset_violation_rate']:.2%}")
     print(report(artifact))
+    if human is not None:
+        h = artifact["training"]["human_labels"]
+        agree = "n/a" if h["test_agreement"] is None else f"{h['test_agreement']:.1%}"
+        print(f"human labels: {h['n']} ({h['train']} trained on, weight {h['weight']}; {h['test']} held out by ad, "
+              f"agreement {agree})")
     plot = evaluation.plot(args.plot, f"{artifact['version']}: precision/recall and the chosen thresholds")
     print(f"wrote {plot}")
 

@@ -131,6 +131,9 @@ def health(request: Request) -> Response:
 def pipeline_health(request: Request) -> Response:
     """For uptime probes and alerting: 503 unless tasks are being completed."""
     body = deps.service().health()
+    from chalicelib.api.reviews import backlog  # the review backlog: reported, never failing (docs/reviews.md)
+
+    body["reviews"] = backlog()
     return _health_reply(body, body["status"] != "ok")
 
 

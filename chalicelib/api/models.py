@@ -57,7 +57,9 @@ TaskStatus = Literal["pending", "processing", "completed", "failed"]
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 ErrorKind = Literal["permanent", "transient", "stuck"]
 # task_events.kind (migrations/V3__task_events.sql).
-EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck"]
+EventKind = Literal["accepted", "enqueued", "send_failed", "attempt", "redriven", "dlq_parked", "resent", "failed_stuck",
+                    # the review loop (migrations/V10; docs/reviews.md)
+                    "claimed", "lease_expired", "reviewed", "appealed", "appeal_decided"]
 Probability = Annotated[float, Field(ge=0, le=1)]
 # What to do with the ad (chalicelib/domain/tasks.py decide): `block` is exactly is_violation;
 # `review`, only from a model with a review band, is the band just below its threshold.
@@ -174,6 +176,17 @@ class TaskResult(Contract):
     created_at: Timestamp
     started_at: Timestamp | None
     processed_at: Timestamp | None
+    # The review loop (docs/reviews.md). Defaults: the fields came after the seeds' clients.
+    decided_by: Literal["model", "human"] | None = Field(
+        default=None, description="who made `decision`: the model, or a moderator (a review or an appeal); null until completed")
+    model_decision: Decision | None = Field(default=None, description="the model's own decision, kept when a person "
+                                            "overrode it (the same as `decision` otherwise)")
+    reviewed_by: str | None = Field(default=None, description="the client id of the moderator who made the latest "
+                                    "human decision")
+    review_reason: str | None = Field(default=None, description="that decision's reason code (docs/reviews.md)")
+    reviewed_at: Timestamp | None = Field(default=None, description="when")
+    appeal: Literal["pending", "upheld", "overturned"] | None = Field(
+        default=None, description="the task's appeal: pending, upheld (the block stands) or overturned (allowed); null: none")
 
 
 class TaskPage(Contract):
@@ -191,6 +204,8 @@ class TaskEvent(Contract):
     error: str | None
     message_id: str | None
     request_id: str | None
+    actor: str | None = Field(default=None, description="who acted: the moderator's or the client's id "
+                              "(claimed, lease_expired, reviewed, appealed, appeal_decided)")
 
 
 class TaskEvents(Contract):
@@ -267,6 +282,8 @@ class Health(Contract):
     )
     checks: HealthChecks
     pipeline: PipelineCheck
+    reviews: ReviewBacklog | None = Field(default=None, description="the human review backlog (docs/reviews.md): "
+                                          "reported, never failing the check")
     code: str | None = Field(default=None, description="dependency_unavailable, pipeline_degraded or model_refused")
     message: str | None = Field(default=None, description="names what is down, or why the pipeline is degraded")
 
@@ -308,3 +325,12 @@ class GatewayError(Contract):
     """What API Gateway itself answers (missing API key, throttling), before the API runs."""
 
     message: str
+
+
+# --- the review loop (issue 21): the backlog /health/pipeline reports; the rest is review_models.py
+
+
+class ReviewBacklog(Contract):
+    review: int = Field(ge=0, description="tasks in the review band waiting for a verdict (leased ones too)")
+    appeal: int = Field(ge=0, description="appeals waiting for a verdict")
+    oldest_seconds: float | None = Field(description="how long the oldest has waited; null: none")

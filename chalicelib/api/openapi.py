@@ -36,8 +36,8 @@ valid one API Gateway answers 403 `{"code": "forbidden", ...}`. `make run` check
 key is printed at start). `/health`, `/docs` and `/openapi.json` are open.
 
 **Clients and scopes.** A key is a client's, with scopes (`x-scopes` on each operation): `submit` (submit,
-score, read its own tasks), `close`, `moderate` (reserved), `admin` (read every client's tasks). A route
-without its scope answers 403 `insufficient_scope`. Another client's task answers 404 `task_not_found`,
+score, read its own tasks, appeal its blocks), `close`, `moderate` (the review queue), `admin` (read every
+client's tasks). A route without its scope answers 403 `insufficient_scope`. Another client's task answers 404 `task_not_found`,
 as one that does not exist; Idempotency-Keys are per client.
 
 **Query strings.** A query parameter an operation does not list, or one given twice, answers 400
@@ -101,6 +101,7 @@ def document(routes: Routes) -> dict[str, Any]:
             {"name": table.TAG_MODERATION, "description": "Score ads, submit moderation tasks"},
             {"name": table.TAG_TASKS, "description": "Task state and history"},
             {"name": table.TAG_SERVICE, "description": "Health and these docs"},
+            {"name": "reviews", "description": "The human review queue, appeals, statements of reasons, the console"},
         ],
         # Relative: the API's base URL is wherever this document is served from
         # (an API Gateway stage, a custom domain, LocalStack, chalice local),

@@ -13,7 +13,7 @@ from typing import NamedTuple, Protocol
 
 SUBMIT = "submit"  # submit tasks, score ads, read and list its own tasks
 CLOSE = "close"  # close ads
-MODERATE = "moderate"  # the human review queue (reserved: no route needs it yet)
+MODERATE = "moderate"  # the human review queue: claim and decide reviews and appeals (issue 21)
 ADMIN = "admin"  # read every client's tasks and events; operations routes
 SCOPES = (SUBMIT, CLOSE, MODERATE, ADMIN)
 DEFAULT_SCOPES = frozenset({SUBMIT})

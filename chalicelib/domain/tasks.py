@@ -59,6 +59,13 @@ class Task:
     processed_at: datetime | None
     request_id: str | None
     decision: str | None = None  # null for tasks scored before migration V7
+    # The review loop (migrations/V10; chalicelib/domain/reviews.py): who made the final decision.
+    decided_by: str | None = None  # null: the model (or not decided yet)
+    model_decision: str | None = None  # the model's own decision, once a person overrode it
+    reviewed_by: str | None = None
+    review_reason: str | None = None
+    reviewed_at: datetime | None = None
+    appeal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,7 @@ class TaskEvent:
     error: str | None
     message_id: str | None
     request_id: str | None
+    actor: str | None = None  # who acted: a moderator's or a client's id (the review loop's events)
 
 
 @dataclass(frozen=True, slots=True)

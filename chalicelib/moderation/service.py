@@ -297,6 +297,13 @@ def task_view(task: Task) -> dict[str, Any]:
         "created_at": _iso(task.created_at),
         "started_at": _iso(task.started_at),
         "processed_at": _iso(task.processed_at),
+        # The review loop (docs/reviews.md): the final decision's author, the model's own beside it.
+        "decided_by": task.decided_by or ("model" if task.decision is not None else None),
+        "model_decision": task.model_decision or task.decision,
+        "reviewed_by": task.reviewed_by,
+        "review_reason": task.review_reason,
+        "reviewed_at": _iso(task.reviewed_at),
+        "appeal": task.appeal,
     }
 
 
@@ -309,6 +316,7 @@ def event_view(event: TaskEvent) -> dict[str, Any]:
         "error": event.error,
         "message_id": event.message_id,
         "request_id": event.request_id,
+        "actor": event.actor,
     }
 
 

@@ -112,12 +112,16 @@ class MaintenanceStore:
                     SELECT id FROM moderation_results
                     WHERE id > %(after)s AND id <= %(up_to)s AND status IN ('completed', 'failed')
                       AND created_at < %(cutoff)s AND updated_at < %(cutoff)s
+                      -- a task waiting for a person is kept until one decides it (migrations/V10)
+                      AND decision IS DISTINCT FROM 'review' AND appeal IS DISTINCT FROM 'pending'
                     ORDER BY id LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED
                 ), events AS (
                     DELETE FROM task_events WHERE task_id IN (SELECT id FROM doomed) RETURNING 1
                 ), shadow AS (  -- the shadow's verdicts go with their task (migration V7)
                     DELETE FROM shadow_verdicts WHERE task_id IN (SELECT id FROM doomed)
+                ), reviews AS (  -- and its leases and human verdicts (migration V10)
+                    DELETE FROM human_reviews WHERE task_id IN (SELECT id FROM doomed)
                 ), tasks AS (
                     DELETE FROM moderation_results WHERE id IN (SELECT id FROM doomed) RETURNING 1
                 )

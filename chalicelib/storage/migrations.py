@@ -38,7 +38,7 @@ import psycopg2
 import psycopg2.extensions
 from yoyo import get_backend, read_migrations
 from yoyo.exceptions import LockTimeout
-from yoyo.migrations import Migration, topological_sort
+from yoyo.migrations import Migration
 
 from chalicelib.storage.db import first_line
 
@@ -229,7 +229,8 @@ def _plan(conn: psycopg2.extensions.connection, migrations: Sequence[Migration])
             found = _inspect(cur, ours)
             applied = set(found.applied)
             steps, problems = [], []
-            for m in topological_sort([m for m in migrations if m.id not in applied]):
+            # By V<N>: yoyo's sort reads `depends` via a process-wide registry other threads replace (put V10 first)
+            for m in sorted((m for m in migrations if m.id not in applied), key=lambda m: int(m.id[1:].split("__", 1)[0])):
                 existing = [t for t in creates(m) if t in found.columns]
                 if not existing:
                     steps.append(Step(m.id))

@@ -16,7 +16,8 @@ from chalicelib.storage.db import Database, LockContention
 _TASK_COLUMNS = """
     id AS task_id, item_id, status, is_violation, probability, model_version,
     error_message, error_kind, attempts, last_error, created_at, enqueued_at,
-    started_at, processed_at, request_id, decision
+    started_at, processed_at, request_id, decision,
+    decided_by, model_decision, reviewed_by, review_reason, reviewed_at, appeal
 """
 
 _AD_SELECT = """
@@ -227,7 +228,7 @@ class TaskStore:
         with self._db.transaction() as cur:
             cur.execute(
                 """
-                SELECT e.at, e.kind, e.attempt, e.outcome, e.error, e.message_id, e.request_id
+                SELECT e.at, e.kind, e.attempt, e.outcome, e.error, e.message_id, e.request_id, e.actor
                 FROM moderation_results m LEFT JOIN task_events e ON e.task_id = m.id
                 WHERE m.id = %(id)s AND (%(owner)s::text IS NULL OR m.client_id = %(owner)s) ORDER BY e.id
                 """,

@@ -42,7 +42,9 @@ def test_v6_keeps_indexes_ops_built_concurrently_beforehand(empty_db, tmp_path):
     assert set(indexes) == {"moderation_results_pkey", "moderation_results_unfinished_idx",
                             "moderation_results_item_id_id_idx", "moderation_results_status_id_idx",
                             # V8's, per client
-                            "moderation_results_client_id_idx", "moderation_results_client_status_id_idx"}
+                            "moderation_results_client_id_idx", "moderation_results_client_status_id_idx",
+                            # V10's partial indexes: the review queue and the appeals
+                            "moderation_results_review_queue_idx", "moderation_results_appeal_queue_idx"}
     v6 = {"moderation_results_item_id_id_idx", "moderation_results_status_id_idx"}
     assert {indexes[name] for name in v6} <= built  # the same indexes: none rebuilt
 

@@ -1,0 +1,89 @@
+"""The human review loop's use cases (issue 21; docs/reviews.md): the queue, claims, verdicts,
+appeals, statements of reasons, and the backlog operators watch.
+
+`verdict` is the one place a human decision is made (ReviewStore.decide commits it): the hook
+point for the webhooks' `moderation.reviewed` / `moderation.appeal_decided` events.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from chalicelib import metrics
+from chalicelib.domain import reviews as rules
+from chalicelib.errors import ReviewConflict, TaskNotFound
+from chalicelib.logs import logger
+from chalicelib.moderation.service import task_view
+from chalicelib.storage.reviews import ReviewStore
+from chalicelib.storage.tasks import TaskStore
+
+APPEAL_MESSAGE = "Appeal accepted: a moderator other than the one who blocked the ad will decide it"
+
+
+class ReviewService:
+    def __init__(self, reviews: ReviewStore, tasks: TaskStore, *, lease_seconds: int = rules.DEFAULT_LEASE_SECONDS,
+                 appeal_window_days: int = rules.DEFAULT_APPEAL_WINDOW_DAYS, platform: str = "ad-moderation") -> None:
+        self._reviews = reviews
+        self._tasks = tasks
+        self._lease = lease_seconds
+        self._window = timedelta(days=appeal_window_days)
+        self._platform = platform
+
+    def queue(
+        self, *, kind: str | None, after_id: int | None, limit: int, moderator: str
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of the queue, oldest first, and the id the next page continues above (None: last page)."""
+        found = self._reviews.queue(kind=kind, after_id=after_id, limit=limit + 1, moderator=moderator)
+        page = found[:limit]
+        return page, page[-1]["task_id"] if len(found) > limit else None
+
+    def claim(self, task_id: int, moderator: str) -> dict[str, Any]:
+        claim = self._reviews.claim(task_id, moderator, self._lease)
+        if claim is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        logger.info("review claimed", extra={"task_id": task_id, "kind": claim["kind"], "moderator": moderator})
+        return claim
+
+    def verdict(self, task_id: int, moderator: str, decision: str, reason: str, note: str | None) -> dict[str, Any]:
+        """The lease holder's verdict, committed; the task as the result route now shows it.
+        Webhooks hook here: after `decide` returns, the decision is committed."""
+        kind = self._reviews.decide(task_id, moderator, decision, rules.check_reason(reason), note)
+        if kind is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        logger.info("review decided", extra={"task_id": task_id, "kind": kind, "decision": decision, "moderator": moderator})
+        metrics.emit("api_handler", {metrics.REVIEWS_DECIDED: 1} if kind == rules.REVIEW else {metrics.APPEALS_DECIDED: 1})
+        task = self._tasks.get_task(task_id)
+        if task is None:  # purged by retention in between: the verdict stands
+            raise TaskNotFound(f"task {task_id} not found")
+        return task_view(task)
+
+    def appeal(self, task_id: int, client: str, reason: str) -> dict[str, Any]:
+        if not self._reviews.appeal(task_id, client, reason, self._window):
+            raise TaskNotFound(f"task {task_id} not found")
+        logger.info("appeal accepted", extra={"task_id": task_id, "client": client})
+        metrics.emit("api_handler", {metrics.APPEALED: 1})
+        return {"task_id": task_id, "appeal": rules.APPEAL_PENDING, "message": APPEAL_MESSAGE}
+
+    def statement(self, task_id: int, *, owner: str | None) -> dict[str, Any]:
+        task = self._reviews.statement_task(task_id, owner=owner)
+        if task is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        if task["decision"] != rules.BLOCK or task["status"] != "completed":
+            raise ReviewConflict("not_blocked", f"task {task_id} is not blocked (decision {task['decision']}): "
+                                 "statements of reasons are for blocks")
+        return rules.statement(_iso_dates(task), platform=self._platform)
+
+    def backlog(self) -> dict[str, Any]:
+        """Queue depth and the oldest waiting age, also emitted as EMF metrics (ReviewQueueDepth, left
+        out at 0 as every count is; ReviewOldestAge in ms, 0 when nothing waits: the template's alarm
+        watches it)."""
+        backlog = self._reviews.backlog()
+        metrics.emit("api_handler", {metrics.REVIEW_QUEUE_DEPTH: backlog["review"] + backlog["appeal"]},
+                     milliseconds={metrics.REVIEW_OLDEST_AGE: [1000.0 * (backlog["oldest_seconds"] or 0.0)]})
+        return backlog
+
+
+def _iso_dates(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in task.items()}
+
