@@ -49,6 +49,13 @@ def _non_negative(name: str, default: int) -> int:
     return value
 
 
+def _positive_or_none(name: str) -> int | None:
+    value = _int(name, 0)
+    if value < 0:
+        raise ConfigurationError(f"environment variable {name} must be 1 or more (or unset), got {value}")
+    return value or None
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = (os.environ.get(name) or "").strip().lower()
     if raw == "":
@@ -117,6 +124,11 @@ class Settings:
     # How long a warm API function keeps what it read of an API key's client and scopes
     # (api_clients, chalicelib/api/auth.py): a scope change takes effect within this.
     clients_cache_seconds: int = 60
+    # maxReceiveCount of the queue's RedrivePolicy, as the template sets it (infra/package.py,
+    # make run, the tests' stacks: one source, infra/resources.json). Unset (None): the scorer
+    # reads it from the queue on its first batch, which builds an SQS client a clean batch
+    # does not otherwise need (docs/performance.md#where-the-time-goes).
+    max_receive_count: int | None = None
 
 
 def _tls_settings() -> tuple[bool, Path | None]:
@@ -174,6 +186,7 @@ def get_settings() -> Settings:
         model_bucket=env.get("MODEL_BUCKET") or None,
         model_alias_check_seconds=_int("MODEL_ALIAS_CHECK_SECONDS", 60),
         clients_cache_seconds=_int("CLIENTS_CACHE_SECONDS", 60),
+        max_receive_count=_positive_or_none("MAX_RECEIVE_COUNT"),
     )
 
 

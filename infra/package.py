@@ -277,6 +277,13 @@ def post_process(template: dict[str, Any], stage: str, settings: dict[str, Any],
         raise PackageError(f"{scoring.name} consumes a queue the template does not define")
     event = scoring.properties
     event["Queue"] = {"Fn::GetAtt": [scoring.queue, "Arn"]}
+    # The scorer's redrive count, from the RedrivePolicy of the queue it consumes: its first batch
+    # then needs no GetQueueAttributes, nor the SQS client that call would build (MAX_RECEIVE_COUNT,
+    # chalicelib/config.py). A queue without one is check.py's to report.
+    redrive = resources[scoring.queue]["Properties"].get("RedrivePolicy") or {}
+    if "maxReceiveCount" in redrive:
+        variables = resources[scoring.function or ""]["Properties"].setdefault("Environment", {}).setdefault("Variables", {})
+        variables["MAX_RECEIVE_COUNT"] = str(int(redrive["maxReceiveCount"]))
     event["BatchSize"] = int(settings["scoring_batch_size"])
     event["MaximumBatchingWindowInSeconds"] = int(settings["scoring_batching_window_seconds"])
     event["ScalingConfig"] = {"MaximumConcurrency": int(settings["scoring_max_concurrency"])}

@@ -128,6 +128,9 @@ def test_the_stage_settings_and_exact_arns_are_in_the_template(packaged: dict[st
     assert event["BatchSize"] == STAGES["dev"]["scoring_batch_size"]
     assert event["MaximumBatchingWindowInSeconds"] == STAGES["dev"]["scoring_batching_window_seconds"]
     assert res["ModerationQueue"]["Properties"]["VisibilityTimeout"] >= 6 * score["Timeout"]
+    # The scorer's redrive count is the queue's, so its first batch need not ask SQS for it.
+    redrive = res["ModerationQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    assert score["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == str(redrive) == "3"
     for name in FUNCTIONS:
         env = res[name]["Properties"]["Environment"]["Variables"]
         assert env["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"} and "DATABASE_URL" not in env
