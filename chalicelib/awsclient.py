@@ -13,7 +13,8 @@ docs/performance.md#where-the-time-goes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -52,3 +53,33 @@ class _KnownServices:
         from botocore.loaders import Loader
 
         return iter(Loader.list_available_services(self._loader, self._type_name))
+
+
+class Lazy:
+    """A client built on its first use, not when its owner is built.
+
+    The scorer's clean batch touches no SQS (its messages are acknowledged by the
+    batch response); only a back-off, a retry or a DLQ send does. Building the
+    client there, and not on every cold start's first batch, keeps botocore's
+    model loading (most of the scorer's cold start after the model) off the path
+    of a batch that does not need it. docs/performance.md#where-the-time-goes.
+    Built under a lock: `chalice local` serves requests on threads.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._client is not None
+
+    def __getattr__(self, name: str) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+                client = self._client
+        return getattr(client, name)

@@ -49,6 +49,13 @@ def _non_negative(name: str, default: int) -> int:
     return value
 
 
+def _positive_or_none(name: str) -> int | None:
+    value = _int(name, 0)
+    if value < 0:
+        raise ConfigurationError(f"environment variable {name} must be 1 or more (or unset), got {value}")
+    return value or None
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = (os.environ.get(name) or "").strip().lower()
     if raw == "":
@@ -120,6 +127,11 @@ class Settings:
     # The review loop (docs/reviews.md): how long a claim holds, and how long after a block it may be appealed.
     review_lease_seconds: int = 600
     appeal_window_days: int = 14
+    # maxReceiveCount of the queue's RedrivePolicy, as the template sets it (infra/package.py,
+    # make run, the tests' stacks: one source, infra/resources.json). Unset (None): the scorer
+    # reads it from the queue on its first batch, which builds an SQS client a clean batch
+    # does not otherwise need (docs/performance.md#where-the-time-goes).
+    max_receive_count: int | None = None
 
 
 def _tls_settings() -> tuple[bool, Path | None]:
@@ -179,6 +191,7 @@ def get_settings() -> Settings:
         clients_cache_seconds=_int("CLIENTS_CACHE_SECONDS", 60),
         review_lease_seconds=_int("REVIEW_LEASE_SECONDS", 600),
         appeal_window_days=_int("APPEAL_WINDOW_DAYS", 14),
+        max_receive_count=_positive_or_none("MAX_RECEIVE_COUNT"),
     )
 
 

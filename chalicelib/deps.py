@@ -133,11 +133,14 @@ def aws_client(service: str) -> Any:
 
 @_once
 def queue() -> TaskQueue:
+    from chalicelib.awsclient import Lazy
     from chalicelib.queue import TaskQueue
 
     s = get_settings()
     return TaskQueue(
-        aws_client("sqs"), queue_name=s.queue_name, dlq_name=s.dlq_name, queue_url=s.queue_url, dlq_url=s.dlq_url
+        Lazy(lambda: aws_client("sqs")),  # built on the first SQS call: a clean scorer batch makes none
+        queue_name=s.queue_name, dlq_name=s.dlq_name, queue_url=s.queue_url, dlq_url=s.dlq_url,
+        max_receive_count=s.max_receive_count,
     )
 
 

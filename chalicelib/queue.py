@@ -60,6 +60,7 @@ class TaskQueue:
         dlq_name: str,
         queue_url: str | None = None,
         dlq_url: str | None = None,
+        max_receive_count: int | None = None,
     ) -> None:
         self._sqs = sqs
         self._names = {"queue": queue_name, "dlq": dlq_name}
@@ -68,7 +69,8 @@ class TaskQueue:
             self._urls["queue"] = queue_url
         if dlq_url:
             self._urls["dlq"] = dlq_url
-        self._max_receive_count: int | None = None
+        # Given (the function's MAX_RECEIVE_COUNT): no GetQueueAttributes, and no client built for it.
+        self._max_receive_count: int | None = max_receive_count
 
     # --- addressing --------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class TaskQueue:
                 logger.warning("could not change visibility", extra={"error": str(exc)})
 
     def max_receive_count(self, default: int) -> int:
-        """maxReceiveCount of the queue's RedrivePolicy, read once per process."""
+        """maxReceiveCount of the queue's RedrivePolicy: as configured, else read once per process."""
         if self._max_receive_count is None:
             try:
                 attrs = self._sqs.get_queue_attributes(

@@ -66,6 +66,7 @@ def up(resources: ExitStack, queue: str) -> dict[str, str]:
         log.info("AWS: started LocalStack (host mode) at %s (%.1f s)", endpoint, time.monotonic() - t)
 
     queue_urls = ensure_queues(boto3.client("sqs"))
+    os.environ.setdefault("MAX_RECEIVE_COUNT", str(names.max_receive_count()))  # the queues' redrive, as deployed
     log.info("queues: %s", ", ".join(f"{n} -> {u}" for n, u in queue_urls.items()))
     model_registry()
     applied = apply_migrations(database_url)

@@ -36,7 +36,7 @@ from chalice.utils import to_cfn_resource_name
 
 from chalicelib.operations.deploy_migrations import MIGRATIONS_DIR as SHIPPED_MIGRATIONS
 from chalicelib.operations.deploy_migrations import migrations_hash
-from infra import check
+from infra import bytecode, check
 from infra.policies import function_name, stage_table, vpc_mode
 from toolkit import logs, names
 
@@ -277,6 +277,13 @@ def post_process(template: dict[str, Any], stage: str, settings: dict[str, Any],
         raise PackageError(f"{scoring.name} consumes a queue the template does not define")
     event = scoring.properties
     event["Queue"] = {"Fn::GetAtt": [scoring.queue, "Arn"]}
+    # The scorer's redrive count, from the RedrivePolicy of the queue it consumes: its first batch
+    # then needs no GetQueueAttributes, nor the SQS client that call would build (MAX_RECEIVE_COUNT,
+    # chalicelib/config.py). A queue without one is check.py's to report.
+    redrive = resources[scoring.queue]["Properties"].get("RedrivePolicy") or {}
+    if "maxReceiveCount" in redrive:
+        variables = resources[scoring.function or ""]["Properties"].setdefault("Environment", {}).setdefault("Variables", {})
+        variables["MAX_RECEIVE_COUNT"] = str(int(redrive["maxReceiveCount"]))
     event["BatchSize"] = int(settings["scoring_batch_size"])
     event["MaximumBatchingWindowInSeconds"] = int(settings["scoring_batching_window_seconds"])
     event["ScalingConfig"] = {"MaximumConcurrency": int(settings["scoring_max_concurrency"])}
@@ -336,6 +343,8 @@ def package(stage: str, out: Path = DEFAULT_OUT) -> dict[str, Any]:
         run_chalice_package(stage, out)
         verify_zip(zip_path, sql, ca_bundle)
     template = json.loads(template_path.read_text())
+    # Each module's bytecode, so a cold start does not compile them (infra/bytecode.py).
+    pyc = bytecode.add_bytecode(zip_path, bytecode.function_runtimes(template))
     post_process(template, stage, settings, zip_path)
     template_path.write_text(json.dumps(template, indent=2) + "\n")
     return {
@@ -345,6 +354,7 @@ def package(stage: str, out: Path = DEFAULT_OUT) -> dict[str, Any]:
         "zip_bytes": zip_path.stat().st_size,
         "migrations": sql,
         "ca_bundle": ca_bundle,
+        "bytecode_files": pyc,
         "seconds": time.monotonic() - started,
     }
 

@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 
 from tests.helpers import free_port
-from toolkit.names import LOCAL_CREDENTIALS, REGION
+from toolkit.names import LOCAL_CREDENTIALS, REGION, max_receive_count
 
 if TYPE_CHECKING:
     from tests.e2e.deployed_stack import Deployed
@@ -168,6 +168,7 @@ def app_env(db: str, sqs: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     register_test_clients(db)
     monkeypatch.setenv("DATABASE_URL", db)
     monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
+    monkeypatch.setenv("MAX_RECEIVE_COUNT", str(max_receive_count()))  # as the template sets it
     deps.reset()
     yield db
     deps.reset()

@@ -89,6 +89,14 @@ def queues() -> Queues:
 
 
 @cache
+def max_receive_count() -> int:
+    """maxReceiveCount of the main queue's RedrivePolicy: the scorer's MAX_RECEIVE_COUNT wherever
+    a stack is set up (infra/package.py, make run, the tests), from this one definition."""
+    [main] = [p for p in queue_resources().values() if "RedrivePolicy" in p]
+    return int(main["RedrivePolicy"]["maxReceiveCount"])
+
+
+@cache
 def functions() -> tuple[str, ...]:
     """The Lambda functions Chalice builds, as .chalice/config.json names them
     (the API's function is `api_handler`)."""

@@ -217,14 +217,28 @@ class Database:
         Driver errors that may pass are raised as TransientError; the broken
         connection is discarded so the next call reconnects.
         """
+        with self._unit(autocommit=False) as cur:
+            yield cur
+
+    @contextmanager
+    def _unit(self, *, autocommit: bool) -> Iterator[Cursor]:
         if not self._slots.acquire(timeout=self._acquire_timeout):
             logger.warning("no free database connection", extra={"pool_size": self.pool_size})
             raise TransientError("database busy: no free connection")
         generation, conn, broken = self._generation, None, False
         try:
             conn = self._checkout()
-            with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                yield cur
+            if autocommit:  # client-side flag: no round trip. Not `with conn`: it would send BEGIN anyway
+                conn.autocommit = True
+                try:
+                    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                        yield cur
+                finally:
+                    if not conn.closed:
+                        conn.autocommit = False  # the pool's connections open transactions
+            else:
+                with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    yield cur
         except _TRANSIENT as exc:
             broken = True
             # Clients see a generic message; the driver's (hosts, ports) is logged.
@@ -235,6 +249,20 @@ class Database:
             if conn is not None:
                 self._checkin(conn, keep=not broken and not conn.closed and generation == self._generation)
             self._slots.release()
+
+    @contextmanager
+    def statement(self) -> Iterator[Cursor]:
+        """transaction(), for a unit of work that is ONE execute: it commits itself (autocommit).
+
+        psycopg2 opens a transaction with a BEGIN round trip of its own and closes it with a
+        COMMIT: a single statement (a CTE writing several tables is one) is atomic without
+        them, so it costs one round trip instead of three (issue 24: a submit's two units of
+        work were seven round trips, now two). One execute may hold several statements
+        (`SET LOCAL ...; WITH ...`): PostgreSQL runs them as one implicit transaction. A
+        second execute is a transaction of its own, under the same READ COMMITTED rules as
+        a second statement of a transaction."""
+        with self._unit(autocommit=True) as cur:
+            yield cur
 
     def _checkout(self) -> psycopg2.extensions.connection:
         with self._idle_lock:

@@ -82,8 +82,10 @@ class TaskStore:
 
         Keys are the client's own (primary key (client_id, key), migrations/V8): another
         client's key is never replayed, nor answered 409 (docs/clients.md).
+
+        One statement, committed on its own (Database.statement: one round trip, not three).
         """
-        with self._db.transaction() as cur:
+        with self._db.statement() as cur:
             cur.execute(
                 """
                 WITH ad AS (
@@ -126,7 +128,7 @@ class TaskStore:
         """
         if not item_ids:
             return []
-        with self._db.transaction() as cur:
+        with self._db.statement() as cur:  # one statement: one round trip, committed before any send
             cur.execute(
                 """
                 WITH live AS (
@@ -170,10 +172,10 @@ class TaskStore:
 
     def _mark_enqueued(self, sent: Mapping[int, str], kind: str) -> None:
         ids = list(sent)
-        with self._db.transaction() as cur:
-            cur.execute("SET LOCAL synchronous_commit = off")
+        with self._db.statement() as cur:  # one round trip: the SET LOCAL and the statement, one implicit transaction
             cur.execute(
                 """
+                SET LOCAL synchronous_commit = off;
                 WITH locked AS (
                     -- Rows locked in id order, as the scorer's claim locks them:
                     -- two transactions that lock in one order cannot deadlock.

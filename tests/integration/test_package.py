@@ -6,6 +6,7 @@ the output."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import re
 import subprocess
@@ -102,6 +103,38 @@ def test_the_zip_ships_the_app_its_dependencies_and_the_migrations(packaged: dic
     assert custom["MigrationsHash"] == migrations_hash(ROOT / "migrations")
 
 
+def test_the_zip_ships_bytecode_that_a_cold_start_loads_instead_of_compiling(packaged: dict[str, Any], tmp_path: Path):
+    """Lambda's /var/task is read-only: without .pyc files in the zip every cold start compiles
+    every module it imports (infra/bytecode.py). The test extracts the zip, then breaks the
+    sources the API's first request imports: the modules still load, from their bytecode."""
+    runtime = {r["Properties"]["Runtime"] for r in packaged["sam"]["Resources"].values()
+               if r["Type"] == "AWS::Serverless::Function"}
+    assert runtime == {f"python{sys.version_info.major}.{sys.version_info.minor}"}
+    tag = sys.implementation.cache_tag
+    with zipfile.ZipFile(packaged["zip"]) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path)
+    sources = [Path(n) for n in names if n.endswith(".py")]
+    compiled = {p for p in sources if (p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc").as_posix() in names}
+    assert packaged["bytecode_files"] == len(compiled) and len(compiled) >= 0.95 * len(sources)  # a py2-only file may not compile
+    for module in ("app", "chalicelib/api/handlers", "chalicelib/deps", "pydantic/main",
+                   "aws_lambda_powertools/logging/logger", "chalice/app"):
+        source = Path(module + ".py")
+        assert f"{source.parent.as_posix() + '/' if module.count('/') else ''}__pycache__/{source.stem}.{tag}.pyc" in names
+    for module in ("chalicelib/api/handlers.py", "chalicelib/api/models.py", "chalicelib/deps.py", "app.py"):
+        (tmp_path / module).write_text("raise SystemExit('compiled from source')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    probe = "import app, chalicelib.api.handlers, chalicelib.deps; print(chalicelib.api.handlers.__file__)"
+    result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"],
+                            cwd=tmp_path, env={**env, "DATABASE_URL": "postgresql://unused/x", "AWS_DEFAULT_REGION": "us-east-1"},
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Unchecked-hash bytecode (the zip keeps no reliable mtimes), naming the files where Lambda has them.
+    pyc = (tmp_path / "chalicelib" / "__pycache__" / f"deps.{tag}.pyc").read_bytes()
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # PEP 552: hash-based, check_source off
+    assert marshal.loads(pyc[16:]).co_filename == "/var/task/chalicelib/deps.py"
+
+
 def test_the_template_passes_check_infra(packaged: dict[str, Any]):
     assert check.check(packaged["sam"]) == []
     assert check.main([str(packaged["template"])]) == 0
@@ -128,6 +161,9 @@ def test_the_stage_settings_and_exact_arns_are_in_the_template(packaged: dict[st
     assert event["BatchSize"] == STAGES["dev"]["scoring_batch_size"]
     assert event["MaximumBatchingWindowInSeconds"] == STAGES["dev"]["scoring_batching_window_seconds"]
     assert res["ModerationQueue"]["Properties"]["VisibilityTimeout"] >= 6 * score["Timeout"]
+    # The scorer's redrive count is the queue's, so its first batch need not ask SQS for it.
+    redrive = res["ModerationQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    assert score["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == str(redrive) == "3"
     for name in FUNCTIONS:
         env = res[name]["Properties"]["Environment"]["Variables"]
         assert env["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"} and "DATABASE_URL" not in env

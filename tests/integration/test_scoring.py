@@ -213,7 +213,9 @@ def as_record(msg: dict) -> dict:
                       message_id=msg["MessageId"], receipt=msg["ReceiptHandle"])
 
 
-def test_three_transient_failures_end_in_the_dlq_with_the_task_failed(app_env, sqs):
+def test_three_transient_failures_end_in_the_dlq_with_the_task_failed(app_env, sqs, monkeypatch):
+    monkeypatch.delenv("MAX_RECEIVE_COUNT")  # the fall-back: the count read from the queue
+    deps.reset()
     task_id, item_id = new_task(app_env)
     deps.queue().send_task(PendingTask(task_id, item_id))
     # Base 0: each retry is visible again at once, so the test needs no sleeping.

@@ -111,3 +111,21 @@ def test_a_bad_boolean_is_a_configuration_error(no_database: None, monkeypatch: 
     monkeypatch.setenv("DB_REQUIRE_TLS", "maybe")
     with pytest.raises(config.ConfigurationError, match="DB_REQUIRE_TLS"):
         config.get_settings()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, None), ("", None), ("3", 3), ("7", 7)])
+def test_max_receive_count_is_optional(no_database: None, monkeypatch: pytest.MonkeyPatch, raw: str | None,
+                                       expected: int | None) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db.example/x")
+    if raw is None:
+        monkeypatch.delenv("MAX_RECEIVE_COUNT", raising=False)
+    else:
+        monkeypatch.setenv("MAX_RECEIVE_COUNT", raw)
+    assert config.get_settings().max_receive_count == expected
+
+
+def test_a_negative_max_receive_count_is_refused(no_database: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db.example/x")
+    monkeypatch.setenv("MAX_RECEIVE_COUNT", "-1")
+    with pytest.raises(config.ConfigurationError, match="MAX_RECEIVE_COUNT"):
+        config.get_settings()

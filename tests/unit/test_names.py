@@ -75,3 +75,9 @@ def test_the_two_local_stacks_never_share_a_port() -> None:
     run = {names.RUN_LOCALSTACK_PORT, names.RUN_PG_PORT, names.RUN_API_PORT}
     deploy = {names.DEPLOY_LOCALSTACK_PORT, names.DEPLOY_PG_PORT}
     assert not run & deploy
+
+
+def test_the_scorers_redrive_count_is_the_templates() -> None:
+    resources = json.loads(names.RESOURCES_FILE.read_text())["Resources"]
+    main = next(r for r in resources.values() if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in r["Properties"])
+    assert names.max_receive_count() == main["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 3
