@@ -77,7 +77,7 @@ def parse_aliases(body: bytes) -> dict[str, AliasEntry]:
     return {name: AliasEntry.from_json(entry) for name, entry in doc["aliases"].items()}
 
 
-# --- reading: SigV4-signed GETs (chalicelib/serving/sigv4.py), sent with http.client ---
+# --- reading: GETs signed by botocore's S3 signer, sent with http.client -------------
 
 class Fetched(NamedTuple):
     body: bytes
@@ -146,27 +146,33 @@ class ObjectReader:
 
 
 def _credentials() -> Any:
-    """Lambda's credentials from its environment (no botocore import); elsewhere botocore's
-    chain (a profile, SSO, instance metadata), frozen for one signature."""
-    from chalicelib.serving.sigv4 import Credentials
+    """Lambda's credentials from its environment; elsewhere botocore's chain
+    (a profile, SSO, instance metadata)."""
+    import botocore.credentials
 
     env = os.environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN") or None)
+        return botocore.credentials.Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+                                                env.get("AWS_SESSION_TOKEN") or None)
     import botocore.session
 
     found = botocore.session.get_session().get_credentials()
     if found is None:
         raise RegistryUnavailable("no AWS credentials to read the model registry with")
-    frozen = found.get_frozen_credentials()
-    return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+    return found
 
 
 def signed_headers(url: str, region: str, credentials: Any, headers: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The headers of a SigV4-signed S3 GET of `url` (chalicelib/serving/sigv4.py: as botocore's
-    S3 signer makes them, without importing botocore, which the scorer's cold start no longer
-    does otherwise). The Host signed is the one http.client sends: the URL's host, with its
-    port unless it is the scheme's default."""
-    from chalicelib.serving.sigv4 import signed_get_headers
+    """The headers of a SigV4-signed S3 GET of `url`, by botocore's own S3 signer.
 
-    return signed_get_headers(url, region, credentials, headers)
+    botocore signs the Host that http.client sends: the URL's host, with its port
+    unless it is the scheme's default. Both functions have imported botocore.auth
+    by the time they read the registry (their SQS client is built first), so this
+    costs no import on the cold path.
+    """
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(method="GET", url=url, headers=dict(headers or {}))
+    S3SigV4Auth(credentials, "s3", region).add_auth(request)
+    return dict(request.headers.items())

@@ -125,7 +125,6 @@ def test_what_the_reader_sends_verifies_as_s3_would_check_it(
         env["AWS_SESSION_TOKEN"] = token
     before = len(wire.heads)
     with mock.patch.dict(os.environ, env), mock.patch("botocore.auth.get_current_datetime", lambda: at), \
-            mock.patch("chalicelib.serving.sigv4._now", lambda: at), \
             mock.patch.object(http.client.HTTPConnection, "connect", lambda conn: wire.connect(conn)), \
             mock.patch.object(http.client.HTTPSConnection, "connect", lambda conn: wire.connect(conn)):
         os.environ.pop("AWS_ENDPOINT_URL_S3", None)
