@@ -107,3 +107,9 @@ class TransientError(ModerationError):
 
     status_code = 503
     code = "dependency_unavailable"
+
+
+class EndpointNotFound(NotFound):
+    """A webhook endpoint that does not exist, or is another client's (the same 404: issue 22)."""
+
+    code = "endpoint_not_found"

@@ -1,1 +1,3 @@
-"""The HTTP edge of the API function: request validation, the contract models and route table, responses, OpenAPI."""
+"""The HTTP edge. Importing it completes the route table with the webhook routes (chalicelib/api/webhook_routes.py)."""
+
+from chalicelib.api import webhook_routes as webhook_routes
