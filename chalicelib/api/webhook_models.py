@@ -14,8 +14,9 @@ EventType = Literal[SUBSCRIBABLE]  # type: ignore[valid-type]
 # What the routes accept (the document says the same): http(s), a host name with a dot, `localhost` or an
 # IPv4 address, a port, a plain path. Where WEBHOOK_ALLOW_HTTP / WEBHOOK_ALLOW_PRIVATE are off (AWS), http
 # and private addresses answer 400 too; a name is checked again, resolved, at every send.
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 URL_PATTERN = (r"^https?://(localhost|[0-9]{1,3}(\.[0-9]{1,3}){3}|[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20})*"
-               r"\.[a-z]{2,10})(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]{0,200})?$")
+               r"\.[a-z]{2,10})(:" + _PORT + r")?(/[A-Za-z0-9._~/-]{0,200})?$")
 
 
 class EndpointRequest(Contract):
