@@ -87,7 +87,7 @@ def serve(receiver: Receiver, host: str = "127.0.0.1") -> Iterator[Receiver]:
     """Run `receiver` on a free port in threads; its `url` is set while inside."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra = receiver.handle(self.path, body, headers)

@@ -84,7 +84,8 @@ def pump(sqs, rounds: int = 30) -> None:
 def submit(client, key: str, n: int = 1) -> list[int]:
     ids = []
     for _ in range(n):
-        status, body = call(client, "POST", f"/moderation/async_predict?item_id={insert_ad(deps.get_settings().database_url or '')}", key)
+        item_id = insert_ad(deps.get_settings().database_url or "")
+        status, body = call(client, "POST", f"/moderation/async_predict?item_id={item_id}", key)
         assert status == 202, body
         ids.append(body["task_id"])
     return ids
