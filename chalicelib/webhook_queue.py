@@ -56,7 +56,7 @@ class WebhookQueue:
         return sent
 
     def park(self, envelopes: Sequence[dict[str, Any]]) -> bool:
-        """Exhausted deliveries, as envelopes in the webhooks DLQ (`make dlq ARGS="--queue webhooks"`)."""
+        """Exhausted deliveries, as envelopes in the webhooks DLQ (`make dlq ARGS="--queue webhooks --dlq webhooks_dlq list"`)."""
         ok = True
         for n, chunk in enumerate(chunks(envelopes)):
             entries = [{"Id": str(n * SQS_BATCH + i), "MessageBody": json.dumps(e, default=str)} for i, e in enumerate(chunk)]

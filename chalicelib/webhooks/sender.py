@@ -9,7 +9,7 @@ schedule (Svix's, chalicelib/domain/webhooks.py), not SQS's redrive. A step SQS 
 the reconciler sends it when it is nearly due (`sweep`). Only a batch the sender cannot record
 (no database) is reported in `batchItemFailures`; after the queue's maxReceiveCount such a
 message goes to the webhooks DLQ. A delivery whose schedule is used up is `exhausted`: its
-attempts show it, and its envelope is parked in the DLQ (`make dlq ARGS="--queue webhooks"`).
+attempts show it, and its envelope is parked in the DLQ (`make dlq ARGS="--queue webhooks --dlq webhooks_dlq list"`).
 
 Deliveries of a batch are attempted in parallel (one slow receiver does not hold up nine).
 Nothing here logs a secret, a signature or a body.
@@ -121,9 +121,13 @@ class Sender:
         if status == "pending" and delay is not None and delay <= SQS_MAX_DELAY:
             self._send([Due(d.delivery_id, d.attempts + 1, delay)])
         if status == "exhausted":
-            self._queue.park([{"delivery_id": d.delivery_id, "event_id": d.event_id, "event_type": d.event_type,
+            # The scorer's envelope shape, so `make dlq list` reads it; a redrive re-sends nothing
+            # (the delivery is not pending): the replay route delivers it again.
+            self._queue.park([{"original_message": {"delivery_id": d.delivery_id, "attempt": d.attempts + 1},
+                               "error": error, "error_kind": "exhausted", "retry_count": d.attempts + 1,
+                               "delivery_id": d.delivery_id, "event_id": d.event_id, "event_type": d.event_type,
                                "endpoint_id": d.endpoint_id, "client": d.client_id, "attempts": d.attempts + 1,
-                               "error": error, "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}])
+                               "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}])
         if notices:
             self._send(notices)
 

@@ -194,7 +194,7 @@ def test_docs_clients_md_shows_the_route_scope_table_as_the_code_has_it():
     for row in table.splitlines()[2:]:
         route_cell, scope_cell = row.strip("|").split("|")
         scopes = None if "open" in scope_cell else frozenset(re.findall(r"`(\w+)`", scope_cell))
-        for method, path in re.findall(r"`(GET|POST) ([^`]+)`", route_cell):
+        for method, path in re.findall(r"`(GET|POST|DELETE) ([^`]+)`", route_cell):
             shown[(method, path)] = scopes
         if "(and its two files)" in route_cell:
             shown.update({("GET", "/docs/swagger-ui-bundle.js"): None, ("GET", "/docs/swagger-ui.css"): None})
