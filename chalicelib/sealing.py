@@ -1,4 +1,4 @@
-"""Webhook secrets at rest (issue 22; docs/webhooks.md#secrets): sealed before they reach the
+"""Webhook secrets at rest (issue 22; docs/webhooks.md#safe-to-run-on-the-internet): sealed before they reach the
 database, opened by the sender to sign. With WEBHOOK_KMS_KEY_ID (the deployed stack) a secret is
 stored as KMS ciphertext, `kms:<base64>`; without it (`make run`, the tests), as `plain:<secret>`.
 A secret is never logged: errors here name the key, never the value.
