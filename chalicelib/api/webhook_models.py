@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from chalicelib.api.models import Contract, Timestamp
 from chalicelib.domain.webhooks import ENDPOINT_ID_PATTERN, SUBSCRIBABLE
@@ -19,6 +20,19 @@ URL_PATTERN = (r"^https?://(localhost|[0-9]{1,3}(\.[0-9]{1,3}){3}|[a-z][a-z0-9-]
                r"\.[a-z]{2,10})(:" + _PORT + r")?(/[A-Za-z0-9._~/-]{0,200})?$")
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """JSON Schema's date-time: a string with a time and an offset (pydantic alone takes numbers too)."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-12-07T10:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
 class EndpointRequest(Contract):
     """Body of POST /webhooks/endpoints."""
 
@@ -30,7 +44,7 @@ class EndpointRequest(Contract):
 class ReplayRequest(Contract):
     """Body of POST /webhooks/endpoints/{endpoint_id}/replay."""
 
-    since: datetime = Field(description="replay every event of the endpoint written since then (RFC 3339)")
+    since: DateTime = Field(description="replay every event of the endpoint written since then (RFC 3339)")
 
 
 class Endpoint(Contract):

@@ -304,5 +304,12 @@ class WebhookStore:
             )
             return [Due(int(r["id"]), int(r["attempts"]), int(r["delay"])) for r in cur.fetchall()]
 
+    def oldest_pending_seconds(self) -> int:
+        """Age of the oldest undelivered event (a pending delivery); 0 when none."""
+        with self._db.transaction() as cur:
+            cur.execute("SELECT COALESCE(extract(epoch FROM now() - min(created_at)), 0)::int AS age "
+                        "FROM webhook_deliveries WHERE status = 'pending'")
+            return int(cur.fetchone()["age"])
+
 
 _SQS_HOLD = 900  # SQS's longest DelaySeconds (chalicelib/domain/webhooks.py SQS_MAX_DELAY)

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib import outbound
+from chalicelib import metrics, outbound
 from chalicelib.domain.webhooks import (
     ENDPOINT_DISABLED,
     SQS_MAX_DELAY,
@@ -42,6 +42,7 @@ from chalicelib.webhook_queue import WebhookQueue
 from chalicelib.webhooks.settings import WebhookSettings
 
 SWEEP_LIMIT = 1000
+OLDEST_UNDELIVERED = "WebhookOldestUndeliveredSeconds"
 
 
 class Sender:
@@ -150,4 +151,6 @@ class Sender:
         """The reconciler's part: send what is due and has no message. Returns how many."""
         due = self._store.claim_due(stale_seconds=self._settings.stale_seconds, limit=SWEEP_LIMIT)
         self._send(due)
+        # What the alarm on the oldest undelivered event reads (infra/resources.json WebhookOldestUndeliveredAlarm).
+        metrics.emit("reconcile", {OLDEST_UNDELIVERED: self._store.oldest_pending_seconds()})
         return len(due)
