@@ -112,9 +112,11 @@ def render(results: dict[str, Any]) -> str:
            f"{m['cpus']} CPUs, load average {m['load_average']} at start  ({m['seconds']:.0f} s)",
            "figures on a shared machine are indicative; the bench reports, it asserts nothing", ""]
     from measure.bench.trees import lines as trees_lines
+    from measure.bench.webhooks import lines as webhooks_lines
 
     sections: dict[str, Callable[[dict[str, Any]], list[str]]] = {"cold": cold_lines, "batch": batch_lines,
-                                                                  "e2e": e2e_lines, "trees": trees_lines}
+                                                                  "e2e": e2e_lines, "trees": trees_lines,
+                                                                  "webhooks": webhooks_lines}
     for key, lines in sections.items():
         if key in results:
             out += [*lines(results[key]), ""]
