@@ -5,7 +5,7 @@ calling client's endpoints."""
 from __future__ import annotations
 
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 
 from chalice import Response
 from chalice.app import Request
@@ -36,6 +36,17 @@ def _endpoint_id(raw: str) -> str:
     if not _ID.fullmatch(raw or ""):
         raise EndpointNotFound("no such webhook endpoint")  # not an id: as unknown as one that is not there
     return raw
+
+
+def _utc(when: datetime) -> datetime:
+    """In UTC: an RFC 3339 offset may be up to ±23:59, PostgreSQL takes ±15:59; a time moved past
+    year 1 or 9999 by its offset is clamped (nothing was written before or after either)."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if when.year < 2000 else datetime.max.replace(tzinfo=UTC)
 
 
 @handle_errors
@@ -83,5 +94,5 @@ def replay(request: Request, endpoint_id: str) -> Response:
     require_json(request.headers)
     endpoint = _endpoint_id(endpoint_id)
     body = parse_body(request.raw_body, get_settings().max_body_bytes, ReplayRequest, "replay")
-    since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
+    since = _utc(body.since)
     return reply(Queued, deps.webhook_endpoints().replay(auth.client(request), endpoint, since), 202)
