@@ -176,7 +176,9 @@ def scorer() -> Scorer:
         models("score", shadow=True),
         retry_base_seconds=s.retry_base_seconds,
         default_max_receive_count=s.default_max_receive_count,
-        publish=webhook_sender().publish,
+        # Built on the first batch that wrote a delivery: a scorer whose clients subscribe nothing
+        # never loads the sender (cold start).
+        publish=lambda due: webhook_sender().publish(due),
     )
 
 

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.domain.webhooks import SQS_MAX_DELAY, Due
+from chalicelib.domain.events import Due
+from chalicelib.domain.webhooks import SQS_MAX_DELAY
 from chalicelib.logs import logger
 
 T = TypeVar("T")

@@ -10,33 +10,33 @@ import ipaddress
 import random
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from urllib.parse import urlsplit
 
-from standardwebhooks.webhooks import Webhook
-
-# Every event type, in one place. The moderation events report a task's state change and are
-# written in the transaction that makes it (chalicelib/storage/webhooks.py, record_events).
-COMPLETED = "moderation.completed"
-FAILED = "moderation.failed"
-REVIEW_REQUIRED = "moderation.review_required"  # the model's decision is `review`
-REVIEWED = "moderation.reviewed"  # a moderator's verdict (the review queue, issue 21)
-APPEAL_DECIDED = "moderation.appeal_decided"  # an appeal decided (issue 21)
-# About the endpoint itself.
-TEST = "webhook.test"  # POST /webhooks/endpoints/{id}/test; sent whatever the endpoint subscribes to
-ENDPOINT_DISABLED = "webhook.endpoint_disabled"  # to the client's other endpoints
-ENDPOINT_ENABLED = "webhook.endpoint_enabled"  # the "recovered" notice: sent to the endpoint enabled again
-TASK_EVENTS: tuple[str, ...] = (COMPLETED, FAILED, REVIEW_REQUIRED, REVIEWED, APPEAL_DECIDED)
-SUBSCRIBABLE: tuple[str, ...] = (*TASK_EVENTS, ENDPOINT_DISABLED, ENDPOINT_ENABLED)
+# The event types, Due and task_events live in chalicelib/domain/events.py (the scorer's cold path
+# imports only that); re-exported here for everything else.
+from chalicelib.domain.events import (  # noqa: F401
+    APPEAL_DECIDED,
+    COMPLETED,
+    ENDPOINT_DISABLED,
+    ENDPOINT_ENABLED,
+    FAILED,
+    MAX_BODY_BYTES,
+    REVIEW_REQUIRED,
+    REVIEWED,
+    SUBSCRIBABLE,
+    TASK_EVENTS,
+    TEST,
+    Due,
+    task_events,
+)
 
 # The format's prefix, not a secret.
 SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105
 SECRET_BYTES = 24  # Svix's size: 192 bits
 ENDPOINT_ID_PATTERN = r"^ep_[A-Za-z0-9]{1,64}$"
 MAX_URL = 2048
-MAX_BODY_BYTES = 20 * 1024  # the thin payload stays far below it; a bigger one is refused at write time
 
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (seconds before each attempt).
 DEFAULT_SCHEDULE: tuple[int, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -45,15 +45,6 @@ DEFAULT_JITTER = 0.1  # each delay moved by up to ±10 %, so a recovered receive
 # and sent by the reconciler when they are nearly due (docs/webhooks.md#retries).
 SQS_MAX_DELAY = 900
 MAX_RETRY_AFTER = 36000  # a Retry-After beyond the schedule's longest step is not believed
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """A delivery whose message is to be sent: after `delay` seconds, for attempt `attempts` + 1."""
-
-    delivery_id: int
-    attempts: int
-    delay: int = 0
 
 
 def parse_schedule(text: str) -> tuple[int, ...]:
@@ -165,6 +156,8 @@ def new_endpoint_id() -> str:
 def sign(event_id: str, body: str, signing_secrets: Iterable[str], at: datetime | None = None) -> dict[str, str]:
     """The Standard Webhooks headers: one `v1,<base64>` per secret, space-separated (the current
     secret and, during a rotation's overlap, the previous one), over `{id}.{timestamp}.{body}`."""
+    from standardwebhooks.webhooks import Webhook  # here: the scorer imports this module, and never signs
+
     when = at or datetime.now(UTC)
     signatures = " ".join(Webhook(s).sign(event_id, when, body) for s in signing_secrets)
     return {
@@ -174,16 +167,3 @@ def sign(event_id: str, body: str, signing_secrets: Iterable[str], at: datetime 
         "content-type": "application/json",
     }
 
-
-def task_events(changes: Iterable[tuple[int, str, str | None]]) -> list[tuple[str, int]]:
-    """The events of a batch's state changes `(task_id, status, decision)`: completed (and
-    review_required when the model sends the ad to a person), failed; nothing for a retry."""
-    events: list[tuple[str, int]] = []
-    for task_id, status, decision in changes:
-        if status == "completed":
-            events.append((COMPLETED, task_id))
-            if decision == "review":
-                events.append((REVIEW_REQUIRED, task_id))
-        elif status == "failed":
-            events.append((FAILED, task_id))
-    return events

@@ -43,10 +43,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chalicelib import metrics
+from chalicelib.domain.events import Due, task_events
 from chalicelib.domain.features import AdFeatures, InvalidFeatures
 from chalicelib.domain.tasks import COMPLETED, PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow, ShadowVerdict
 from chalicelib.domain.verdicts import decide
-from chalicelib.domain.webhooks import Due, task_events
 from chalicelib.errors import ModerationError
 from chalicelib.logs import logger
 from chalicelib.queue import TaskQueue, VisibilityChange, utc_now_iso

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib.domain.webhooks import MAX_BODY_BYTES, Due
+from chalicelib.domain.events import MAX_BODY_BYTES, Due
 from chalicelib.errors import EndpointNotFound
 from chalicelib.storage.db import Cursor, Database
 
