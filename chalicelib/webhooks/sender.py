@@ -82,12 +82,17 @@ class Sender:
         return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
     def _attempt_safely(self, delivery: Delivery) -> bool:
+        """False (the message comes back) when the attempt could not be recorded: the database down,
+        or the endpoint deleted meanwhile (then the next receive finds no delivery and drops it)."""
         try:
             self.attempt(delivery)
             return True
         except ModerationError as exc:
             logger.warning("webhook attempt not recorded", extra={"delivery_id": delivery.delivery_id, "error": exc.message})
-            return False
+        except Exception as exc:  # noqa: BLE001 - one delivery must not fail its batch-mates
+            logger.warning("webhook attempt failed", extra={"delivery_id": delivery.delivery_id,
+                                                            "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+        return False
 
     def attempt(self, d: Delivery) -> None:
         if not d.enabled:
