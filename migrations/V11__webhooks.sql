@@ -44,8 +44,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     enqueued_at     TIMESTAMPTZ,
     last_error      TEXT,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-    delivered_at    TIMESTAMPTZ,
-    UNIQUE (event_id, endpoint_id)
+    -- event_id is random (128 bits): no unique index on it, one index fewer on the scorer's path
+    delivered_at    TIMESTAMPTZ
 );
 -- The reconciler's sweep: pending deliveries whose message is due and not sent.
 CREATE INDEX IF NOT EXISTS webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';

@@ -57,9 +57,10 @@ def record_events(cur: Cursor, events: Sequence[tuple[str, int]]) -> list[Due]:
         f"""
         INSERT INTO webhook_deliveries (event_id, endpoint_id, client_id, event_type, task_id, enqueued_at, body)
         SELECT {_EVENT_ID}, e.id, e.client_id, ev.type, m.id, now(),
-               jsonb_build_object('type', ev.type, 'timestamp', {_NOW_ISO},
-                                  'data', jsonb_build_object('task_id', m.id, 'item_id', m.item_id,
-                                                             'status', m.status, 'decision', m.decision))::text
+               -- json, not jsonb: the text is built once and signed as it is; jsonb would parse it again
+               json_build_object('type', ev.type, 'timestamp', {_NOW_ISO},
+                                 'data', json_build_object('task_id', m.id, 'item_id', m.item_id,
+                                                           'status', m.status, 'decision', m.decision))::text
         FROM unnest(%s::text[], %s::bigint[]) AS ev(type, task_id)
         JOIN moderation_results m ON m.id = ev.task_id
         JOIN webhook_endpoints e ON e.client_id = m.client_id AND e.enabled AND ev.type = ANY(e.events)
