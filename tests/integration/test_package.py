@@ -448,3 +448,32 @@ def test_the_docker_compose_localstack_covers_everything_the_deploy_creates(pack
     name, _, tag = localstack["image"].partition(":")
     assert name == "localstack/localstack" and tag and tag != "latest"
     assert env["LOCALSTACK_AUTH_TOKEN"] == "${LOCALSTACK_AUTH_TOKEN:-}"
+
+
+def test_the_webhooks_have_their_queue_function_key_and_alarms(packaged: dict[str, Any]):
+    """Issue 22 (docs/webhooks.md): the sender's own queue and DLQ, its event source with partial
+    batch responses, the KMS key only the API (encrypt) and the sender (decrypt) may use, the two
+    alarms; and no WEBHOOK_ALLOW_* in the AWS template (only the LocalStack deployment sets them)."""
+    resources = packaged["sam"]["Resources"]
+    sender = resources["SendWebhooks"]["Properties"]
+    assert sender["FunctionName"] == "ad-moderation-dev-send_webhooks" and sender["Timeout"] == 60
+    event = sender["Events"]["SendWebhooksSqsEventSource"]["Properties"]
+    assert event["Queue"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["ScalingConfig"]["MaximumConcurrency"] <= sender["ReservedConcurrentExecutions"]
+    queue = resources["WebhookQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * sender["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDLQ", "Arn"]}
+    assert resources["WebhookDLQ"]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    kms = {role: [(st["Action"], st["Resource"]) for p in res["Properties"].get("Policies", [])
+                  for st in p["PolicyDocument"]["Statement"] if any(a.startswith("kms:") for a in st["Action"])]
+           for role, res in resources.items() if res["Type"] == "AWS::IAM::Role"}
+    key = {"Fn::GetAtt": ["WebhookSecretsKey", "Arn"]}
+    assert {role: grants for role, grants in kms.items() if grants} == {
+        "ApiHandlerRole": [(["kms:Encrypt"], key)], "SendWebhooksRole": [(["kms:Decrypt"], key)]}
+    assert resources["WebhookSecretsKey"]["Properties"]["EnableKeyRotation"] is True
+    assert resources["WebhookDeadLetterQueueNotEmptyAlarm"]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert resources["WebhookOldestUndeliveredAlarm"]["Properties"]["MetricName"] == "WebhookOldestUndeliveredSeconds"
+    for res in resources.values():
+        if res["Type"] == "AWS::Serverless::Function":
+            assert not {"WEBHOOK_ALLOW_HTTP", "WEBHOOK_ALLOW_PRIVATE"} & set(res["Properties"]["Environment"]["Variables"])

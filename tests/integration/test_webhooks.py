@@ -21,6 +21,7 @@ from chalicelib import deps, outbound
 from chalicelib.domain import webhooks as hooks
 from chalicelib.storage.webhooks import record_events
 from devstack.runner import Runner
+from ops.dlq import DlqMessage
 from tests.helpers import execute, insert_ad, keyed_client
 from toolkit.webhook_receiver import Receiver, serve
 
@@ -91,7 +92,7 @@ def submit(client, key: str, n: int = 1) -> list[int]:
     return ids
 
 
-def test_a_completion_is_pushed_signed_and_verifies_as_a_receiver_checks_it(client, sqs, receiver, env):
+def test_a_completion_is_pushed_signed_and_verifies_as_a_receiver_checks_it(client, sqs, receiver, env, capfd, caplog):
     endpoint = register(client, receiver, A, "/a", [hooks.COMPLETED, hooks.FAILED])
     tasks = submit(client, A, 3)
     pump(sqs)
@@ -111,6 +112,15 @@ def test_a_completion_is_pushed_signed_and_verifies_as_a_receiver_checks_it(clie
     assert status == 200 and len(attempts["attempts"]) == 3
     assert {(a["status_code"], a["outcome"], a["attempt"]) for a in attempts["attempts"]} == {(204, "delivered", 1)}
     assert all(a["latency_ms"] is not None and a["error"] is None for a in attempts["attempts"])
+    status, rotated = call(client, "POST", f"/webhooks/endpoints/{endpoint['id']}/rotate", A)
+    call(client, "POST", f"/webhooks/endpoints/{endpoint['id']}/test", A)
+    pump(sqs)
+    # No secret, and no signature made with one, in any log line of the API, the scorer or the sender.
+    logged = "".join(capfd.readouterr()) + "".join(str(vars(r)) for r in caplog.records)  # each line, extras and all
+    assert "webhook attempt" in logged  # the sender did log its attempts
+    for secret in (endpoint["secret"], rotated["secret"]):
+        assert secret not in logged and secret.removeprefix("whsec_") not in logged
+    assert "v1," not in logged
 
 
 def test_a_changed_byte_and_a_stale_timestamp_do_not_verify(client, sqs, receiver):
@@ -210,9 +220,13 @@ def test_an_endpoint_failing_past_the_limit_is_disabled_and_exhausted_deliveries
     assert execute(db, "SELECT status, attempts FROM webhook_deliveries") == [("exhausted", 3)]
     outcomes = [a["outcome"] for a in call(client, "GET", f"/webhooks/endpoints/{endpoint['id']}/attempts", A)[1]["attempts"]]
     assert outcomes == ["exhausted", "retry", "retry"]
-    dlq = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="webhooks_dlq")["QueueUrl"], MaxNumberOfMessages=10)
-    [envelope] = [json.loads(m["Body"]) for m in dlq["Messages"]]
+    dlq = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="webhooks_dlq")["QueueUrl"], MaxNumberOfMessages=10,
+                              AttributeNames=["All"])
+    [message] = dlq["Messages"]
+    envelope = json.loads(message["Body"])
     assert envelope["endpoint_id"] == endpoint["id"] and envelope["attempts"] == 3 and envelope["error"] == "HTTP 500"
+    shown = DlqMessage.from_sqs(message)  # what `make dlq ARGS="--queue webhooks --dlq webhooks_dlq list"` prints
+    assert (shown.kind, shown.error, shown.retry_count) == ("exhausted", "HTTP 500", 3)
     # failing for longer than WEBHOOK_DISABLE_AFTER_SECONDS: the next failure disables it
     execute(db, "UPDATE webhook_endpoints SET failing_since = now() - interval '2 hours'")
     submit(client, A)
