@@ -38,6 +38,7 @@ BATCH = 100
 OUTAGE_S = 60
 DRAIN_TIMEOUT_S = 1500  # the real schedule: after the outage a delivery may wait 5 min (its third step)
 SUBMITTERS = 8
+PACED, PACED_RATE = 200, 10  # the unloaded latency: tasks, per second
 
 
 def steps() -> int:
@@ -115,13 +116,25 @@ def end_to_end(tasks: int, out_dir: Path, progress: Any) -> dict[str, Any]:
 
         def answer(path: str) -> tuple[int, dict[str, str]] | None:
             with answers_lock:
-                if "start" not in outage and len(receiver.unique) >= tasks // 2:
+                if "start" not in outage and len(receiver.unique) >= PACED + tasks // 2:
                     outage["start"] = time.time()
                 if "start" in outage and time.time() < outage["start"] + OUTAGE_S:
                     outage["refused"] = outage.get("refused", 0) + 1
                     return 503, {}
             return None
 
+        # Unloaded first: PACED tasks one at a time, PACED_RATE a second, so the latency is the
+        # pipeline's (queue, scorer, outbox, queue, sender), not a backlog's.
+        progress.set_description_str(f"webhooks: {PACED} tasks at {PACED_RATE}/s")
+        paced_ids = set()
+        for i in range(PACED):
+            status, body = _http("POST", f"{stack.api}/moderation/async_predict?item_id={i % DEMO_ADS + 1}", stack.api_key)
+            if status == 202:
+                paced_ids.add(body["task_id"])
+            time.sleep(1 / PACED_RATE)
+        paced = [d for d in receiver.wait_for(len(paced_ids), 60, "moderation.completed")
+                 if d.payload["data"]["task_id"] in paced_ids]
+        paced_ms = [(d.at - _epoch(d.payload["timestamp"])) * 1000 for d in paced]
         receiver.answer = answer
         progress.update(1)
         progress.set_description_str(f"webhooks: submitting {tasks} tasks")
@@ -143,7 +156,7 @@ def end_to_end(tasks: int, out_dir: Path, progress: Any) -> dict[str, Any]:
             if task_ids <= got:
                 break
             time.sleep(1)
-        delivered = receiver.events("moderation.completed")
+        delivered = [d for d in receiver.events("moderation.completed") if d.payload["data"]["task_id"] in task_ids]
         progress.update(1)
     latencies = [(d.at - _epoch(d.payload["timestamp"])) * 1000 for d in delivered]
     before = [ms for d, ms in zip(delivered, latencies, strict=True) if d.at < outage.get("start", float("inf"))]
@@ -155,6 +168,8 @@ def end_to_end(tasks: int, out_dir: Path, progress: Any) -> dict[str, Any]:
         "all_delivered": task_ids <= {d.payload["data"]["task_id"] for d in delivered},
         "deliveries_verified": len(receiver.verified), "duplicates": len(receiver.verified) - len(receiver.unique),
         "rejected": len(receiver.rejected), "outage_s": OUTAGE_S, "refused_503": outage.get("refused", 0),
+        "paced": {"tasks": len(paced_ids), "per_s": PACED_RATE, "delivered": len(paced),
+                  "completion_to_received_ms": stats.summary(paced_ms)},
         "completion_to_received_ms": stats.summary(latencies),
         "completion_to_received_ms_before_outage": stats.summary(before),
         "deliveries_per_s_before_outage": (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else None,
@@ -174,14 +189,18 @@ def run(messages: int, tasks: int, out_dir: Path, progress: Any) -> dict[str, An
 def lines(r: dict[str, Any]) -> list[str]:
     o, e = r["outbox"], r["e2e"]
     lat, before = e["completion_to_received_ms"], e["completion_to_received_ms_before_outage"]
+    p = e["paced"]["completion_to_received_ms"]
     return [
         "webhooks (issue 22)",
+        f"  unloaded ({e['paced']['tasks']} tasks at {e['paced']['per_s']}/s): completion -> received p50 "
+        f"{p.get('p50') or 0:.0f} ms, p99 {p.get('p99') or 0:.0f} ms ({e['paced']['delivered']} delivered)",
         f"  scorer batch {o['batch']}: {o['msg_per_s_without']:.0f} msg/s without an endpoint, {o['msg_per_s_with']:.0f} with "
         f"(keeps {o['keeps']:.2f}; goal >= {o['target_keeps']}: {'met' if o['keeps'] >= o['target_keeps'] else 'NOT met'})",
-        f"  make run: {e['tasks']} completions, {e['delivered_unique']} delivered and verified "
+        f"  make run: {e['tasks']} completions submitted at once (batch route), {e['delivered_unique']} delivered, verified "
         f"({'all' if e['all_delivered'] else 'NOT all'}), {e['duplicates']} duplicates deduped, {e['rejected']} rejected; "
         f"receiver answered 503 for {e['outage_s']} s ({e['refused_503']} refusals)",
-        f"  completion -> received: p50 {(lat.get('p50') or 0):.0f} ms, p99 {(lat.get('p99') or 0):.0f} ms overall; "
+        f"  all at once, completion -> received (a backlog's wait): p50 {(lat.get('p50') or 0):.0f} ms, "
+        f"p99 {(lat.get('p99') or 0):.0f} ms overall; "
         f"before the outage p50 {(before.get('p50') or 0):.0f} ms, p99 {(before.get('p99') or 0):.0f} ms",
         f"  deliveries per second before the outage: {e['deliveries_per_s_before_outage'] or 0:.0f}; last delivery "
         f"{e['last_delivery_after_outage_end_s'] or 0:.0f} s after the outage ended (the schedule's 5 s, then 5 min step)",
