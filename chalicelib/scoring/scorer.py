@@ -103,7 +103,7 @@ class Scorer:
             self._fail_exhausted(dispositions)
         else:
             if due and self._publish is not None:
-                self._publish(due)  # after the commit; what is not sent, the reconciler sends
+                self._publish_safely(due)  # after the commit; what is not sent, the reconciler sends
             dispositions = self._send_envelopes(dispositions, claimed)  # after the commit
             if models.shadow is not None and models.shadow.version != models.live.version:  # not against itself
                 shadowed = self._shadow(models.live, models.shadow, dispositions, scored)
@@ -146,6 +146,14 @@ class Scorer:
             ages = self._store.write(cur, write, model_version=model.version)
             due = record_events(cur, task_events((u.task_id, u.status, u.decision) for u in write.updates))
         return dispositions, claim.tasks, ages, scored, due
+
+    def _publish_safely(self, due: Sequence[Due]) -> None:
+        """The webhook deliveries' messages; a failure is logged, never raised: the deliveries are
+        committed, and the reconciler sends what has no message (docs/webhooks.md#nothing-is-lost)."""
+        try:
+            self._publish(due)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the tasks are done; their notices are not lost
+            logger.warning("webhook deliveries not sent; the reconciler will", extra={"deliveries": len(due), "error": str(exc)})
 
     def _shadow(self, live: Model, shadow: Model, dispositions: Sequence[Disposition], scored: Mapping[int, AdFeatures]) -> int:
         """Score the batch's completed tasks with the shadow version and record its
