@@ -7,6 +7,7 @@ delivery with the `standardwebhooks` package and dedupes on `webhook-id`
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -294,8 +295,12 @@ def test_the_outbox_is_the_transaction_s_a_rollback_leaves_no_event(client, env,
 def test_many_clients_at_once_every_completion_delivered_once_verified(client, sqs, receiver):
     register(client, receiver, A, "/a", [hooks.COMPLETED])
     register(client, receiver, B, "/b", [hooks.COMPLETED])
-    with ThreadPoolExecutor(8) as pool:
-        ids = [t for batch in pool.map(lambda k: submit(client, k, 10), [A, B] * 3) for t in batch]
+    environ = os.environ  # Chalice's test client swaps os.environ per request, racily across threads: put it back
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            ids = [t for batch in pool.map(lambda k: submit(client, k, 10), [A, B] * 3) for t in batch]
+    finally:
+        os.environ = environ  # noqa: B003 - the very object, not its contents
     score, send = runners(sqs)
 
     def drain(runner: Runner) -> None:
