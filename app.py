@@ -14,7 +14,7 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import Request
 
-from chalicelib.config import QUEUE_NAME, batch_size, check_at_init
+from chalicelib.config import QUEUE_NAME, WEBHOOK_QUEUE_NAME, batch_size, check_at_init
 
 # On Lambda: no database configured (or TLS required without its CA bundle) fails
 # the function's init with a message naming what is missing, not its first request.
@@ -106,6 +106,13 @@ def reviews_api() -> ModuleType:
     return module
 
 
+# Webhooks (issue 22; docs/webhooks.md): a client's endpoints. chalicelib/api/webhooks.py.
+def hooks() -> ModuleType:
+    from chalicelib.api import webhooks as module
+
+    return module
+
+
 @app.route("/moderation/reviews", methods=["GET"], api_key_required=True)
 def review_queue() -> Any:
     return reviews_api().queue(_request())
@@ -146,6 +153,46 @@ def console_script() -> Any:
 @app.route("/console/console.css", methods=["GET"])
 def console_stylesheet() -> Any:
     return reviews_api().console_asset("console.css")
+
+
+@app.route("/webhooks/endpoints", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def create_webhook_endpoint() -> Any:
+    return hooks().create(_request())
+
+
+@app.route("/webhooks/endpoints", methods=["GET"], api_key_required=True)
+def list_webhook_endpoints() -> Any:
+    return hooks().list_endpoints(_request())
+
+
+@app.route("/webhooks/endpoints/{endpoint_id}", methods=["DELETE"], api_key_required=True)
+def delete_webhook_endpoint(endpoint_id: str) -> Any:
+    return hooks().delete(_request(), endpoint_id)
+
+
+@app.route("/webhooks/endpoints/{endpoint_id}/rotate", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def rotate_webhook_secret(endpoint_id: str) -> Any:
+    return hooks().rotate(_request(), endpoint_id)
+
+
+@app.route("/webhooks/endpoints/{endpoint_id}/enable", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def enable_webhook_endpoint(endpoint_id: str) -> Any:
+    return hooks().enable(_request(), endpoint_id)
+
+
+@app.route("/webhooks/endpoints/{endpoint_id}/test", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def test_webhook_endpoint(endpoint_id: str) -> Any:
+    return hooks().test(_request(), endpoint_id)
+
+
+@app.route("/webhooks/endpoints/{endpoint_id}/attempts", methods=["GET"], api_key_required=True)
+def webhook_attempts(endpoint_id: str) -> Any:
+    return hooks().attempts(_request(), endpoint_id)
+
+
+@app.route("/webhooks/endpoints/{endpoint_id}/replay", methods=["POST"], api_key_required=True, content_types=ANY_BODY)
+def replay_webhook_endpoint(endpoint_id: str) -> Any:
+    return hooks().replay(_request(), endpoint_id)
 
 
 @app.route("/health", methods=["GET"])
@@ -199,17 +246,39 @@ def score(event: Any) -> dict[str, Any]:
     return deps.scorer().handle(event.to_dict()["Records"])
 
 
+# The webhook sender (issue 22; docs/webhooks.md): its own queue, its own function. The
+# retries are its own schedule; batchItemFailures only when it cannot record an attempt.
+@app.on_sqs_message(queue=WEBHOOK_QUEUE_NAME, batch_size=10)
+def send_webhooks(event: Any) -> dict[str, Any]:
+    from chalicelib import deps
+
+    return deps.webhook_sender().handle(event.to_dict()["Records"])
+
+
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def reconcile(event: Any) -> dict[str, Any]:
     from chalicelib import deps
 
     report = deps.reconciler().run()
+    webhooks = _sweep_webhooks(deps)
     return {
+        "webhooks_sent": webhooks,
         "resent": len(report.resent),
         "unreceived": len(report.unreceived),
         "failed_stuck": len(report.failed_stuck),
         "purged": report.purged,
     }
+
+
+def _sweep_webhooks(deps: ModuleType) -> int:
+    """Send the webhook deliveries that are due and have no message (a retry held past SQS's
+    15 minutes, a send lost after a commit); -1 if that failed (the next run tries again)."""
+    from chalicelib.errors import ModerationError
+
+    try:
+        return int(deps.webhook_sender().sweep())
+    except ModerationError:
+        return -1
 
 
 # Runs the SQL migrations; a CloudFormation custom resource calls it on every

@@ -19,6 +19,9 @@ from pathlib import Path
 # app.py needs the main queue's name at import time for the event source.
 QUEUE_NAME = "moderation"
 DLQ_NAME = "moderation_dlq"
+# The webhooks' own queue and DLQ (issue 22; chalicelib/webhooks/settings.py), for the sender's event source.
+WEBHOOK_QUEUE_NAME = "webhooks"
+WEBHOOK_DLQ_NAME = "webhooks_dlq"
 
 # Batch size is fixed when Chalice builds the event source mapping, so it is
 # read by app.py at import time; it has a default, so importing never fails.

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from chalicelib.storage.maintenance import MaintenanceStore
     from chalicelib.storage.scoring import ScoringStore
     from chalicelib.storage.tasks import TaskStore
+    from chalicelib.webhooks.endpoints import Endpoints
+    from chalicelib.webhooks.sender import Sender
 
 T = TypeVar("T")
 _build_lock = threading.RLock()
@@ -190,7 +192,34 @@ def scorer() -> Scorer:
         models("score", shadow=True),
         retry_base_seconds=s.retry_base_seconds,
         default_max_receive_count=s.default_max_receive_count,
+        # Built on the first batch that wrote a delivery: a scorer whose clients subscribe nothing
+        # never loads the sender (cold start).
+        publish=lambda due: webhook_sender().publish(due),
     )
+
+
+@_once
+def webhook_sender() -> Sender:
+    """Webhooks (issue 22; docs/webhooks.md): the sender, which also publishes what the outbox holds."""
+    from chalicelib.sealing import Sealer
+    from chalicelib.storage.webhooks import WebhookStore
+    from chalicelib.webhook_queue import WebhookQueue
+    from chalicelib.webhooks.sender import Sender
+    from chalicelib.webhooks.settings import webhook_settings
+
+    w = webhook_settings()
+    queue = WebhookQueue(aws_client("sqs"), queue_name=w.queue_name, dlq_name=w.dlq_name, queue_url=w.queue_url,
+                         dlq_url=w.dlq_url)
+    return Sender(WebhookStore(database()), queue, Sealer(aws_client("kms") if w.kms_key_id else None, w.kms_key_id), w)
+
+
+@_once
+def webhook_endpoints() -> Endpoints:
+    from chalicelib.webhooks.endpoints import Endpoints
+    from chalicelib.webhooks.settings import webhook_settings
+
+    sender = webhook_sender()
+    return Endpoints(sender.store, sender, sender.sealer, webhook_settings())
 
 
 @_once
@@ -236,6 +265,9 @@ def reset() -> None:
     if database.built:
         database().close()
     for fn in (database, task_store, scoring_store, maintenance_store, queue, service, scorer, reconciler, clients,
-               reviews):
+               reviews, webhook_sender, webhook_endpoints):
         fn.cache_clear()
     get_settings.cache_clear()
+    from chalicelib.webhooks.settings import webhook_settings
+
+    webhook_settings.cache_clear()

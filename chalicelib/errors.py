@@ -120,3 +120,9 @@ class ReviewConflict(ModerationError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class EndpointNotFound(NotFound):
+    """A webhook endpoint that does not exist, or is another client's (the same 404: issue 22)."""
+
+    code = "endpoint_not_found"

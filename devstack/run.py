@@ -39,6 +39,9 @@ def up(resources: ExitStack, queue: str) -> dict[str, str]:
     Leaves DATABASE_URL and AWS_ENDPOINT_URL in os.environ: the app has no local defaults."""
     for key, value in names.LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
+    # Webhooks (issue 22; docs/webhooks.md): under make run a receiver on this machine, over plain http.
+    for key in ("WEBHOOK_ALLOW_HTTP", "WEBHOOK_ALLOW_PRIVATE"):
+        os.environ.setdefault(key, "1")
     t = time.monotonic()
     if database_url := os.environ.get("DATABASE_URL", ""):
         scheme, _, rest = database_url.partition("://")

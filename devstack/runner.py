@@ -1,6 +1,7 @@
 """The SQS event source mapping that `chalice local` does not have (docs/local-stack.md).
 
-Pollers hand Lambda-shaped batches to the very handler Lambda invokes (`app.score`)
+Pollers hand Lambda-shaped batches to the very handler Lambda invokes (`app.score`; the
+webhooks queue's to `app.send_webhooks`, issue 22)
 and delete only what it did not report in `batchItemFailures`; a timer fires the
 reconciler (`app.reconcile`) as EventBridge would.
 
@@ -187,20 +188,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.setup(verbose=True)  # with the time and the poller of each line
     # Before chalicelib reads its settings (on the first batch): each poller and the
     # reconciler hold at most one connection at a time.
-    os.environ["DB_POOL_SIZE"] = str(args.pollers + 1)
+    # The webhook sender's pollers (issue 22) hold one more each, and its batch's attempts share them.
+    os.environ["DB_POOL_SIZE"] = str(2 * args.pollers + 1)
 
     import app as chalice_app  # the same module Lambda loads
-    from chalicelib.config import batch_size
+    from chalicelib.config import WEBHOOK_QUEUE_NAME, batch_size
 
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName=args.queue)["QueueUrl"]
     runner = Runner(sqs, url, chalice_app.score, reconcile=chalice_app.reconcile, batch_size=args.batch_size or batch_size(),
                     reconcile_every_seconds=args.reconcile_every, pollers=args.pollers)
+    # The webhooks' own queue to their own handler (app.send_webhooks), as its event source mapping does.
+    hooks_url = sqs.get_queue_url(QueueName=os.environ.get("WEBHOOK_QUEUE_NAME") or WEBHOOK_QUEUE_NAME)["QueueUrl"]
+    hooks = Runner(sqs, hooks_url, chalice_app.send_webhooks, batch_size=10, pollers=args.pollers)
+    hooks_thread = threading.Thread(target=hooks.run_forever, name="webhooks", daemon=True)
+
+    def stop(*_: Any) -> None:
+        runner.stop()
+        hooks.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, runner.stop)
-    log.info("polling %s with %d pollers (batch size %d; at most %s database connections)", url, runner.pollers,
-             runner._batch_size, os.environ["DB_POOL_SIZE"])
+        signal.signal(sig, stop)
+    log.info("polling %s and %s with %d pollers each (batch size %d; at most %s database connections)", url, hooks_url,
+             runner.pollers, runner._batch_size, os.environ["DB_POOL_SIZE"])
+    hooks_thread.start()
     runner.run_forever()
+    hooks_thread.join(POLL_WAIT_CAP_SECONDS + 35)
     log.info("stopped")
 
 

@@ -100,8 +100,8 @@ def executor_env() -> dict[str, str]:
         # The functions' interpreter: this one, Python 3.11 like the Lambda runtime, with boto3
         # (which the runtime provides on AWS); everything else comes from the zip.
         "LOCALSTACK_LAMBDA_PYTHON": sys.executable,
-        # The schedule of `reconcile` is an EventBridge rule.
-        "SERVICES": DEFAULT_SERVICES + ",events",
+        # The schedule of `reconcile` is an EventBridge rule; webhook secrets are sealed with KMS (issue 22).
+        "SERVICES": DEFAULT_SERVICES + ",events,kms",
         # Environments idle longer than this are stopped (each holds a DB connection).
         "LAMBDA_KEEPALIVE_MS": "600000",
         # SQS on AWS long-polls, so a message reaches the function within about a second;
@@ -224,6 +224,23 @@ def failed_events(cfn: Any, stack_name: str) -> str:
     return "\n".join(reversed(failed[:15])) or "(no failed events)"
 
 
+# The one difference between the stack deployed to LocalStack and the template for AWS: its webhook
+# receivers are on this machine, over http (the tests', `make bench`'s), so registering and sending
+# to them is allowed here (docs/webhooks.md#safe-to-run-on-the-internet); the AWS template refuses both.
+LOCAL_WEBHOOK_ENV = {"WEBHOOK_ALLOW_HTTP": "1", "WEBHOOK_ALLOW_PRIVATE": "1"}
+
+
+def local_receivers(template: Path) -> Path:
+    """A copy of the packaged template whose functions allow webhook receivers on this machine."""
+    body = json.loads(template.read_text())
+    for res in body["Resources"].values():
+        if res.get("Type") == "AWS::Serverless::Function":
+            res["Properties"].setdefault("Environment", {}).setdefault("Variables", {}).update(LOCAL_WEBHOOK_ENV)
+    local = template.with_name("sam-localstack.json")
+    local.write_text(json.dumps(body))
+    return local
+
+
 def deploy(*, endpoint: str, database_url: str, stage: str = "dev", package_dir: Path = DEFAULT_OUT,
            build: bool = True) -> Deployment:
     """Package (unless build=False), then deploy the stack to the endpoint; return its coordinates."""
@@ -240,7 +257,7 @@ def deploy(*, endpoint: str, database_url: str, stage: str = "dev", package_dir:
 
     t = time.monotonic()
     secret_arn = ensure_secret(endpoint, secret_name(stage), database_url)
-    template_url = upload(endpoint, stack_name, template, secret_arn)
+    template_url = upload(endpoint, stack_name, local_receivers(template), secret_arn)
     timings["upload"] = time.monotonic() - t
 
     t = time.monotonic()

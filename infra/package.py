@@ -170,6 +170,8 @@ def _exact_arn(arn: str, resources: dict[str, Any]) -> Any:
         return {"Fn::Sub": f"${{{bucket}.Arn}}" + (f"/{key}" if key else "")}
     if (region, account) != ("*", "*"):
         return arn
+    if service == "kms" and resources.get(rest.removeprefix("key/"), {}).get("Type") == "AWS::KMS::Key":  # by logical id
+        return {"Fn::GetAtt": [rest.removeprefix("key/"), "Arn"]}
     if service == "sqs":
         queue = check.queue_by_name(resources, rest)
         if queue is None:
@@ -272,7 +274,8 @@ def post_process(template: dict[str, Any], stage: str, settings: dict[str, Any],
     # with Fn::Sub (no dependency on the queue resource, so CloudFormation could create the
     # mapping first). A GetAtt orders them; it is set here because a merge template's intrinsic
     # would be deep-merged INTO Chalice's dict, giving {"Fn::Sub": .., "Fn::GetAtt": ..}.
-    [scoring] = check.sqs_mappings(template)
+    mappings = {m.function: m for m in check.sqs_mappings(template)}
+    scoring = mappings[logical_id("score")]
     if scoring.queue is None:
         raise PackageError(f"{scoring.name} consumes a queue the template does not define")
     event = scoring.properties
@@ -287,6 +290,13 @@ def post_process(template: dict[str, Any], stage: str, settings: dict[str, Any],
     event["BatchSize"] = int(settings["scoring_batch_size"])
     event["MaximumBatchingWindowInSeconds"] = int(settings["scoring_batching_window_seconds"])
     event["ScalingConfig"] = {"MaximumConcurrency": int(settings["scoring_max_concurrency"])}
+    # The webhook sender's event (issue 22; docs/webhooks.md): batches of 10, as many pollers as its
+    # reserved concurrency (2, SQS's least), so the mapping never asks for more than the function may run.
+    sending = mappings[logical_id("send_webhooks")]
+    sending.properties["Queue"] = {"Fn::GetAtt": [sending.queue, "Arn"]}
+    sending.properties["BatchSize"] = 10
+    sending.properties["ScalingConfig"] = {
+        "MaximumConcurrency": max(2, int(resources[sending.function]["Properties"].get("ReservedConcurrentExecutions") or 2))}
     if settings.get("tracing"):
         # X-Ray active tracing: Lambda records a segment per invocation, API Gateway one per request.
         for function in check.functions(template):

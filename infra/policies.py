@@ -23,11 +23,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chalicelib.config import WEBHOOK_DLQ_NAME, WEBHOOK_QUEUE_NAME
 from toolkit import logs, names
 
 log = logs.get("policies")
 
 QUEUE, DLQ = names.queues().main, names.queues().dlq
+# The webhooks' queue and DLQ (issue 22; docs/webhooks.md), as chalicelib/config.py names them.
+HOOKS, HOOKS_DLQ = WEBHOOK_QUEUE_NAME, WEBHOOK_DLQ_NAME
+SIDS = {QUEUE: "MainQueue", DLQ: "DeadLetterQueue", HOOKS: "WebhookQueue", HOOKS_DLQ: "WebhookDeadLetterQueue"}
 
 # What each function calls (see chalicelib/queue.py); every function of .chalice/config.json
 # needs an entry. The scoring function's role is also what Lambda's event source mapping polls
@@ -48,7 +52,21 @@ SQS_ACTIONS: dict[str, dict[str, list[str]]] = {
     "reconcile": {QUEUE: ["sqs:GetQueueUrl", "sqs:SendMessage"]},
     # only the database
     "migrate": {},
+    # the webhooks' event source mapping, the next attempt as a delayed message, exhausted envelopes
+    "send_webhooks": {
+        HOOKS: ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage", "sqs:SendMessage"],
+        HOOKS_DLQ: ["sqs:GetQueueUrl", "sqs:SendMessage"],
+    },
 }
+# Who sends webhook deliveries to their queue after writing them (issue 22): the scorer after its
+# batch's commit, the API (test, replay, enable), the reconciler (retries held in the database).
+for _function in ("api_handler", "score", "reconcile"):
+    SQS_ACTIONS[_function][HOOKS] = ["sqs:GetQueueUrl", "sqs:SendMessage"]
+# The KMS key that seals webhook secrets (WEBHOOK_KMS_KEY_ID): the API encrypts (register, rotate),
+# the sender decrypts. `WebhookSecretsKey` is the template's logical id: `make package` makes the ARN exact.
+KMS_ACTIONS = {"api_handler": ["kms:Encrypt"], "send_webhooks": ["kms:Decrypt"]}
+WEBHOOK_KEY = "WebhookSecretsKey"
 # The model registry (chalicelib/serving/registry.py): the functions that score read aliases.json
 # and the versions, nothing else, and write nothing (the tooling publishes and promotes).
 # ListBucket only so that a missing key is a 404 (an empty registry), not a 403.
@@ -125,10 +143,12 @@ def policy(stage: str, function: str) -> dict[str, Any]:
         },
     ]
     for queue, actions in SQS_ACTIONS[function].items():
-        sid = "MainQueue" if queue == QUEUE else "DeadLetterQueue"
         statements.append(
-            {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": f"arn:aws:sqs:*:*:{queue}"}
+            {"Sid": SIDS[queue], "Effect": "Allow", "Action": sorted(actions), "Resource": f"arn:aws:sqs:*:*:{queue}"}
         )
+    if function in KMS_ACTIONS:
+        statements.append({"Sid": "WebhookSecretsKey", "Effect": "Allow", "Action": KMS_ACTIONS[function],
+                           "Resource": f"arn:aws:kms:*:*:key/{WEBHOOK_KEY}"})
     if function in S3_READERS:
         statements += [
             {"Sid": sid, "Effect": "Allow", "Action": [action], "Resource": f"arn:aws:s3:::{MODEL_BUCKET}{key}"}

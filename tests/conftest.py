@@ -38,6 +38,7 @@ DEPLOYED_MODULES = (
     "tests/e2e/test_deployed_clients.py",
     "tests/e2e/test_deployed_reviews.py",
     "tests/e2e/test_legacy_deployed.py",
+    "tests/e2e/test_webhooks_deployed.py",
 )
 
 

@@ -18,6 +18,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from chalicelib.config import QUEUE_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = ROOT / ".local"  # embedded database, LocalStack state, logs (git-ignored)
 LOCALSTACK_VENV = ROOT / ".venv-localstack"  # LocalStack's own Python 3.13 (git-ignored)
@@ -84,7 +86,8 @@ def queue_resources() -> dict[str, dict[str, Any]]:
 def queues() -> Queues:
     """The queue names: the main queue is the one with a RedrivePolicy, the DLQ its target."""
     sqs = queue_resources()
-    [main] = [p for p in sqs.values() if "RedrivePolicy" in p]
+    # The webhooks' queue (issue 22) has a RedrivePolicy too: the main queue is the one named `moderation`.
+    [main] = [p for p in sqs.values() if "RedrivePolicy" in p and p["QueueName"] == QUEUE_NAME]
     return Queues(main=main["QueueName"], dlq=sqs[main["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]]["QueueName"])
 
 

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chalicelib import metrics
+from chalicelib.domain.events import Due, task_events
 from chalicelib.domain.features import AdFeatures, InvalidFeatures
 from chalicelib.domain.tasks import COMPLETED, PERMANENT, TRANSIENT, BatchWrite, ClaimedTask, EventRow, ShadowVerdict
 from chalicelib.domain.verdicts import decide
@@ -64,6 +65,7 @@ from chalicelib.scoring.dispositions import (
 )
 from chalicelib.serving.aliases import Model, Models, as_models
 from chalicelib.storage.scoring import ScoringStore
+from chalicelib.storage.webhooks import record_events
 
 
 class Scorer:
@@ -75,12 +77,15 @@ class Scorer:
         *,
         retry_base_seconds: int,
         default_max_receive_count: int,
+        publish: Callable[[Sequence[Due]], None] | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._models = as_models(model)
         self._retry_base = retry_base_seconds
         self._default_max_receive = default_max_receive_count
+        # Sends the webhook deliveries the batch's transaction wrote to the outbox (issue 22).
+        self._publish = publish
 
     def handle(self, records: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
         started = time.perf_counter()
@@ -90,13 +95,15 @@ class Scorer:
         shadowed: int | None = None
         try:
             models = self._models.snapshot()
-            dispositions, claimed, ages, scored = self._claim_score_write(deliveries, max_receive, models.live)  # committed
+            dispositions, claimed, ages, scored, due = self._claim_score_write(deliveries, max_receive, models.live)
         except Exception as exc:  # noqa: BLE001 - whole-batch failure: nothing was written
             error = exc.message if isinstance(exc, ModerationError) else f"{type(exc).__name__}: {exc}"
             logger.exception("batch failed as a whole; retrying every message", extra={"error": error})
             dispositions = whole_batch_failure(deliveries, error, max_receive)
             self._fail_exhausted(dispositions)
         else:
+            if due and self._publish is not None:
+                self._publish_safely(due)  # after the commit; what is not sent, the reconciler sends
             dispositions = self._send_envelopes(dispositions, claimed)  # after the commit
             if models.shadow is not None and models.shadow.version != models.live.version:  # not against itself
                 shadowed = self._shadow(models.live, models.shadow, dispositions, scored)
@@ -111,12 +118,13 @@ class Scorer:
 
     def _claim_score_write(
         self, deliveries: list[Delivery], max_receive: int, model: Model
-    ) -> tuple[list[Disposition], dict[int, ClaimedTask], dict[int, float], dict[int, AdFeatures]]:
+    ) -> tuple[list[Disposition], dict[int, ClaimedTask], dict[int, float], dict[int, AdFeatures], list[Due]]:
         """Claim, score, dispose of and write in one transaction, committed on return.
 
         Returns the dispositions, the claimed tasks, submit->completed seconds
         of the tasks this batch completed (for the latency metric) and the
-        features of the ads it scored (for the shadow).
+        features of the ads it scored (for the shadow), and the webhook deliveries written to the
+        outbox in the same transaction (one statement; none when no endpoint subscribes).
         """
         task_ids = [d.message.task_id for d in deliveries if d.message is not None]
         with self._store.transaction() as cur:
@@ -136,7 +144,16 @@ class Scorer:
                 events=trail(dispositions, claim.tasks, set(claim.tasks) | claim.locked_elsewhere),
             )
             ages = self._store.write(cur, write, model_version=model.version)
-        return dispositions, claim.tasks, ages, scored
+            due = record_events(cur, task_events((u.task_id, u.status, u.decision) for u in write.updates))
+        return dispositions, claim.tasks, ages, scored, due
+
+    def _publish_safely(self, due: Sequence[Due]) -> None:
+        """The webhook deliveries' messages; a failure is logged, never raised: the deliveries are
+        committed, and the reconciler sends what has no message (docs/webhooks.md#nothing-is-lost)."""
+        try:
+            self._publish(due)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the tasks are done; their notices are not lost
+            logger.warning("webhook deliveries not sent; the reconciler will", extra={"deliveries": len(due), "error": str(exc)})
 
     def _shadow(self, live: Model, shadow: Model, dispositions: Sequence[Disposition], scored: Mapping[int, AdFeatures]) -> int:
         """Score the batch's completed tasks with the shadow version and record its

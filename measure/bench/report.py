@@ -123,10 +123,12 @@ def render(results: dict[str, Any]) -> str:
            "figures on a shared machine are indicative; the bench reports, it asserts nothing", ""]
     from measure.bench.cost import lines as cost_lines
     from measure.bench.trees import lines as trees_lines
+    from measure.bench.webhooks import lines as webhooks_lines
 
     sections: dict[str, Callable[[dict[str, Any]], list[str]]] = {"cold": cold_lines, "batch": batch_lines,
                                                                   "e2e": e2e_lines, "trees": trees_lines,
-                                                                  "cost": cost_lines}
+                                                                  "cost": cost_lines,
+                                                                  "webhooks": webhooks_lines}
     for key, lines in sections.items():
         if key in results:
             out += [*lines(results[key]), ""]

@@ -10,6 +10,9 @@ One run, three sections (pick with --only):
          SQS stubbed, and PostgreSQL alone as the ceiling (measure/bench/batch.py)
   e2e    one `make run` stack: raw SQS rate of its LocalStack, and `make load`
          with 32 concurrent clients end to end (measure/bench/e2e.py)
+  webhooks  the outbox's cost at batch 100, and on `make run` with a verifying receiver:
+         completion -> webhook p50/p99, deliveries/s, every completion delivered through
+         60 s of 503 (measure/bench/webhooks.py; issue 22)
 
 Whenever batch ran: the monthly bill at 100 k, 1 M and 10 M tasks from what was
 measured and the price table measure/bench/prices.json (measure/bench/cost.py).
@@ -36,11 +39,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from measure.bench import batch, cold, cost, e2e, report, trees
+from measure.bench import batch, cold, cost, e2e, report, trees, webhooks
 from toolkit import logs, names
 
 OUT_DIR = names.BUILD_DIR / "bench"
-SECTIONS = ("cold", "batch", "e2e", "trees")
+SECTIONS = ("cold", "batch", "e2e", "trees", "webhooks")
 # option: (full run, --quick)
 DEFAULTS: dict[str, tuple[float, float]] = {
     "runs": (7, 3),  # cold starts per function
@@ -48,6 +51,7 @@ DEFAULTS: dict[str, tuple[float, float]] = {
     "budget": (5.0, 2.0),  # seconds a batch-size run may take before it stops early
     "tasks": (1000, 300),  # e2e tasks
     "raw_messages": (1000, 300),  # raw SQS messages
+    "webhook_tasks": (10000, 1000),  # completions pushed to the bench's receiver
 }
 log = logs.get("bench")
 
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch": (batch.steps(), lambda bar: batch.run(args.messages, args.budget, bar)),
         "e2e": (e2e.steps(), lambda bar: e2e.run(args.tasks, args.raw_messages, OUT_DIR, bar)),
         "trees": (trees.steps(args.runs), lambda bar: trees.run(args.runs, args.messages, args.budget, OUT_DIR, bar)),
+        "webhooks": (webhooks.steps(), lambda bar: webhooks.run(args.messages, args.webhook_tasks, OUT_DIR, bar)),
     }
     started = time.monotonic()
     results: dict[str, Any] = {"meta": _meta(args)}

@@ -24,7 +24,7 @@ from tests.helpers import Ca, pem
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = json.loads((ROOT / "infra" / "stages.json").read_text())
-FUNCTIONS = ("APIHandler", "Score", "Reconcile", "Migrate")
+FUNCTIONS = ("APIHandler", "Score", "Reconcile", "Migrate", "SendWebhooks")  # SendWebhooks: issue 22
 # What the app emits (Powertools Metrics, embedded metric format): the dashboard is built on exactly these.
 APP_METRICS = ("TasksSubmitted", "TasksCompleted", "TasksRetried", "TasksSentToDLQ", "TasksResent", "BatchSize",
                "ScoringLatency", "SubmitToCompletedLatency", "TasksFailed")
@@ -382,7 +382,7 @@ def test_queues_are_encrypted_and_what_ops_need_survives_the_stack(packaged: dic
     kept = {k for k, r in res.items() if r.get("DeletionPolicy") == "Retain" and r.get("UpdateReplacePolicy") == "Retain"}
     log_groups = {k for k, r in res.items() if r["Type"] == "AWS::Logs::LogGroup"}
     assert log_groups == {f"{fn}LogGroup" for fn in FUNCTIONS} | {"ApiAccessLogGroup"}
-    assert {"ModerationDLQ", *log_groups} <= kept and "ModerationQueue" not in kept
+    assert {"ModerationDLQ", "WebhookDLQ", "WebhookSecretsKey", *log_groups} <= kept and "ModerationQueue" not in kept
 
 
 def test_the_access_log_is_one_json_line_per_request(packaged: dict[str, Any]):
@@ -426,7 +426,7 @@ def test_dev_may_run_in_a_vpc_prod_must(packaged: dict[str, Any], packaged_prod:
     # The endpoints the functions need from inside the VPC, only where there is one.
     endpoints = {r["Properties"]["ServiceName"]["Fn::Sub"].rsplit(".", 1)[1]: r for r in prod["Resources"].values()
                  if r["Type"] == "AWS::EC2::VPCEndpoint"}
-    assert set(endpoints) == {"sqs", "secretsmanager", "s3"}
+    assert set(endpoints) == {"sqs", "secretsmanager", "s3", "kms"}  # kms: webhook secrets (issue 22)
     assert all(r["Condition"] == "HasVpc" and r["Properties"]["PrivateDnsEnabled"] for r in endpoints.values())
     # SAM keeps both forms (the transform CloudFormation applies).
     for sam in (dev, prod):
@@ -456,7 +456,7 @@ def test_a_prod_package_refuses_a_ca_bundle_that_is_not_one(tmp_path: Path, monk
 # The LocalStack service that creates each kind of resource the deploy makes.
 SERVICE_OF_TYPE = {"AWS::SQS::": "sqs", "AWS::Lambda::": "lambda", "AWS::IAM::": "iam", "AWS::Logs::": "logs",
                    "AWS::CloudWatch::": "cloudwatch", "AWS::ApiGateway::": "apigateway", "AWS::Events::": "events",
-                   "AWS::EC2::": "ec2", "AWS::S3::": "s3", "Custom::": "lambda"}
+                   "AWS::EC2::": "ec2", "AWS::S3::": "s3", "AWS::KMS::": "kms", "Custom::": "lambda"}
 
 
 def test_the_docker_compose_localstack_covers_everything_the_deploy_creates(packaged: dict[str, Any]):
@@ -484,3 +484,32 @@ def test_the_docker_compose_localstack_covers_everything_the_deploy_creates(pack
     name, _, tag = localstack["image"].partition(":")
     assert name == "localstack/localstack" and tag and tag != "latest"
     assert env["LOCALSTACK_AUTH_TOKEN"] == "${LOCALSTACK_AUTH_TOKEN:-}"
+
+
+def test_the_webhooks_have_their_queue_function_key_and_alarms(packaged: dict[str, Any]):
+    """Issue 22 (docs/webhooks.md): the sender's own queue and DLQ, its event source with partial
+    batch responses, the KMS key only the API (encrypt) and the sender (decrypt) may use, the two
+    alarms; and no WEBHOOK_ALLOW_* in the AWS template (only the LocalStack deployment sets them)."""
+    resources = packaged["sam"]["Resources"]
+    sender = resources["SendWebhooks"]["Properties"]
+    assert sender["FunctionName"] == "ad-moderation-dev-send_webhooks" and sender["Timeout"] == 60
+    event = sender["Events"]["SendWebhooksSqsEventSource"]["Properties"]
+    assert event["Queue"] == {"Fn::GetAtt": ["WebhookQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["ScalingConfig"]["MaximumConcurrency"] <= sender["ReservedConcurrentExecutions"]
+    queue = resources["WebhookQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * sender["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDLQ", "Arn"]}
+    assert resources["WebhookDLQ"]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    kms = {role: [(st["Action"], st["Resource"]) for p in res["Properties"].get("Policies", [])
+                  for st in p["PolicyDocument"]["Statement"] if any(a.startswith("kms:") for a in st["Action"])]
+           for role, res in resources.items() if res["Type"] == "AWS::IAM::Role"}
+    key = {"Fn::GetAtt": ["WebhookSecretsKey", "Arn"]}
+    assert {role: grants for role, grants in kms.items() if grants} == {
+        "ApiHandlerRole": [(["kms:Encrypt"], key)], "SendWebhooksRole": [(["kms:Decrypt"], key)]}
+    assert resources["WebhookSecretsKey"]["Properties"]["EnableKeyRotation"] is True
+    assert resources["WebhookDeadLetterQueueNotEmptyAlarm"]["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert resources["WebhookOldestUndeliveredAlarm"]["Properties"]["MetricName"] == "WebhookOldestUndeliveredSeconds"
+    for res in resources.values():
+        if res["Type"] == "AWS::Serverless::Function":
+            assert not {"WEBHOOK_ALLOW_HTTP", "WEBHOOK_ALLOW_PRIVATE"} & set(res["Properties"]["Environment"]["Variables"])

@@ -94,7 +94,7 @@ def test_the_real_handler_through_the_runner(app_env, sqs):
     [parked] = sqs.receive_message(QueueUrl=dlq)["Messages"]
     assert json.loads(parked["Body"])["original_message"] == "{garbage"
     # The scheduled handler runs too, with an event Chalice accepts.
-    assert runner.maybe_reconcile() == {"resent": 0, "unreceived": 0, "failed_stuck": 0, "purged": 0}
+    assert runner.maybe_reconcile() == {"webhooks_sent": 0, "resent": 0, "unreceived": 0, "failed_stuck": 0, "purged": 0}
 
 
 # --------------------------------------------------------------------------
@@ -166,7 +166,8 @@ def test_stop_ends_every_poller_promptly_and_the_timer_keeps_running(sqs):
 
 
 def test_the_runner_process_budgets_connections_and_stops_on_sigterm(app_env, tmp_path):
-    """`python -m devstack.runner --pollers 3` against an SQS server: 4 connections at most, clean SIGTERM."""
+    """`python -m devstack.runner --pollers 3` against an SQS server: 7 connections at most (3 pollers of the
+    task queue, 3 of the webhooks queue, the reconciler; issue 22), clean SIGTERM."""
     moto_server = pytest.importorskip("moto.server")
     from toolkit.template import ensure_queues
 
@@ -218,7 +219,7 @@ def test_the_runner_process_budgets_connections_and_stops_on_sigterm(app_env, tm
     text = log.read_text()
     assert code == 0, text
     assert took < POLL_WAIT_CAP_SECONDS + 2, (took, text)
-    # DB_POOL_SIZE from the environment is replaced by pollers + 1.
-    assert "with 3 pollers" in text and "at most 4 database connections" in text, text
-    assert 0 < peak <= 4, peak  # 0 would mean the ports were not told apart
+    # DB_POOL_SIZE from the environment is replaced by 2 x pollers + 1.
+    assert "with 3 pollers" in text and "at most 7 database connections" in text, text
+    assert 0 < peak <= 7, peak  # 0 would mean the ports were not told apart
     assert "stopped" in text.splitlines()[-1], text

@@ -198,7 +198,7 @@ def test_docs_clients_md_shows_the_route_scope_table_as_the_code_has_it():
         scopes = None if "open" in scope_cell else frozenset(re.findall(r"`(\w+)`", scope_cell))
         if "only `submit`" in scope_cell:  # claim and verdict: `submit` gets in only to be answered 404/403
             scopes = frozenset({"moderate", "submit"})
-        for method, path in re.findall(r"`(GET|POST) ([^`]+)`", route_cell):
+        for method, path in re.findall(r"`(GET|POST|DELETE) ([^`]+)`", route_cell):
             shown[(method, path)] = scopes
         if "(and its two files)" in route_cell:
             shown.update({("GET", "/docs/swagger-ui-bundle.js"): None, ("GET", "/docs/swagger-ui.css"): None})

@@ -64,11 +64,15 @@ def test_no_second_copy_of_a_port_or_queue_name() -> None:
 
 def test_the_app_and_the_template_name_the_same_queues() -> None:
     assert (config.QUEUE_NAME, config.DLQ_NAME) == (names.queues().main, names.queues().dlq)
+    # and the webhooks' pair (issue 22)
+    queues = {p["QueueName"] for p in names.queue_resources().values()}
+    assert {config.WEBHOOK_QUEUE_NAME, config.WEBHOOK_DLQ_NAME} <= queues
 
 
 def test_functions_come_from_the_chalice_config() -> None:
     chalice = json.loads(names.CHALICE_CONFIG_FILE.read_text())
-    assert names.functions() == tuple(chalice["lambda_functions"]) == ("api_handler", "score", "reconcile", "migrate")
+    assert names.functions() == tuple(chalice["lambda_functions"]) == ("api_handler", "score", "reconcile", "migrate",
+                                                                                "send_webhooks")  # issue 22
 
 
 def test_the_two_local_stacks_never_share_a_port() -> None:

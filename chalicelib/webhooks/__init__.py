@@ -1,0 +1,1 @@
+"""Webhooks: the endpoints use case and the sender (issue 22; docs/webhooks.md)."""
