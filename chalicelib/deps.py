@@ -178,7 +178,8 @@ def reviews() -> ReviewService:
 
     s = get_settings()
     return ReviewService(ReviewStore(database()), task_store(), lease_seconds=s.review_lease_seconds,
-                         appeal_window_days=s.appeal_window_days)
+                         appeal_window_days=s.appeal_window_days,
+                         publish=lambda due: webhook_sender().publish(due))
 
 
 @_once

@@ -95,7 +95,7 @@ def queues() -> Queues:
 def max_receive_count() -> int:
     """maxReceiveCount of the main queue's RedrivePolicy: the scorer's MAX_RECEIVE_COUNT wherever
     a stack is set up (infra/package.py, make run, the tests), from this one definition."""
-    [main] = [p for p in queue_resources().values() if "RedrivePolicy" in p]
+    [main] = [p for p in queue_resources().values() if p["QueueName"] == queues().main]
     return int(main["RedrivePolicy"]["maxReceiveCount"])
 
 

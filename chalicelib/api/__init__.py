@@ -4,5 +4,4 @@ The route table is chalicelib/api/routes.py plus the review loop's routes (revie
 the webhook routes (webhook_routes, issue 22), which add themselves to it on import: imported here, so no
 reader of the table ever sees half of it."""
 
-from chalicelib.api import review_routes  # noqa: F401
-from chalicelib.api import webhook_routes  # noqa: F401
+from chalicelib.api import review_routes, webhook_routes  # noqa: F401

@@ -1,17 +1,20 @@
 """The human review loop's use cases (issue 21; docs/reviews.md): the queue, claims, verdicts,
 appeals, statements of reasons, and the backlog operators watch.
 
-`verdict` is the one place a human decision is made (ReviewStore.decide commits it): the hook
-point for the webhooks' `moderation.reviewed` / `moderation.appeal_decided` events.
+`verdict` is the one place a human decision is made: ReviewStore.decide commits it with its
+webhook event (`moderation.reviewed` / `moderation.appeal_decided`) in the outbox, and the
+deliveries are published after the commit (what is not, the reconciler sends).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from chalicelib import metrics
 from chalicelib.domain import reviews as rules
+from chalicelib.domain.events import Due
 from chalicelib.errors import ReviewConflict, TaskNotFound
 from chalicelib.logs import logger
 from chalicelib.moderation.service import task_view
@@ -23,8 +26,10 @@ APPEAL_MESSAGE = "Appeal accepted: a moderator other than the one who blocked th
 
 class ReviewService:
     def __init__(self, reviews: ReviewStore, tasks: TaskStore, *, lease_seconds: int = rules.DEFAULT_LEASE_SECONDS,
-                 appeal_window_days: int = rules.DEFAULT_APPEAL_WINDOW_DAYS, platform: str = "ad-moderation") -> None:
+                 appeal_window_days: int = rules.DEFAULT_APPEAL_WINDOW_DAYS, platform: str = "ad-moderation",
+                 publish: Callable[[Sequence[Due]], None] | None = None) -> None:
         self._reviews = reviews
+        self._publish = publish  # the webhook deliveries a verdict wrote (issue 22)
         self._tasks = tasks
         self._lease = lease_seconds
         self._window = timedelta(days=appeal_window_days)
@@ -47,10 +52,17 @@ class ReviewService:
 
     def verdict(self, task_id: int, moderator: str, decision: str, reason: str, note: str | None) -> dict[str, Any]:
         """The lease holder's verdict, committed; the task as the result route now shows it.
-        Webhooks hook here: after `decide` returns, the decision is committed."""
-        kind = self._reviews.decide(task_id, moderator, decision, rules.check_reason(reason), note)
-        if kind is None:
+        Its webhook deliveries are published after the commit."""
+        decided = self._reviews.decide(task_id, moderator, decision, rules.check_reason(reason), note)
+        if decided is None:
             raise TaskNotFound(f"task {task_id} not found")
+        kind, due = decided
+        if due and self._publish is not None:
+            try:
+                self._publish(due)
+            except Exception as exc:  # noqa: BLE001 - the verdict is committed; the reconciler sends its notices
+                logger.warning("webhook deliveries not published; the reconciler sends them",
+                               extra={"task_id": task_id, "error": f"{type(exc).__name__}: {exc}"})
         logger.info("review decided", extra={"task_id": task_id, "kind": kind, "decision": decision, "moderator": moderator})
         metrics.emit("api_handler", {metrics.REVIEWS_DECIDED: 1} if kind == rules.REVIEW else {metrics.APPEALS_DECIDED: 1})
         task = self._tasks.get_task(task_id)

@@ -15,9 +15,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.domain import events
 from chalicelib.domain import reviews as rules
+from chalicelib.domain.events import Due
 from chalicelib.domain.reviews import QueuedState
 from chalicelib.storage.db import Cursor, Database
+from chalicelib.storage.webhooks import record_events
 
 # The ad and seller facts a moderator sees beside each queued task.
 _QUEUE_COLUMNS = """
@@ -114,9 +117,12 @@ class ReviewStore:
                 self._event(cur, task_id, "claimed", moderator, outcome=kind)
         return {"task_id": task_id, "kind": kind, "lease_holder": moderator, "lease_expires_at": expires}
 
-    def decide(self, task_id: int, moderator: str, decision: str, reason: str, note: str | None) -> str | None:
+    def decide(self, task_id: int, moderator: str, decision: str, reason: str,
+               note: str | None) -> tuple[str, list[Due]] | None:
         """Record the lease holder's verdict: THE place a human decision is committed (review or
-        appeal), with its trail event, in one transaction. The kind decided; None: no such task.
+        appeal), with its trail event and its webhook event (`moderation.reviewed` or
+        `moderation.appeal_decided`, in the outbox: docs/webhooks.md#events), in one transaction.
+        The kind decided and the webhook deliveries to send once committed; None: no such task.
         ReviewConflict unless `moderator` holds the task's live lease."""
         with self._db.transaction() as cur:
             state, now = self._locked(cur, task_id)
@@ -145,7 +151,8 @@ class ReviewStore:
             )
             self._event(cur, task_id, "appeal_decided" if kind == rules.APPEAL else "reviewed", moderator,
                         outcome=f"{outcome}:{reason}")
-        return kind
+            due = record_events(cur, [(events.APPEAL_DECIDED if kind == rules.APPEAL else events.REVIEWED, task_id)])
+        return kind, due
 
     def appeal(self, task_id: int, client: str, reason: str, window: timedelta) -> bool:
         """`client`'s appeal of its task's block enters the queue; False: no such task of

@@ -57,7 +57,8 @@ def test_the_deployed_api_keeps_its_contract(deployed: Deployed, capsys: pytest.
                  max_examples=int(os.environ.get("CONTRACT_MAX_EXAMPLES") or MAX_EXAMPLES))
     with capsys.disabled():
         print(f"\n[contract, deployed API] {report.summary()}")
-    # 34: seed 000's root paths (issue 25), the review loop's 5 routes and the console's 3 files (issue 21), the 8 webhook routes (issue 22)
+    # 34: seed 000's root paths (issue 25), the review loop's 5 routes and the console's 3 files
+    # (issue 21), the 8 webhook routes (issue 22)
     assert report.cases > 0 and len(report.operations) == 34, report.summary()
     assert not report.problems(), "\n\n".join(report.problems())
     assert report.server_errors() == 0, report.summary()

@@ -29,7 +29,8 @@ def test_chalice_local_keeps_its_contract(stack: Stack, capsys: pytest.CaptureFi
     report = run(stack.api, api_key=stack.api_key, **CHALICE_LOCAL)  # type: ignore[arg-type]
     with capsys.disabled():
         print(f"\n[contract, chalice local] {report.summary()}")
-    # 34: seed 000's root paths (issue 25), the review loop's 5 routes and the console's 3 files (issue 21), the 8 webhook routes (issue 22)
+    # 34: seed 000's root paths (issue 25), the review loop's 5 routes and the console's 3 files
+    # (issue 21), the 8 webhook routes (issue 22)
     assert report.cases > 0 and len(report.operations) == 34, report.summary()
     assert not report.problems(), "\n\n".join(report.problems())
     assert report.server_errors() == 0, report.summary()

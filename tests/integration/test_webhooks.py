@@ -338,3 +338,33 @@ def test_registration_refuses_http_and_private_urls_where_not_allowed(client, mo
                                                                     "events": [hooks.COMPLETED]})
     assert status == 201, body
     assert call(client, "POST", "/webhooks/endpoints", A, {"url": "https://hooks.example.com/x", "events": ["nope"]})[0] == 400
+
+
+def test_a_moderators_verdict_and_an_appeal_decision_are_pushed(client, sqs, receiver, env):
+    """The review loop's events (issue 21) go through the same outbox: written by the verdict's own
+    transaction (chalicelib/storage/reviews.py, ReviewStore.decide), published after its commit."""
+    from tests.reviews_helpers import scored_task
+
+    register(client, receiver, A, "/a", [hooks.REVIEWED, hooks.APPEAL_DECIDED])
+    task = scored_task(env, "client-a", "review", probability=0.6)
+    moderator, other = "key-moderator", "key-tester"  # tests/helpers.py TEST_CLIENTS: both may moderate
+    assert call(client, "POST", f"/moderation/reviews/{task}/claim", moderator)[0] == 200
+    status, body = call(client, "POST", f"/moderation/reviews/{task}/verdict", moderator,
+                        {"decision": "block", "reason": "fraud"})
+    assert status == 200, body
+    pump(sqs)
+    [reviewed] = receiver.wait_for(1, 5, hooks.REVIEWED)
+    assert reviewed.payload["data"] == {"task_id": task, "item_id": body["item_id"], "status": "completed",
+                                        "decision": "block"}
+    status, body = call(client, "POST", "/moderation/appeals", A, {"task_id": task, "reason": "it is a real offer"})
+    assert status in (200, 202), body
+    assert call(client, "POST", f"/moderation/reviews/{task}/claim", other)[0] == 200  # four eyes: not `moderator`
+    assert call(client, "POST", f"/moderation/reviews/{task}/verdict", other,
+                {"decision": "allow", "reason": "other"})[0] == 200
+    pump(sqs)
+    [decided] = receiver.wait_for(1, 5, hooks.APPEAL_DECIDED)
+    assert decided.payload["data"]["decision"] == "allow" and decided.payload["data"]["task_id"] == task
+    assert receiver.rejected == []
+    # Another client's endpoint hears nothing of client-a's task.
+    status, listed = call(client, "GET", "/webhooks/endpoints", B)
+    assert status == 200 and listed["endpoints"] == []
