@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -229,5 +230,12 @@ def keyed_client(app: Any, default_key: str | None = DEFAULT_TEST_KEY, **kwargs:
     """with_keys over `Client(app, **kwargs)`, as a context manager."""
     from chalice.test import Client
 
-    with Client(app, **kwargs) as client:
-        yield with_keys(client, app, default_key)
+    # Chalice's test client swaps os.environ for each request and puts back what it found; requests
+    # from several threads at once can leave another request's environment (STAGE=dev) behind.
+    # The very object is put back when the client is done, so the next test starts from it.
+    environ = os.environ
+    try:
+        with Client(app, **kwargs) as client:
+            yield with_keys(client, app, default_key)
+    finally:
+        os.environ = environ  # noqa: B003 - the object itself, not its contents
