@@ -10,16 +10,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.e2e_stack import Stack, http, make_run
+from tests.e2e.e2e_stack import Stack, http, settle
 from toolkit.webhook_receiver import Receiver, serve
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with make_run(tmp_path_factory) as running:
-        yield running
+def stack(shared_make_run: Stack) -> Iterator[Stack]:
+    yield shared_make_run  # tests/conftest.py: one make run per test process
+    settle(shared_make_run)
 
 
 def test_completions_are_pushed_and_verified_and_a_rotation_signs_twice(stack: Stack):
