@@ -261,8 +261,10 @@ def reconcile(event: Any) -> dict[str, Any]:
 
     report = deps.reconciler().run()
     webhooks = _sweep_webhooks(deps)
+    reviews = deps.reviews().backlog(emit_as="reconcile")  # the review backlog's metrics (docs/reviews.md)
     return {
         "webhooks_sent": webhooks,
+        "reviews_waiting": reviews["review"] + reviews["appeal"],
         "resent": len(report.resent),
         "unreceived": len(report.unreceived),
         "failed_stuck": len(report.failed_stuck),

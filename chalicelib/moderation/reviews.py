@@ -86,13 +86,15 @@ class ReviewService:
                                  "statements of reasons are for blocks")
         return rules.statement(_iso_dates(task), platform=self._platform)
 
-    def backlog(self) -> dict[str, Any]:
-        """Queue depth and the oldest waiting age, also emitted as EMF metrics (ReviewQueueDepth, left
-        out at 0 as every count is; ReviewOldestAge in ms, 0 when nothing waits: the template's alarm
-        watches it)."""
+    def backlog(self, *, emit_as: str | None = None) -> dict[str, Any]:
+        """Queue depth and the oldest waiting age; with `emit_as` (the function's name) also as EMF
+        metrics: ReviewQueueDepth (left out at 0, as every count is) and ReviewOldestAge in ms (0 when
+        nothing waits). The reconciler emits them every run, so the template's alarm on the age needs
+        no probe to be polled; GET /health/pipeline only reports them."""
         backlog = self._reviews.backlog()
-        metrics.emit("api_handler", {metrics.REVIEW_QUEUE_DEPTH: backlog["review"] + backlog["appeal"]},
-                     milliseconds={metrics.REVIEW_OLDEST_AGE: [1000.0 * (backlog["oldest_seconds"] or 0.0)]})
+        if emit_as is not None:
+            metrics.emit(emit_as, {metrics.REVIEW_QUEUE_DEPTH: backlog["review"] + backlog["appeal"]},
+                         milliseconds={metrics.REVIEW_OLDEST_AGE: [1000.0 * (backlog["oldest_seconds"] or 0.0)]})
         return backlog
 
 

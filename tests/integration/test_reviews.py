@@ -208,6 +208,25 @@ def test_the_backlog_is_reported_by_the_pipeline_health(client, app_env):
     assert body["reviews"]["oldest_seconds"] >= 0
 
 
+def test_the_reconciler_emits_the_backlog_for_the_alarm(client, app_env, sqs, capsys):
+    """Every scheduled run emits ReviewQueueDepth and ReviewOldestAge (function `reconcile`, what
+    ReviewBacklogAgeAlarm watches), so the alarm needs no probe polling /health/pipeline."""
+    import app
+    from devstack.runner import Runner
+
+    review_tasks(app_env, "client-a", 2)
+    scored_task(app_env, "client-a", "review", days_ago=0.25)  # waiting six hours
+    capsys.readouterr()
+    url = sqs.get_queue_url(QueueName="moderation")["QueueUrl"]
+    report = Runner(sqs, url, app.score, reconcile=app.reconcile, wait_seconds=0).maybe_reconcile()
+    assert report is not None and report["reviews_waiting"] == 3
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    [doc] = [d for d in docs if d.get("function") == "reconcile" and "ReviewOldestAge" in d]
+    assert doc["ReviewQueueDepth"] == [3.0] and doc["ReviewOldestAge"][0] >= 6 * 3600 * 1000 * 0.99
+    metric_names = {m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"ReviewQueueDepth", "ReviewOldestAge"} <= metric_names
+
+
 def test_eight_moderators_at_once_over_500_tasks(client, app_env, monkeypatch):
     """No task decided twice, none lost, every lease used or expired. Each moderator abandons some
     claims (a closed tab); a 1 s lease sends those back to the queue for whoever comes next."""
