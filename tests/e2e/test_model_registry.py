@@ -18,6 +18,7 @@ import pytest
 
 from chalicelib.serving.model import DEFAULT_MODEL_PATH, load_model
 from tests.e2e.e2e_stack import Stack, http, settle
+from tests.helpers import execute
 
 pytestmark = pytest.mark.e2e
 
@@ -144,8 +145,19 @@ def test_a_shadow_version_is_scored_recorded_and_compared(stack: Stack, tmp_path
     path, strict = strict_version(tmp_path)
     models(stack, "publish", "--artifact", str(path))
     models(stack, "promote", strict, "--alias", "shadow")
-    time.sleep(CHECK_SECONDS + 1)
     traffic = Traffic(stack)
+    # The scorer follows the alias within CHECK_SECONDS of its next batch: one task first, until one
+    # is shadow-scored, so the 40 below all are.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id=1", key=stack.api_key)
+        assert status == 202
+        traffic.result(body["task_id"])
+        if execute(stack.database_url, "SELECT 1 FROM shadow_verdicts WHERE task_id = %s", (body["task_id"],)):
+            break
+        time.sleep(CHECK_SECONDS / 2)
+    else:
+        raise AssertionError("the scorer did not follow the shadow alias within 60 s")
     ids = []
     for item in range(1, 41):
         status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item}", key=stack.api_key)
