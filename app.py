@@ -261,10 +261,12 @@ def reconcile(event: Any) -> dict[str, Any]:
 
     report = deps.reconciler().run()
     webhooks = _sweep_webhooks(deps)
+    expired = deps.reviews().expire_leases()  # leases that ran out unused go back to the queue, with their event
     reviews = deps.reviews().backlog(emit_as="reconcile")  # the review backlog's metrics (docs/reviews.md)
     return {
         "webhooks_sent": webhooks,
         "reviews_waiting": reviews["review"] + reviews["appeal"],
+        "leases_expired": len(expired),
         "resent": len(report.resent),
         "unreceived": len(report.unreceived),
         "failed_stuck": len(report.failed_stuck),

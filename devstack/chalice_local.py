@@ -346,8 +346,9 @@ def build_server(host: str, port: int, *, stage: str = DEFAULT_STAGE, project_di
     validate_routes(app_obj.routes)
     # chalice.local.create_local_server does this before building its server:
     # current_request becomes thread-local, as the threaded server needs.
-    CustomLocalChalice.__bases__ = (LocalChalice, app_obj.__class__)
-    app_obj.__class__ = CustomLocalChalice
+    if not isinstance(app_obj, LocalChalice):  # once per process (tests/helpers.py's keyed_client does it too)
+        CustomLocalChalice.__bases__ = (LocalChalice, app_obj.__class__)
+        app_obj.__class__ = CustomLocalChalice
     dev_server = LocalDevServer(app_obj, config, host, port, handler_cls=JsonErrorsRequestHandler, server_cls=LocalServer)
     dev_server.server.api_keys, dev_server.server.forbidden = LocalKeys(), forbidden_response()
     # The app looks clients up in the same key store the server checks keys against.

@@ -86,6 +86,13 @@ class ReviewService:
                                  "statements of reasons are for blocks")
         return rules.statement(_iso_dates(task), platform=self._platform)
 
+    def expire_leases(self) -> list[int]:
+        """The leases that ran out unused, given back with their trail event (the reconciler's sweep)."""
+        expired = self._reviews.expire_leases()
+        if expired:
+            logger.info("review leases expired", extra={"tasks": len(expired), "task_ids": expired[:20]})
+        return expired
+
     def backlog(self, *, emit_as: str | None = None) -> dict[str, Any]:
         """Queue depth and the oldest waiting age; with `emit_as` (the function's name) also as EMF
         metrics: ReviewQueueDepth (left out at 0, as every count is) and ReviewOldestAge in ms (0 when

@@ -117,6 +117,33 @@ class ReviewStore:
                 self._event(cur, task_id, "claimed", moderator, outcome=kind)
         return {"task_id": task_id, "kind": kind, "lease_holder": moderator, "lease_expires_at": expires}
 
+    def expire_leases(self, limit: int = 500) -> list[int]:
+        """Give back the leases that ran out unused, each with its `lease_expired` trail row, when they
+        run out rather than when someone next claims the task (the reconciler calls it every run).
+        Each task row is locked first, as a claim or a verdict locks it; a task a request holds is
+        skipped, and its claim writes the event itself. The tasks whose lease was given back."""
+        with self._db.transaction() as cur:
+            cur.execute(
+                """
+                WITH expired AS (
+                    SELECT h.task_id, h.kind, h.lease_holder, m.request_id
+                    FROM human_reviews h JOIN moderation_results m ON m.id = h.task_id
+                    WHERE h.decided_at IS NULL AND h.lease_holder IS NOT NULL AND h.lease_expires_at < now()
+                    ORDER BY h.task_id LIMIT %(limit)s
+                    FOR UPDATE OF m SKIP LOCKED
+                ), cleared AS (
+                    UPDATE human_reviews h SET lease_holder = NULL, lease_expires_at = NULL
+                    FROM expired e WHERE h.task_id = e.task_id AND h.kind = e.kind
+                    RETURNING h.task_id, h.kind, e.lease_holder, e.request_id
+                )
+                INSERT INTO task_events (task_id, kind, outcome, actor, request_id)
+                SELECT task_id, 'lease_expired', kind, lease_holder, request_id FROM cleared
+                RETURNING task_id
+                """,
+                {"limit": limit},
+            )
+            return [int(r["task_id"]) for r in cur.fetchall()]
+
     def decide(self, task_id: int, moderator: str, decision: str, reason: str,
                note: str | None) -> tuple[str, list[Due]] | None:
         """Record the lease holder's verdict: THE place a human decision is committed (review or

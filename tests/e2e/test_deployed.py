@@ -447,7 +447,8 @@ def test_cold_starts_are_recorded(deployed: Deployed, capsys: pytest.CaptureFixt
     )
     payload = json.loads(out["Payload"].read())
     assert "FunctionError" not in out, payload
-    assert set(payload) == {"resent", "unreceived", "failed_stuck", "purged", "webhooks_sent", "reviews_waiting"}
+    assert set(payload) == {"resent", "unreceived", "failed_stuck", "purged", "webhooks_sent", "reviews_waiting",
+                            "leases_expired"}
     # The webhook sender runs when a delivery is due; an empty batch measures its cold start here.
     out = deployed.client("lambda").invoke(
         FunctionName=deployed.d.function_name("send_webhooks"), Payload=json.dumps({"Records": []}).encode()

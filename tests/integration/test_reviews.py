@@ -106,6 +106,31 @@ def test_an_expired_lease_puts_the_task_back_and_the_trail_says_so(client, app_e
                           ("reviewed", "moderator-2")]
 
 
+def test_the_reconciler_gives_back_a_lease_when_it_runs_out_once(client, app_env, sqs):
+    """A lease nobody reclaims still leaves its `lease_expired` in the trail: the reconciler's sweep
+    writes it when the lease runs out, once; a live lease and a decided task are left alone."""
+    import app
+    from devstack.runner import Runner
+
+    lapsed, live, decided = (scored_task(app_env, "client-a", "review") for _ in range(3))
+    for task in (lapsed, live, decided):
+        expect(claim(client, task, MOD), 200)
+    expect(verdict(client, decided, MOD, "allow", "other"), 200)
+    execute(app_env, "UPDATE human_reviews SET lease_expires_at = now() - interval '1 second' WHERE task_id IN (%s, %s)",
+            (lapsed, decided))
+    url = sqs.get_queue_url(QueueName="moderation")["QueueUrl"]
+    runner = Runner(sqs, url, app.score, reconcile=app.reconcile, wait_seconds=0, reconcile_every_seconds=0)
+    report = runner.maybe_reconcile()
+    assert report is not None and report["leases_expired"] == 1
+    assert (runner.maybe_reconcile() or {}).get("leases_expired") == 0  # once
+    assert [(e["kind"], e["actor"]) for e in events(client, lapsed)][-2:] == [("claimed", "moderator"),
+                                                                            ("lease_expired", "moderator")]
+    assert "lease_expired" not in [e["kind"] for e in events(client, live)]
+    expect(claim(client, lapsed, MOD2), 200)  # back in the queue; the claim writes no second lease_expired
+    assert [e["kind"] for e in events(client, lapsed)].count("lease_expired") == 1
+    expect(claim(client, live, MOD2), 409, "lease_held")
+
+
 def test_the_queue_pages_oldest_first_and_filters_by_kind(client, app_env):
     tasks = review_tasks(app_env, "client-a", 7)
     blocked = scored_task(app_env, "client-b", "block", probability=0.97)

@@ -94,8 +94,8 @@ def test_the_real_handler_through_the_runner(app_env, sqs):
     [parked] = sqs.receive_message(QueueUrl=dlq)["Messages"]
     assert json.loads(parked["Body"])["original_message"] == "{garbage"
     # The scheduled handler runs too, with an event Chalice accepts.
-    assert runner.maybe_reconcile() == {"webhooks_sent": 0, "reviews_waiting": 0, "resent": 0, "unreceived": 0,
-                                       "failed_stuck": 0, "purged": 0}
+    assert runner.maybe_reconcile() == {"webhooks_sent": 0, "reviews_waiting": 0, "leases_expired": 0, "resent": 0,
+                                       "unreceived": 0, "failed_stuck": 0, "purged": 0}
 
 
 # --------------------------------------------------------------------------
