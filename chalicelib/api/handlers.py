@@ -8,7 +8,6 @@ and the reconciler never do.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,8 @@ from chalicelib.api.requests import (
     require_json,
     task_query,
 )
-from chalicelib.api.responses import RETRY_AFTER_SECONDS, handle_errors, json_response, reply
+from chalicelib.api.responses import RETRY_AFTER_SECONDS, handle_errors, json_response, reply, static_file
 from chalicelib.config import get_settings
-from chalicelib.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Vendored files served under /docs/ (chalicelib/api/static/README.md), and their types.
@@ -190,15 +188,7 @@ def docs(request: Request) -> Response:
 
 @handle_errors
 def docs_asset(name: str) -> Response:
-    if name not in DOCS_ASSETS:
-        raise NotFound(f"no such file: {name}")
-    headers: dict[str, str | list[str]] = {"Content-Type": DOCS_ASSETS[name], "Cache-Control": "public, max-age=86400"}
-    return Response(body=_asset(name), status_code=200, headers=headers)
-
-
-@functools.cache
-def _asset(name: str) -> str:
-    return (STATIC / name).read_text(encoding="utf-8")
+    return static_file(STATIC, DOCS_ASSETS, name, "public, max-age=86400")
 
 
 # --- Chalice's own answers --------------------------------------------------------

@@ -7,13 +7,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from chalice import Response
 from pydantic import BaseModel
 
 from chalicelib.api.models import Error
-from chalicelib.errors import ModerationError
+from chalicelib.errors import ModerationError, NotFound
 from chalicelib.logs import logger
 
 JSON = "application/json"
@@ -51,6 +52,20 @@ def error_response(exc: ModerationError) -> Response:
 def internal_error() -> Response:
     message = "internal error"
     return reply(Error, {"code": "internal_error", "message": message, "detail": message}, 500)
+
+
+def static_file(folder: Path, types: Mapping[str, str], name: str, cache_control: str) -> Response:
+    """One of the files the API serves itself (/docs, /console): only the names `types` lists, each
+    with its media type; read once per warm container."""
+    if name not in types:
+        raise NotFound(f"no such file: {name}")
+    headers: dict[str, str | list[str]] = {"Content-Type": types[name], "Cache-Control": cache_control}
+    return Response(body=_read(folder / name), status_code=200, headers=headers)
+
+
+@functools.cache
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
 def handle_errors(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,7 +6,6 @@ chalicelib/moderation/reviews.py.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from chalicelib import deps
 from chalicelib.api import auth
 from chalicelib.api.models import DEFAULT_PAGE, MAX_PAGE, TaskResult
 from chalicelib.api.requests import _optional, decode_cursor, echo, encode_cursor, parse_body, parse_id, require_json
-from chalicelib.api.responses import handle_errors, reply
+from chalicelib.api.responses import handle_errors, reply, static_file
 from chalicelib.api.review_models import (
     REVIEW_KINDS,
     AppealAccepted,
@@ -29,7 +28,7 @@ from chalicelib.api.review_models import (
 )
 from chalicelib.config import get_settings
 from chalicelib.domain.clients import MODERATE, Caller
-from chalicelib.errors import InsufficientScope, InvalidParameter, NotFound, TaskNotFound
+from chalicelib.errors import InsufficientScope, InvalidParameter, TaskNotFound
 
 CONSOLE = Path(__file__).resolve().parent / "static" / "console"
 # The console's files (chalicelib/api/static/console/), and their types.
@@ -107,12 +106,4 @@ def backlog() -> Mapping[str, object] | None:
 
 @handle_errors
 def console_asset(name: str) -> Response:
-    if name not in CONSOLE_ASSETS:
-        raise NotFound(f"no such file: {name}")
-    headers: dict[str, str | list[str]] = {"Content-Type": CONSOLE_ASSETS[name], "Cache-Control": "no-cache"}
-    return Response(body=_asset(name), status_code=200, headers=headers)
-
-
-@functools.cache
-def _asset(name: str) -> str:
-    return (CONSOLE / name).read_text(encoding="utf-8")
+    return static_file(CONSOLE, CONSOLE_ASSETS, name, "no-cache")

@@ -258,7 +258,7 @@ def _usd(v: float) -> str:
 
 
 def lines(r: Mapping[str, Any]) -> list[str]:
-    from measure.bench.report import _table
+    from measure.bench.table import table
 
     u, g, always = r["usage"], r["goal"], r["always_on"]
     out = [f"5. COST per month, us-east-1, prices of {r['prices']['as_of']} ({r['prices']['file']}; "
@@ -268,7 +268,7 @@ def lines(r: Mapping[str, Any]) -> list[str]:
             for row in r["serverless"]]
     rows.append(["any", "always-on", "", "", "", "", "", "", _usd(always["lines_usd"]["database"]),
                  _usd(always["total_usd"]), "", "1.00"])
-    out += _table(["tasks/month", "serverless", *LINE_LABELS.values(), "total", "per 1M tasks", "x always-on"], rows,
+    out += table(["tasks/month", "serverless", *LINE_LABELS.values(), "total", "per 1M tasks", "x always-on"], rows,
                   align="ll" + "r" * (len(LINE_LABELS) + 3))
     a = always["lines_usd"]
     out.append(f"  always-on: 2 x t3.small {_usd(a['vms'])} + MSK 2 x kafka.t3.small {_usd(a['kafka'])} + the same "

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from measure.bench.table import table
+
 
 def _ms(v: float | None) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:,.0f} ms" if v >= 100 else f"{v:.1f} ms"
@@ -19,17 +21,6 @@ def _rate(v: float | None) -> str:
 
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
-
-
-def _table(headers: list[str], rows: list[list[str]], align: str = "") -> list[str]:
-    """Columns sized to their content; `align` has one letter per column (l/r), default: first left, rest right."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    align = align or "l" + "r" * (len(headers) - 1)
-
-    def line(cells: list[str]) -> str:
-        return "  " + "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align, strict=True))
-
-    return [line(headers).rstrip(), "  " + "  ".join("-" * w for w in widths), *(line(r).rstrip() for r in rows)]
 
 
 def cold_lines(r: dict[str, Any]) -> list[str]:
@@ -52,7 +43,7 @@ def cold_lines(r: dict[str, Any]) -> list[str]:
     s = r["sklearn"]["total_ms"]
     rows.append(["sklearn (the old way)", "import sklearn + pickle.load", _ms(s["p50"]), _ms(s["min"]), _ms(s["max"]),
                  "1.0x", "", ""])
-    out += _table(["function", "module", "median", "min", "max", "vs sklearn", "target", "median parts (ms)"], rows,
+    out += table(["function", "module", "median", "min", "max", "vs sklearn", "target", "median parts (ms)"], rows,
                   align="llrrrrll")
     out.append(f"  {r['note']}")
     if "registry_note" in r:
@@ -82,7 +73,7 @@ def batch_lines(r: dict[str, Any]) -> list[str]:
                      f"{lat['p50']:.1f} / {lat['p95']:.1f}", _rate(sh["msg_per_s"]), keeps, _rate(pg["msg_per_s"]),
                      f"{pg['ratio_to_batch1']:.1f}x", _rate(pgt["msg_per_s"]) if pgt else "-",
                      f"{sc['messages']} / {sc['completed']}"])
-    out += _table(["batch", "scorer msg/s", "x batch 1", "target", "of PG alone", "of PG+trail", "ms/batch p50/p95",
+    out += table(["batch", "scorer msg/s", "x batch 1", "target", "of PG alone", "of PG+trail", "ms/batch p50/p95",
                    "+ shadow msg/s", "keeps", "PG alone msg/s", "x b1", "PG+trail msg/s", "msgs / completed"], rows)
     out.append("  + shadow: the scorer with a shadow version set (every task scored twice, the shadow's verdicts "
                "written after the commit); keeps = its rate / the scorer's")
@@ -97,7 +88,7 @@ def e2e_lines(r: dict[str, Any]) -> list[str]:
     tasks, submit = load["tasks"], load["by_kind"]["submit"]
     ratio_ok = r["ratio_e2e_to_raw_sqs"] >= r["target_ratio"]
     out = [f"3. END TO END: one `make run` stack (ready in {r['startup_s']:.1f} s)"]
-    out += _table(["", "figure", "detail"], [
+    out += table(["", "figure", "detail"], [
         ["raw SQS (scratch queue)", f"{_rate(raw['msg_per_s'])} msg/s",
          f"{raw['messages']} msgs, {raw['senders']} senders x SendMessage, {raw['receivers']} receivers x "
          "ReceiveMessage(10)+DeleteMessageBatch"],
@@ -108,7 +99,7 @@ def e2e_lines(r: dict[str, Any]) -> list[str]:
         ["responses >= 500", str(load["responses_5xx"]),
          f"no response: {load['no_response']}; unfinished: {tasks['not_terminal']}; {'; '.join(load['problems'])}"],
     ], align="lrl")
-    out += _table(["latency", "p50", "p95", "p99", "max"], [
+    out += table(["latency", "p50", "p95", "p99", "max"], [
         [f"POST /moderation/async_predict ({submit['count']})", *(_ms(submit[f"{k}_ms"]) for k in ("p50", "p95", "p99", "max"))],
         ["submit -> completed (processed_at - created_at)",
          *(_ms(tasks["submit_to_completed"][f"{k}_ms"]) for k in ("p50", "p95", "p99", "max"))],
