@@ -87,6 +87,8 @@ def serve(receiver: Receiver, host: str = "127.0.0.1") -> Iterator[Receiver]:
     """Run `receiver` on a free port in threads; its `url` is set while inside."""
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # a reply in one segment, not held for the sender's delayed ACK
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}

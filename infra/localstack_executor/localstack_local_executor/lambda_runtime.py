@@ -548,6 +548,9 @@ class Supervisor:
 
         class InvokeHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # LocalStack keeps its connection alive: without TCP_NODELAY each reply's body (a second
+            # send after the headers) waits for the delayed ACK, 40 ms an invocation.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
