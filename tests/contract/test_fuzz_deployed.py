@@ -20,8 +20,11 @@ from tests.contract.contract_fuzz import run
 from tests.e2e.deployed_stack import Deployed
 
 pytestmark = pytest.mark.e2e
-# API Gateway's usage plan allows 20 requests/s (burst 40); stay under it.
-RATE_LIMIT = "15/s"
+# API Gateway's usage plan allows 20 requests/s (burst 40): against AWS the fuzz would have to stay
+# under it (CONTRACT_RATE_LIMIT=15/s). LocalStack does not throttle (test_deployed.py's
+# test_what_localstack_enforces_of_api_keys), so here the fuzz runs as fast as the stack answers:
+# 1,900 cases in 55 s instead of 134 s at 15/s.
+RATE_LIMIT = os.environ.get("CONTRACT_RATE_LIMIT") or None
 # Fewer examples per operation than the chalice local run (40): the app code behind both is
 # the same and is fuzzed there; what this run adds is API Gateway's part (keys, gateway
 # responses, the Lambda proxy's encoding), which a smaller sample exercises.
