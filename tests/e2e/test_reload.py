@@ -8,6 +8,7 @@ import shutil
 import time
 import urllib.error
 from collections.abc import Callable
+from http.client import HTTPException
 
 import pytest
 
@@ -32,7 +33,9 @@ def _eventually(check: Callable[[], bool], timeout: float = 60) -> bool:
         try:
             if check():
                 return True
-        except (urllib.error.URLError, ConnectionError):  # the API restarting
+        # The API restarting: refused, reset, or cut off mid-answer (IncompleteRead: the old server stopped
+        # between its headers and its body).
+        except (urllib.error.URLError, ConnectionError, HTTPException):
             pass
         time.sleep(0.3)
     return False
