@@ -49,6 +49,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     pytest 9 no longer reads, so the marks are silently ignored.)"""
     from xdist.scheduler import LoadScopeScheduling
 
+    # Scopes in collection order (pytest_collection_modifyitems below puts the slow tiers first), not
+    # xdist's default of the most tests first: that started the suites with one or two long tests (a
+    # stack each) last, on whichever worker was free, and the run waited for them.
+    config.option.loadscopereorder = False
+
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
@@ -57,8 +62,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return Scheduling(config, log)
 
 
+# The order the suites start in under xdist: the slowest tiers (stacks started, deployed, fuzzed) first, so
+# the short unit modules fill the workers' ends (longest-first scheduling).
+TIERS = ("tests/contract/", "tests/e2e/", "tests/integration/", "tests/unit/")
+
+
+def _tier(item: pytest.Item) -> int:
+    return next((i for i, prefix in enumerate(TIERS) if item.nodeid.startswith(prefix)), len(TIERS))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A new user of the session's `deployed` stack must join DEPLOYED_MODULES, or xdist builds a second one."""
+    """Slow tiers first (TIERS; a stable sort: each module's tests keep their order). A new user of the
+    session's `deployed` stack must join DEPLOYED_MODULES, or xdist builds a second one."""
+    items.sort(key=_tier)
     for item in items:
         fixtures = getattr(item, "_fixtureinfo", None)
         defs = fixtures.name2fixturedefs.get("deployed") if fixtures else None
