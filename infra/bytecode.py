@@ -14,6 +14,10 @@ interpreter that packages, so only when it is the functions' runtime (the byteco
 format changes with every Python minor version; Chalice takes the runtime from
 that interpreter, so they agree unless someone overrides it). Paths in tracebacks
 are /var/task's, as the sources' would be.
+
+Chalice copies chalicelib/ as it finds it, __pycache__ included: a checkout where tests
+or `make run` ran holds timestamp-checked .pyc files of the developer's own Python. They
+are dropped first and compiled again here, so the zip is the same on every machine.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def add_bytecode(zip_path: Path, function_runtimes: set[str]) -> int:
     Nothing is added (0) when a function runs another Python than this one: its
     interpreter would ignore bytecode of another version anyway.
     """
+    drop_bytecode(zip_path)
     if function_runtimes != {runtime()}:
         return 0
     with zipfile.ZipFile(zip_path) as zf:
@@ -60,6 +65,26 @@ def add_bytecode(zip_path: Path, function_runtimes: set[str]) -> int:
                     info.external_attr = 0o644 << 16
                     out.writestr(info, path.read_bytes())
     return len(compiled)
+
+
+def is_bytecode(name: str) -> bool:
+    return name.endswith((".pyc", ".pyo")) or "/__pycache__/" in f"/{name}"
+
+
+def drop_bytecode(zip_path: Path) -> int:
+    """Rewrite `zip_path` without the bytecode it holds (what Chalice copied from the working tree);
+    return how many entries went. A zip cannot delete in place: the rest is copied, entry by entry."""
+    with zipfile.ZipFile(zip_path) as zf:
+        stale = [info for info in zf.infolist() if is_bytecode(info.filename)]
+        if not stale:
+            return 0
+        kept = zip_path.with_suffix(".tmp")
+        with zipfile.ZipFile(kept, "w") as out:
+            for info in zf.infolist():
+                if not is_bytecode(info.filename):
+                    out.writestr(info, zf.read(info), compress_type=info.compress_type)
+    kept.replace(zip_path)
+    return len(stale)
 
 
 def _compiled(root: Path, present: set[str]) -> list[tuple[str, Path]]:
