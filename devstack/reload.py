@@ -13,6 +13,7 @@ and nothing of .local/ or the virtualenvs is ever looked at.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -41,8 +42,15 @@ GENERATED = ("migrations_sql", "certs")
 
 
 class _CodeFilter(watchfiles.DefaultFilter):
+    """Files only. The poller also reports a folder whose entries changed: the `__pycache__/` that
+    Python creates in a package on its first import (the restarted app's own, or the import check's)
+    would reload the app again, right after a reload or a first start."""
+
     def __init__(self) -> None:
         super().__init__(ignore_dirs=(*watchfiles.DefaultFilter.ignore_dirs, *GENERATED))
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        return super().__call__(change, path) and not os.path.isdir(path)
 
 
 _code_filter = _CodeFilter()
