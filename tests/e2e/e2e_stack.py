@@ -40,9 +40,14 @@ def http(method: str, url: str, data: bytes | None = None, *, key: str | None = 
 
 
 def settle(stack: Stack, timeout: float = 60) -> None:
-    """Leave a shared stack as the next module expects it: every queued task finished, the ads a test
-    closed reopened, the DLQ empty (a module that parks messages there must not turn the next one's
-    /health/pipeline degraded or its DLQ counts wrong)."""
+    """Leave a shared stack as the next module expects it: no webhook endpoints (the contract fuzz
+    registers dozens, at addresses that never answer: the next module's deliveries queued behind
+    theirs), every queued task finished, the ads a test closed reopened, the DLQ empty (a module that
+    parks messages there must not turn the next one's /health/pipeline degraded or its DLQ counts
+    wrong)."""
+    # First, so the tasks still finishing publish to no one; their queued deliveries are dropped
+    # when received (the sender finds no delivery), with their attempts and the endpoints.
+    execute(stack.database_url, "DELETE FROM webhook_endpoints")
     creds = names.LOCAL_CREDENTIALS
     sqs = boto3.client("sqs", endpoint_url=stack.endpoint, region_name=creds["AWS_DEFAULT_REGION"],
                        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"], aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])

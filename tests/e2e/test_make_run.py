@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.e2e_stack import Stack, http, settle
+from tests.helpers import insert_ad
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +49,16 @@ def test_submit_and_poll_until_completed(stack: Stack):
 
 
 def test_what_happened_to_an_ad(stack: Stack):
-    # Ops' question over HTTP: the ad's tasks, newest first, each as its result route shows it.
-    first = http("POST", f"{stack.api}/moderation/async_predict?item_id=7", key=stack.api_key)[1]["task_id"]
-    second = http("POST", f"{stack.api}/moderation/async_predict?item_id=7", key=stack.api_key)[1]["task_id"]
+    # Ops' question over HTTP: the ad's tasks, newest first, each as its result route shows it. An ad of
+    # its own: the stack is shared, and the contract fuzz submits the demo ads too.
+    item = insert_ad(stack.database_url)
+    first = http("POST", f"{stack.api}/moderation/async_predict?item_id={item}", key=stack.api_key)[1]["task_id"]
+    second = http("POST", f"{stack.api}/moderation/async_predict?item_id={item}", key=stack.api_key)[1]["task_id"]
     results = [poll_result(stack, t) for t in (second, first)]
-    status, page = http("GET", f"{stack.api}/moderation/tasks?item_id=7&limit=1", key=stack.api_key)
+    status, page = http("GET", f"{stack.api}/moderation/tasks?item_id={item}&limit=1", key=stack.api_key)
     assert status == 200 and page["tasks"] == results[:1] and page["next_cursor"]
-    status, page = http("GET", f"{stack.api}/moderation/tasks?item_id=7&limit=1&cursor={page['next_cursor']}", key=stack.api_key)
+    status, page = http("GET", f"{stack.api}/moderation/tasks?item_id={item}&limit=1&cursor={page['next_cursor']}",
+                        key=stack.api_key)
     assert status == 200 and page["tasks"] == results[1:] and page["next_cursor"] is None
     status, page = http("GET", f"{stack.api}/moderation/tasks?status=bogus", key=stack.api_key)
     assert status == 400 and page["parameter"] == "status"
