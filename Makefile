@@ -5,6 +5,13 @@
 #   .venv-checkov    checkov for make check-infra (its pins would downgrade the app's boto3)
 #   .local/          embedded PostgreSQL data, LocalStack state, logs
 
+# Bytecode is cached, whatever the shell says: with PYTHONDONTWRITEBYTECODE set (many Docker
+# images and CI machines set it) every Python process the suites start (LocalStack, the functions'
+# runtimes, chalice local, the aws CLI, checkov) compiled each module it imports from source, every
+# time: a fifth of make test's CPU (docs/testing.md#where-the-time-goes). The .pyc files go to the
+# git-ignored virtualenvs and __pycache__/ folders; make package compiles its own (infra/bytecode.py).
+unexport PYTHONDONTWRITEBYTECODE
+
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
