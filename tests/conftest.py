@@ -40,11 +40,22 @@ DEPLOYED_MODULES = (
     "tests/e2e/test_legacy_deployed.py",
     "tests/e2e/test_webhooks_deployed.py",
 )
+# The modules whose tests use the session's `shared_make_run`: one worker too, so one stack is started,
+# not one on each worker that draws one of them (each costs ~10 s of CPU to start, and polls while it runs).
+SHARED_MAKE_RUN_MODULES = (
+    "tests/contract/test_fuzz_local.py",
+    "tests/e2e/test_legacy_make_run.py",
+    "tests/e2e/test_make_run.py",
+    "tests/e2e/test_model_registry.py",
+    "tests/e2e/test_webhooks_make_run.py",
+)
+# Session fixture -> the modules that may use it, and the scope (the worker) they share.
+SHARED_STACKS = {"deployed": DEPLOYED_MODULES, "shared_make_run": SHARED_MAKE_RUN_MODULES}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """make test (-n N --dist loadscope): each module runs on one worker, so a module fixture (a make run,
-    a deployment) is built once; the modules of DEPLOYED_MODULES share one worker, and so one `deployed`.
+    a deployment) is built once; the modules of each SHARED_STACKS list share one worker, and so one stack.
     (Not --dist loadgroup and xdist_group marks: xdist 3.8 writes the group into item._nodeid, which
     pytest 9 no longer reads, so the marks are silently ignored.)"""
     from xdist.scheduler import LoadScopeScheduling
@@ -57,7 +68,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return "deployed" if module in DEPLOYED_MODULES else module
+            return next((stack for stack, modules in SHARED_STACKS.items() if module in modules), module)
 
     return Scheduling(config, log)
 
@@ -72,15 +83,18 @@ def _tier(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tiers first (TIERS; a stable sort: each module's tests keep their order). A new user of the
-    session's `deployed` stack must join DEPLOYED_MODULES, or xdist builds a second one."""
+    """Slow tiers first (TIERS; a stable sort: each module's tests keep their order). A new user of a
+    session's stack (`deployed`, `shared_make_run`) must join its list in SHARED_STACKS, or xdist builds
+    a second one."""
     items.sort(key=_tier)
     for item in items:
         fixtures = getattr(item, "_fixtureinfo", None)
-        defs = fixtures.name2fixturedefs.get("deployed") if fixtures else None
         module = item.nodeid.split("::", 1)[0]
-        if defs and defs[-1].scope == "session" and module not in DEPLOYED_MODULES:
-            raise pytest.UsageError(f"{module} uses the session's `deployed` stack: add it to DEPLOYED_MODULES (conftest.py)")
+        for stack, modules in SHARED_STACKS.items():
+            defs = fixtures.name2fixturedefs.get(stack) if fixtures else None
+            if defs and defs[-1].scope == "session" and module not in modules:
+                raise pytest.UsageError(f"{module} uses the session's `{stack}` stack: add it to its list in SHARED_STACKS "
+                                        "(tests/conftest.py)")
 
 
 @pytest.fixture(scope="session")
@@ -137,11 +151,11 @@ def pg_url(pg_server: str) -> str:
 
 @pytest.fixture(scope="session")
 def shared_make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One `make run` per test process for the modules that use a stack without stopping, restarting or
-    counting all of it (their `stack` fixture takes this one and calls `settle` after the module, so the
-    next starts from a quiet stack). Starting one (PostgreSQL, LocalStack, migrations, chalice local, the
-    runner) is most of such a module's cost; under xdist each worker that runs one of those modules
-    builds one and stops it when the worker ends. Its alias re-check is every 2 s, what
+    """One `make run` for the modules that use a stack without stopping, restarting or counting all of
+    it (their `stack` fixture takes this one and calls `settle` after the module, so the next starts
+    from a quiet stack). Starting one (PostgreSQL, LocalStack, migrations, chalice local, the runner) is
+    most of such a module's cost; under xdist those modules (SHARED_MAKE_RUN_MODULES) run on one
+    worker, which stops it when it ends. Its alias re-check is every 2 s, what
     tests/e2e/test_model_registry.py needs."""
     from tests.e2e.e2e_stack import make_run
 
