@@ -195,6 +195,11 @@ class HostLocalStack:
             # (wiped at start-up: two instances would clobber each other). LOCALSTACK_VOLUME_DIR
             # is read by its Docker CLI only; set for tools that look.
             "FILESYSTEM_ROOT": str(self.run_dir / "filesystem"), "LOCALSTACK_VOLUME_DIR": str(self.run_dir / "volume"),
+            # It runs on this host, whatever it guesses: on a machine that looks like a container
+            # to it (a CI runner, a dev container) it ignored FILESYSTEM_ROOT for the container's
+            # /tmp/localstack and /var/lib/localstack, shared by every instance, and two starting at
+            # once wrote and read one TLS certificate file there (a start failed on "PEM lib").
+            "OVERRIDE_IN_DOCKER": "0",
             # No TLS certificate download at start (offline), no telemetry.
             "SKIP_SSL_CERT_DOWNLOAD": "1", "DISABLE_EVENTS": "1",
             # Per-message SQS metrics go to CloudWatch from background threads; at shutdown

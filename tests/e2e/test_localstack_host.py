@@ -1,10 +1,12 @@
 """The host-mode LocalStack (toolkit/localstack.py) listens where GATEWAY_LISTEN says, and nowhere else:
-its Twisted gateway, left to itself, binds every interface (toolkit/localstack_runtime.py)."""
+its Twisted gateway, left to itself, binds every interface (toolkit/localstack_runtime.py); and it keeps
+its files in its own folder, never in the machine-wide ones another instance uses."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
@@ -20,3 +22,14 @@ def test_localstack_listens_on_the_host_it_was_given_only(localstack_endpoint: s
     assert str(RUNTIME_SCRIPT) in owner.cmdline()
     with urllib.request.urlopen(f"{localstack_endpoint}/_localstack/health", timeout=10) as resp:
         assert json.loads(resp.read())["services"]["sqs"] in ("available", "running")
+
+
+def test_localstack_keeps_its_files_in_its_own_folder(localstack_endpoint: str) -> None:
+    """On a machine LocalStack takes for a container (this CI's), it used the container's
+    /var/lib/localstack and /tmp/localstack, shared by every instance: two starting at once
+    wrote and read one TLS certificate there."""
+    port = urlsplit(localstack_endpoint).port
+    [listener] = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    root = Path(psutil.Process(listener.pid).environ()["FILESYSTEM_ROOT"])
+    assert root.name == "filesystem" and f"port-{port}" in root.parts
+    assert [p.relative_to(root).as_posix() for p in root.rglob("server.test.pem")] == ["var/lib/localstack/cache/server.test.pem"]

@@ -206,6 +206,7 @@ def test_host_localstack_paths_are_relative_to_the_repo(monkeypatch: pytest.Monk
     assert env["LOCALSTACK_HOST"] == "127.0.0.1:4599"
     assert env["SQS_ENDPOINT_STRATEGY"] == "path"
     assert env["GATEWAY_SERVER"] == "twisted"  # bound to the given host by toolkit/localstack_runtime.py
+    assert env["OVERRIDE_IN_DOCKER"] == "0"  # its files under FILESYSTEM_ROOT, wherever it runs
     # Non-default ports get their own state dir, so they never clash with `make run`'s LocalStack.
     assert stack.log_file == REPO_ROOT / ".local" / "localstack" / "port-4599" / "localstack.log"
     assert HostLocalStack().log_file == REPO_ROOT / ".local" / "localstack" / "localstack.log"
