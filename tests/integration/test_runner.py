@@ -13,6 +13,7 @@ from pathlib import Path
 
 import boto3
 import psutil
+import psycopg2
 import pytest
 
 from chalicelib import deps
@@ -188,24 +189,41 @@ def test_the_runner_process_budgets_connections_and_stops_on_sigterm(app_env, tm
         try:
             tasks = [deps.task_store().create_task(item_id, client="tester") for _ in range(30)]
             deps.reset()  # closes this process's own connection: only the runner's are counted below
+            # Sampled from before the first message until the last task is done: the most connections
+            # the runner held at once (its pool closes them when idle, and a warm runner scores 30 tasks
+            # in well under a second). Its own, told by their client ports: a pool an earlier test left
+            # to the garbage collector also says application_name 'ad-moderation'.
+            runner, peaks, finished = psutil.Process(proc.pid), [0], threading.Event()
+
+            def sample() -> None:
+                conn = psycopg2.connect(app_env)
+                conn.autocommit = True  # each sample sees the activity as it is now
+                try:
+                    with conn.cursor() as cur:
+                        while not finished.is_set():
+                            ports = {c.laddr.port for c in runner.net_connections("tcp") if c.laddr}
+                            cur.execute("SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND application_name = 'ad-moderation'")
+                            peaks.append(sum(1 for (port,) in cur.fetchall() if port in ports))
+                            time.sleep(0.005)
+                finally:
+                    conn.close()
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
             for start in range(0, len(tasks), 10):
                 client.send_message_batch(QueueUrl=url, Entries=[
                     {"Id": str(t), "MessageBody": json.dumps(task_body(t, item_id))} for t in tasks[start:start + 10]])
-            # Sampled while the pollers work: the most connections the runner held at once. Its
-            # own, told by their client ports: a pool an earlier test left to the garbage
-            # collector also says application_name 'ad-moderation'.
-            runner = psutil.Process(proc.pid)
-            peak, deadline = 0, time.monotonic() + 30
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                ports = {c.laddr.port for c in runner.net_connections("tcp") if c.laddr}
-                rows = execute(app_env, "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND application_name = 'ad-moderation'")
-                peak = max(peak, sum(1 for (port,) in rows if port in ports))
                 [(done,)] = execute(app_env, "SELECT count(*) FROM moderation_results WHERE id = ANY(%s) "
                                     "AND status = 'completed'", (tasks,))
                 if done == len(tasks):
                     break
                 time.sleep(0.05)
+            finished.set()
+            sampler.join(10)
+            peak = max(peaks)
             assert [fetch_task(app_env, t)["status"] for t in tasks] == ["completed"] * len(tasks), log.read_text()
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
