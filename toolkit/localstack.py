@@ -35,8 +35,8 @@ CONSTRAINTS_FILE = Path(__file__).with_name("localstack-constraints.txt")
 DEFAULT_SERVICES = "sqs,iam,sts,cloudformation,apigateway,lambda,s3,logs,cloudwatch,secretsmanager,ssm"
 REQUIRED_PYTHON = (3, 13)
 START_TIMEOUT_S, STOP_GRACE_S = 60.0, 10.0
-RUNTIME_MODULE = "localstack.runtime.main"  # what LocalStack's CLI (and Docker entrypoint) ends up running
-# It, with the Twisted gateway bound to GATEWAY_LISTEN's host: see the script.
+# `python -m localstack.runtime.main` (what LocalStack's CLI and Docker entrypoint end up running), with
+# the Twisted gateway bound to GATEWAY_LISTEN's host: see the script.
 RUNTIME_SCRIPT = Path(__file__).with_name("localstack_runtime.py")
 # The stamp's name and hash are those of every existing install: changing either reinstalls.
 _STAMP_NAME = ".devstack-localstack.stamp"
