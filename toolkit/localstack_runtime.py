@@ -8,7 +8,7 @@ the deployed contract fuzz, 1,900 requests, 55-60 s of LocalStack's CPU against 
 LocalStack 2026.3's Twisted server binds IPv4 to every interface whatever GATEWAY_LISTEN says
 (localstack/runtime/server/twisted.py: "TODO: interface = host?"): an unauthenticated AWS on the
 LAN. Here the module's `endpoints` gets an IPv4 listener bound to the host asked for; nothing else
-of LocalStack changes. tests/integration/test_devstack.py checks where it listens.
+of LocalStack changes. tests/e2e/test_localstack_host.py checks where it listens.
 """
 
 from __future__ import annotations

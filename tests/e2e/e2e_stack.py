@@ -41,8 +41,8 @@ def http(method: str, url: str, data: bytes | None = None, *, key: str | None = 
 
 def settle(stack: Stack, timeout: float = 60) -> None:
     """Leave a shared stack as the next module expects it: no webhook endpoints (the contract fuzz
-    registers dozens, at addresses that never answer: the next module's deliveries queued behind
-    theirs), every queued task finished, the ads a test closed reopened, the DLQ empty (a module that
+    registers dozens, at whatever addresses it generates, and every completion is delivered to each),
+    every queued task finished, the ads a test closed reopened, the DLQ empty (a module that
     parks messages there must not turn the next one's /health/pipeline degraded or its DLQ counts
     wrong)."""
     # First, so the tasks still finishing publish to no one; their queued deliveries are dropped

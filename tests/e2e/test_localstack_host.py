@@ -14,9 +14,14 @@ import psutil
 from toolkit.localstack import RUNTIME_SCRIPT
 
 
+def listening(endpoint: str) -> list:
+    """The sockets listening on the endpoint's port, whatever their address."""
+    port = urlsplit(endpoint).port
+    return [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
 def test_localstack_listens_on_the_host_it_was_given_only(localstack_endpoint: str) -> None:
-    port = urlsplit(localstack_endpoint).port
-    listeners = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    listeners = listening(localstack_endpoint)
     assert [c.laddr.ip for c in listeners] == ["127.0.0.1"], listeners
     owner = psutil.Process(listeners[0].pid)
     assert str(RUNTIME_SCRIPT) in owner.cmdline()
@@ -29,7 +34,7 @@ def test_localstack_keeps_its_files_in_its_own_folder(localstack_endpoint: str) 
     /var/lib/localstack and /tmp/localstack, shared by every instance: two starting at once
     wrote and read one TLS certificate there."""
     port = urlsplit(localstack_endpoint).port
-    [listener] = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    [listener] = listening(localstack_endpoint)
     root = Path(psutil.Process(listener.pid).environ()["FILESYSTEM_ROOT"])
     assert root.name == "filesystem" and f"port-{port}" in root.parts
     assert [p.relative_to(root).as_posix() for p in root.rglob("server.test.pem")] == ["var/lib/localstack/cache/server.test.pem"]

@@ -189,10 +189,10 @@ def test_the_runner_process_budgets_connections_and_stops_on_sigterm(app_env, tm
         try:
             tasks = [deps.task_store().create_task(item_id, client="tester") for _ in range(30)]
             deps.reset()  # closes this process's own connection: only the runner's are counted below
-            # Sampled from before the first message until the last task is done: the most connections
-            # the runner held at once (its pool closes them when idle, and a warm runner scores 30 tasks
-            # in well under a second). Its own, told by their client ports: a pool an earlier test left
-            # to the garbage collector also says application_name 'ad-moderation'.
+            # Sampled from before the first message until the last task is done (sampling only after
+            # sending once saw none open): the most connections the runner held at once. Its own, told
+            # by their client ports: a pool an earlier test left to the garbage collector also says
+            # application_name 'ad-moderation'.
             runner, peaks, finished = psutil.Process(proc.pid), [0], threading.Event()
 
             def sample() -> None:
