@@ -38,6 +38,7 @@ DEPLOYED_MODULES = (
     "tests/e2e/test_deployed_clients.py",
     "tests/e2e/test_deployed_reviews.py",
     "tests/e2e/test_legacy_deployed.py",
+    "tests/e2e/test_load_deployed.py",
     "tests/e2e/test_webhooks_deployed.py",
 )
 # The modules whose tests use the session's `shared_make_run`: one worker too, so one stack is started,
@@ -45,8 +46,10 @@ DEPLOYED_MODULES = (
 SHARED_MAKE_RUN_MODULES = (
     "tests/contract/test_fuzz_local.py",
     "tests/e2e/test_legacy_make_run.py",
+    "tests/e2e/test_load.py",
     "tests/e2e/test_make_run.py",
     "tests/e2e/test_model_registry.py",
+    "tests/e2e/test_two_stacks.py",
     "tests/e2e/test_webhooks_make_run.py",
 )
 # Session fixture -> the modules that may use it, and the scope (the worker) they share.
@@ -82,19 +85,36 @@ def _tier(item: pytest.Item) -> int:
     return next((i for i, prefix in enumerate(TIERS) if item.nodeid.startswith(prefix)), len(TIERS))
 
 
+def _uses_session_stack(item: pytest.Item, stack: str) -> bool:
+    """Whether the test uses the session's fixture `stack` (not a module's own of that name)."""
+    fixtures = getattr(item, "_fixtureinfo", None)
+    defs = fixtures.name2fixturedefs.get(stack) if fixtures else None
+    return defs is not None and len(defs) > 0 and defs[-1].scope == "session"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tiers first (TIERS; a stable sort: each module's tests keep their order). A new user of a
     session's stack (`deployed`, `shared_make_run`) must join its list in SHARED_STACKS, or xdist builds
     a second one."""
     items.sort(key=_tier)
     for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
         module = item.nodeid.split("::", 1)[0]
         for stack, modules in SHARED_STACKS.items():
-            defs = fixtures.name2fixturedefs.get(stack) if fixtures else None
-            if defs and defs[-1].scope == "session" and module not in modules:
+            if _uses_session_stack(item, stack) and module not in modules:
                 raise pytest.UsageError(f"{module} uses the session's `{stack}` stack: add it to its list in SHARED_STACKS "
                                         "(tests/conftest.py)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The last test of a module on the session's deployed stack leaves it settled for the next module
+    (tests/e2e/e2e_stack.py settle(), as the `make run` modules do with theirs): a task one module
+    submitted and did not wait for must not complete into the next one's webhook receiver or counts."""
+    last_of_module = nextitem is None or nextitem.path != item.path
+    if last_of_module and _uses_session_stack(item, "deployed"):
+        from tests.e2e.e2e_stack import settle
+
+        settle(item.funcargs["deployed"])  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +124,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     One per session: the contract fuzz and tests/e2e/test_deployed.py share it (each
     deployment costs ~15 s up and ~10 s down). Their tests look only at their own tasks
     and messages; the password rotation in test_deployed.py updates the secret too, so
-    what runs after it connects as well. Tests that need a stack of their own (load
-    counts every verdict written, two stacks side by side) start one.
+    what runs after it connects as well; the last test of each module settles it
+    (pytest_runtest_teardown above). Tests that need a stack of their own (two stacks
+    side by side, a database that goes away) start one.
     """
     from tests.e2e.deployed_stack import FIXTURE_TIMINGS, deployed_stack
 

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Protocol
 
 import boto3
 import pytest
@@ -39,7 +40,16 @@ def http(method: str, url: str, data: bytes | None = None, *, key: str | None = 
         return err.code, json.loads(err.read())
 
 
-def settle(stack: Stack, timeout: float = 60) -> None:
+class SharedStack(Protocol):
+    """What settle() needs of a session's stack: `make run`'s (Stack) or the deployed one (tests/e2e/deployed_stack.py)."""
+
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def database_url(self) -> str: ...
+
+
+def settle(stack: SharedStack, timeout: float = 60) -> None:
     """Leave a shared stack as the next module expects it: no webhook endpoints (the contract fuzz
     registers dozens, at whatever addresses it generates, and every completion is delivered to each),
     every queued task finished, the ads a test closed reopened, the DLQ empty (a module that

@@ -1,15 +1,16 @@
-"""`make load`, small: 16 concurrent clients, 300 submits (120 deployed), on both local topologies.
-
-(a) the `make run` stack, started as `make run` starts it (chalice local serves
-    requests on threads: the case of the connection pool);
-(b) the packaged stack deployed to LocalStack (API key, API Gateway, Lambda,
-    LocalStack's own event source mapping).
+"""`make load`, small: 16 concurrent clients, 300 submits, on the `make run` stack, started as `make run`
+starts it (chalice local serves requests on threads: the case of the connection pool); the same on the
+packaged stack deployed to LocalStack is in test_load_deployed.py.
 
 The load tool runs as `make load` runs it, in a subprocess (locust patches the
 standard library with gevent, which must not happen inside pytest). Then: no
 response >= 500, every accepted task terminal, no verdict written twice (a
 trigger counts every transition into 'completed'), and the results file holds
 the figures. And, against a fake API that fails, that the tool exits non-zero.
+
+The stacks are the session's (tests/conftest.py SHARED_STACKS): the module before leaves them settled,
+with nothing in flight, and only this module's tasks are on them while it runs, so the trigger counts
+only the load's verdicts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -26,16 +29,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.deployed_stack import deployed_stack
-from tests.e2e.e2e_stack import make_run
-from tests.helpers import execute, http_server, install_verdict_audit
+from tests.e2e.e2e_stack import Stack, settle
+from tests.helpers import drop_verdict_audit, execute, http_server, install_verdict_audit
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 USERS, SUBMITS = 16, 300
-# LocalStack's event source mapping drains ~7 tasks/s (one batch at a time): 120 submits keep
-# the deployed run to ~20 s and still put 16 clients on API Gateway and the Lambda at once.
-DEPLOYED_SUBMITS = 120
 
 
 def load_tool(url: str, out: Path, *args: str, api_key: str = "") -> subprocess.CompletedProcess[str]:
@@ -90,26 +89,27 @@ def show(label: str, results: dict[str, Any], capsys: pytest.CaptureFixture[str]
               f"{tasks['tasks_per_s']} tasks/s, statuses {results['status_counts']}")
 
 
-def test_load_on_make_run(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    with make_run(tmp_path_factory) as stack:
-        database_url = stack.database_url
-        install_verdict_audit(database_url)
-        results = run_load(stack.api, tmp_path / "results.json", items="1-300", api_key=stack.api_key)
-        assert results["config"]["api_key_sent"]  # make run enforces keys as the deployed API does
-        check_results(results, database_url)
+@contextmanager
+def verdicts_counted(database_url: str) -> Iterator[None]:
+    """The trigger that counts verdict writes (tests/helpers.py), on a session's stack for one test only."""
+    install_verdict_audit(database_url)
+    try:
+        yield
+    finally:
+        drop_verdict_audit(database_url)
+
+
+def test_load_on_make_run(shared_make_run: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    stack = shared_make_run
+    settle(stack)  # nothing of another module's still in flight, to be counted as this load's
+    try:
+        with verdicts_counted(stack.database_url):
+            results = run_load(stack.api, tmp_path / "results.json", items="1-300", api_key=stack.api_key)
+            assert results["config"]["api_key_sent"]  # make run enforces keys as the deployed API does
+            check_results(results, stack.database_url)
+    finally:
+        settle(stack)
     show("make run", results, capsys)
-
-
-def test_load_on_the_deployed_stack(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]):
-    with deployed_stack(tmp_path_factory, n_ads=20) as deployed:
-        install_verdict_audit(deployed.database_url)
-        # The write routes need the key there; without it every submit would be a 403.
-        results = run_load(deployed.d.api_url, tmp_path / "results.json", items="1-20", api_key=deployed.d.api_key,
-                           submits=DEPLOYED_SUBMITS)
-        assert results["config"]["api_key_sent"]
-        check_results(results, deployed.database_url, submits=DEPLOYED_SUBMITS)
-    show("deployed", results, capsys)
 
 
 class FailingAPI(BaseHTTPRequestHandler):

@@ -34,7 +34,7 @@ import pytest
 from devstack.stack import make_run_command, make_run_env, ports_of
 from infra import deploy_localstack as dl
 from tests.e2e.deployed_stack import http_json
-from tests.e2e.e2e_stack import Stack, http, make_run
+from tests.e2e.e2e_stack import Stack, http, settle
 from tests.helpers import free_port
 from toolkit import names
 from toolkit.names import ROOT
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.e2e
 
 
 @dataclass
-class Deployed:
+class Deployment:
     endpoint: str
     api_url: str
     api_key: str
@@ -59,7 +59,7 @@ def deploy_command(command: str, endpoint: str, pg_port: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def deployed() -> Iterator[Deployed]:
+def deployment() -> Iterator[Deployment]:
     """`make deploy-localstack`, on free ports and its own state dir; `make deploy-localstack-stop` after."""
     state = Path(tempfile.mkdtemp(prefix="moderation-e2e-deploy-"))
     endpoint, pg_port = f"http://127.0.0.1:{free_port()}", free_port()
@@ -72,7 +72,7 @@ def deployed() -> Iterator[Deployed]:
         api_url = re.search(r"API URL\s+(\S+)", up.stdout)
         api_key = re.search(r"API key\s+(\S+)", up.stdout)
         assert api_url and api_key, up.stdout
-        yield Deployed(endpoint, api_url.group(1), api_key.group(1))
+        yield Deployment(endpoint, api_url.group(1), api_key.group(1))
     finally:
         down = subprocess.run(deploy_command("stop", endpoint, pg_port), cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120, check=False)
@@ -85,8 +85,8 @@ def deployed() -> Iterator[Deployed]:
     assert port_free(port) and port_free(pg_port), "deploy-localstack-stop left something running"
 
 
-def post_with_key(deployed: Deployed, path: str) -> tuple[int, dict]:
-    status, body = http_json("POST", deployed.api_url + path, api_key=deployed.api_key)
+def post_with_key(deployment: Deployment, path: str) -> tuple[int, dict]:
+    status, body = http_json("POST", deployment.api_url + path, api_key=deployment.api_key)
     return status, body
 
 
@@ -107,10 +107,11 @@ def test_the_defaults_give_each_stack_its_own_endpoint_port_and_state():
     assert dl.LOCALSTACK_DATA != names.state_dir() / "localstack" and dl.PG_DATA != names.state_dir() / "pg"
 
 
-def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deployed,
-                                                              tmp_path_factory: pytest.TempPathFactory):
-    with make_run(tmp_path_factory) as stack:
-        assert stack.endpoint != deployed.endpoint
+def test_make_run_beside_a_deployed_stack_completes_every_task(deployment: Deployment, shared_make_run: Stack):
+    # The session's make run (tests/conftest.py), on the endpoint make run picks; the deployment came up beside it.
+    stack = shared_make_run
+    try:
+        assert stack.endpoint != deployment.endpoint
         ours = []
         for item_id in range(1, 21):
             status, body = http("POST", f"{stack.api}/moderation/async_predict?item_id={item_id}", key=stack.api_key)
@@ -118,7 +119,7 @@ def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deploye
             ours.append(body["task_id"])
         theirs = []
         for item_id in range(1, 4):
-            status, body = post_with_key(deployed, f"/moderation/async_predict?item_id={item_id}")
+            status, body = post_with_key(deployment, f"/moderation/async_predict?item_id={item_id}")
             assert status == 202, body
             theirs.append(body["task_id"])
 
@@ -126,12 +127,14 @@ def test_make_run_beside_a_deployed_stack_completes_every_task(deployed: Deploye
             return http("GET", f"{stack.api}/moderation/moderation_result/{task_id}", key=stack.api_key)[1]
 
         def theirs_result(task_id: int) -> dict:
-            url = f"{deployed.api_url}/moderation/moderation_result/{task_id}"
-            return http_json("GET", url, api_key=deployed.api_key)[1]  # reads need the key too
+            url = f"{deployment.api_url}/moderation/moderation_result/{task_id}"
+            return http_json("GET", url, api_key=deployment.api_key)[1]  # reads need the key too
 
         assert set(wait_terminal(ours_result, ours, 45).values()) == {"completed"}
         assert set(wait_terminal(theirs_result, theirs, 45).values()) == {"completed"}
         _assert_queue_empty(stack)
+    finally:
+        settle(stack)
 
 
 def _assert_queue_empty(stack: Stack) -> None:
@@ -142,8 +145,8 @@ def _assert_queue_empty(stack: Stack) -> None:
                      "--attribute-names", "ApproximateNumberOfMessages")["Attributes"]["ApproximateNumberOfMessages"] == "0"
 
 
-def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployed: Deployed):
-    env = make_run_env({"AWS_ENDPOINT_URL": deployed.endpoint})
+def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployment: Deployment):
+    env = make_run_env({"AWS_ENDPOINT_URL": deployment.endpoint})
     api_port, pg_port, _ = ports_of(env)
     try:
         started = time.monotonic()
@@ -154,17 +157,17 @@ def test_make_run_refuses_the_endpoint_of_a_deployed_stack(deployed: Deployed):
         shutil.rmtree(env["LOCAL_STATE_DIR"], ignore_errors=True)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
-    assert "refusing to start" in out and deployed.endpoint in out, out
+    assert "refusing to start" in out and deployment.endpoint in out, out
     assert "function ad-moderation-dev-score" in out and re.search(r"mapping [0-9a-f-]{36}", out), out
     assert "make deploy-localstack-stop" in out and "AWS_ENDPOINT_URL=" in out, out
     assert "ready in" not in out
     # Nothing left behind: no API, and the embedded Postgres it had started is stopped again.
     assert port_free(api_port) and port_free(pg_port)
     # The deployed stack is untouched and still works.
-    status, body = post_with_key(deployed, "/moderation/async_predict?item_id=5")
+    status, body = post_with_key(deployment, "/moderation/async_predict?item_id=5")
     assert status == 202, body
     def result_of(task_id: int) -> dict:
-        return http_json("GET", f"{deployed.api_url}/moderation/moderation_result/{task_id}", api_key=deployed.api_key)[1]
+        return http_json("GET", f"{deployment.api_url}/moderation/moderation_result/{task_id}", api_key=deployment.api_key)[1]
 
     result = wait_terminal(result_of, [body["task_id"]], 45)
     assert result == {body["task_id"]: "completed"}
