@@ -254,7 +254,8 @@ def test_the_reconciler_emits_the_backlog_for_the_alarm(client, app_env, sqs, ca
 
 def test_eight_moderators_at_once_over_500_tasks(client, app_env, monkeypatch):
     """No task decided twice, none lost, every lease used or expired. Each moderator abandons some
-    claims (a closed tab); a 1 s lease sends those back to the queue for whoever comes next."""
+    claims (a closed tab) and does not come back to them; a 1 s lease sends those back to the queue
+    for whoever comes next."""
     monkeypatch.setenv("REVIEW_LEASE_SECONDS", "1")
     monkeypatch.setenv("DB_POOL_SIZE", "8")
     from chalicelib import deps
@@ -267,12 +268,17 @@ def test_eight_moderators_at_once_over_500_tasks(client, app_env, monkeypatch):
 
     def moderate(key: str, seed: int) -> Counter:
         rng, seen = random.Random(seed), Counter()
+        closed_tabs: set[int] = set()  # abandoned here: the queue still lists one's own lease, but no one looks
         while True:
             page = out(call(client, "GET", "/moderation/reviews?limit=20", key))["tasks"]
             if not page:
                 if out(call(client, "GET", "/health/pipeline", None))["reviews"]["review"] == 0:
                     return seen
                 time.sleep(0.2)  # the rest are leased: wait for verdicts or expiry
+                continue
+            page = [queued for queued in page if queued["task_id"] not in closed_tabs]
+            if not page:
+                time.sleep(0.05)  # only one's own abandoned leases: another moderator takes them once expired
                 continue
             for queued in rng.sample(page, len(page)):
                 resp = claim(client, queued["task_id"], key)
@@ -283,6 +289,7 @@ def test_eight_moderators_at_once_over_500_tasks(client, app_env, monkeypatch):
                 continue
             task_id = queued["task_id"]
             if rng.random() < 0.05:
+                closed_tabs.add(task_id)
                 with lock:
                     abandoned.append((task_id, key.removeprefix("key-")))
                 continue
@@ -306,10 +313,11 @@ def test_eight_moderators_at_once_over_500_tasks(client, app_env, monkeypatch):
     assert Counter((t, k) for t, k, _ in trail if k == "reviewed") == Counter((t, "reviewed") for t in tasks)
     # Every lease was used (a verdict) or expired (and the next claim recorded it): none is left open.
     assert per_kind["claimed"] == per_kind["reviewed"] + per_kind["lease_expired"]
-    # An abandoned lease expired, or its moderator came back to it (the queue lists one's own leases)
-    # and renewed it before then; a verdict answered 409 had lost its lease, which then expired.
+    # Each abandoned lease expired (the next moderator's claim recorded it); a verdict answered 409 had
+    # lost its lease, which then expired too. (Had the moderators come back to their abandoned claims,
+    # as the queue lets them, a quick enough run renewed every one and none expired: seen in CI.)
     lost = sum(c[("verdict", 409)] for c in counts)
-    assert 0 < per_kind["lease_expired"] <= len(abandoned) + lost
+    assert abandoned and len(abandoned) <= per_kind["lease_expired"] <= len(abandoned) + lost
     assert execute(app_env, "SELECT count(*) FROM human_reviews WHERE decided_at IS NULL")[0][0] == 0
     assert out(call(client, "GET", "/moderation/reviews", MODERATORS[0]))["tasks"] == []
 
