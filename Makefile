@@ -152,9 +152,9 @@ load: export LOAD_API_KEY := $(or $(API_KEY),$(LOAD_API_KEY))
 # PROFILE=overload: 256 then 1,024 clients, each phase submitting for 30 s, judged against the
 # overload goal (docs/performance.md#under-overload-make-load-profileoverload); PHASES=256,1024 DURATION=30 change it.
 load: LOAD_ARGS = $(if $(URL),--url '$(URL)') $(if $(USERS),--users $(USERS)) $(if $(SUBMITS),--submits $(SUBMITS)) \
-	$(if $(ITEMS),--items '$(ITEMS)') $(if $(OUT),--out '$(OUT)') $(if $(DRAIN),--drain-timeout $(DRAIN)) \
+	$(if $(ITEMS),--items '$(ITEMS)') $(if $(OUT),--out '$(OUT)') $(if $(DRAIN),--drain-timeout $(DRAIN)) $(if $(DRAIN_POLL),--drain-poll $(DRAIN_POLL)) \
 	$(if $(PROFILE),--profile '$(PROFILE)') $(if $(PHASES),--phases '$(PHASES)') $(if $(DURATION),--duration $(DURATION))
-load: $(STAMP) ## load test (locust): URL= API_KEY= USERS=32 SUBMITS=2000 ITEMS=1-300 DRAIN=120 OUT=; PROFILE=overload
+load: $(STAMP) ## load test (locust): URL= API_KEY= USERS=32 SUBMITS=2000 ITEMS=1-300 DRAIN=120 DRAIN_POLL=0.5 OUT=; PROFILE=overload
 	$(PY) -m measure.load.run $(LOAD_ARGS)
 
 # --- Deployment artifact (docs/deploy.md) ------------------------------------

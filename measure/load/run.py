@@ -105,7 +105,8 @@ def measure(url: str, *, users: int, submits: int = 0, duration: float = 0.0, it
             raise LoadError(f"locust failed (exit status {code}) before recording anything")
         rec = Recording.from_raw(json.loads(raw_out.read_text()))
     config = {"url": url, "users": users, "submits": submits if duration <= 0 else None, "duration_s": duration or None,
-              "items": items, "api_key_sent": bool(api_key), "drain_timeout_s": drain_timeout}
+              "items": items, "api_key_sent": bool(api_key), "drain_timeout_s": drain_timeout,
+              "drain_poll_s": drain_poll}
     return summarise(rec, config)
 
 
@@ -150,12 +151,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--items", default="1-300", help="item ids to submit (make run's demo ads are 1-300)")
     p.add_argument("--drain-timeout", type=float, default=None,
                    help=f"seconds to wait for tasks after the submits (default 120; overload {OVERLOAD_DRAIN_TIMEOUT_S:.0f})")
+    p.add_argument("--drain-poll", type=float, default=0.5,
+                   help="seconds between polls of a task still unfinished once the submits are over (default 0.5); "
+                        "more against a deployed LocalStack, whose event source mapping drains a few tasks a second "
+                        "and where every poll is an API Gateway request and a Lambda invocation")
     p.add_argument("--request-timeout", type=float, default=30, help="seconds per HTTP request")
     p.add_argument("--out", type=Path, default=None, help=f"results as JSON (default {DEFAULT_OUT.relative_to(names.ROOT)}; "
                    f"overload {OVERLOAD_OUT.relative_to(names.ROOT)})")
     args = p.parse_args(argv)
     if args.users < 1 or args.submits < 1:
         p.error("--users and --submits must be at least 1")
+    if args.drain_poll <= 0:
+        p.error("--drain-poll must be positive")
     try:
         args.phases = [int(n) for n in args.phases.split(",")]
     except ValueError:
@@ -192,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             log.info("%d clients, %d submits (item ids %s) against %s", args.users, args.submits, args.items, args.url)
             results = measure(args.url, users=args.users, submits=args.submits, items=args.items,
-                              api_key=args.api_key, drain_timeout=args.drain_timeout,
+                              api_key=args.api_key, drain_timeout=args.drain_timeout, drain_poll=args.drain_poll,
                               request_timeout=args.request_timeout)
             print(format_report(results), flush=True)
     except LoadError as err:

@@ -46,12 +46,14 @@ def load_tool(url: str, out: Path, *args: str, api_key: str = "") -> subprocess.
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
-def run_load(url: str, out: Path, *, items: str, api_key: str = "", submits: int = SUBMITS) -> dict[str, Any]:
+def run_load(url: str, out: Path, *, items: str, api_key: str = "", submits: int = SUBMITS,
+             drain_poll: float = 0.5) -> dict[str, Any]:
     proc = load_tool(url, out, "--users", str(USERS), "--submits", str(submits), "--items", items,
-                     "--drain-timeout", "180", api_key=api_key)
+                     "--drain-timeout", "180", "--drain-poll", str(drain_poll), api_key=api_key)
     report = proc.stdout + proc.stderr
     assert out.exists(), report
     results = json.loads(out.read_text())
+    assert results["config"]["drain_poll_s"] == drain_poll
     # The report is the first thing to read when this fails.
     assert proc.returncode == 0 and results["ok"], report
     assert "req/s" in proc.stdout and "tasks/s" in proc.stdout
