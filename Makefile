@@ -65,10 +65,11 @@ run: $(STAMP) ## run the whole service locally, in the foreground (Ctrl-C stops 
 
 # The suites run in parallel (pytest-xdist): TEST_WORKERS processes, each with its own PostgreSQL and
 # stacks; a module's tests, and the users of one deployed stack, stay on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+# Four on a 2-core machine: the suites wait on servers a fifth of the time (docs/testing.md#where-the-time-goes).
+TEST_WORKERS ?= 4
 PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
-test: $(STAMP) localstack checkov chromium ## run every test: unit, integration, end-to-end (TEST_WORKERS=3, PYTEST_ARGS=)
+test: $(STAMP) localstack checkov chromium ## run every test: unit, integration, end-to-end (TEST_WORKERS=4, PYTEST_ARGS=)
 	$(PYTEST)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
