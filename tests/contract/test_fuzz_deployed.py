@@ -4,15 +4,14 @@ serves: every phase and every check, API Gateway's own answers included (403
 without the key, what it does with undeclared methods).
 
 The deployment is the session's `deployed` (tests/conftest.py), the one
-tests/e2e/test_deployed.py runs on.
+tests/e2e/test_deployed.py runs on; after the last test here it is settled for the next module
+(its closed ads reopened, its tasks finished, its DLQ emptied, its webhook endpoints gone).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -35,24 +34,6 @@ MAX_EXAMPLES = 12
 # AWS does), where the check wants 405 + Allow. The document says so, and the
 # chalice local run checks the API's own 405.
 DISABLED = {"unsupported_method": "API Gateway answers an undeclared method with 403 before the API runs"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _reopen_closed_ads(deployed: Deployed) -> Iterator[None]:
-    """The stack as the fuzz found it, for the tests that share it after (tests/conftest.py):
-    the ads it closed (POST /moderation/close) reopened, its tasks finished, and the DLQ
-    emptied of the envelopes of tasks whose ad it closed meanwhile."""
-    yield
-    deployed.sql("UPDATE advertisements SET is_closed = false WHERE is_closed")
-    sqs = deployed.client("sqs")
-    queue_url, dlq_url = deployed.d.outputs["ModerationQueueUrl"], deployed.d.outputs["ModerationDLQUrl"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-        if attrs["ApproximateNumberOfMessages"] == attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
-            break
-        time.sleep(0.5)
-    sqs.purge_queue(QueueUrl=dlq_url)
 
 
 def test_the_deployed_api_keeps_its_contract(deployed: Deployed, capsys: pytest.CaptureFixture[str]) -> None:
