@@ -134,6 +134,16 @@ def drop_verdict_audit(url: str) -> None:
     execute(url, "DROP TRIGGER IF EXISTS audit_verdict_write ON moderation_results; DROP TABLE IF EXISTS verdict_writes")
 
 
+@contextmanager
+def verdicts_counted(url: str) -> Iterator[None]:
+    """install_verdict_audit for the block only: a stack shared with other tests is left without the trigger."""
+    install_verdict_audit(url)
+    try:
+        yield
+    finally:
+        drop_verdict_audit(url)
+
+
 # --- a throwaway certificate authority (TLS to the database, the CA bundle make package ships) ---
 def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())

@@ -10,6 +10,7 @@ runs the same thing by hand against any stack (`make run` prints its key).
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sys
@@ -99,16 +100,12 @@ def _drop_framing_headers(context: Any, case: Any, kwargs: dict[str, Any]) -> No
         del case.headers[name]
 
 
-_hooked: list[bool] = []
-
-
+@functools.cache
 def _register_hooks() -> None:
     """Once per process: schemathesis 4 runs before_call hooks from its global dispatcher only."""
     import schemathesis
 
-    if not _hooked:
-        schemathesis.hook("before_call")(_drop_framing_headers)
-        _hooked.append(True)
+    schemathesis.hook("before_call")(_drop_framing_headers)
 
 
 # CI fuzzes with one fixed seed, so a seed-dependent find cannot block a

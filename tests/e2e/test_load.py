@@ -20,8 +20,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.e2e_stack import Stack, settle
-from tests.helpers import drop_verdict_audit, execute, http_server, install_verdict_audit
+from tests.helpers import execute, http_server, verdicts_counted
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,16 +87,6 @@ def show(label: str, results: dict[str, Any], capsys: pytest.CaptureFixture[str]
               f"{by_kind['submit']['p99_ms']} ms, submit->completed p50/p99 "
               f"{tasks['submit_to_completed']['p50_ms']}/{tasks['submit_to_completed']['p99_ms']} ms, "
               f"{tasks['tasks_per_s']} tasks/s, statuses {results['status_counts']}")
-
-
-@contextmanager
-def verdicts_counted(database_url: str) -> Iterator[None]:
-    """The trigger that counts verdict writes (tests/helpers.py), on a session's stack for one test only."""
-    install_verdict_audit(database_url)
-    try:
-        yield
-    finally:
-        drop_verdict_audit(database_url)
 
 
 def test_load_on_make_run(shared_make_run: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -10,7 +10,8 @@ import pytest
 
 from tests.e2e.deployed_stack import Deployed
 from tests.e2e.e2e_stack import settle
-from tests.e2e.test_load import check_results, run_load, show, verdicts_counted
+from tests.e2e.test_load import check_results, run_load, show
+from tests.helpers import verdicts_counted
 
 pytestmark = pytest.mark.e2e
 # LocalStack's event source mapping drains ~7 tasks/s (one batch at a time): 120 submits keep
